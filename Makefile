@@ -1,0 +1,36 @@
+# Two commands do all set-up on a fresh clone (Python 3.11):
+#   make demo   -> sample from the shipped checkpoint, write out/demo/grid.png
+#   make test   -> the test suite (what CI runs)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-v1
+
+# lava-nc 0.10.0 / lava-dl 0.6.0 declare Python <3.11 and pin old torch/torchvision/OpenCV; they are installed
+# without their declared dependencies, and pyproject.toml lists what they really need at run time.
+LAVA   := lava-nc==0.10.0 lava-dl==0.6.0
+# The CPU build on this machine's disk; a bare "torch" would resolve to a multi-GB CUDA build.
+TORCH  ?= torch==2.13.0
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check $(TORCH)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	$(BIN)/pip install -q --disable-pip-version-check --no-deps --ignore-requires-python $(LAVA)
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/spikediff sample -n 64 --steps 20 -o out/demo/grid.png
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/cpu_throughput.py --out benchmarks/results/cpu_throughput.md
+
+clean:
+	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,76 @@
+"""Checkpoint files: written atomically, validated on load with errors that name the file and the problem."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+from . import SpikediffError
+
+FORMAT = "spikediff-checkpoint"
+VERSION = 1
+SHIPPED = Path(__file__).parent / "assets" / "fsddim_mnist_small.pt"
+
+
+class CheckpointError(SpikediffError):
+    pass
+
+
+def save_atomic(obj: dict, path: str | Path) -> Path:
+    """torch.save to a temporary file beside `path`, then rename: a crash never leaves a half-written file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load_raw(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path}: no such file")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path}: is a directory (pass the .pt file, e.g. {path}/model.pt)")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path}: not a readable PyTorch file ({type(exc).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        raise CheckpointError(f"checkpoint {path}: not a spikediff checkpoint")
+    if ckpt.get("version") != VERSION:
+        raise CheckpointError(f"checkpoint {path}: format version {ckpt.get('version')}, this spikediff reads {VERSION}")
+    for key in ("model_config", "diffusion", "model"):
+        if key not in ckpt:
+            raise CheckpointError(f"checkpoint {path}: missing entry {key!r}")
+    return ckpt
+
+
+def load_model(path: str | Path | None = None, weights: str = "ema"):
+    """(model, noise schedule, checkpoint dict) from a checkpoint; the shipped one if path is None."""
+    from .diffusion import NoiseSchedule
+    from .models import DenoiserConfig, SpikingDenoiser
+
+    path = Path(path) if path is not None else SHIPPED
+    ckpt = load_raw(path)
+    try:
+        model = SpikingDenoiser(DenoiserConfig.from_dict(ckpt["model_config"]))
+    except TypeError as exc:
+        raise CheckpointError(f"checkpoint {path}: bad model_config ({exc})") from None
+    state = ckpt.get("ema") if weights == "ema" and ckpt.get("ema") is not None else ckpt["model"]
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"checkpoint {path}: weights do not fit the model ({first})") from None
+    schedule = NoiseSchedule(**ckpt["diffusion"])
+    return model.eval(), schedule, ckpt

@@ -1,0 +1,141 @@
+"""The `spikediff` command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import SpikediffError, __version__
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 1")
+    return value
+
+
+def cmd_data_fetch(args) -> int:
+    from .data import fetch
+
+    for name in args.names:
+        fetch(name, root=args.root, from_dir=args.from_dir, force=args.force)
+    return 0
+
+
+def cmd_data_info(args) -> int:
+    from .data import load_images
+    from .data.datasets import ALL_NAMES, data_root
+    from .data.fetch import is_complete
+
+    print(f"data root: {args.root or data_root()}")
+    for name in ALL_NAMES:
+        if name != "digits" and not is_complete(name, args.root):
+            print(f"  {name:14s} not fetched (spikediff data fetch {name})")
+            continue
+        sizes = [len(load_images(name, split, root=args.root)[0]) for split in ("train", "test")]
+        print(f"  {name:14s} train {sizes[0]:6d}  test {sizes[1]:6d}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .models import DenoiserConfig
+    from .train import TrainConfig, train
+
+    model = DenoiserConfig(channels=args.channels, hidden=args.hidden, num_steps=args.snn_steps,
+                           time_features=args.time_features, beta=args.beta, threshold=args.threshold,
+                           readout_alpha=args.readout_alpha)
+    cfg = TrainConfig(data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                      warmup=args.warmup, ema_decay=args.ema_decay, prediction_type=args.prediction,
+                      seed=args.seed, data_limit=args.data_limit, checkpoint_every=args.checkpoint_every,
+                      device=args.device, model=model)
+    try:
+        path = train(cfg, args.out, progress=not args.quiet)
+    except KeyboardInterrupt:
+        return 130
+    print(f"checkpoint: {path}")
+    return 0
+
+
+def cmd_sample(args) -> int:
+    from .checkpoint import load_model
+    from .diffusion import sample_torch
+    from .images import check_png_path, save_grid
+
+    check_png_path(args.output)
+    model, schedule, _ = load_model(args.checkpoint)
+    images = sample_torch(model, schedule, args.num, num_inference_steps=args.steps, seed=args.seed,
+                          batch_size=args.batch_size, progress=not args.quiet)
+    out = save_grid(images, args.output)
+    print(f"wrote {len(images)} samples to {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="spikediff", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"spikediff {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    data = sub.add_parser("data", help="fetch and inspect datasets")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    fetch = data_sub.add_parser("fetch", help="fetch, verify and store datasets")
+    fetch.add_argument("names", nargs="+", choices=["mnist", "fashion-mnist"])
+    fetch.add_argument("--from", dest="from_dir", type=Path, help="directory holding the official IDX files")
+    fetch.add_argument("--root", type=Path, help="data directory (default $SPIKEDIFF_DATA or ~/.cache/spikediff/data)")
+    fetch.add_argument("--force", action="store_true", help="fetch again even if present")
+    fetch.set_defaults(func=cmd_data_fetch)
+    info = data_sub.add_parser("info", help="list datasets and what is present")
+    info.add_argument("--root", type=Path)
+    info.set_defaults(func=cmd_data_info)
+
+    tr = sub.add_parser("train", help="train a spiking denoiser (resumes if OUT holds a run)")
+    tr.add_argument("--data", default="mnist", choices=["mnist", "fashion-mnist", "digits"])
+    tr.add_argument("--out", type=Path, required=True, help="run directory (last.pt, model.pt, log.jsonl)")
+    tr.add_argument("--steps", type=_positive_int, default=4000, help="optimizer steps in total")
+    tr.add_argument("--batch-size", type=_positive_int, default=128)
+    tr.add_argument("--lr", type=float, default=1e-3)
+    tr.add_argument("--warmup", type=int, default=200)
+    tr.add_argument("--ema-decay", type=float, default=0.999)
+    tr.add_argument("--prediction", default="epsilon", choices=["epsilon", "v_prediction"])
+    tr.add_argument("--channels", type=_positive_int, default=32)
+    tr.add_argument("--hidden", type=_positive_int, default=256)
+    tr.add_argument("--snn-steps", type=_positive_int, default=4, help="T, SNN steps per denoiser call")
+    tr.add_argument("--time-features", type=_positive_int, default=8)
+    tr.add_argument("--beta", type=float, default=0.75, help="membrane decay (1 - Lava dv), multiple of 1/4096")
+    tr.add_argument("--threshold", type=float, default=1.0)
+    tr.add_argument("--readout-alpha", type=float, default=0.5, help="readout current decay (1 - Lava du)")
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--data-limit", type=_positive_int, help="use only the first N training images")
+    tr.add_argument("--checkpoint-every", type=_positive_int, default=250)
+    tr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.set_defaults(func=cmd_train)
+
+    sa = sub.add_parser("sample", help="generate images from a checkpoint")
+    sa.add_argument("checkpoint", nargs="?", type=Path, help="checkpoint .pt (default: the shipped MNIST model)")
+    sa.add_argument("--backend", default="torch", choices=["torch"], help="where the denoiser runs")
+    sa.add_argument("-n", "--num", type=_positive_int, default=64, help="number of images")
+    sa.add_argument("-o", "--output", type=Path, default=Path("samples.png"), help="PNG grid to write")
+    sa.add_argument("--steps", type=_positive_int, default=20, help="DDIM denoising steps")
+    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--batch-size", type=_positive_int, default=64)
+    sa.add_argument("--quiet", action="store_true")
+    sa.set_defaults(func=cmd_sample)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SpikediffError as exc:
+        print(f"spikediff: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,5 @@
+"""Training spiking denoisers with surrogate gradients (snnTorch), on CPU or CUDA."""
+
+from .trainer import TrainConfig, train
+
+__all__ = ["TrainConfig", "train"]

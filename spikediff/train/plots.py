@@ -1,0 +1,41 @@
+"""Training curves (loss and firing rate per layer) from a run's log.jsonl, as a PNG."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+
+def plot_training_log(log_path: str | Path, png_path: str | Path) -> Path | None:
+    """Write the plot atomically; returns None when the log has no records yet."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    if not records:
+        return None
+    steps = [r["step"] for r in records]
+    fig, (ax_loss, ax_rate) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    ax_loss.plot(steps, [r["loss"] for r in records], color="0.75", lw=0.8, label="batch")
+    ax_loss.plot(steps, [r["loss_avg"] for r in records], color="C0", lw=1.6, label="running mean")
+    ax_loss.set(xlabel="step", ylabel="MSE loss", yscale="log", title="denoising loss")
+    ax_loss.legend(frameon=False)
+    for layer in records[-1]["rates"]:
+        ax_rate.plot(steps, [r["rates"].get(layer, float("nan")) for r in records], lw=1.2, label=layer)
+    ax_rate.set(xlabel="step", ylabel="spikes per neuron per SNN step", title="firing rate", ylim=(0, None))
+    ax_rate.legend(frameon=False, fontsize=8)
+    png_path = Path(png_path)
+    fd, tmp = tempfile.mkstemp(dir=png_path.parent, prefix=png_path.name, suffix=".part")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, format="png")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, png_path)
+    finally:
+        plt.close(fig)
+        Path(tmp).unlink(missing_ok=True)
+    return png_path

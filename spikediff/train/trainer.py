@@ -1,0 +1,221 @@
+"""DDPM training loop: resumable, atomic checkpoints, EMA weights, deterministic for a given seed.
+
+A run directory holds ``last.pt`` (everything needed to resume, bit for bit), ``model.pt`` (EMA weights
+only: the small file to sample, export and ship), ``log.jsonl`` (loss and firing rates over time) and
+``training.png`` (the same as curves).
+Running the same command again on the same directory resumes; a larger ``--steps`` extends the run.
+The learning rate is constant after warm-up, so a run stopped at step N equals a run asked for N steps.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import copy
+from tqdm.auto import tqdm
+
+from .. import SpikediffError
+from ..checkpoint import FORMAT, VERSION, load_raw, save_atomic
+from ..data import load_images, to_model_range
+from ..data.datasets import image_size as dataset_image_size
+from ..diffusion import NoiseSchedule
+from ..models import DenoiserConfig, SpikingDenoiser
+from .plots import plot_training_log
+
+
+@dataclass
+class TrainConfig:
+    data: str = "mnist"
+    steps: int = 4000
+    batch_size: int = 128
+    lr: float = 1e-3
+    warmup: int = 200
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    prediction_type: str = "epsilon"
+    num_train_timesteps: int = 1000
+    seed: int = 0
+    data_limit: int | None = None
+    checkpoint_every: int = 250
+    log_every: int = 25
+    device: str = "auto"
+    model: DenoiserConfig = field(default_factory=DenoiserConfig)
+
+    def validate(self) -> "TrainConfig":
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise SpikediffError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.lr < 1:
+            raise SpikediffError(f"--lr must be in (0, 1), got {self.lr}")
+        if not 0 <= self.ema_decay < 1:
+            raise SpikediffError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        self.model.validate()
+        return self
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SpikediffError(f"--device {name}: CUDA is not available on this machine")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise SpikediffError(f"--device {name!r}: not a device name (use auto, cpu or cuda)") from None
+
+
+class EMA:
+    """Exponential moving average of the parameters (only: snnTorch buffers are constants or state).
+
+    torch's AveragedModel also copies buffers, which fails on snnTorch's shape-changing membrane buffer.
+    Warm-up (1 + n) / (10 + n) keeps short runs from being dominated by the random init.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.module = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+        self.num_updates = 0
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        d = min(self.decay, (1.0 + self.num_updates) / (10.0 + self.num_updates))
+        torch._foreach_lerp_(list(self.module.parameters()), list(model.parameters()), 1.0 - d)
+        self.num_updates += 1
+
+    def state_dict(self) -> dict:
+        return {"module": self.module.state_dict(), "num_updates": self.num_updates}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.module.load_state_dict(state["module"])
+        self.num_updates = state["num_updates"]
+
+
+def _signals_raise_interrupt():
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
+
+
+def _small_checkpoint(cfg: TrainConfig, ema: EMA, step: int, loss: float | None) -> dict:
+    return {
+        "format": FORMAT, "version": VERSION,
+        "model_config": cfg.model.to_dict(),
+        "diffusion": {"num_train_timesteps": cfg.num_train_timesteps, "prediction_type": cfg.prediction_type},
+        "model": {k: v.detach().cpu().clone() for k, v in ema.module.state_dict().items()},
+        "train": {"data": cfg.data, "step": step, "loss": loss, **{k: v for k, v in asdict(cfg).items()
+                                                                   if k not in ("model",)}},
+    }
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, log=print) -> Path:
+    """Train (or resume) into out_dir; returns the path of the small EMA checkpoint."""
+    cfg.validate()
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SpikediffError(f"--out {out}: exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    size = dataset_image_size(cfg.data)
+    if cfg.model.image_size != size:
+        cfg.model.image_size = size
+
+    images, _ = load_images(cfg.data, "train", limit=cfg.data_limit)
+    data = to_model_range(images).to(device)
+    if len(data) < 1:
+        raise SpikediffError(f"dataset {cfg.data}: no training images")
+
+    torch.manual_seed(cfg.seed)
+    model = SpikingDenoiser(cfg.model).to(device)
+    ema = EMA(model, cfg.ema_decay)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    schedule = NoiseSchedule(cfg.num_train_timesteps, cfg.prediction_type)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    step = 0
+
+    last = out / "last.pt"
+    if last.exists():
+        ckpt = load_raw(last)
+        saved = ckpt["train_config"]
+        for key in ("data", "batch_size", "lr", "seed", "prediction_type", "num_train_timesteps", "data_limit"):
+            if saved.get(key) != getattr(cfg, key):
+                raise SpikediffError(
+                    f"{last}: was trained with {key}={saved.get(key)!r}, this command asks for "
+                    f"{getattr(cfg, key)!r}; use another --out directory or the same options"
+                )
+        if ckpt["model_config"] != cfg.model.to_dict():
+            raise SpikediffError(f"{last}: model options differ from this command's; use another --out directory")
+        model.load_state_dict(ckpt["model"])
+        ema.load_state_dict(ckpt["ema_full"])
+        opt.load_state_dict(ckpt["optimizer"])
+        gen.set_state(ckpt["generator"])
+        step = ckpt["step"]
+        log(f"resuming {last} at step {step}/{cfg.steps}")
+        if step >= cfg.steps:
+            log("already trained to the requested number of steps")
+            return out / "model.pt"
+
+    def save(loss_value):
+        save_atomic({"format": FORMAT, "version": VERSION, "model_config": cfg.model.to_dict(),
+                     "diffusion": {"num_train_timesteps": cfg.num_train_timesteps,
+                                   "prediction_type": cfg.prediction_type},
+                     "model": model.state_dict(), "ema_full": ema.state_dict(), "optimizer": opt.state_dict(),
+                     "generator": gen.get_state(), "step": step,
+                     "train_config": {k: v for k, v in asdict(cfg).items() if k != "model"}}, last)
+        save_atomic(_small_checkpoint(cfg, ema, step, loss_value), out / "model.pt")
+        plot_training_log(out / "log.jsonl", out / "training.png")
+
+    previous_handler = _signals_raise_interrupt()
+    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.data}", unit="step", disable=not progress)
+    neurons = model.neuron_counts()
+    loss_avg = None
+    t_start = time.perf_counter()
+    try:
+        with open(out / "log.jsonl", "a") as log_file:
+            while step < cfg.steps:
+                idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
+                t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=gen)
+                noise = torch.randn((cfg.batch_size, *data.shape[1:]), generator=gen)
+                x0, t, noise = data[idx.to(device)], t.to(device), noise.to(device)
+                for group in opt.param_groups:
+                    group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+                stats = {} if (step + 1) % cfg.log_every == 0 else None
+                pred = model(schedule.add_noise(x0, noise, t), t, stats=stats)
+                loss = torch.nn.functional.mse_loss(pred, schedule.target(x0, noise, t))
+                if not torch.isfinite(loss):
+                    raise SpikediffError(f"loss became {loss.item()} at step {step}; try a lower --lr")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                ema.update(model)
+                step += 1
+                value = loss.item()
+                loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
+                bar.update(1)
+                if stats is not None:
+                    rates = {k: stats[k] / (neurons[k] * cfg.batch_size * cfg.model.num_steps) for k in stats}
+                    bar.set_postfix(loss=f"{loss_avg:.4f}", rate=f"{sum(rates.values()) / len(rates):.3f}")
+                    log_file.write(json.dumps({"step": step, "loss": value, "loss_avg": loss_avg,
+                                               "rates": rates, "elapsed_s": time.perf_counter() - t_start}) + "\n")
+                    log_file.flush()
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                    save(loss_avg)
+    except KeyboardInterrupt:
+        bar.close()
+        save(loss_avg)
+        log(f"\ninterrupted: saved step {step} to {last}; run the same command to resume")
+        raise
+    finally:
+        bar.close()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
+    return out / "model.pt"

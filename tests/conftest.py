@@ -1,0 +1,28 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# The models in the tests are tiny: one thread is faster than two fighting over this 2-core machine, and
+# subprocesses (CLI tests) inherit the setting.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def mnist_root():
+    """The real MNIST, fetched once into the user's data root (the same path `spikediff data fetch` uses)."""
+    from spikediff.data import data_root, fetch
+
+    fetch("mnist", log=lambda _m: None)
+    return data_root()
+
+
+def run_cli(*args, timeout=300, env=None):
+    """Run `python -m spikediff ...` in a fresh interpreter; returns the CompletedProcess."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "spikediff", *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT, env=full_env)

@@ -1,0 +1,64 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import run_cli
+from spikediff.checkpoint import SHIPPED, load_model
+
+
+def test_sample_from_the_shipped_checkpoint(tmp_path):
+    out = tmp_path / "grid.png"
+    res = run_cli("sample", "-n", "4", "--steps", "3", "-o", out, "--quiet")
+    assert res.returncode == 0, res.stderr
+    assert f"wrote 4 samples to {out}" in res.stdout
+    img = np.asarray(Image.open(out))
+    assert img.ndim == 2 and img.std() > 10  # a 2x2 grid of non-blank images
+
+
+def test_shipped_checkpoint_is_small_and_was_made_by_spikediff_train():
+    assert SHIPPED.stat().st_size < 6 * 2**20
+    model, schedule, ckpt = load_model()
+    assert ckpt["train"]["data"] == "mnist" and ckpt["train"]["step"] >= 1000
+    assert model.config.image_size == 28 and model.config.num_steps <= 4
+
+
+def test_missing_checkpoint(tmp_path):
+    res = run_cli("sample", tmp_path / "nope.pt", "-o", tmp_path / "x.png")
+    assert res.returncode == 2
+    assert f"checkpoint {tmp_path / 'nope.pt'}: no such file" in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_not_a_checkpoint(tmp_path):
+    bad = tmp_path / "bad.pt"
+    bad.write_text("hello")
+    res = run_cli("sample", bad, "-o", tmp_path / "x.png")
+    assert res.returncode == 2 and "not a readable PyTorch file" in res.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sample", "-n", "0"], "argument -n/--num: 0 must be >= 1"),
+    (["sample", "--backend", "loihi"], "argument --backend: invalid choice"),
+    (["sample", "-o", "grid.jpg"], "output grid.jpg: must end in .png"),
+    (["train", "--data", "cifar10", "--out", "x"], "argument --data: invalid choice"),
+    (["train", "--data", "digits", "--out", "x", "--beta", "0.7"], "beta=0.7 must be in [0, 1] and a multiple"),
+    (["data", "fetch", "mnist", "--from", "/nonexistent/dir"], "--from /nonexistent/dir: no such directory"),
+])
+def test_bad_options_give_clear_errors(args, message, tmp_path):
+    res = run_cli(*args)
+    assert res.returncode == 2
+    assert message in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_train_into_a_file_path_is_refused(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    res = run_cli("train", "--data", "digits", "--out", f, "--steps", "1")
+    assert res.returncode == 2 and "exists and is not a directory" in res.stderr
+
+
+def test_data_info_lists_the_bundled_digits():
+    res = run_cli("data", "info")
+    assert res.returncode == 0, res.stderr
+    assert "digits" in res.stdout and "1438" in res.stdout

@@ -1,0 +1,95 @@
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import torch
+
+from conftest import ROOT
+from spikediff.checkpoint import load_model, load_raw
+from spikediff.data import load_images, to_model_range
+from spikediff.diffusion import NoiseSchedule
+from spikediff.models import DenoiserConfig, SpikingDenoiser
+from spikediff.train import TrainConfig, train
+
+TINY = dict(image_size=8, channels=8, hidden=64)
+
+
+def _eval_loss(model, schedule):
+    x0 = to_model_range(load_images("digits", "test")[0][:256])
+    gen = torch.Generator().manual_seed(123)
+    t = torch.randint(0, 1000, (len(x0),), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    with torch.no_grad():
+        return float(torch.nn.functional.mse_loss(model(schedule.add_noise(x0, noise, t), t), noise))
+
+
+def test_short_training_run_lowers_held_out_loss(tmp_path):
+    cfg = TrainConfig(data="digits", steps=150, batch_size=64, lr=2e-3, warmup=10, checkpoint_every=150,
+                      log_every=10, model=DenoiserConfig(**TINY))
+    torch.manual_seed(cfg.seed)
+    schedule = NoiseSchedule()
+    before = _eval_loss(SpikingDenoiser(DenoiserConfig(**TINY)), schedule)
+    path = train(cfg, tmp_path, progress=False, log=lambda _m: None)
+    raw = load_raw(tmp_path / "last.pt")
+    trained = SpikingDenoiser(DenoiserConfig(**TINY))
+    trained.load_state_dict(raw["model"])
+    after = _eval_loss(trained, schedule)
+    assert after < 0.8 * before, (before, after)
+    model, _, ckpt = load_model(path)  # the small EMA checkpoint loads on its own
+    assert ckpt["train"]["step"] == 150
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(10, 151, 10))
+    assert all(0 < rate < 1 for rate in log[-1]["rates"].values())
+
+
+def test_resumed_run_equals_an_uninterrupted_one(tmp_path):
+    def cfg(steps):
+        return TrainConfig(data="digits", steps=steps, batch_size=16, checkpoint_every=7,
+                           model=DenoiserConfig(image_size=8, channels=4, hidden=16))
+
+    train(cfg(20), tmp_path / "straight", progress=False, log=lambda _m: None)
+    train(cfg(9), tmp_path / "resumed", progress=False, log=lambda _m: None)
+    messages = []
+    train(cfg(20), tmp_path / "resumed", progress=False, log=messages.append)
+    assert messages == [f"resuming {tmp_path / 'resumed' / 'last.pt'} at step 9/20"]
+    a, b = load_raw(tmp_path / "straight" / "last.pt"), load_raw(tmp_path / "resumed" / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    for key in a["ema_full"]["module"]:
+        assert torch.equal(a["ema_full"]["module"][key], b["ema_full"]["module"][key]), key
+
+
+def test_resume_refuses_different_options(tmp_path):
+    import pytest
+
+    from spikediff import SpikediffError
+
+    small = DenoiserConfig(image_size=8, channels=4, hidden=16)
+    train(TrainConfig(data="digits", steps=2, batch_size=4, model=small), tmp_path, progress=False,
+          log=lambda _m: None)
+    with pytest.raises(SpikediffError, match="batch_size=4"):
+        train(TrainConfig(data="digits", steps=4, batch_size=8, model=small), tmp_path, progress=False)
+
+
+def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):
+    cmd = [sys.executable, "-m", "spikediff", "train", "--data", "digits", "--out", str(tmp_path),
+           "--channels", "4", "--hidden", "16", "--batch-size", "8", "--checkpoint-every", "100000",
+           "--steps", "100000", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    log = tmp_path / "log.jsonl"
+    deadline = time.time() + 120
+    while not (log.exists() and log.stat().st_size > 0) and time.time() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "run the same command to resume" in out
+    step = load_raw(tmp_path / "last.pt")["step"]
+    assert step >= 25
+    cmd[cmd.index("--steps") + 1] = str(step + 3)
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr
+    assert f"resuming {tmp_path / 'last.pt'} at step {step}/{step + 3}" in again.stdout
+    assert load_raw(tmp_path / "last.pt")["step"] == step + 3
