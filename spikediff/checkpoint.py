@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 
 from . import SpikediffError
+from .atomic import atomic_path
 
 FORMAT = "spikediff-checkpoint"
 VERSION = 1
@@ -21,18 +20,9 @@ class CheckpointError(SpikediffError):
 
 def save_atomic(obj: dict, path: str | Path) -> Path:
     """torch.save to a temporary file beside `path`, then rename: a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return Path(path)
 
 
 def load_raw(path: str | Path) -> dict:
@@ -56,7 +46,10 @@ def load_raw(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path | None = None, weights: str = "ema"):
-    """(model, noise schedule, checkpoint dict) from a checkpoint; the shipped one if path is None."""
+    """(model, noise schedule, checkpoint dict) from model.pt or last.pt; the shipped one if path is None.
+
+    weights="raw" takes a last.pt's un-averaged weights instead of the EMA.
+    """
     from .diffusion import NoiseSchedule
     from .models import DenoiserConfig, SpikingDenoiser
 
@@ -66,7 +59,8 @@ def load_model(path: str | Path | None = None, weights: str = "ema"):
         model = SpikingDenoiser(DenoiserConfig.from_dict(ckpt["model_config"]))
     except TypeError as exc:
         raise CheckpointError(f"checkpoint {path}: bad model_config ({exc})") from None
-    state = ckpt.get("ema") if weights == "ema" and ckpt.get("ema") is not None else ckpt["model"]
+    # model.pt holds EMA weights as "model"; a run's last.pt also holds the raw weights beside them.
+    state = ckpt["ema_full"]["module"] if weights == "ema" and "ema_full" in ckpt else ckpt["model"]
     try:
         model.load_state_dict(state)
     except RuntimeError as exc:

@@ -65,11 +65,13 @@ def cmd_sample(args) -> int:
     from .checkpoint import load_model
     from .diffusion import sample_torch
     from .images import check_png_path, save_grid
+    from .train.trainer import resolve_device
 
     check_png_path(args.output)
+    device = resolve_device(args.device)
     model, schedule, _ = load_model(args.checkpoint)
     images = sample_torch(model, schedule, args.num, num_inference_steps=args.steps, seed=args.seed,
-                          batch_size=args.batch_size, progress=not args.quiet)
+                          batch_size=args.batch_size, device=device, progress=not args.quiet)
     out = save_grid(images, args.output)
     print(f"wrote {len(images)} samples to {out}")
     return 0
@@ -123,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--steps", type=_positive_int, default=20, help="DDIM denoising steps")
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--batch-size", type=_positive_int, default=64)
+    sa.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (torch backend)")
     sa.add_argument("--quiet", action="store_true")
     sa.set_defaults(func=cmd_sample)
     return parser

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from . import SpikediffError
+from .atomic import atomic_path
 
 
 def to_uint8(images) -> np.ndarray:
@@ -49,14 +48,6 @@ def save_grid(images, path: str | Path, ncols: int | None = None, scale: int = 2
     if scale > 1:
         canvas = canvas.repeat(scale, axis=0).repeat(scale, axis=1)
     img = Image.fromarray(canvas[..., 0] if canvas.shape[-1] == 1 else canvas)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

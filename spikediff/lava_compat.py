@@ -2,7 +2,7 @@
 
 Both releases declare Python < 3.11 and the upstream repositories are archived, so no fixed release will
 come. spikediff installs them with ``--no-deps --ignore-requires-python`` and fixes, at import time and only
-for code that imports Lava through this module, the two things that break:
+for code that imports Lava through this module, the three things that break:
 
 1. ``lava/magma/compiler/var_model.py`` declares dataclasses (``CoreEncoder``, ``ChipEncoder``,
    ``AxonEncoder``) whose fields default to a ``ByteEncoder()`` instance. Python 3.11 rejects any unhashable
@@ -13,6 +13,10 @@ for code that imports Lava through this module, the two things that break:
 2. ``lava.lib.dl.slayer`` eagerly imports its ``object_detection`` package, which needs torchvision and
    OpenCV; netx does not use it. When those are not installed, a placeholder module stands in, and any use
    of it raises an ImportError that says why.
+3. Lava's ``message_infrastructure/multiprocessing.py`` calls ``multiprocessing.set_start_method('fork')``
+   at import, which raises "context has already been set" if anything in the process asked for the start
+   method first (``multiprocessing.get_start_method()`` fixes it; diffusers' imports do). While that module
+   executes, the call is made with ``force=True``: the result is what Lava gets in a fresh process.
 
 Everything here is idempotent; call :func:`import_lava` or :func:`import_netx` instead of importing Lava
 directly.
@@ -24,12 +28,15 @@ import dataclasses
 import importlib
 import importlib.abc
 import importlib.util
+import multiprocessing
 import sys
 import types
+from contextlib import contextmanager
 
 from . import SpikediffError
 
 VAR_MODEL = "lava.magma.compiler.var_model"
+MP_INFRASTRUCTURE = "lava.magma.runtime.message_infrastructure.multiprocessing"
 OBJECT_DETECTION = "lava.lib.dl.slayer.object_detection"
 _HASHED_CLASSES = {"ByteEncoder"}
 
@@ -38,7 +45,11 @@ class LavaUnavailableError(SpikediffError):
     pass
 
 
-def _hashing_dataclass(real):
+@contextmanager
+def _byteencoder_hashable():
+    """Fix 1: while var_model executes, dataclass() gives ByteEncoder object.__hash__."""
+    real = dataclasses.dataclass
+
     def dataclass(cls=None, /, **kwargs):
         def wrap(c):
             made = real(c, **kwargs)
@@ -48,37 +59,56 @@ def _hashing_dataclass(real):
 
         return wrap if cls is None else wrap(cls)
 
-    return dataclass
+    dataclasses.dataclass = dataclass
+    try:
+        yield
+    finally:
+        dataclasses.dataclass = real
 
 
-class _VarModelLoader(importlib.abc.Loader):
-    def __init__(self, inner):
-        self.inner = inner
+@contextmanager
+def _forced_start_method():
+    """Fix 3: Lava's set_start_method('fork') succeeds even if the context was already fixed."""
+    real = multiprocessing.set_start_method
+
+    def set_start_method(method, force=False):
+        real(method, force=True)
+
+    multiprocessing.set_start_method = set_start_method
+    try:
+        yield
+    finally:
+        multiprocessing.set_start_method = real
+
+
+_PATCHES = {VAR_MODEL: _byteencoder_hashable, MP_INFRASTRUCTURE: _forced_start_method}
+
+
+class _PatchedLoader(importlib.abc.Loader):
+    def __init__(self, inner, patch):
+        self.inner, self.patch = inner, patch
 
     def create_module(self, spec):
         return self.inner.create_module(spec)
 
     def exec_module(self, module):
-        real = dataclasses.dataclass
-        dataclasses.dataclass = _hashing_dataclass(real)
-        try:
+        with self.patch():
             self.inner.exec_module(module)
-        finally:
-            dataclasses.dataclass = real
 
 
-class _VarModelFinder(importlib.abc.MetaPathFinder):
-    """Finds var_model through the normal path machinery, then wraps its loader (fix 1)."""
+class _LavaFinder(importlib.abc.MetaPathFinder):
+    """Finds the patched Lava modules through the normal machinery, then wraps their loaders."""
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != VAR_MODEL:
+        patch = _PATCHES.get(fullname)
+        if patch is None:
             return None
         for finder in sys.meta_path:
             if finder is self or not hasattr(finder, "find_spec"):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None:
-                spec.loader = _VarModelLoader(spec.loader)
+                spec.loader = _PatchedLoader(spec.loader, patch)
                 return spec
         return None
 
@@ -108,14 +138,15 @@ def _has(module: str) -> bool:
 
 
 def apply() -> None:
-    """Install both fixes (idempotent). Must run before the first ``import lava``."""
-    if sys.version_info >= (3, 11) and not any(isinstance(f, _VarModelFinder) for f in sys.meta_path):
-        if VAR_MODEL in sys.modules:
+    """Install the fixes (idempotent). Must run before the first ``import lava``."""
+    if not any(isinstance(f, _LavaFinder) for f in sys.meta_path):
+        early = [name for name in _PATCHES if name in sys.modules]
+        if early:
             raise LavaUnavailableError(
-                f"{VAR_MODEL} was imported before spikediff.lava_compat.apply(); import Lava through "
+                f"{early[0]} was imported before spikediff.lava_compat.apply(); import Lava through "
                 "spikediff.lava_compat"
             )
-        sys.meta_path.insert(0, _VarModelFinder())
+        sys.meta_path.insert(0, _LavaFinder())
     if OBJECT_DETECTION not in sys.modules and not (_has("torchvision") and _has("cv2")):
         sys.modules[OBJECT_DETECTION] = _placeholder_object_detection()
 
@@ -124,7 +155,9 @@ def import_lava():
     """Import the ``lava`` namespace package with the fixes applied."""
     apply()
     try:
-        import lava.magma.core.run_configs  # noqa: F401  (pulls in var_model through the compiler)
+        # The compiler (var_model) and the runtime (multiprocessing) behind every Lava process:
+        import lava.magma.core.process.process  # noqa: F401
+        import lava.magma.core.run_configs  # noqa: F401
         import lava
     except ImportError as exc:
         raise LavaUnavailableError(

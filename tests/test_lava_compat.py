@@ -77,3 +77,14 @@ def test_lava_lif_spikes_equal_the_snntorch_neuron():
     ours = np.stack(ours, axis=1)
     assert lava_spikes.sum() > n  # the comparison is not vacuous
     np.testing.assert_array_equal(lava_spikes, ours)
+
+
+def test_lava_imports_after_the_start_method_was_fixed_elsewhere():
+    setup = "import multiprocessing as mp\nmp.get_start_method()  # fixes the default context, as some libraries do\n"
+    plain = _python(setup + "from spikediff import lava_compat\nlava_compat._PATCHES.pop(lava_compat.MP_INFRASTRUCTURE)\n"
+                    "lava_compat.import_lava()")
+    assert plain.returncode != 0 and "context has already been set" in plain.stderr
+    fixed = _python(setup + "from spikediff import lava_compat\nlava_compat.import_lava()\n"
+                    "print(mp.get_start_method())")
+    assert fixed.returncode == 0, fixed.stderr
+    assert fixed.stdout.strip() == "fork"

@@ -93,3 +93,18 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):
     assert again.returncode == 0, again.stderr
     assert f"resuming {tmp_path / 'last.pt'} at step {step}/{step + 3}" in again.stdout
     assert load_raw(tmp_path / "last.pt")["step"] == step + 3
+
+
+def test_two_runs_cannot_share_a_directory(tmp_path):
+    import fcntl
+
+    import pytest
+
+    from spikediff import SpikediffError
+
+    with open(tmp_path / ".lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        lock.write("4242")
+        lock.flush()
+        with pytest.raises(SpikediffError, match=r"another training run \(pid 4242\)"):
+            train(TrainConfig(data="digits", steps=1, batch_size=2), tmp_path, progress=False)

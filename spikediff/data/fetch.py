@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import os
 import pickle
 import subprocess
 import sys
@@ -23,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..atomic import atomic_path
 from .datasets import DATASETS, DatasetNotFoundError, data_root, sha256_hex
 from .idx import encode_idx, read_raw
 
@@ -123,19 +123,6 @@ def sources_for(name: str, from_dir: Path | None = None) -> list[tuple[str, Sour
     return sources
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def is_complete(name: str, root: Path | None = None) -> bool:
     folder = (root or data_root()) / name
     return all((folder / (f + ".gz")).exists() for f in DATASETS[name].sha256)
@@ -172,7 +159,8 @@ def fetch(name: str, root: Path | None = None, from_dir: Path | None = None, for
             buf = io.BytesIO()
             with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
                 gz.write(raw)
-            _atomic_write(folder / (f + ".gz"), buf.getvalue())
+            with atomic_path(folder / (f + ".gz")) as tmp:
+                tmp.write_bytes(buf.getvalue())
         log(f"{name}: verified and stored in {folder}")
         return folder
     raise DatasetNotFoundError(

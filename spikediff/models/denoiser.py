@@ -27,6 +27,12 @@ with delays so that every input of a neuron has the same latency; the Lava run i
 shifted by the network depth, and the readout is averaged over the T steps after that shift. Training
 with the delays instead would leave the deep layers silent for most of a short (T <= 4) window.
 ``SpikingDenoiser.path_depths`` states the depths the deployment must align.
+
+Biases are the one place where "delayed = shifted" needs care: a Lava neuron integrates its bias from
+the first step, before its delayed input arrives. Resetting each layer's state at the step its input
+starts (Lava's ``LIFReset`` zeroes u and v and then integrates that step's input, with a per-process
+``reset_offset``) discards that early build-up and the spikes it could cause, and is also what separates
+consecutive denoising steps inside one Lava run.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
+
+from ..atomic import atomic_path
 
 
 def plot_training_log(log_path: str | Path, png_path: str | Path) -> Path | None:
@@ -28,14 +28,9 @@ def plot_training_log(log_path: str | Path, png_path: str | Path) -> Path | None
         ax_rate.plot(steps, [r["rates"].get(layer, float("nan")) for r in records], lw=1.2, label=layer)
     ax_rate.set(xlabel="step", ylabel="spikes per neuron per SNN step", title="firing rate", ylim=(0, None))
     ax_rate.legend(frameon=False, fontsize=8)
-    png_path = Path(png_path)
-    fd, tmp = tempfile.mkstemp(dir=png_path.parent, prefix=png_path.name, suffix=".part")
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, png_path)
+        with atomic_path(png_path) as tmp:
+            fig.savefig(tmp, dpi=110, format="png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
-    return png_path
+    return Path(png_path)

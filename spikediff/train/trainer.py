@@ -9,14 +9,16 @@ The learning rate is constant after warm-up, so a run stopped at step N equals a
 
 from __future__ import annotations
 
+import copy
+import fcntl
 import json
+import os
 import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import copy
 from tqdm.auto import tqdm
 
 from .. import SpikediffError
@@ -105,24 +107,41 @@ def _signals_raise_interrupt():
         return None
 
 
-def _small_checkpoint(cfg: TrainConfig, ema: EMA, step: int, loss: float | None) -> dict:
-    return {
-        "format": FORMAT, "version": VERSION,
-        "model_config": cfg.model.to_dict(),
-        "diffusion": {"num_train_timesteps": cfg.num_train_timesteps, "prediction_type": cfg.prediction_type},
-        "model": {k: v.detach().cpu().clone() for k, v in ema.module.state_dict().items()},
-        "train": {"data": cfg.data, "step": step, "loss": loss, **{k: v for k, v in asdict(cfg).items()
-                                                                   if k not in ("model",)}},
-    }
+def _header(cfg: TrainConfig) -> dict:
+    """What every checkpoint carries to rebuild the model and its noise schedule."""
+    return {"format": FORMAT, "version": VERSION, "model_config": cfg.model.to_dict(),
+            "diffusion": {"num_train_timesteps": cfg.num_train_timesteps, "prediction_type": cfg.prediction_type}}
+
+
+def _train_options(cfg: TrainConfig) -> dict:
+    return {k: v for k, v in asdict(cfg).items() if k != "model"}
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, log=print) -> Path:
-    """Train (or resume) into out_dir; returns the path of the small EMA checkpoint."""
+    """Train (or resume) into out_dir; returns the path of the small EMA checkpoint.
+
+    Ctrl-C (SIGINT) and SIGTERM save the current step before exiting.
+    """
     cfg.validate()
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SpikediffError(f"--out {out}: exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
+    with open(out / ".lock", "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            raise SpikediffError(
+                f"--out {out}: another training run (pid {lock.read().strip() or '?'}) is using it"
+            ) from None
+        lock.truncate(0)
+        lock.write(str(os.getpid()))
+        lock.flush()
+        return _train_locked(cfg, out, progress, log)
+
+
+def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log) -> Path:
     device = resolve_device(cfg.device)
     size = dataset_image_size(cfg.data)
     if cfg.model.image_size != size:
@@ -139,7 +158,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, log=prin
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     schedule = NoiseSchedule(cfg.num_train_timesteps, cfg.prediction_type)
     gen = torch.Generator().manual_seed(cfg.seed)
-    step = 0
+    step, loss_avg = 0, None
 
     last = out / "last.pt"
     if last.exists():
@@ -158,25 +177,24 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, log=prin
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])
         step = ckpt["step"]
+        loss_avg = ckpt.get("loss_avg")
         log(f"resuming {last} at step {step}/{cfg.steps}")
         if step >= cfg.steps:
             log("already trained to the requested number of steps")
             return out / "model.pt"
 
     def save(loss_value):
-        save_atomic({"format": FORMAT, "version": VERSION, "model_config": cfg.model.to_dict(),
-                     "diffusion": {"num_train_timesteps": cfg.num_train_timesteps,
-                                   "prediction_type": cfg.prediction_type},
-                     "model": model.state_dict(), "ema_full": ema.state_dict(), "optimizer": opt.state_dict(),
-                     "generator": gen.get_state(), "step": step,
-                     "train_config": {k: v for k, v in asdict(cfg).items() if k != "model"}}, last)
-        save_atomic(_small_checkpoint(cfg, ema, step, loss_value), out / "model.pt")
+        save_atomic({**_header(cfg), "model": model.state_dict(), "ema_full": ema.state_dict(),
+                     "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step, "loss_avg": loss_value,
+                     "train_config": _train_options(cfg)}, last)
+        # The small file: EMA weights only, to sample, export and ship.
+        save_atomic({**_header(cfg), "model": ema.module.state_dict(),
+                     "train": {**_train_options(cfg), "step": step, "loss": loss_value}}, out / "model.pt")
         plot_training_log(out / "log.jsonl", out / "training.png")
 
     previous_handler = _signals_raise_interrupt()
     bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.data}", unit="step", disable=not progress)
     neurons = model.neuron_counts()
-    loss_avg = None
     t_start = time.perf_counter()
     try:
         with open(out / "log.jsonl", "a") as log_file:
