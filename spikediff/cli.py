@@ -70,10 +70,18 @@ def cmd_sample(args) -> int:
     check_png_path(args.output)
     device = resolve_device(args.device)
     model, schedule, _ = load_model(args.checkpoint)
+    stats: dict = {}
     images = sample_torch(model, schedule, args.num, num_inference_steps=args.steps, seed=args.seed,
-                          batch_size=args.batch_size, device=device, progress=not args.quiet)
+                          batch_size=args.batch_size, device=device, progress=not args.quiet, stats=stats)
     out = save_grid(images, args.output)
     print(f"wrote {len(images)} samples to {out}")
+    if not args.quiet:
+        calls = args.num * args.steps * model.config.num_steps  # neuron updates per neuron
+        print(f"{'layer':8s} {'neurons':>8s} {'spikes/image':>13s} {'rate':>6s}")
+        for name, count in model.neuron_counts().items():
+            print(f"{name:8s} {count:8d} {stats[name] / args.num:13.0f} {stats[name] / (count * calls):6.3f}")
+        print(f"{'total':8s} {sum(model.neuron_counts().values()):8d} {sum(stats.values()) / args.num:13.0f}"
+              f"   ({args.steps} DDIM steps x T={model.config.num_steps})")
     return 0
 
 
@@ -102,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--lr", type=float, default=1e-3)
     tr.add_argument("--warmup", type=int, default=200)
     tr.add_argument("--ema-decay", type=float, default=0.999)
-    tr.add_argument("--prediction", default="epsilon", choices=["epsilon", "v_prediction"])
+    tr.add_argument("--prediction", default="v_prediction", choices=["epsilon", "v_prediction"],
+                    help="training target (default v_prediction, see spikediff/train/trainer.py)")
     tr.add_argument("--channels", type=_positive_int, default=32)
     tr.add_argument("--hidden", type=_positive_int, default=256)
     tr.add_argument("--snn-steps", type=_positive_int, default=4, help="T, SNN steps per denoiser call")

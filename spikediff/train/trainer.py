@@ -39,7 +39,10 @@ class TrainConfig:
     warmup: int = 200
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    prediction_type: str = "epsilon"
+    # v-prediction: near pure noise the target is about -x0 (structure), and where it is about the noise
+    # (low t) its errors are damped by sqrt(1 - abar) in x0. A spiking readout has little precision, so it
+    # should not have to output white noise where 1/sqrt(abar) amplifies the error (epsilon at high t).
+    prediction_type: str = "v_prediction"
     num_train_timesteps: int = 1000
     seed: int = 0
     data_limit: int | None = None
