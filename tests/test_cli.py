@@ -8,11 +8,25 @@ from spikediff.checkpoint import SHIPPED, load_model
 
 def test_sample_from_the_shipped_checkpoint(tmp_path):
     out = tmp_path / "grid.png"
-    res = run_cli("sample", "-n", "4", "--steps", "3", "-o", out, "--quiet")
+    res = run_cli("sample", "-n", "4", "--steps", "3", "-o", out)
     assert res.returncode == 0, res.stderr
     assert f"wrote 4 samples to {out}" in res.stdout
+    assert "lif_g" in res.stdout and "(3 DDIM steps x T=4)" in res.stdout  # the spike summary
     img = np.asarray(Image.open(out))
     assert img.ndim == 2 and img.std() > 10  # a 2x2 grid of non-blank images
+
+
+def test_shipped_checkpoint_samples_have_mnist_statistics(mnist_root):
+    """Not noise: like MNIST, mostly black background with a minority of bright stroke pixels."""
+    from spikediff.data import load_images
+    from spikediff.diffusion import sample_torch
+
+    model, schedule, _ = load_model()
+    x = ((sample_torch(model, schedule, 16, num_inference_steps=20, seed=1, progress=False) + 1) / 2).numpy()
+    real = load_images("mnist", "test", limit=1000)[0] / 255.0
+    assert abs(x.mean() - real.mean()) < 0.08, (x.mean(), real.mean())
+    assert (x < 0.1).mean() > 0.6  # background (MNIST: about 0.8)
+    assert (x > 0.5).mean() > 0.05  # strokes (MNIST: about 0.13)
 
 
 def test_shipped_checkpoint_is_small_and_was_made_by_spikediff_train():
