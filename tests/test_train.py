@@ -22,14 +22,15 @@ def _eval_loss(model, schedule):
     t = torch.randint(0, 1000, (len(x0),), generator=gen)
     noise = torch.randn(x0.shape, generator=gen)
     with torch.no_grad():
-        return float(torch.nn.functional.mse_loss(model(schedule.add_noise(x0, noise, t), t), noise))
+        target = schedule.target(x0, noise, t)
+        return float(torch.nn.functional.mse_loss(model(schedule.add_noise(x0, noise, t), t), target))
 
 
 def test_short_training_run_lowers_held_out_loss(tmp_path):
     cfg = TrainConfig(data="digits", steps=150, batch_size=64, lr=2e-3, warmup=10, checkpoint_every=150,
                       log_every=10, model=DenoiserConfig(**TINY))
     torch.manual_seed(cfg.seed)
-    schedule = NoiseSchedule()
+    schedule = NoiseSchedule(prediction_type=cfg.prediction_type)
     before = _eval_loss(SpikingDenoiser(DenoiserConfig(**TINY)), schedule)
     path = train(cfg, tmp_path, progress=False, log=lambda _m: None)
     raw = load_raw(tmp_path / "last.pt")
