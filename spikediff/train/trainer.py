@@ -146,9 +146,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, log=prin
 
 def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log) -> Path:
     device = resolve_device(cfg.device)
-    size = dataset_image_size(cfg.data)
-    if cfg.model.image_size != size:
-        cfg.model.image_size = size
+    cfg.model.image_size = dataset_image_size(cfg.data)  # the model's image size follows the dataset
 
     images, _ = load_images(cfg.data, "train", limit=cfg.data_limit)
     data = to_model_range(images).to(device)
