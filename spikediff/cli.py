@@ -86,6 +86,12 @@ def cmd_sample(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .data.datasets import ALL_NAMES, DATASETS
+    from .diffusion.sampler import DEFAULT_INFERENCE_STEPS
+    from .diffusion.schedule import PREDICTION_TYPES
+    from .models import DenoiserConfig
+    from .train import TrainConfig
+
     parser = argparse.ArgumentParser(prog="spikediff", description=__doc__)
     parser.add_argument("--version", action="version", version=f"spikediff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = sub.add_parser("data", help="fetch and inspect datasets")
     data_sub = data.add_subparsers(dest="data_command", required=True)
     fetch = data_sub.add_parser("fetch", help="fetch, verify and store datasets")
-    fetch.add_argument("names", nargs="+", choices=["mnist", "fashion-mnist"])
+    fetch.add_argument("names", nargs="+", choices=list(DATASETS))
     fetch.add_argument("--from", dest="from_dir", type=Path, help="directory holding the official IDX files")
     fetch.add_argument("--root", type=Path, help="data directory (default $SPIKEDIFF_DATA or ~/.cache/spikediff/data)")
     fetch.add_argument("--force", action="store_true", help="fetch again even if present")
@@ -102,27 +108,30 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--root", type=Path)
     info.set_defaults(func=cmd_data_info)
 
-    tr = sub.add_parser("train", help="train a spiking denoiser (resumes if OUT holds a run)")
-    tr.add_argument("--data", default="mnist", choices=["mnist", "fashion-mnist", "digits"])
+    # Defaults come from the config dataclasses, so the CLI and the Python API cannot drift apart.
+    t, m = TrainConfig(), DenoiserConfig()
+    tr = sub.add_parser("train", help="train a spiking denoiser (resumes if OUT holds a run)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    tr.add_argument("--data", default=t.data, choices=ALL_NAMES)
     tr.add_argument("--out", type=Path, required=True, help="run directory (last.pt, model.pt, log.jsonl)")
-    tr.add_argument("--steps", type=_positive_int, default=4000, help="optimizer steps in total")
-    tr.add_argument("--batch-size", type=_positive_int, default=128)
-    tr.add_argument("--lr", type=float, default=1e-3)
-    tr.add_argument("--warmup", type=int, default=200)
-    tr.add_argument("--ema-decay", type=float, default=0.999)
-    tr.add_argument("--prediction", default="v_prediction", choices=["epsilon", "v_prediction"],
-                    help="training target (default v_prediction, see spikediff/train/trainer.py)")
-    tr.add_argument("--channels", type=_positive_int, default=32)
-    tr.add_argument("--hidden", type=_positive_int, default=256)
-    tr.add_argument("--snn-steps", type=_positive_int, default=4, help="T, SNN steps per denoiser call")
-    tr.add_argument("--time-features", type=_positive_int, default=8)
-    tr.add_argument("--beta", type=float, default=0.75, help="membrane decay (1 - Lava dv), multiple of 1/4096")
-    tr.add_argument("--threshold", type=float, default=1.0)
-    tr.add_argument("--readout-alpha", type=float, default=0.5, help="readout current decay (1 - Lava du)")
-    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--steps", type=_positive_int, default=t.steps, help="optimizer steps in total")
+    tr.add_argument("--batch-size", type=_positive_int, default=t.batch_size)
+    tr.add_argument("--lr", type=float, default=t.lr)
+    tr.add_argument("--warmup", type=int, default=t.warmup)
+    tr.add_argument("--ema-decay", type=float, default=t.ema_decay)
+    tr.add_argument("--prediction", default=t.prediction_type, choices=PREDICTION_TYPES,
+                    help="training target (why v: see spikediff/train/trainer.py)")
+    tr.add_argument("--channels", type=_positive_int, default=m.channels)
+    tr.add_argument("--hidden", type=_positive_int, default=m.hidden)
+    tr.add_argument("--snn-steps", type=_positive_int, default=m.num_steps, help="T, SNN steps per denoiser call")
+    tr.add_argument("--time-features", type=_positive_int, default=m.time_features)
+    tr.add_argument("--beta", type=float, default=m.beta, help="membrane decay (1 - Lava dv), multiple of 1/4096")
+    tr.add_argument("--threshold", type=float, default=m.threshold)
+    tr.add_argument("--readout-alpha", type=float, default=m.readout_alpha, help="readout current decay (1 - Lava du)")
+    tr.add_argument("--seed", type=int, default=t.seed)
     tr.add_argument("--data-limit", type=_positive_int, help="use only the first N training images")
-    tr.add_argument("--checkpoint-every", type=_positive_int, default=250)
-    tr.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    tr.add_argument("--checkpoint-every", type=_positive_int, default=t.checkpoint_every)
+    tr.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N")
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     tr.set_defaults(func=cmd_train)
 
@@ -131,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--backend", default="torch", choices=["torch"], help="where the denoiser runs")
     sa.add_argument("-n", "--num", type=_positive_int, default=64, help="number of images")
     sa.add_argument("-o", "--output", type=Path, default=Path("samples.png"), help="PNG grid to write")
-    sa.add_argument("--steps", type=_positive_int, default=20, help="DDIM denoising steps")
+    sa.add_argument("--steps", type=_positive_int, default=DEFAULT_INFERENCE_STEPS, help="DDIM denoising steps")
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--batch-size", type=_positive_int, default=64)
     sa.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (torch backend)")

@@ -7,6 +7,8 @@ from tqdm.auto import tqdm
 
 from .schedule import DDIMScheduler, NoiseSchedule
 
+DEFAULT_INFERENCE_STEPS = 20
+
 
 def initial_noise(n: int, shape: tuple, seed: int) -> torch.Tensor:
     """x_T for n images; the same seed gives the same noise on every backend and device."""
@@ -15,7 +17,7 @@ def initial_noise(n: int, shape: tuple, seed: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_torch(model, schedule: NoiseSchedule, n: int, num_inference_steps: int = 20, seed: int = 0,
+def sample_torch(model, schedule: NoiseSchedule, n: int, num_inference_steps: int = DEFAULT_INFERENCE_STEPS, seed: int = 0,
                  batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True,
                  stats: dict | None = None) -> torch.Tensor:
     """Generate n images in [-1, 1], shape (n, C, H, W), on CPU."""

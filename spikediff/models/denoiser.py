@@ -101,11 +101,16 @@ class SpikingDenoiser(nn.Module):
     path_depths = {"local": ("conv_in", "conv_1", "conv_out"),
                    "global": ("conv_in", "conv_1", "down_1", "down_2", "fc_1", "fc_out")}
 
+    spiking_layers = ("lif_in", "lif_1", "lif_d1", "lif_d2", "lif_g")
+
     def __init__(self, config: DenoiserConfig | None = None):
         super().__init__()
         self.config = cfg = (config or DenoiserConfig()).validate()
         c, h = cfg.channels, cfg.image_size
-        low = _down(_down(h))
+        mid = _down(h)
+        low = _down(mid)
+        self._neurons = dict(zip(self.spiking_layers, (c * h * h, c * h * h, 2 * c * mid * mid,
+                                                       2 * c * low * low, cfg.hidden)))
         self.conv_in = nn.Conv2d(cfg.in_channels + cfg.time_features, c, 3, padding=1)
         self.conv_1 = nn.Conv2d(c, c, 3, padding=1)
         self.down_1 = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
@@ -126,8 +131,6 @@ class SpikingDenoiser(nn.Module):
         nn.init.zeros_(self.fc_out.bias)
         self.fc_out.weight.data.mul_(0.1)
         self.conv_out.weight.data.mul_(0.1)
-
-    spiking_layers = ("lif_in", "lif_1", "lif_d1", "lif_d2", "lif_g")
 
     def make_input(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Host-side input tensor: image channels followed by constant time-feature planes."""
@@ -173,7 +176,4 @@ class SpikingDenoiser(nn.Module):
 
     def neuron_counts(self) -> dict:
         """Neurons per spiking layer (for firing rates)."""
-        c, h, hid = self.config.channels, self.config.image_size, self.config.hidden
-        d1, d2 = _down(h), _down(_down(h))
-        return {"lif_in": c * h * h, "lif_1": c * h * h, "lif_d1": 2 * c * d1 * d1,
-                "lif_d2": 2 * c * d2 * d2, "lif_g": hid}
+        return dict(self._neurons)
