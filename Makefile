@@ -31,6 +31,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/cpu_throughput.py --out benchmarks/results/cpu_throughput.md
+	$(BIN)/python benchmarks/lava_runtime.py --out benchmarks/results/lava_runtime.md
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -9,26 +9,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
 
 import torch
 
+from _machine import machine_info
+
 from spikediff.checkpoint import load_model
 from spikediff.diffusion import NoiseSchedule, sample_torch
 from spikediff.models import DenoiserConfig, SpikingDenoiser
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def time_train_step(threads: int, batch: int, repeats: int) -> float:
@@ -73,8 +64,7 @@ def main() -> None:
     parser.add_argument("--sample-steps", type=int, default=20)
     args = parser.parse_args()
 
-    machine = {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-               "torch": torch.__version__, "platform": platform.platform()}
+    machine = machine_info()
     rows = []
     for threads in sorted(set(args.threads)):
         train_s = time_train_step(threads, args.train_batch, args.train_repeats)

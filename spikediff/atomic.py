@@ -21,3 +21,11 @@ def atomic_path(path: str | Path, mode: int = 0o644):
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+def write_json_atomic(obj, path: str | Path) -> Path:
+    import json
+
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(json.dumps(obj, indent=1) + "\n")
+    return Path(path)

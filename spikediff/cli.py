@@ -61,27 +61,76 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _print_spike_table(neurons: dict, spikes_per_image: dict, updates_per_neuron: int, footer: str) -> None:
+    print(f"{'layer':8s} {'neurons':>8s} {'spikes/image':>13s} {'rate':>6s}")
+    for name, count in neurons.items():
+        print(f"{name:8s} {count:8d} {spikes_per_image[name]:13.0f} {spikes_per_image[name] / (count * updates_per_neuron):6.3f}")
+    print(f"{'total':8s} {sum(neurons.values()):8d} {sum(spikes_per_image.values()):13.0f}   {footer}")
+
+
 def cmd_sample(args) -> int:
     from .checkpoint import load_model
-    from .diffusion import sample_torch
     from .images import check_png_path, save_grid
-    from .train.trainer import resolve_device
 
     check_png_path(args.output)
-    device = resolve_device(args.device)
     model, schedule, _ = load_model(args.checkpoint)
+    if args.backend == "lava":
+        return _sample_lava(args, model, schedule)
+    from .diffusion import sample_torch
+    from .train.trainer import resolve_device
+
+    device = resolve_device(args.device)
     stats: dict = {}
     images = sample_torch(model, schedule, args.num, num_inference_steps=args.steps, seed=args.seed,
                           batch_size=args.batch_size, device=device, progress=not args.quiet, stats=stats)
     out = save_grid(images, args.output)
     print(f"wrote {len(images)} samples to {out}")
     if not args.quiet:
-        calls = args.num * args.steps * model.config.num_steps  # neuron updates per neuron
-        print(f"{'layer':8s} {'neurons':>8s} {'spikes/image':>13s} {'rate':>6s}")
-        for name, count in model.neuron_counts().items():
-            print(f"{name:8s} {count:8d} {stats[name] / args.num:13.0f} {stats[name] / (count * calls):6.3f}")
-        print(f"{'total':8s} {sum(model.neuron_counts().values()):8d} {sum(stats.values()) / args.num:13.0f}"
-              f"   ({args.steps} DDIM steps x T={model.config.num_steps})")
+        _print_spike_table(model.neuron_counts(), {k: v / args.num for k, v in stats.items()},
+                           args.steps * model.config.num_steps, f"({args.steps} DDIM steps x T={model.config.num_steps})")
+    return 0
+
+
+def _sample_lava(args, model, schedule) -> int:
+    import torch
+
+    from .diffusion.sampler import initial_noise
+    from .diffusion.schedule import DDIMScheduler
+    from .export.nir_graph import to_nir
+    from .atomic import write_json_atomic
+    from .runtime.counters import counters_report
+    from .images import save_grid
+    from .runtime.lava_sampler import sample_lava
+
+    # Lava forks its worker processes, and its Conv runs torch inside them: a parent with a running
+    # OpenMP pool can deadlock them, so the parent stays single-threaded.
+    torch.set_num_threads(1)
+    cfg = model.config
+    graph = to_nir(model)
+    ddim = DDIMScheduler(schedule)
+    ddim.set_timesteps(args.steps)
+    noise = initial_noise(args.num, (cfg.in_channels, cfg.image_size, cfg.image_size), args.seed).numpy()
+    result = sample_lava(graph, noise, ddim.timesteps, {"num_train_timesteps": schedule.num_train_timesteps,
+                                                         "prediction_type": schedule.prediction_type},
+                         progress=not args.quiet)
+    out = save_grid(torch.from_numpy(result["images"]), args.output)
+    report = counters_report(result, num_inference_steps=args.steps)
+    counters_path = out.with_suffix(".counters.json")
+    write_json_atomic(report, counters_path)
+    print(f"wrote {args.num} samples to {out} and counters to {counters_path}")
+    if not args.quiet:
+        pops = report["populations"]
+        _print_spike_table({k: v["neurons"] for k, v in pops.items()}, {k: v["spikes_per_image"] for k, v in pops.items()},
+                           args.steps * cfg.num_steps,
+                           f"({args.steps} DDIM steps x T={cfg.num_steps}, Lava window {report['window']} steps)")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from .export.nir_graph import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.output)
+    print(f"wrote {out}")
     return 0
 
 
@@ -121,8 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--ema-decay", type=float, default=t.ema_decay)
     tr.add_argument("--prediction", default=t.prediction_type, choices=PREDICTION_TYPES,
                     help="training target (why v: see spikediff/train/trainer.py)")
-    tr.add_argument("--channels", type=_positive_int, default=m.channels)
-    tr.add_argument("--hidden", type=_positive_int, default=m.hidden)
+    tr.add_argument("--channels", type=_positive_int, default=m.channels,
+                    help="full-resolution width C (the strided and decoder layers have 2C)")
+    tr.add_argument("--hidden", type=_positive_int, default=m.hidden, help="neurons of the dense (global) layer")
     tr.add_argument("--snn-steps", type=_positive_int, default=m.num_steps, help="T, SNN steps per denoiser call")
     tr.add_argument("--time-features", type=_positive_int, default=m.time_features)
     tr.add_argument("--beta", type=float, default=m.beta, help="membrane decay (1 - Lava dv), multiple of 1/4096")
@@ -137,7 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sa = sub.add_parser("sample", help="generate images from a checkpoint")
     sa.add_argument("checkpoint", nargs="?", type=Path, help="checkpoint .pt (default: the shipped MNIST model)")
-    sa.add_argument("--backend", default="torch", choices=["torch"], help="where the denoiser runs")
+    sa.add_argument("--backend", default="torch", choices=["torch", "lava"],
+                    help="torch: PyTorch; lava: NIR export run on Lava's CPU simulator (Loihi2SimCfg, floating point)")
     sa.add_argument("-n", "--num", type=_positive_int, default=64, help="number of images")
     sa.add_argument("-o", "--output", type=Path, default=Path("samples.png"), help="PNG grid to write")
     sa.add_argument("--steps", type=_positive_int, default=DEFAULT_INFERENCE_STEPS, help="DDIM denoising steps")
@@ -146,6 +197,11 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (torch backend)")
     sa.add_argument("--quiet", action="store_true")
     sa.set_defaults(func=cmd_sample)
+
+    ex = sub.add_parser("export", help="write a checkpoint's denoiser as a NIR graph")
+    ex.add_argument("checkpoint", nargs="?", type=Path, help="checkpoint .pt (default: the shipped MNIST model)")
+    ex.add_argument("-o", "--output", type=Path, default=Path("denoiser.nir"), help="NIR file to write")
+    ex.set_defaults(func=cmd_export)
     return parser
 
 
@@ -156,6 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     except SpikediffError as exc:
         print(f"spikediff: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("spikediff: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

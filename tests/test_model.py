@@ -30,18 +30,28 @@ def test_time_step_changes_the_prediction():
 
 
 def test_readout_is_the_mean_synaptic_current():
-    """With one SNN step and alpha irrelevant, the output is exactly the readout drive of that step."""
+    """With one SNN step the output is exactly the readout drive of that step, in 4x4 patch layout."""
     torch.manual_seed(0)
     model = tiny(num_steps=1)
     x, t = torch.randn(2, 1, 8, 8), torch.tensor([3, 7])
-    inp = model.make_input(x, t)
-    s_in, _ = model.lif_in(model.conv_in(inp), torch.zeros(2, 4, 8, 8))
-    s_1, _ = model.lif_1(model.conv_1(s_in), torch.zeros(2, 4, 8, 8))
-    s_d1, _ = model.lif_d1(model.down_1(s_1), torch.zeros(2, 8, 4, 4))
-    s_d2, _ = model.lif_d2(model.down_2(s_d1), torch.zeros(2, 8, 2, 2))
-    s_g, _ = model.lif_g(model.fc_1(s_d2.flatten(1)), torch.zeros(2, 16))
-    drive = model.fc_out(s_g) + model.conv_out(s_1).flatten(1)
-    torch.testing.assert_close(model(x, t), drive.reshape(2, 1, 8, 8))
+
+    def lif(name, current):
+        return model.lif[name](current, torch.zeros_like(current))[0]
+
+    e0 = lif("e0", model.conv_in(model.make_input(x, t)))
+    e1 = lif("e1", model.conv_e1(e0))
+    d2 = lif("d2", model.down_2(lif("d1", model.down_1(e1))))
+    g = lif("g", model.fc_1(d2.flatten(1)))
+    u = lif("u", model.conv_u(d2))
+    drive = model.fc_out(g) + model.conv_ro(u).flatten(1) + model.skip_px(e1).flatten(1)
+    # flat patch order: channel dy*4+dx, then patch row i, patch column j -> pixel (4i+dy, 4j+dx)
+    expected = drive.reshape(2, 4, 4, 2, 2).permute(0, 3, 1, 4, 2).reshape(2, 1, 8, 8)
+    torch.testing.assert_close(model(x, t), expected)
+
+
+def test_depths_are_the_lava_latencies():
+    depths = tiny().depths()
+    assert depths == {"input": 0, "e0": 1, "e1": 2, "d1": 3, "d2": 4, "g": 5, "u": 5, "readout": 6}
 
 
 def test_gradients_reach_every_layer_through_the_surrogate():
@@ -57,6 +67,7 @@ def test_gradients_reach_every_layer_through_the_surrogate():
     (dict(readout_alpha=1.5), "readout_alpha"),
     (dict(time_features=3), "time_features"),
     (dict(channels=0), "channels"),
+    (dict(image_size=30), "multiple of 4"),
 ])
 def test_bad_options_are_named(bad, match):
     with pytest.raises(SpikediffError, match=match):

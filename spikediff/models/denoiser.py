@@ -1,32 +1,38 @@
-"""FSDDIM-style fully spiking denoiser with a synaptic-current readout.
+"""FSDDIM-style fully spiking denoiser: a small spiking U-Net with a synaptic-current readout.
 
-Structure (all hidden neurons are Lava-exact LIF, see ``neurons.py``)::
+Structure (every hidden population is a Lava-exact LIF, see ``neurons.py``; H = image size)::
 
-    input  = [x_t, time planes]          host-side tensor, injected as a current every SNN step
-    s_in   = LIF(conv_in(input))          C  x H   x W
-    s_1    = LIF(conv_1(s_in))            C  x H   x W     --- local path ---------------------+
-    s_d1   = LIF(down_1(s_1))  stride 2   2C x H/2 x W/2                                       |
-    s_d2   = LIF(down_2(s_d1)) stride 2   2C x H/4 x W/4                                       |
-    s_g    = LIF(fc_1(flatten(s_d2)))     hidden           --- global path -------------+      |
-    I_t    = a * I_{t-1} + fc_out(s_g) + flatten(conv_out(s_1))      fan-in (sum) <-----+------+
-    output = mean over the T steps of I_t, reshaped to the image
+    input   = [x_t, time planes]                host tensor, injected as a current every SNN step
+    e0      = LIF(conv_in(input))               C  x H   x H     full resolution
+    e1      = LIF(conv_e1(e0))                  C  x H   x H     -----------------------------------+
+    d1      = LIF(down_1(e1))      3x3 s2       2C x H/2 x H/2                                      |
+    d2      = LIF(down_2(d1))      3x3 s2       2C x H/4 x H/4   -----------------+                 |
+    g       = LIF(fc_1(d2))        dense        hidden           global           |                 |
+    u       = LIF(conv_u(d2))                   2C x H/4 x H/4   decoder          |                 |
+    readout = CUBA(fc_out(g) + conv_ro(u) + skip_px(e1))        16 x H/4 x H/4  <--+ 6x6 s4 <--------+
+    output  = pixel_shuffle(mean over the T steps of the readout current, 4)
 
 The readout is non-spiking: its synaptic current averaged over the T SNN steps is the real-valued
-prediction ("synaptic current learning", FSDDIM). The diffusion time step enters as constant input planes
-(sinusoidal features of t), so the whole input is one tensor the Lava sampler can inject. Only Conv2d,
-Linear, Flatten, LIF, a non-spiking CUBA readout and a fan-in sum are used: every piece is a NIR node.
+prediction ("synaptic current learning", FSDDIM). Each readout location holds the 16 pixels of one 4x4
+patch (the readout is flat; ``fc_out`` writes the same order), so the decoder never upsamples: a U-Net's upsampling has no Conv2d form (NIR and Lava have no
+transposed convolution), while "patch layout" is only the order in which the host reads the readout
+currents. The diffusion time step enters as constant input planes (sinusoidal features of t), so the
+whole input is one tensor the Lava sampler can inject. Three paths meet at the readout: the two
+full-resolution layers give every output pixel a spiking view of its own neighbourhood (without them
+samples keep a speckled background), the dense layer sees the whole digit, the decoder places strokes. Only Conv2d, LIF, a non-spiking CUBA readout and
+fan-in sums are used: every piece is a NIR node.
 
 Lava's one-step delay per synapse layer (design decision)
 ---------------------------------------------------------
 Training runs the layers without delay: at SNN step t every layer sees its inputs' spikes of step t,
 as snnTorch does. On Lava each Dense/Conv adds one step, so a path through k synapse layers arrives k
 steps late. Because the input is constant over the T steps and all state starts at zero, a chain of
-layers on Lava is an exact time shift of the undelayed run. Where paths of different depth meet (here the
-readout: 3 synapse layers on the local path, 6 on the global path) the deployment pads the shorter path
-with delays so that every input of a neuron has the same latency; the Lava run is then the undelayed run
-shifted by the network depth, and the readout is averaged over the T steps after that shift. Training
-with the delays instead would leave the deep layers silent for most of a short (T <= 4) window.
-``SpikingDenoiser.path_depths`` states the depths the deployment must align.
+layers on Lava is an exact time shift of the undelayed run. Where paths of different depth meet (the
+readout: 6, 6 and 3 synapse layers) the deployment pads the shorter path with delays so that
+every input of a neuron has the same latency; the Lava run is then the undelayed run shifted by the
+network depth, and the readout is averaged over the T steps after that shift. Training with the delays
+instead would leave the deep layers silent for most of a short (T <= 4) window.
+``SpikingDenoiser.depths()`` gives the latency of every population that the deployment must align.
 
 Biases are the one place where "delayed = shifted" needs care: a Lava neuron integrates its bias from
 the first step, before its delayed input arrives. Resetting each layer's state at the step its input
@@ -41,18 +47,21 @@ import math
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import SpikediffError
 from .neurons import check_dyadic, lava_lif
+
+PATCH = 4  # pixels per side of one readout location (two stride-2 stages)
 
 
 @dataclass
 class DenoiserConfig:
     image_size: int = 28
     in_channels: int = 1
-    channels: int = 32
-    hidden: int = 256
+    channels: int = 32  # C: full-resolution width; the strided and decoder layers have 2C
+    hidden: int = 256  # neurons of the dense (global) layer
     time_features: int = 8
     num_steps: int = 4  # T: SNN steps per denoiser call
     beta: float = 0.75  # hidden membrane decay, 1 - dv
@@ -64,6 +73,8 @@ class DenoiserConfig:
         for name in ("image_size", "in_channels", "channels", "hidden", "num_steps"):
             if int(getattr(self, name)) < 1:
                 raise SpikediffError(f"model option {name}={getattr(self, name)} must be a positive integer")
+        if self.image_size % PATCH:
+            raise SpikediffError(f"image_size={self.image_size} must be a multiple of {PATCH}")
         if self.time_features < 2 or self.time_features % 2:
             raise SpikediffError(f"time_features={self.time_features} must be an even number >= 2")
         if self.threshold <= 0:
@@ -80,12 +91,9 @@ class DenoiserConfig:
         known = set(cls.__dataclass_fields__)
         unknown = set(d) - known
         if unknown:
-            raise SpikediffError(f"unknown model options in checkpoint: {sorted(unknown)}")
+            raise SpikediffError(f"unknown model options in checkpoint: {sorted(unknown)} "
+                                 f"(a checkpoint from another spikediff version?)")
         return cls(**d).validate()
-
-
-def _down(size: int) -> int:
-    return (size - 1) // 2 + 1  # 3x3 conv, stride 2, padding 1
 
 
 def time_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
@@ -97,40 +105,54 @@ def time_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> tor
 
 
 class SpikingDenoiser(nn.Module):
-    # Synapse layers from the input to the readout on each path (see "one-step delay" above).
-    path_depths = {"local": ("conv_in", "conv_1", "conv_out"),
-                   "global": ("conv_in", "conv_1", "down_1", "down_2", "fc_1", "fc_out")}
-
-    spiking_layers = ("lif_in", "lif_1", "lif_d1", "lif_d2", "lif_g")
+    # The network as a graph, in evaluation order: population -> [(synapse layer, source population)].
+    # "input" is the host tensor; "readout" is the non-spiking CUBA population; the rest are LIF.
+    graph = {
+        "e0": [("conv_in", "input")],
+        "e1": [("conv_e1", "e0")],
+        "d1": [("down_1", "e1")],
+        "d2": [("down_2", "d1")],
+        "g": [("fc_1", "d2")],
+        "u": [("conv_u", "d2")],
+        "readout": [("fc_out", "g"), ("conv_ro", "u"), ("skip_px", "e1")],
+    }
+    spiking_layers = ("e0", "e1", "d1", "d2", "g", "u")
 
     def __init__(self, config: DenoiserConfig | None = None):
         super().__init__()
         self.config = cfg = (config or DenoiserConfig()).validate()
-        c, h = cfg.channels, cfg.image_size
-        mid = _down(h)
-        low = _down(mid)
-        self._neurons = dict(zip(self.spiking_layers, (c * h * h, c * h * h, 2 * c * mid * mid,
-                                                       2 * c * low * low, cfg.hidden)))
+        c, full, half, quarter = cfg.channels, cfg.image_size, cfg.image_size // 2, cfg.image_size // PATCH
+        out = cfg.in_channels * PATCH * PATCH
         self.conv_in = nn.Conv2d(cfg.in_channels + cfg.time_features, c, 3, padding=1)
-        self.conv_1 = nn.Conv2d(c, c, 3, padding=1)
+        self.conv_e1 = nn.Conv2d(c, c, 3, padding=1)
         self.down_1 = nn.Conv2d(c, 2 * c, 3, stride=2, padding=1)
         self.down_2 = nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1)
-        self.fc_1 = nn.Linear(2 * c * low * low, cfg.hidden)
-        self.fc_out = nn.Linear(cfg.hidden, cfg.in_channels * h * h)
-        self.conv_out = nn.Conv2d(c, cfg.in_channels, 3, padding=1, bias=False)
-        self.lif_in, self.lif_1, self.lif_d1, self.lif_d2, self.lif_g = (
-            lava_lif(cfg.beta, cfg.threshold) for _ in range(5)
-        )
+        self.fc_1 = nn.Linear(2 * c * quarter * quarter, cfg.hidden)
+        self.conv_u = nn.Conv2d(2 * c, 2 * c, 3, padding=1)
+        self.fc_out = nn.Linear(cfg.hidden, out * quarter * quarter, bias=False)
+        self.conv_ro = nn.Conv2d(2 * c, out, 3, padding=1, bias=False)
+        self.skip_px = nn.Conv2d(c, out, 6, stride=4, padding=1, bias=False)
+        self.lif = nn.ModuleDict({name: lava_lif(cfg.beta, cfg.threshold) for name in self.spiking_layers})
+        self._neurons = {"e0": c * full * full, "e1": c * full * full, "d1": 2 * c * half * half,
+                         "d2": 2 * c * quarter * quarter, "g": cfg.hidden, "u": 2 * c * quarter * quarter}
+        self._readout_shape = (out, quarter, quarter)
         # Binary, sparse inputs need larger weights than PyTorch's default init to reach the threshold:
         # std = gain / sqrt(fan_in) gives every hidden layer a firing rate of about 0.2-0.4 at init.
-        for layer, gain in ((self.conv_in, 2.0), (self.conv_1, 3.0), (self.down_1, 3.0), (self.down_2, 3.0),
-                            (self.fc_1, 3.0)):
-            nn.init.normal_(layer.weight, 0.0, gain / layer.weight[0].numel() ** 0.5)
-            nn.init.zeros_(layer.bias)
         # The readout starts near zero so the untrained model predicts "no noise" rather than garbage.
-        nn.init.zeros_(self.fc_out.bias)
-        self.fc_out.weight.data.mul_(0.1)
-        self.conv_out.weight.data.mul_(0.1)
+        for target, synapses in self.graph.items():
+            for syn, src in synapses:
+                layer = getattr(self, syn)
+                gain = 2.0 if src == "input" else 0.1 if target == "readout" else 3.0
+                nn.init.normal_(layer.weight, 0.0, gain / layer.weight[0].numel() ** 0.5)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+
+    def depths(self) -> dict:
+        """Synapse layers from the input to each population, longest path (Lava latency in steps)."""
+        depth = {"input": 0}
+        for target, synapses in self.graph.items():
+            depth[target] = max(depth[src] + 1 for _, src in synapses)
+        return depth
 
     def make_input(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Host-side input tensor: image channels followed by constant time-feature planes."""
@@ -145,34 +167,40 @@ class SpikingDenoiser(nn.Module):
         planes = feats[:, :, None, None].expand(-1, -1, cfg.image_size, cfg.image_size)
         return torch.cat([x, planes], dim=1)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, stats: dict | None = None) -> torch.Tensor:
-        """Predict from noisy images x (N, C, H, W) at diffusion steps t (N,) or scalar.
+    def readout_current(self, x: torch.Tensor, t: torch.Tensor, stats: dict | None = None) -> torch.Tensor:
+        """Mean readout synaptic current over the T steps, flat in patch order (N, 16*C_in*H/4*W/4).
 
         If ``stats`` is a dict, spike counts per layer (summed over batch and SNN steps) are added to it.
         """
         cfg = self.config
         inp = self.make_input(x, t)
-        cur_in = self.conv_in(inp)  # constant input: its current is the same at every SNN step
-        mems = [torch.zeros((), dtype=x.dtype, device=x.device)] * 5
-        current = torch.zeros((), dtype=x.dtype, device=x.device)
-        total = torch.zeros((), dtype=x.dtype, device=x.device)
-        n = x.shape[0]
+        const = self.conv_in(inp)  # constant input: its current is the same at every SNN step
+        mem: dict = {}
+        current = total = None
         for _ in range(cfg.num_steps):
-            s_in, mems[0] = self.lif_in(cur_in, mems[0].expand_as(cur_in))
-            s_1, mems[1] = self.lif_1(self.conv_1(s_in), mems[1].expand_as(s_in))
-            a = self.down_1(s_1)
-            s_d1, mems[2] = self.lif_d1(a, mems[2].expand_as(a))
-            a = self.down_2(s_d1)
-            s_d2, mems[3] = self.lif_d2(a, mems[3].expand_as(a))
-            a = self.fc_1(s_d2.flatten(1))
-            s_g, mems[4] = self.lif_g(a, mems[4].expand_as(a))
-            drive = self.fc_out(s_g) + self.conv_out(s_1).flatten(1)
-            current = cfg.readout_alpha * current + drive
-            total = total + current
+            spikes = {}
+            for target, synapses in self.graph.items():
+                drive = const if target == "e0" else sum(self._synapse(syn, spikes[src], target == "readout")
+                                                          for syn, src in synapses)
+                if target == "readout":
+                    current = drive if current is None else cfg.readout_alpha * current + drive
+                    total = current if total is None else total + current
+                else:
+                    spikes[target], mem[target] = self.lif[target](drive, mem.get(target, torch.zeros_like(drive)))
             if stats is not None:
-                for name, s in zip(self.spiking_layers, (s_in, s_1, s_d1, s_d2, s_g)):
-                    stats[name] = stats.get(name, 0.0) + float(s.detach().sum())
-        return (total / cfg.num_steps).reshape(n, cfg.in_channels, cfg.image_size, cfg.image_size)
+                for name in self.spiking_layers:
+                    stats[name] = stats.get(name, 0.0) + float(spikes[name].detach().sum())
+        return total / cfg.num_steps
+
+    def _synapse(self, name: str, spikes: torch.Tensor, flat_target: bool) -> torch.Tensor:
+        layer = getattr(self, name)
+        out = layer(spikes.flatten(1) if isinstance(layer, nn.Linear) else spikes)
+        return out.flatten(1) if flat_target else out
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, stats: dict | None = None) -> torch.Tensor:
+        """Predict from noisy images x (N, C, H, W) at diffusion steps t (N,) or scalar."""
+        current = self.readout_current(x, t, stats)
+        return F.pixel_shuffle(current.reshape(-1, *self._readout_shape), PATCH)
 
     def neuron_counts(self) -> dict:
         """Neurons per spiking layer (for firing rates)."""

@@ -1,0 +1,146 @@
+"""SpikingDenoiser -> NIR graph, built from the model's own ``graph`` table.
+
+The NIR graph is the trained network itself, one NIR time step per SNN step and no synapse delays
+(aligning paths for Lava is the Lava converter's job). Parameters follow snnTorch's NIR conventions
+(dt = 1e-4) so that other NIR tools read them the way snnTorch writes them:
+
+- hidden LIF (snnTorch ``Leaky``, beta, threshold, hard reset): ``tau = dt / (1 - beta)``, ``r = tau / dt``,
+  ``v_leak = 0``, ``v_threshold = threshold``, ``v_reset = 0``;
+- readout: ``LI`` with ``tau = dt / (1 - alpha)``, ``r = tau / dt``; its state is the synaptic current
+  ``I_t = alpha I_{t-1} + drive_t`` that the model averages over the T steps;
+- every synapse layer is a ``Conv2d``, ``Affine`` (dense with bias) or ``Linear`` (dense without);
+  ``Flatten`` nodes (``start_dim`` 0: NIR shapes have no batch axis) join image-shaped and flat layers.
+
+What the host does around the graph (time features, averaging, the 4x4 patch layout of the readout)
+is written into ``graph.metadata`` so the file alone is enough to run the denoiser.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .. import SpikediffError
+from ..atomic import atomic_path
+from ..models.denoiser import PATCH, SpikingDenoiser
+
+DT = 1e-4  # snnTorch's NIR time step
+
+
+def _shapes(model: SpikingDenoiser) -> dict:
+    """Output shape (C, H, W) of every synapse layer, from one forward pass with hooks."""
+    shapes, hooks = {}, []
+
+    def record(name):
+        def hook(_module, inp, out):
+            shapes[name] = (tuple(inp[0].shape[1:]), tuple(out.shape[1:]))
+        return hook
+
+    for synapses in model.graph.values():
+        for syn, _src in synapses:
+            hooks.append(getattr(model, syn).register_forward_hook(record(syn)))
+    cfg = model.config
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, cfg.in_channels, cfg.image_size, cfg.image_size), torch.zeros(1))
+    finally:
+        for h in hooks:
+            h.remove()
+    return shapes
+
+
+def _synapse(layer: torch.nn.Module, in_shape: tuple):
+    import nir
+
+    w = layer.weight.detach().cpu().numpy().astype(np.float32)
+    b = None if layer.bias is None else layer.bias.detach().cpu().numpy().astype(np.float32)
+    if isinstance(layer, torch.nn.Linear):
+        return nir.Linear(weight=w) if b is None else nir.Affine(weight=w, bias=b)
+    if b is None:
+        b = np.zeros(w.shape[0], dtype=np.float32)
+    return nir.Conv2d(input_shape=np.array(in_shape[1:]), weight=w, stride=np.array(layer.stride),
+                      padding=np.array(layer.padding), dilation=np.array(layer.dilation),
+                      groups=layer.groups, bias=b)
+
+
+def _flatten(shape: tuple):
+    import nir
+
+    return nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1)
+
+
+def to_nir(model: SpikingDenoiser, extra_metadata: dict | None = None):
+    """The denoiser as a type-checked ``nir.NIRGraph`` (nodes named as in ``model.graph``)."""
+    import nir
+
+    cfg = model.config
+    shapes = _shapes(model)
+    nodes, edges = {}, []
+    nodes["input"] = nir.Input(input_type={"input": np.array(shapes["conv_in"][0])})
+    pop_shape = {"input": shapes["conv_in"][0]}
+    for target, synapses in model.graph.items():
+        flat_target = target == "readout" or any(isinstance(getattr(model, s), torch.nn.Linear) for s, _ in synapses)
+        for syn, src in synapses:
+            layer = getattr(model, syn)
+            src_name = src
+            if isinstance(layer, torch.nn.Linear) and len(pop_shape[src]) > 1:
+                src_name = f"{syn}_flatten_in"
+                nodes[src_name] = _flatten(pop_shape[src])
+                edges.append((src, src_name))
+            nodes[syn] = _synapse(layer, shapes[syn][0])
+            edges.append((src_name, syn))
+            out_shape = shapes[syn][1]
+            if flat_target and len(out_shape) > 1:
+                nodes[f"{syn}_flatten"] = _flatten(out_shape)
+                edges += [(syn, f"{syn}_flatten"), (f"{syn}_flatten", target)]
+                out_shape = (int(np.prod(out_shape)),)
+            else:
+                edges.append((syn, target))
+        pop_shape[target] = out_shape
+        full = lambda v, shape=out_shape: np.full(shape, v, dtype=np.float32)  # noqa: E731
+        if target == "readout":
+            tau = DT / (1.0 - cfg.readout_alpha)
+            nodes[target] = nir.LI(tau=full(tau), r=full(tau / DT), v_leak=full(0.0))
+        else:
+            tau = DT / (1.0 - cfg.beta)
+            nodes[target] = nir.LIF(tau=full(tau), r=full(tau / DT), v_leak=full(0.0),
+                                    v_threshold=full(cfg.threshold), v_reset=full(0.0))
+    nodes["output"] = nir.Output(output_type={"output": np.array(pop_shape["readout"])})
+    edges.append(("readout", "output"))
+    metadata = {
+        "producer": "spikediff",
+        "dt": DT,
+        "snn_steps": cfg.num_steps,
+        "input": "image channels, then time_features sinusoidal planes of the diffusion step, constant over T",
+        "time_features": cfg.time_features,
+        "max_period": cfg.max_period,
+        "output": "mean over the T steps of the readout state, reshaped to readout_shape, then pixel_shuffle by patch",
+        "readout_shape": list(model._readout_shape),
+        "patch": PATCH,
+        "reset": "hard reset to zero in the step of the spike (Lava LIF)",
+    }
+    metadata.update(extra_metadata or {})
+    try:
+        return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=True)
+    except Exception as exc:  # nir raises plain ValueErrors; say which model it was
+        raise SpikediffError(f"NIR type check failed for the exported denoiser: {exc}") from None
+
+
+def export_checkpoint(ckpt_path: str | Path | None, out: str | Path) -> Path:
+    """Checkpoint (None: the shipped one) -> NIR file, written atomically."""
+    import nir
+
+    from ..checkpoint import load_model
+
+    model, _schedule, ckpt = load_model(ckpt_path)
+    out = Path(out)
+    if out.suffix != ".nir":
+        raise SpikediffError(f"output {out}: NIR files end in .nir")
+    diffusion = ckpt["diffusion"]
+    graph = to_nir(model, {"num_train_timesteps": int(diffusion["num_train_timesteps"]),
+                           "prediction_type": str(diffusion["prediction_type"])})
+    with atomic_path(out) as tmp:
+        nir.write(tmp, graph)
+    return out

@@ -1,0 +1,426 @@
+"""NIR graph -> Lava process graph (floating point), exact up to a time shift.
+
+Reading the graph
+    Populations are the neuron nodes (LIF, IF, CubaLIF: spiking; LI, CubaLI, I: the non-spiking readout
+    that feeds the Output). Between two populations lies exactly one weight node (Conv2d, Linear,
+    Affine, SumPool2d, AvgPool2d, Scale), optionally with Flatten nodes around it; fan-in is a sum,
+    fan-out is allowed. Pooling becomes a depthwise Lava Conv with fixed weights; Scale a diagonal
+    Dense (flat) or a depthwise 1x1 Conv (per-channel scale on images).
+
+Layouts
+    Lava's Conv works on (W, H, C) arrays with (C_out, kW, kH, C_in) kernels that it flips (Lava computes
+    a true convolution, PyTorch a correlation); NIR uses (C, H, W) and correlation. Image-shaped
+    populations are stored transposed; a flat population that receives flattened conv outputs keeps
+    Lava's flatten order, and dense weights into or out of it are permuted to match (``perm``).
+
+Time
+    Every Lava synapse adds one step, so population P fires its NIR step t at Lava step t + latency(P),
+    where latency is the longest synapse path from the input. A shorter path into P waits in a
+    ``SpikeDelay``. Each evaluation of the network is a window of ``latency(readout) + T`` Lava steps:
+    the host input is on for the first T, every population is reset (Lava ``LIFReset``) at the step its
+    first input arrives, and the readout's state at window steps latency .. latency + T - 1 is the NIR
+    output of steps 0 .. T - 1. Activity left over from one window never reaches the next: it arrives
+    after the readout's last step, or before a reset.
+
+Neuron parameters come from ``nir_params.discretize`` (forward Euler with the graph's dt); the input
+gain r*dt/tau is folded into the incoming weights and biases, which needs it uniform per channel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .. import SpikediffError
+from .nir_params import discretize
+
+SPIKING = ("LIF", "IF", "CubaLIF")
+NONSPIKING = ("LI", "CubaLI", "I")
+WEIGHTS = ("Conv2d", "Linear", "Affine", "SumPool2d", "AvgPool2d", "Scale")
+
+
+class NirGraphError(SpikediffError):
+    pass
+
+
+@dataclass
+class Synapse:
+    src: str  # population (or the Input node)
+    dst: str  # population
+    name: str  # the weight node
+    node: object
+    flat_in: bool  # a Flatten between src and the weight node
+    flat_out: bool  # a Flatten between the weight node and dst
+
+
+@dataclass
+class ConvSpec:
+    """Any image-to-image weight node as a convolution (NIR layout, correlation)."""
+
+    weight: np.ndarray  # (C_out, C_in / groups, kH, kW)
+    bias: np.ndarray  # (C_out,)
+    stride: tuple
+    padding: tuple
+    dilation: tuple
+    groups: int
+
+
+def _pair(v) -> tuple:
+    return tuple(int(x) for x in np.broadcast_to(np.ravel(v), (2,)))
+
+
+def conv_spec(s: Synapse, src_shape: tuple) -> ConvSpec:
+    kind, node = _type(s.node), s.node
+    if len(src_shape) != 3 or s.flat_in:
+        raise NirGraphError(f"NIR node {s.name!r}: {kind} needs an image-shaped (C, H, W) input, "
+                            f"its input {s.src!r} has shape {src_shape}")
+    c = src_shape[0]
+    if kind == "Conv2d":
+        w = np.asarray(node.weight, dtype=np.float64)
+        if w.ndim != 4:
+            raise NirGraphError(f"NIR node {s.name!r}: Conv2d weight must be 4-d, got shape {w.shape}")
+        bias = np.zeros(w.shape[0]) if node.bias is None else np.broadcast_to(np.asarray(node.bias, np.float64),
+                                                                                (w.shape[0],))
+        return ConvSpec(w, bias, _pair(node.stride), _pair(node.padding), _pair(node.dilation), int(node.groups))
+    if kind in ("SumPool2d", "AvgPool2d"):
+        kh, kw = _pair(node.kernel_size)
+        value = 1.0 if kind == "SumPool2d" else 1.0 / (kh * kw)
+        return ConvSpec(np.full((c, 1, kh, kw), value), np.zeros(c), _pair(node.stride), _pair(node.padding),
+                        (1, 1), c)
+    if kind == "Scale":
+        scale = np.broadcast_to(np.asarray(node.scale, dtype=np.float64), src_shape).reshape(c, -1)
+        if np.ptp(scale, axis=1).max() > 0:
+            raise NirGraphError(f"NIR node {s.name!r}: Scale varies within a channel of an image; Lava can scale "
+                                f"images per channel only (flatten first)")
+        return ConvSpec(scale[:, 0].reshape(c, 1, 1, 1), np.zeros(c), (1, 1), (0, 0), (1, 1), c)
+    raise NirGraphError(f"NIR node {s.name!r}: {kind} is not an image-to-image layer")
+
+
+def dense_spec(s: Synapse, n_in: int) -> tuple:
+    """(weight (out, in), bias (out,) or None) of a flat weight node."""
+    kind, node = _type(s.node), s.node
+    if kind == "Scale":
+        scale = np.broadcast_to(np.asarray(node.scale, dtype=np.float64).reshape(-1), (n_in,))
+        return np.diag(scale), None
+    w = np.asarray(node.weight, dtype=np.float64)
+    if w.ndim != 2 or w.shape[1] != n_in:
+        raise NirGraphError(f"NIR node {s.name!r}: {kind} weight has shape {w.shape}, its input has {n_in} values")
+    return w, (np.asarray(node.bias, dtype=np.float64) if kind == "Affine" else None)
+
+
+@dataclass
+class Plan:
+    """The graph read into populations and synapses, with shapes and latencies, before any Lava object."""
+
+    populations: dict  # name -> NIR neuron node
+    shapes: dict  # name -> NIR shape (no batch axis); includes the input
+    synapses: list
+    input: str
+    readout: str
+    latency: dict = field(default_factory=dict)
+
+
+def _type(node) -> str:
+    return type(node).__name__
+
+
+def _shape(name: str, node) -> tuple:
+    for key in ("tau", "tau_mem", "r"):
+        if hasattr(node, key):
+            return tuple(np.shape(getattr(node, key)))
+    raise NirGraphError(f"NIR node {name!r}: cannot tell its shape")
+
+
+def plan(graph) -> Plan:
+    """Read a NIR graph into populations and synapses; errors name the node and the problem."""
+    nodes = graph.nodes
+    succ: dict = {name: [] for name in nodes}
+    for a, b in graph.edges:
+        for end in (a, b):
+            if end not in nodes:
+                raise NirGraphError(f"NIR edge ({a!r}, {b!r}): no node named {end!r}")
+        succ[a].append(b)
+    inputs = [n for n, node in nodes.items() if _type(node) == "Input"]
+    outputs = [n for n, node in nodes.items() if _type(node) == "Output"]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise NirGraphError(f"NIR graph: needs exactly one Input and one Output node, has {inputs} and {outputs}")
+    for name, node in nodes.items():
+        kind = _type(node)
+        if kind not in SPIKING + NONSPIKING + WEIGHTS + ("Input", "Output", "Flatten"):
+            raise NirGraphError(f"NIR node {name!r}: {kind} is not supported on Lava (supported: "
+                                f"{', '.join(SPIKING + NONSPIKING + WEIGHTS + ('Flatten',))})")
+    pops = {n: node for n, node in nodes.items() if _type(node) in SPIKING + NONSPIKING}
+    readouts = [p for p in pops if outputs[0] in succ[p]]
+    if len(readouts) != 1 or _type(pops[readouts[0]]) not in NONSPIKING:
+        raise NirGraphError(f"NIR graph: the Output must be fed by one non-spiking neuron node (LI, CubaLI, I), "
+                            f"got {readouts}")
+    for p, node in pops.items():
+        if _type(node) in NONSPIKING and p != readouts[0]:
+            raise NirGraphError(f"NIR node {p!r}: a non-spiking {_type(node)} that is not the readout: Lava neurons "
+                                f"send spikes, so nothing downstream could read it")
+
+    synapses = []
+    for src in [inputs[0], *pops]:
+        for nxt in succ[src]:
+            if nxt != outputs[0]:
+                synapses.extend(_walk(nodes, succ, src, nxt))
+    if any(s.dst == src for src in [inputs[0]] for s in synapses):
+        raise NirGraphError("NIR graph: an edge leads into the Input node")
+    shapes = {inputs[0]: tuple(int(d) for d in np.ravel(nodes[inputs[0]].input_type["input"]))}
+    shapes.update({p: _shape(p, node) for p, node in pops.items()})
+    result = Plan(pops, shapes, synapses, inputs[0], readouts[0])
+    result.latency = _latencies(result)
+    return result
+
+
+def _walk(nodes, succ, src, first) -> list:
+    """Follow one edge out of a population through Flatten nodes and one weight node to populations."""
+    found = []
+    stack = [(first, None, False, False)]
+    while stack:
+        name, weight, flat_in, flat_out = stack.pop()
+        kind = _type(nodes[name])
+        if kind in SPIKING + NONSPIKING:
+            if weight is None:
+                raise NirGraphError(f"NIR edge {src!r} -> {name!r}: two neuron nodes with no weight node between them "
+                                    f"(add an identity Linear)")
+            found.append(Synapse(src, name, weight, nodes[weight], flat_in, flat_out))
+            continue
+        if kind == "Output":
+            raise NirGraphError(f"NIR node {src!r}: feeds the Output through {name!r}; the Output must be fed "
+                                f"directly by the readout neuron")
+        if kind == "Input":
+            raise NirGraphError(f"NIR node {name!r}: an edge leads into the Input node")
+        if kind in WEIGHTS:
+            if weight is not None:
+                raise NirGraphError(f"NIR nodes {weight!r} -> {name!r}: two weight layers in a row; Lava needs a "
+                                    f"neuron between them (or merge them into one)")
+            weight = name
+        elif kind == "Flatten":
+            flat_in, flat_out = (True, flat_out) if weight is None else (flat_in, True)
+        for nxt in succ[name]:
+            stack.append((nxt, weight, flat_in, flat_out))
+    return found
+
+
+def _latencies(p: Plan) -> dict:
+    """Longest synapse path from the input to each population; only self-loops may close a cycle."""
+    incoming: dict = {name: [] for name in p.populations}
+    for s in p.synapses:
+        if s.src == s.dst:
+            continue  # a self-loop arrives one step later: exactly the next NIR step, no alignment needed
+        incoming[s.dst].append(s)
+    latency = {p.input: 0}
+    visiting: set = set()
+
+    def visit(name):
+        if name in latency:
+            return latency[name]
+        if name in visiting:
+            raise NirGraphError(f"NIR node {name!r}: lies on a cycle longer than one population; Lava adds a step "
+                                f"per synapse, so such a loop cannot match the NIR time step (only self-loops can)")
+        visiting.add(name)
+        if not incoming[name]:
+            raise NirGraphError(f"NIR node {name!r}: not reachable from the Input")
+        latency[name] = max(visit(s.src) + 1 for s in incoming[name])
+        visiting.discard(name)
+        return latency[name]
+
+    for name in p.populations:
+        visit(name)
+    return latency
+
+
+def chw_to_whc_perm(shape: tuple) -> np.ndarray:
+    """perm[i] = NIR flat index of the element at Lava flat index i, for a (C, H, W) array stored as (W, H, C)."""
+    c, h, w = shape
+    return np.arange(c * h * w).reshape(c, h, w).transpose(2, 1, 0).reshape(-1)
+
+
+def conv_weight_to_lava(w: np.ndarray) -> np.ndarray:
+    """(C_out, C_in, kH, kW) correlation kernel -> Lava's (C_out, kW, kH, C_in) convolution kernel."""
+    return np.ascontiguousarray(w.transpose(0, 3, 2, 1)[:, ::-1, ::-1])
+
+
+@dataclass
+class LavaNetwork:
+    """A built Lava graph: connect a source to ``input_ports``, read ``readout.v_out``."""
+
+    processes: dict
+    input_ports: list  # InPorts of the synapses fed by the host, each expecting ``input_shape_lava``
+    input_shape_lava: tuple
+    readout: object  # lava_processes.Readout
+    readout_perm: np.ndarray | None  # Lava flat index -> NIR flat index of the readout (None: identity)
+    readout_shape: tuple  # NIR shape of the readout
+    window: int  # Lava steps per network evaluation
+    num_steps: int  # T
+    latency: dict  # population -> Lava steps from the input
+    readout_latency: int
+    populations: dict  # name -> (Lava process, number of neurons)
+    synapse_fanout: dict  # population -> synaptic fan-out per spike (for counters)
+
+    def readout_to_nir(self, v_lava: np.ndarray) -> np.ndarray:
+        """Lava readout state(s) (..., *lava shape) -> NIR order (..., *readout_shape)."""
+        lead = v_lava.shape[: v_lava.ndim - len(self.readout.a_in.shape)]
+        flat = v_lava.reshape(*lead, -1)
+        if self.readout_perm is not None:
+            out = np.empty_like(flat)
+            out[..., self.readout_perm] = flat
+            flat = out
+        elif len(self.readout_shape) == 3:
+            return np.moveaxis(v_lava, (-3, -2, -1), (-1, -2, -3))
+        return flat.reshape(*lead, *self.readout_shape)
+
+    def input_to_lava(self, x: np.ndarray) -> np.ndarray:
+        """One host input in NIR order (C, H, W) -> Lava's (W, H, C)."""
+        return x.transpose(2, 1, 0) if x.ndim == 3 else x
+
+
+def build(graph, num_steps: int, dt: float = 1e-4) -> LavaNetwork:
+    """Lava processes for ``graph`` (see the module docstring); not yet connected to a source."""
+    from ..runtime import lava_processes as lp
+
+    from lava.proc.conv.process import Conv
+    from lava.proc.dense.process import Dense
+    from lava.proc.lif.process import LIFReset
+
+    p = plan(graph)
+    window = p.latency[p.readout] + num_steps
+    neurons = {name: discretize(node, name, dt) for name, node in p.populations.items()}
+
+    # Layout of each population in Lava: image-shaped ones transposed; flat ones fed by flattened convs
+    # take Lava's flatten order of that conv output.
+    perm: dict = {}
+    for name in p.populations:
+        feeds = {s.name: s for s in p.synapses if s.dst == name and s.flat_out}
+        perms = {tuple(chw_to_whc_perm(_conv_out_shape(conv_spec(s, p.shapes[s.src]), p.shapes[s.src])))
+                 for s in feeds.values()}
+        if len(perms) > 1:
+            raise NirGraphError(f"NIR node {name!r}: flattened conv inputs of different shapes "
+                                f"({', '.join(feeds)}); Lava cannot order them consistently")
+        perm[name] = np.array(perms.pop()) if perms else None
+
+    def lava_shape(name):
+        shape = p.shapes[name]
+        return tuple(reversed(shape)) if len(shape) == 3 else shape
+
+    def to_lava(name, arr):
+        """Per-neuron NIR array -> Lava layout of population `name`."""
+        arr = np.broadcast_to(np.asarray(arr, dtype=np.float64), p.shapes[name])
+        if len(p.shapes[name]) == 3:
+            return arr.transpose(2, 1, 0).copy()
+        return arr[perm[name]].copy() if perm[name] is not None else arr.copy()
+
+    bias = {name: to_lava(name, n.bias) for name, n in neurons.items()}
+    procs: dict = {}
+    for name, n in neurons.items():
+        for key in ("dv", "du") + (("v_threshold",) if n.spiking else ()):
+            if np.ptp(getattr(n, key)) > 0:
+                raise NirGraphError(f"NIR node {name!r}: Lava needs one {key} per population, got several values")
+        if n.spiking and np.any(n.v_reset != 0):
+            raise NirGraphError(f"NIR node {name!r}: v_reset must be 0 (Lava resets the voltage to zero)")
+
+    synapse_procs = []
+    input_ports = []
+    fanout: dict = {}
+    def check_bias(s, b):
+        if np.any(b != 0) and np.any(neurons[s.dst].du != 1):
+            raise NirGraphError(f"NIR node {s.name!r}: a bias into the current-based neuron {s.dst!r} is a constant "
+                                f"input current; Lava's bias enters the voltage, so it cannot be mapped exactly")
+
+    for s in p.synapses:
+        gain_nir = np.broadcast_to(neurons[s.dst].gain, p.shapes[s.dst])
+        kind = _type(s.node)
+        is_conv = kind in ("Conv2d", "SumPool2d", "AvgPool2d") or (kind == "Scale" and len(p.shapes[s.src]) == 3
+                                                                    and not s.flat_in)
+        if is_conv:
+            spec = conv_spec(s, p.shapes[s.src])
+            out_shape = _conv_out_shape(spec, p.shapes[s.src])
+            gain = _per_channel(gain_nir.reshape(out_shape), out_shape, s)
+            w = conv_weight_to_lava(spec.weight * gain[:, None, None, None])
+            proc = Conv(weight=w, input_shape=lava_shape(s.src), padding=spec.padding[::-1], stride=spec.stride[::-1],
+                        dilation=spec.dilation[::-1], groups=spec.groups,
+                        num_message_bits=24 if s.src == p.input else 0, name=s.name)
+            check_bias(s, spec.bias)
+            b = np.broadcast_to((spec.bias * gain)[:, None, None], out_shape)
+            if not s.flat_out:
+                bias[s.dst] += b.transpose(2, 1, 0)
+            else:
+                bias[s.dst] += b.reshape(-1)[perm[s.dst]] if perm[s.dst] is not None else b.reshape(-1)
+            target = proc.a_out.flatten() if s.flat_out else proc.a_out
+            fanout[s.src] = fanout.get(s.src, 0) + _conv_fanout(spec)
+        else:
+            n_in = int(np.prod(p.shapes[s.src]))
+            w, b = dense_spec(s, n_in)
+            if len(p.shapes[s.dst]) != 1 or (len(p.shapes[s.src]) != 1 and not s.flat_in):
+                raise NirGraphError(f"NIR node {s.name!r}: {kind} between non-flat populations needs Flatten nodes")
+            cols = chw_to_whc_perm(p.shapes[s.src]) if len(p.shapes[s.src]) == 3 else \
+                (perm.get(s.src) if perm.get(s.src) is not None else np.arange(w.shape[1]))
+            rows = perm[s.dst] if perm[s.dst] is not None else np.arange(w.shape[0])
+            g = np.ravel(gain_nir)[rows]
+            proc = Dense(weights=w[rows][:, cols] * g[:, None], num_message_bits=24 if s.src == p.input else 0,
+                         name=s.name)
+            if b is not None:
+                check_bias(s, b)
+                bias[s.dst] += b[rows] * g
+            target = proc.a_out
+            fanout[s.src] = fanout.get(s.src, 0) + int(round(np.count_nonzero(w) / w.shape[1]))
+        procs[s.name] = proc
+        synapse_procs.append((s, proc, target))
+
+    for name, n in neurons.items():
+        offset = (p.latency[name] + 1) % window  # Lava's first step is time_step 1
+        shape = lava_shape(name)
+        if name == p.readout:
+            proc = lp.Readout(shape=shape, du=float(np.ravel(n.du)[0]), dv=float(np.ravel(n.dv)[0]),
+                              bias=bias[name], reset_interval=window, reset_offset=offset, name=name)
+        else:
+            proc = LIFReset(shape=shape, du=float(np.ravel(n.du)[0]), dv=float(np.ravel(n.dv)[0]),
+                            vth=float(np.ravel(n.v_threshold)[0]), bias_mant=bias[name],
+                            reset_interval=window, reset_offset=offset, name=name)
+        procs[name] = proc
+
+    for s, proc, target in synapse_procs:
+        target.connect(procs[s.dst].a_in)
+        if s.src == p.input:
+            input_ports.append(proc.s_in)
+            continue
+        src_port = procs[s.src].s_out
+        delay = p.latency[s.dst] - p.latency[s.src] - 1 if s.src != s.dst else 0
+        if delay > 0:
+            line = lp.SpikeDelay(shape=lava_shape(s.src), delay=delay, name=f"{s.name}_delay")
+            procs[line.name] = line
+            src_port.connect(line.s_in)
+            src_port = line.s_out
+        (src_port.flatten() if s.flat_in else src_port).connect(proc.s_in)
+
+    return LavaNetwork(
+        processes=procs, input_ports=input_ports, input_shape_lava=lava_shape(p.input), readout=procs[p.readout],
+        readout_perm=perm[p.readout], readout_shape=p.shapes[p.readout], window=window, num_steps=num_steps,
+        latency=dict(p.latency), readout_latency=p.latency[p.readout],
+        populations={n: (procs[n], int(np.prod(p.shapes[n]))) for n in p.populations if n != p.readout},
+        synapse_fanout=fanout)
+
+
+def _conv_out_shape(spec: ConvSpec, src_shape: tuple) -> tuple:
+    _c, h, w = src_shape
+    k = spec.weight.shape
+    size = [(n + 2 * spec.padding[i] - spec.dilation[i] * (k[2 + i] - 1) - 1) // spec.stride[i] + 1
+            for i, n in enumerate((h, w))]
+    return (k[0], int(size[0]), int(size[1]))
+
+
+def _per_channel(gain: np.ndarray, shape: tuple, s: Synapse) -> np.ndarray:
+    g = np.broadcast_to(gain, shape).reshape(shape[0], -1)
+    if np.ptp(g, axis=1).max() > 0:
+        raise NirGraphError(f"NIR node {s.dst!r}: its input gain r*dt/tau varies within a channel; it cannot be "
+                            f"folded into the weights of {s.name!r}")
+    return g[:, 0].astype(np.float64)
+
+
+def _conv_fanout(spec: ConvSpec) -> int:
+    """Targets per input spike, averaged over positions (a stride s reaches 1/s^2 of the kernel per spike)."""
+    k = spec.weight.shape
+    out_per_group = k[0] // spec.groups
+    return int(round(out_per_group * k[2] * k[3] / (spec.stride[0] * spec.stride[1])))
