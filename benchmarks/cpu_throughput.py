@@ -7,15 +7,13 @@ Writes a markdown table and a JSON file beside it, with the command and the mach
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from _machine import machine_info
+from _report import write_report
 
 from spikediff.checkpoint import load_model
 from spikediff.diffusion import NoiseSchedule, sample_torch
@@ -64,7 +62,6 @@ def main() -> None:
     parser.add_argument("--sample-steps", type=int, default=20)
     args = parser.parse_args()
 
-    machine = machine_info()
     rows = []
     for threads in sorted(set(args.threads)):
         train_s = time_train_step(threads, args.train_batch, args.train_repeats)
@@ -73,29 +70,19 @@ def main() -> None:
                      "sample_images_per_s": ips})
         print(rows[-1], flush=True)
 
-    command = "python " + " ".join(sys.argv)
-    result = {"command": command, "machine": machine, "train_batch": args.train_batch,
-              "sample_steps": args.sample_steps, "sample_n": args.sample_n, "model": DenoiserConfig().__dict__,
-              "rows": rows}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [
-        "# CPU throughput: training and torch-backend sampling",
-        "",
-        f"Command: `{command}`  ",
-        f"Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, torch {machine['torch']}",
-        "",
-        f"Default model (C=32, hidden=256, T=4), training batch {args.train_batch}; sampling {args.sample_n} "
-        f"images with {args.sample_steps} DDIM steps, batch 64, from the shipped checkpoint.",
+    m = DenoiserConfig()
+    payload = {"train_batch": args.train_batch, "sample_steps": args.sample_steps, "sample_n": args.sample_n,
+               "model": m.to_dict(), "rows": rows}
+    body = [
+        f"Default model (C={m.channels}, hidden={m.hidden}, T={m.num_steps}), training batch {args.train_batch}; "
+        f"sampling {args.sample_n} images with {args.sample_steps} DDIM steps, batch 64, from the shipped checkpoint.",
         "",
         "| threads | train step (s) | train images/s | sampling images/s |",
         "|---:|---:|---:|---:|",
+        *[f"| {r['threads']} | {r['train_step_s']:.3f} | {r['train_images_per_s']:.1f} | {r['sample_images_per_s']:.2f} |"
+          for r in rows],
     ]
-    for r in rows:
-        lines.append(f"| {r['threads']} | {r['train_step_s']:.3f} | {r['train_images_per_s']:.1f} | "
-                     f"{r['sample_images_per_s']:.2f} |")
-    args.out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    write_report(args.out, "CPU throughput: training and torch-backend sampling", payload, body)
 
 
 if __name__ == "__main__":

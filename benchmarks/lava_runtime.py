@@ -8,19 +8,16 @@ Writes a markdown table and a JSON file beside it, with the command and the mach
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from _machine import machine_info
+from _report import write_report
 
 from spikediff.checkpoint import load_model
-from spikediff.diffusion.sampler import initial_noise
-from spikediff.diffusion.schedule import DDIMScheduler
+from spikediff.diffusion.sampler import initial_noise, sample_torch
 from spikediff.export.nir_graph import to_nir
 from spikediff.runtime.lava_sampler import sample_lava
 
@@ -52,30 +49,24 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    torch.set_num_threads(1)  # see spikediff/cli.py: Lava forks workers that run torch
+    torch.set_num_threads(1)  # the Lava run is single-threaded in the parent too: compare like with like
 
     model, schedule, _ = load_model()
     cfg = model.config
     single = single_calls(model)
-    ddim = DDIMScheduler(schedule)
-    ddim.set_timesteps(args.steps)
     noise = initial_noise(args.n, (cfg.in_channels, cfg.image_size, cfg.image_size), args.seed)
 
     expected, torch_spikes = [], []
     start = time.perf_counter()
-    with torch.no_grad():
-        for i in range(args.n):
-            x, stats = noise[i:i + 1], {}
-            for t in ddim.timesteps:
-                x, _ = ddim.step(model(x, torch.full((1,), int(t)), stats=stats), t, x)
-            expected.append(x.clamp(-1, 1)[0].numpy())
-            torch_spikes.append(stats)
+    for i in range(args.n):  # one image at a time, for spike counts per image
+        stats = {}
+        expected.append(sample_torch(model, schedule, 1, args.steps, noise=noise[i:i + 1], progress=False,
+                                     stats=stats)[0].numpy())
+        torch_spikes.append(stats)
     torch_s = time.perf_counter() - start
 
     start = time.perf_counter()
-    result = sample_lava(to_nir(model), noise.numpy(), ddim.timesteps,
-                         {"num_train_timesteps": schedule.num_train_timesteps,
-                          "prediction_type": schedule.prediction_type}, progress=True)
+    result = sample_lava(to_nir(model, schedule), noise.numpy(), args.steps, progress=True)
     lava_s = time.perf_counter() - start
     net = result["network"]
     max_diff = float(np.abs(result["images"] - np.stack(expected)).max())
@@ -93,18 +84,8 @@ def main() -> None:
            "neurons": sum(model.neuron_counts().values()), "processes": len(net.processes) + 1 + len(layers)}
     print(row)
 
-    command = "python " + " ".join(sys.argv)
-    payload = {"command": command, "machine": machine_info(), "model": cfg.to_dict(), "result": row, "layers": layers,
-               "single_calls": single}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(payload, indent=2) + "\n")
-    m = payload["machine"]
-    lines = [
-        "# Lava CPU simulator: the shipped checkpoint, Loihi2SimCfg floating point",
-        "",
-        f"Command: `{command}`  ",
-        f"Machine: {m['cpu']}, {m['cores']} cores, Python {m['python']}, torch {m['torch']}",
-        "",
+    payload = {"model": cfg.to_dict(), "result": row, "layers": layers, "single_calls": single}
+    body = [
         f"{args.n} images x {args.steps} DDIM steps, all in one Lava run ({row['processes']} Lava processes, "
         f"{row['neurons']} neurons, window of {net.window} Lava steps per denoiser call). The wall time includes "
         "building, compiling and starting the Lava network.",
@@ -126,8 +107,7 @@ def main() -> None:
         *[f"| {k} | {sum(v['lava']):.0f} | {sum(v['torch']):.0f} | {sum(v['lava_spikes_outside_active_steps']):.0f} |"
           for k, v in layers.items()],
     ]
-    args.out.write_text("\n".join(lines) + "\n")
-    print(f"wrote {args.out} and {args.out.with_suffix('.json')}")
+    write_report(args.out, "Lava CPU simulator: the shipped checkpoint, Loihi2SimCfg floating point", payload, body)
 
 
 if __name__ == "__main__":

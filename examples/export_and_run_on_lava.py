@@ -11,7 +11,6 @@ import numpy as np
 import torch
 
 from spikediff.diffusion.sampler import initial_noise
-from spikediff.diffusion.schedule import DDIMScheduler, NoiseSchedule
 from spikediff.export.nir_graph import export_checkpoint
 from spikediff.images import save_grid
 from spikediff.runtime.counters import counters_report
@@ -23,21 +22,14 @@ parser.add_argument("-n", type=int, default=1)
 parser.add_argument("--steps", type=int, default=5)
 parser.add_argument("--out", type=Path, default=Path("out/lava-example"))
 args = parser.parse_args()
-torch.set_num_threads(1)  # Lava forks workers that run torch: keep the parent single-threaded
 
 nir_file = export_checkpoint(args.checkpoint, args.out / "denoiser.nir")  # the deployable artefact
-graph = nir.read(nir_file)  # everything below needs only the NIR file
-meta = graph.metadata
-schedule = NoiseSchedule(int(meta["num_train_timesteps"]), str(meta["prediction_type"]))
-ddim = DDIMScheduler(schedule)
-ddim.set_timesteps(args.steps)
-shape = tuple(int(d) for d in graph.nodes["input"].input_type["input"])
-noise = initial_noise(args.n, (shape[0] - int(meta["time_features"]), *shape[1:]), seed=0).numpy()
+graph = nir.read(nir_file)  # everything below needs only the NIR file (weights, schedule, host steps)
+noise = initial_noise(args.n, tuple(int(d) for d in graph.metadata["image_shape"]), seed=0).numpy()
 
-result = sample_lava(graph, noise, ddim.timesteps, {"num_train_timesteps": schedule.num_train_timesteps,
-                                                    "prediction_type": schedule.prediction_type})
+result = sample_lava(graph, noise, args.steps)
 print("grid:", save_grid(torch.from_numpy(result["images"]), args.out / "samples.png", scale=4))
-report = counters_report(result, num_inference_steps=args.steps)
+report = counters_report(result)
 for name, layer in report["populations"].items():
     print(f"{name:6s} spikes/image {layer['spikes_per_image']:10.0f}  synaptic ops/image "
           f"{layer['synaptic_ops_per_image']:12.0f}  per denoising step {np.round(layer['spikes_per_denoising_step'])}")

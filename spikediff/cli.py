@@ -94,29 +94,19 @@ def cmd_sample(args) -> int:
 def _sample_lava(args, model, schedule) -> int:
     import torch
 
-    from .diffusion.sampler import initial_noise
-    from .diffusion.schedule import DDIMScheduler
-    from .export.nir_graph import to_nir
     from .atomic import write_json_atomic
-    from .runtime.counters import counters_report
+    from .diffusion.sampler import initial_noise
+    from .export.nir_graph import to_nir
     from .images import save_grid
+    from .runtime.counters import counters_report
     from .runtime.lava_sampler import sample_lava
 
-    # Lava forks its worker processes, and its Conv runs torch inside them: a parent with a running
-    # OpenMP pool can deadlock them, so the parent stays single-threaded.
-    torch.set_num_threads(1)
     cfg = model.config
-    graph = to_nir(model)
-    ddim = DDIMScheduler(schedule)
-    ddim.set_timesteps(args.steps)
     noise = initial_noise(args.num, (cfg.in_channels, cfg.image_size, cfg.image_size), args.seed).numpy()
-    result = sample_lava(graph, noise, ddim.timesteps, {"num_train_timesteps": schedule.num_train_timesteps,
-                                                         "prediction_type": schedule.prediction_type},
-                         progress=not args.quiet)
+    result = sample_lava(to_nir(model, schedule), noise, args.steps, progress=not args.quiet)
     out = save_grid(torch.from_numpy(result["images"]), args.output)
-    report = counters_report(result, num_inference_steps=args.steps)
-    counters_path = out.with_suffix(".counters.json")
-    write_json_atomic(report, counters_path)
+    report = counters_report(result)
+    counters_path = write_json_atomic(report, out.with_suffix(".counters.json"))
     print(f"wrote {args.num} samples to {out} and counters to {counters_path}")
     if not args.quiet:
         pops = report["populations"]

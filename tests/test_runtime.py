@@ -9,8 +9,7 @@ from PIL import Image
 
 from conftest import run_cli
 from spikediff.diffusion import NoiseSchedule
-from spikediff.diffusion.sampler import initial_noise
-from spikediff.diffusion.schedule import DDIMScheduler
+from spikediff.diffusion.sampler import initial_noise, sample_torch
 from spikediff.export.nir_graph import to_nir
 from spikediff.models import DenoiserConfig, SpikingDenoiser
 
@@ -20,19 +19,14 @@ def test_lava_sampler_equals_pytorch_images_and_spikes():
 
     torch.manual_seed(0)
     model = SpikingDenoiser(DenoiserConfig(image_size=8, channels=4, hidden=16)).eval()
-    ddim = DDIMScheduler(NoiseSchedule(1000, "v_prediction"))
-    ddim.set_timesteps(4)
+    schedule = NoiseSchedule(1000, "v_prediction")
     noise = initial_noise(2, (1, 8, 8), 0)
     expected, stats = [], []
-    with torch.no_grad():
-        for i in range(len(noise)):
-            x, st = noise[i:i + 1], {}
-            for t in ddim.timesteps:
-                x, _ = ddim.step(model(x, torch.full((1,), int(t)), stats=st), t, x)
-            expected.append(x.clamp(-1, 1)[0].numpy())
-            stats.append(st)
-    result = sample_lava(to_nir(model), noise.numpy(), ddim.timesteps,
-                         {"num_train_timesteps": 1000, "prediction_type": "v_prediction"}, progress=False)
+    for i in range(len(noise)):
+        st = {}
+        expected.append(sample_torch(model, schedule, 1, 4, noise=noise[i:i + 1], progress=False, stats=st)[0].numpy())
+        stats.append(st)
+    result = sample_lava(to_nir(model, schedule), noise.numpy(), 4, progress=False)
     np.testing.assert_allclose(result["images"], np.stack(expected), rtol=0, atol=1e-4)
     for name in model.spiking_layers:
         per_image = result["counters"][name]["total"].sum(1)

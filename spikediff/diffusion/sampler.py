@@ -19,10 +19,10 @@ def initial_noise(n: int, shape: tuple, seed: int) -> torch.Tensor:
 @torch.no_grad()
 def sample_torch(model, schedule: NoiseSchedule, n: int, num_inference_steps: int = DEFAULT_INFERENCE_STEPS, seed: int = 0,
                  batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True,
-                 stats: dict | None = None) -> torch.Tensor:
-    """Generate n images in [-1, 1], shape (n, C, H, W), on CPU."""
+                 stats: dict | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
+    """Generate n images in [-1, 1], shape (n, C, H, W), on CPU, from ``noise`` if given (else from seed)."""
     cfg = model.config
-    x = initial_noise(n, (cfg.in_channels, cfg.image_size, cfg.image_size), seed)
+    x = initial_noise(n, (cfg.in_channels, cfg.image_size, cfg.image_size), seed) if noise is None else noise
     scheduler = DDIMScheduler(schedule)
     scheduler.set_timesteps(num_inference_steps)
     model = model.to(device).eval()

@@ -29,28 +29,6 @@ from ..models.denoiser import PATCH, SpikingDenoiser
 DT = 1e-4  # snnTorch's NIR time step
 
 
-def _shapes(model: SpikingDenoiser) -> dict:
-    """Output shape (C, H, W) of every synapse layer, from one forward pass with hooks."""
-    shapes, hooks = {}, []
-
-    def record(name):
-        def hook(_module, inp, out):
-            shapes[name] = (tuple(inp[0].shape[1:]), tuple(out.shape[1:]))
-        return hook
-
-    for synapses in model.graph.values():
-        for syn, _src in synapses:
-            hooks.append(getattr(model, syn).register_forward_hook(record(syn)))
-    cfg = model.config
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, cfg.in_channels, cfg.image_size, cfg.image_size), torch.zeros(1))
-    finally:
-        for h in hooks:
-            h.remove()
-    return shapes
-
-
 def _synapse(layer: torch.nn.Module, in_shape: tuple):
     import nir
 
@@ -71,12 +49,15 @@ def _flatten(shape: tuple):
     return nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1)
 
 
-def to_nir(model: SpikingDenoiser, extra_metadata: dict | None = None):
-    """The denoiser as a type-checked ``nir.NIRGraph`` (nodes named as in ``model.graph``)."""
+def to_nir(model: SpikingDenoiser, schedule=None):
+    """The denoiser as a type-checked ``nir.NIRGraph`` (nodes named as in ``model.graph``).
+
+    With its ``NoiseSchedule`` the graph carries everything a sampler needs (``runtime.sample_lava``).
+    """
     import nir
 
     cfg = model.config
-    shapes = _shapes(model)
+    shapes = model.synapse_shapes()
     nodes, edges = {}, []
     nodes["input"] = nir.Input(input_type={"input": np.array(shapes["conv_in"][0])})
     pop_shape = {"input": shapes["conv_in"][0]}
@@ -117,11 +98,14 @@ def to_nir(model: SpikingDenoiser, extra_metadata: dict | None = None):
         "time_features": cfg.time_features,
         "max_period": cfg.max_period,
         "output": "mean over the T steps of the readout state, reshaped to readout_shape, then pixel_shuffle by patch",
+        "image_shape": [cfg.in_channels, cfg.image_size, cfg.image_size],
         "readout_shape": list(model._readout_shape),
         "patch": PATCH,
         "reset": "hard reset to zero in the step of the spike (Lava LIF)",
     }
-    metadata.update(extra_metadata or {})
+    if schedule is not None:
+        metadata.update(num_train_timesteps=int(schedule.num_train_timesteps),
+                        prediction_type=str(schedule.prediction_type))
     try:
         return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=True)
     except Exception as exc:  # nir raises plain ValueErrors; say which model it was
@@ -134,13 +118,11 @@ def export_checkpoint(ckpt_path: str | Path | None, out: str | Path) -> Path:
 
     from ..checkpoint import load_model
 
-    model, _schedule, ckpt = load_model(ckpt_path)
     out = Path(out)
     if out.suffix != ".nir":
         raise SpikediffError(f"output {out}: NIR files end in .nir")
-    diffusion = ckpt["diffusion"]
-    graph = to_nir(model, {"num_train_timesteps": int(diffusion["num_train_timesteps"]),
-                           "prediction_type": str(diffusion["prediction_type"])})
+    model, schedule, _ckpt = load_model(ckpt_path)
+    graph = to_nir(model, schedule)
     with atomic_path(out) as tmp:
         nir.write(tmp, graph)
     return out

@@ -25,11 +25,14 @@ import numpy as np
 from .. import SpikediffError
 
 
+SPIKING = ("LIF", "IF", "CubaLIF")  # NIR neuron classes, by name
+NONSPIKING = ("LI", "CubaLI", "I")
+
+
 @dataclass
 class DiscreteNeuron:
     """One NIR neuron node as a discrete update, per-neuron arrays (broadcastable to the node shape)."""
 
-    kind: str  # NIR class name
     spiking: bool
     dv: np.ndarray  # membrane decay per step (Lava dv), 0 = no leak
     du: np.ndarray  # synaptic-current decay per step (Lava du), 1 = no current memory
@@ -80,9 +83,9 @@ def discretize(node, node_name: str, dt: float) -> DiscreteNeuron:
         du, dv, gain, bias = np.ones_like(r), np.zeros_like(r), r, np.zeros_like(r)
     else:
         raise SpikediffError(f"NIR node {node_name!r}: {kind} is not a neuron")
-    spiking = isinstance(node, (nir.LIF, nir.CubaLIF, nir.IF))
+    spiking = kind in SPIKING
     thr = _arr(node.v_threshold) if spiking else None
     reset = None
     if spiking:
         reset = _arr(node.v_reset) if getattr(node, "v_reset", None) is not None else np.zeros_like(thr)
-    return DiscreteNeuron(kind, spiking, _snap(dv), _snap(du), _snap(gain), bias, thr, reset)
+    return DiscreteNeuron(spiking, dv, du, _snap(gain), bias, thr, reset)  # decays were snapped in _ratio

@@ -33,10 +33,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import SpikediffError
-from .nir_params import discretize
+from .nir_params import NONSPIKING, SPIKING, discretize
 
-SPIKING = ("LIF", "IF", "CubaLIF")
-NONSPIKING = ("LI", "CubaLI", "I")
 WEIGHTS = ("Conv2d", "Linear", "Affine", "SumPool2d", "AvgPool2d", "Scale")
 
 
@@ -238,6 +236,25 @@ def chw_to_whc_perm(shape: tuple) -> np.ndarray:
     return np.arange(c * h * w).reshape(c, h, w).transpose(2, 1, 0).reshape(-1)
 
 
+def to_lava_layout(arr, shape: tuple, perm: np.ndarray | None = None) -> np.ndarray:
+    """A per-element array in NIR order (broadcast to ``shape``) -> the population's Lava layout."""
+    arr = np.broadcast_to(np.asarray(arr, dtype=np.float64), shape)
+    if len(shape) == 3:
+        return arr.transpose(2, 1, 0).copy()
+    return arr[perm].copy() if perm is not None else arr.copy()
+
+
+def from_lava_layout(v: np.ndarray, shape: tuple, perm: np.ndarray | None = None) -> np.ndarray:
+    """The inverse of ``to_lava_layout`` for arrays (..., *Lava shape) -> (..., *shape)."""
+    if len(shape) == 3:
+        return np.moveaxis(v, (-3, -2, -1), (-1, -2, -3))
+    if perm is None:
+        return v
+    out = np.empty_like(v)
+    out[..., perm] = v
+    return out
+
+
 def conv_weight_to_lava(w: np.ndarray) -> np.ndarray:
     """(C_out, C_in, kH, kW) correlation kernel -> Lava's (C_out, kW, kH, C_in) convolution kernel."""
     return np.ascontiguousarray(w.transpose(0, 3, 2, 1)[:, ::-1, ::-1])
@@ -262,19 +279,7 @@ class LavaNetwork:
 
     def readout_to_nir(self, v_lava: np.ndarray) -> np.ndarray:
         """Lava readout state(s) (..., *lava shape) -> NIR order (..., *readout_shape)."""
-        lead = v_lava.shape[: v_lava.ndim - len(self.readout.a_in.shape)]
-        flat = v_lava.reshape(*lead, -1)
-        if self.readout_perm is not None:
-            out = np.empty_like(flat)
-            out[..., self.readout_perm] = flat
-            flat = out
-        elif len(self.readout_shape) == 3:
-            return np.moveaxis(v_lava, (-3, -2, -1), (-1, -2, -3))
-        return flat.reshape(*lead, *self.readout_shape)
-
-    def input_to_lava(self, x: np.ndarray) -> np.ndarray:
-        """One host input in NIR order (C, H, W) -> Lava's (W, H, C)."""
-        return x.transpose(2, 1, 0) if x.ndim == 3 else x
+        return from_lava_layout(v_lava, self.readout_shape, self.readout_perm)
 
 
 def build(graph, num_steps: int, dt: float = 1e-4) -> LavaNetwork:
@@ -306,11 +311,7 @@ def build(graph, num_steps: int, dt: float = 1e-4) -> LavaNetwork:
         return tuple(reversed(shape)) if len(shape) == 3 else shape
 
     def to_lava(name, arr):
-        """Per-neuron NIR array -> Lava layout of population `name`."""
-        arr = np.broadcast_to(np.asarray(arr, dtype=np.float64), p.shapes[name])
-        if len(p.shapes[name]) == 3:
-            return arr.transpose(2, 1, 0).copy()
-        return arr[perm[name]].copy() if perm[name] is not None else arr.copy()
+        return to_lava_layout(arr, p.shapes[name], perm[name])
 
     bias = {name: to_lava(name, n.bias) for name, n in neurons.items()}
     procs: dict = {}
@@ -344,10 +345,7 @@ def build(graph, num_steps: int, dt: float = 1e-4) -> LavaNetwork:
                         num_message_bits=24 if s.src == p.input else 0, name=s.name)
             check_bias(s, spec.bias)
             b = np.broadcast_to((spec.bias * gain)[:, None, None], out_shape)
-            if not s.flat_out:
-                bias[s.dst] += b.transpose(2, 1, 0)
-            else:
-                bias[s.dst] += b.reshape(-1)[perm[s.dst]] if perm[s.dst] is not None else b.reshape(-1)
+            bias[s.dst] += to_lava(s.dst, b.reshape(p.shapes[s.dst]))
             target = proc.a_out.flatten() if s.flat_out else proc.a_out
             fanout[s.src] = fanout.get(s.src, 0) + _conv_fanout(spec)
         else:
@@ -358,12 +356,12 @@ def build(graph, num_steps: int, dt: float = 1e-4) -> LavaNetwork:
             cols = chw_to_whc_perm(p.shapes[s.src]) if len(p.shapes[s.src]) == 3 else \
                 (perm.get(s.src) if perm.get(s.src) is not None else np.arange(w.shape[1]))
             rows = perm[s.dst] if perm[s.dst] is not None else np.arange(w.shape[0])
-            g = np.ravel(gain_nir)[rows]
+            g = to_lava(s.dst, gain_nir)
             proc = Dense(weights=w[rows][:, cols] * g[:, None], num_message_bits=24 if s.src == p.input else 0,
                          name=s.name)
             if b is not None:
                 check_bias(s, b)
-                bias[s.dst] += b[rows] * g
+                bias[s.dst] += to_lava(s.dst, b * gain_nir)
             target = proc.a_out
             fanout[s.src] = fanout.get(s.src, 0) + int(round(np.count_nonzero(w) / w.shape[1]))
         procs[s.name] = proc

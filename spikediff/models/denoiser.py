@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -96,12 +97,17 @@ class DenoiserConfig:
         return cls(**d).validate()
 
 
-def time_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal features of the diffusion step, (N,) -> (N, dim)."""
+def time_features(t, dim: int, max_period: float = 10000.0) -> np.ndarray:
+    """Sinusoidal features of diffusion steps, (N,) -> (N, dim) float32 (float64 maths).
+
+    The one implementation: the PyTorch model and the Lava sampler both call it, so both backends inject
+    bit-identical input currents.
+    """
+    t = np.asarray(t, dtype=np.float64).reshape(-1)
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float64) / half)
-    angles = t.to(torch.float64)[:, None] * freqs[None]
-    return torch.cat([torch.sin(angles), torch.cos(angles)], dim=1)
+    freqs = np.exp(-math.log(max_period) * np.arange(half, dtype=np.float64) / half)
+    angles = t[:, None] * freqs[None]
+    return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
 
 
 class SpikingDenoiser(nn.Module):
@@ -116,12 +122,12 @@ class SpikingDenoiser(nn.Module):
         "u": [("conv_u", "d2")],
         "readout": [("fc_out", "g"), ("conv_ro", "u"), ("skip_px", "e1")],
     }
-    spiking_layers = ("e0", "e1", "d1", "d2", "g", "u")
+    spiking_layers = tuple(name for name in graph if name != "readout")
 
     def __init__(self, config: DenoiserConfig | None = None):
         super().__init__()
         self.config = cfg = (config or DenoiserConfig()).validate()
-        c, full, half, quarter = cfg.channels, cfg.image_size, cfg.image_size // 2, cfg.image_size // PATCH
+        c, quarter = cfg.channels, cfg.image_size // PATCH
         out = cfg.in_channels * PATCH * PATCH
         self.conv_in = nn.Conv2d(cfg.in_channels + cfg.time_features, c, 3, padding=1)
         self.conv_e1 = nn.Conv2d(c, c, 3, padding=1)
@@ -133,9 +139,8 @@ class SpikingDenoiser(nn.Module):
         self.conv_ro = nn.Conv2d(2 * c, out, 3, padding=1, bias=False)
         self.skip_px = nn.Conv2d(c, out, 6, stride=4, padding=1, bias=False)
         self.lif = nn.ModuleDict({name: lava_lif(cfg.beta, cfg.threshold) for name in self.spiking_layers})
-        self._neurons = {"e0": c * full * full, "e1": c * full * full, "d1": 2 * c * half * half,
-                         "d2": 2 * c * quarter * quarter, "g": cfg.hidden, "u": 2 * c * quarter * quarter}
         self._readout_shape = (out, quarter, quarter)
+        self._synapse_shapes = None  # filled by synapse_shapes()
         # Binary, sparse inputs need larger weights than PyTorch's default init to reach the threshold:
         # std = gain / sqrt(fan_in) gives every hidden layer a firing rate of about 0.2-0.4 at init.
         # The readout starts near zero so the untrained model predicts "no noise" rather than garbage.
@@ -162,8 +167,8 @@ class SpikingDenoiser(nn.Module):
                 f"denoiser expects images of shape (N, {cfg.in_channels}, {cfg.image_size}, {cfg.image_size}),"
                 f" got {tuple(x.shape)}"
             )
-        t = torch.as_tensor(t, device=x.device).reshape(-1).expand(x.shape[0])
-        feats = time_features(t, cfg.time_features, cfg.max_period).to(x.dtype)
+        t = torch.as_tensor(t).reshape(-1).expand(x.shape[0])
+        feats = torch.from_numpy(time_features(t.cpu().numpy(), cfg.time_features, cfg.max_period)).to(x)
         planes = feats[:, :, None, None].expand(-1, -1, cfg.image_size, cfg.image_size)
         return torch.cat([x, planes], dim=1)
 
@@ -174,14 +179,16 @@ class SpikingDenoiser(nn.Module):
         """
         cfg = self.config
         inp = self.make_input(x, t)
-        const = self.conv_in(inp)  # constant input: its current is the same at every SNN step
+        # The host input is constant over the T steps: what its synapses deliver is computed once.
+        const = {syn: self._synapse(syn, inp, target == "readout")
+                 for target, synapses in self.graph.items() for syn, src in synapses if src == "input"}
         mem: dict = {}
         current = total = None
         for _ in range(cfg.num_steps):
             spikes = {}
             for target, synapses in self.graph.items():
-                drive = const if target == "e0" else sum(self._synapse(syn, spikes[src], target == "readout")
-                                                          for syn, src in synapses)
+                drive = sum(const[syn] if src == "input" else self._synapse(syn, spikes[src], target == "readout")
+                            for syn, src in synapses)
                 if target == "readout":
                     current = drive if current is None else cfg.readout_alpha * current + drive
                     total = current if total is None else total + current
@@ -202,6 +209,34 @@ class SpikingDenoiser(nn.Module):
         current = self.readout_current(x, t, stats)
         return F.pixel_shuffle(current.reshape(-1, *self._readout_shape), PATCH)
 
+    def synapse_shapes(self) -> dict:
+        """(input shape, output shape) of every synapse layer, without the batch axis.
+
+        Read off one dry run at batch 1 rather than recomputed from the layer arithmetic, so a change to a
+        layer cannot leave a stale copy behind; cached.
+        """
+        if self._synapse_shapes is None:
+            shapes, hooks = {}, []
+
+            def record(name):
+                def hook(_module, inp, out):
+                    shapes[name] = (tuple(inp[0].shape[1:]), tuple(out.shape[1:]))
+                return hook
+
+            for synapses in self.graph.values():
+                hooks += [getattr(self, syn).register_forward_hook(record(syn)) for syn, _src in synapses]
+            cfg = self.config
+            param = next(self.parameters())
+            try:
+                with torch.no_grad():
+                    self(torch.zeros(1, cfg.in_channels, cfg.image_size, cfg.image_size).to(param), torch.zeros(1))
+            finally:
+                for h in hooks:
+                    h.remove()
+            self._synapse_shapes = shapes
+        return dict(self._synapse_shapes)
+
     def neuron_counts(self) -> dict:
         """Neurons per spiking layer (for firing rates)."""
-        return dict(self._neurons)
+        shapes = self.synapse_shapes()
+        return {name: math.prod(shapes[self.graph[name][0][0]][1]) for name in self.spiking_layers}

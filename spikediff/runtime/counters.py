@@ -11,10 +11,11 @@ from __future__ import annotations
 import numpy as np
 
 
-def counters_report(result: dict, num_inference_steps: int) -> dict:
+def counters_report(result: dict) -> dict:
+    """The JSON report of a ``sample_lava`` result."""
     net = result["network"]
     counts = result["counters"]
-    n_images = len(result["images"])
+    n_images, num_inference_steps = next(iter(counts.values()))["total"].shape
     lava_steps = net.window * num_inference_steps  # per image
     input_values = int(np.prod(net.input_shape_lava))
     pops = {}

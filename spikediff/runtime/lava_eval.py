@@ -6,8 +6,6 @@ the previous window's output). Here the inputs are known up front, so a ring-buf
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from .. import SpikediffError
@@ -20,10 +18,10 @@ def run_windows(net, inputs: np.ndarray, record_spikes: bool = False) -> dict:
     with ``record_spikes`` also ``{"spikes": {population: (N, T) spike counts}}``.
     """
     from .. import lava_compat
+    from ..export.nir_to_lava import to_lava_layout
+    from .session import lava_session
 
     lava_compat.import_lava()
-    from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
     from lava.proc.io.sink import RingBuffer as Sink
     from lava.proc.io.source import RingBuffer as Source
 
@@ -33,7 +31,7 @@ def run_windows(net, inputs: np.ndarray, record_spikes: bool = False) -> dict:
         raise SpikediffError(f"inputs: expected (N, *input shape), got shape {inputs.shape}")
     data = np.zeros((*net.input_shape_lava, n * w))
     for i, x in enumerate(inputs):
-        lava_x = net.input_to_lava(x)
+        lava_x = to_lava_layout(x, x.shape)
         if lava_x.shape != tuple(net.input_shape_lava):
             raise SpikediffError(f"input {i}: shape {x.shape} does not fit the network input")
         data[..., i * w: i * w + t] = lava_x[..., None]
@@ -47,15 +45,10 @@ def run_windows(net, inputs: np.ndarray, record_spikes: bool = False) -> dict:
         for name, (proc, _count) in net.populations.items():
             spike_sinks[name] = Sink(shape=proc.s_out.shape, buffer=n * w)
             proc.s_out.connect(spike_sinks[name].a_in)
-    try:
-        with warnings.catch_warnings():
-            # Lava also scans sibling files for process models and warns that it cannot import them by path.
-            warnings.filterwarnings("ignore", message="Cannot import module", category=UserWarning)
-            source.run(condition=RunSteps(num_steps=n * w), run_cfg=Loihi2SimCfg(select_tag="floating_pt"))
+    with lava_session(source) as run:
+        run(n * w)
         v = sink.data.get()
         spikes = {name: s.data.get() for name, s in spike_sinks.items()}
-    finally:
-        source.stop()
     v = np.moveaxis(v, -1, 0).reshape(n, w, *net.readout.v_out.shape)
     lat, r = net.latency, net.readout_latency
     result = {"readout": np.stack([net.readout_to_nir(v[i, r: r + t]) for i in range(n)])}

@@ -87,6 +87,12 @@ class PyReadoutFloat(PyLoihiProcessModel):
 
 
 
+def _phase(time_step: int, p: dict, latency: int) -> tuple:
+    """(window, step within it, whether a population at ``latency`` is in its T active steps) of a Lava step."""
+    window, k = divmod(time_step - 1, p["window"])
+    return window, k, latency <= k < latency + p["num_steps"]
+
+
 class SpikeCounter(AbstractProcess):
     """Counts one population's spikes per network evaluation (window), in and outside its T active steps.
 
@@ -113,10 +119,10 @@ class PySpikeCounterFloat(PyLoihiProcessModel):
     def run_spk(self):
         p = self.proc_params
         count = float(np.count_nonzero(self.s_in.recv()))
-        window, k = divmod(self.time_step - 1, p["window"])
+        window, _k, active = _phase(self.time_step, p, p["latency"])
         if window < self.total.shape[0]:
             self.total[window] += count
-            if p["latency"] <= k < p["latency"] + p["num_steps"]:
+            if active:
                 self.active[window] += count
 
 
@@ -129,10 +135,10 @@ class DDIMSampler(AbstractProcess):
     images are in ``images`` when the run ends: no host round trip per step.
     """
 
-    def __init__(self, *, noise: np.ndarray, timesteps: np.ndarray, input_shape_lava: tuple, readout_shape_lava: tuple,
-                 decode: dict, schedule: dict, window: int, num_steps: int, readout_latency: int,
-                 name: str | None = None):
-        super().__init__(timesteps=np.asarray(timesteps), decode=decode, schedule=schedule, window=window,
+    def __init__(self, *, noise: np.ndarray, num_inference_steps: int, input_shape_lava: tuple,
+                 readout_shape_lava: tuple, decode: dict, schedule: dict, window: int, num_steps: int,
+                 readout_latency: int, name: str | None = None):
+        super().__init__(num_inference_steps=num_inference_steps, decode=decode, schedule=schedule, window=window,
                          num_steps=num_steps, readout_latency=readout_latency, name=name)
         self.s_out = OutPort(shape=input_shape_lava)
         self.a_in = InPort(shape=readout_shape_lava)
@@ -158,16 +164,17 @@ class PyDDIMSamplerFloat(PyLoihiProcessModel):
 
         s = proc_params["schedule"]
         self.scheduler = DDIMScheduler(NoiseSchedule(s["num_train_timesteps"], s["prediction_type"]))
-        self.scheduler.set_timesteps(len(proc_params["timesteps"]))
+        self.scheduler.set_timesteps(proc_params["num_inference_steps"])
         self.decoder = Decoder(**proc_params["decode"])
 
     def run_spk(self):
         p = self.proc_params
-        window, k = divmod(self.time_step - 1, p["window"])
-        steps = len(p["timesteps"])
+        window, k, reading = _phase(self.time_step, p, p["readout_latency"])
+        timesteps = self.scheduler.timesteps
+        steps = len(timesteps)
         image, step = divmod(window, steps)
         done = image >= self.x.shape[0]
-        t = int(p["timesteps"][min(step, steps - 1)])
+        t = int(timesteps[min(step, steps - 1)])
         if not done and k < p["num_steps"]:
             self.s_out.send(self.decoder.input(self.x[image], t))
         else:
@@ -175,10 +182,9 @@ class PyDDIMSamplerFloat(PyLoihiProcessModel):
         v = self.a_in.recv()
         if done:
             return
-        r = p["readout_latency"]
-        if r <= k < r + p["num_steps"]:
+        if reading:
             self.acc += v
-        if k == r + p["num_steps"] - 1:
+        if k == p["readout_latency"] + p["num_steps"] - 1:
             pred = self.decoder.output(self.acc / p["num_steps"])
             self.acc[:] = 0
             self.x[image], _ = self.scheduler.step(pred, t, self.x[image])
