@@ -34,3 +34,5 @@ for name, layer in report["populations"].items():
     print(f"{name:6s} spikes/image {layer['spikes_per_image']:10.0f}  synaptic ops/image "
           f"{layer['synaptic_ops_per_image']:12.0f}  per denoising step {np.round(layer['spikes_per_denoising_step'])}")
 print("total synaptic ops per image:", report["totals_per_image"]["synaptic_ops"])
+print(f"{report['images_in_flight']} images in flight, a new denoiser call every {report['period']} Lava steps, "
+      f"{report['lava_steps_per_image']:.0f} Lava steps per image on {report['backend']}")

@@ -76,6 +76,8 @@ def cmd_sample(args) -> int:
     model, schedule, _ = load_model(args.checkpoint)
     if args.backend == "lava":
         return _sample_lava(args, model, schedule)
+    if args.fixed_point:
+        raise SpikediffError("--fixed-point needs --backend lava (the torch backend is the float model)")
     from .diffusion import sample_torch
     from .train.trainer import resolve_device
 
@@ -103,16 +105,22 @@ def _sample_lava(args, model, schedule) -> int:
 
     cfg = model.config
     noise = initial_noise(args.num, (cfg.in_channels, cfg.image_size, cfg.image_size), args.seed).numpy()
-    result = sample_lava(to_nir(model, schedule), noise, args.steps, progress=not args.quiet)
+    from .runtime.session import loihi2_available
+
+    if args.lava_target == "auto" and not loihi2_available() and not args.quiet:
+        print("Intel's Lava extension for Loihi is not installed: running on Lava's CPU simulator (Loihi2SimCfg)")
+    result = sample_lava(to_nir(model, schedule), noise, args.steps, progress=not args.quiet, target=args.lava_target,
+                         fixed_point=args.fixed_point)
     out = save_grid(torch.from_numpy(result["images"]), args.output)
     report = counters_report(result)
     counters_path = write_json_atomic(report, out.with_suffix(".counters.json"))
     print(f"wrote {args.num} samples to {out} and counters to {counters_path}")
     if not args.quiet:
         pops = report["populations"]
-        _print_spike_table({k: v["neurons"] for k, v in pops.items()}, {k: v["spikes_per_image"] for k, v in pops.items()},
+        _print_spike_table({k: v["neurons"] for k, v in pops.items()}, {k: v["spikes_in_active_steps_per_image"] for k, v in pops.items()},
                            args.steps * cfg.num_steps,
-                           f"({args.steps} DDIM steps x T={cfg.num_steps}, Lava window {report['window']} steps)")
+                           f"({args.steps} DDIM steps x T={cfg.num_steps}; Lava: {report['images_in_flight']} images in "
+                           f"flight, one evaluation every {report['period']} steps, {report['lava_steps']} steps in all)")
     return 0
 
 
@@ -128,6 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .data.datasets import ALL_NAMES, DATASETS
     from .diffusion.sampler import DEFAULT_INFERENCE_STEPS
     from .diffusion.schedule import PREDICTION_TYPES
+    from .runtime.session import TARGETS
     from .models import DenoiserConfig
     from .train import TrainConfig
 
@@ -178,13 +187,19 @@ def build_parser() -> argparse.ArgumentParser:
     sa = sub.add_parser("sample", help="generate images from a checkpoint")
     sa.add_argument("checkpoint", nargs="?", type=Path, help="checkpoint .pt (default: the shipped MNIST model)")
     sa.add_argument("--backend", default="torch", choices=["torch", "lava"],
-                    help="torch: PyTorch; lava: NIR export run on Lava's CPU simulator (Loihi2SimCfg, floating point)")
+                    help="torch: PyTorch; lava: the NIR export run on Lava (see --lava-target, --fixed-point)")
     sa.add_argument("-n", "--num", type=_positive_int, default=64, help="number of images")
     sa.add_argument("-o", "--output", type=Path, default=Path("samples.png"), help="PNG grid to write")
     sa.add_argument("--steps", type=_positive_int, default=DEFAULT_INFERENCE_STEPS, help="DDIM denoising steps")
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--batch-size", type=_positive_int, default=64)
     sa.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (torch backend)")
+    sa.add_argument("--lava-target", default="auto", choices=list(TARGETS),
+                    help="lava backend: sim (Lava's CPU simulator), loihi2 (needs Intel's lava-loihi extension) or "
+                         "auto (Loihi 2 when the extension is installed, else the simulator)")
+    sa.add_argument("--fixed-point", action="store_true",
+                    help="lava backend: Loihi 2 fixed point (8-bit weights, 24-bit states; Lava's fixed_pt models) "
+                         "instead of floating point")
     sa.add_argument("--quiet", action="store_true")
     sa.set_defaults(func=cmd_sample)
 

@@ -183,10 +183,8 @@ def test_hand_built_recurrent_branching_graph_runs_on_lava_like_nirtorch():
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
 
 
-def test_pooling_and_scale_nodes_run_on_lava_like_nirtorch():
+def _pooling_graph():
     """Conv -> LIF -> SumPool -> LIF -> AvgPool -> LIF -> Scale (per channel) -> LIF -> Flatten, Linear -> LI."""
-    from spikediff.runtime.lava_eval import run_windows
-
     rng = np.random.default_rng(5)
 
     def lif3(shape, thr=1.0):
@@ -212,7 +210,13 @@ def test_pooling_and_scale_nodes_run_on_lava_like_nirtorch():
     }
     order = list(nodes)
     graph = nir.NIRGraph(nodes=nodes, edges=list(zip(order[:-1], order[1:])), type_check=False)
-    x = rng.uniform(0, 1.5, (2, 2, 8, 8)).astype(np.float32)
+    return graph, rng.uniform(0, 1.5, (2, 2, 8, 8)).astype(np.float32)
+
+
+def test_pooling_and_scale_nodes_run_on_lava_like_nirtorch():
+    from spikediff.runtime.lava_eval import run_windows
+
+    graph, x = _pooling_graph()
     steps = 5
     expected = _nirtorch_run(graph, x, steps)
     got = run_windows(build(graph, steps), x, record_spikes=True)

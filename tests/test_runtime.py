@@ -14,23 +14,47 @@ from spikediff.export.nir_graph import to_nir
 from spikediff.models import DenoiserConfig, SpikingDenoiser
 
 
+@pytest.mark.parametrize("images,period,window", [(1, 4, 10), (2, 4, 10), (5, 4, 10), (8, 4, 10), (3, 10, 10),
+                                                  (4, 3, 3)])
+def test_pipeline_runs_every_step_of_every_image_once_and_in_order(images, period, window):
+    from spikediff.runtime.pipeline import Pipeline
+
+    pipe = Pipeline(images=images, steps=3, num_steps=min(period, 4), period=period, window=window)
+    slots = {}
+    for slot in range(pipe.slots + 5):
+        job = pipe.job(slot)
+        if job is not None:
+            assert job not in slots
+            slots[job] = slot
+    assert sorted(slots) == [(i, s) for i in range(images) for s in range(3)]
+    for i in range(images):
+        for s in range(1, 3):  # the next step's input starts after the previous readout is complete
+            assert (slots[i, s] - slots[i, s - 1]) * period >= window
+    assert pipe.job(pipe.slots - 1) is not None and pipe.lava_steps == (pipe.slots - 1) * period + window
+    # a population at latency 2 computes slot 0's SNN steps at Lava steps 3 .. 3 + T - 1
+    assert pipe.phase(2, 2) is None and pipe.phase(3, 2) == (0, 0)
+    assert pipe.phase(2 + pipe.num_steps, 2) == (0, pipe.num_steps - 1)
+    if images > 1 and period < window:  # pipelined: more than one image in flight
+        assert pipe.lanes == min(images, -(-window // period)) > 1
+
+
 def test_lava_sampler_equals_pytorch_images_and_spikes():
     from spikediff.runtime.lava_sampler import sample_lava
 
     torch.manual_seed(0)
     model = SpikingDenoiser(DenoiserConfig(image_size=8, channels=4, hidden=16)).eval()
     schedule = NoiseSchedule(1000, "v_prediction")
-    noise = initial_noise(2, (1, 8, 8), 0)
+    noise = initial_noise(4, (1, 8, 8), 0)  # 3 images in flight, then a second round with idle slots
     expected, stats = [], []
     for i in range(len(noise)):
         st = {}
-        expected.append(sample_torch(model, schedule, 1, 4, noise=noise[i:i + 1], progress=False, stats=st)[0].numpy())
+        expected.append(sample_torch(model, schedule, 1, 3, noise=noise[i:i + 1], progress=False, stats=st)[0].numpy())
         stats.append(st)
-    result = sample_lava(to_nir(model, schedule), noise.numpy(), 4, progress=False)
+    result = sample_lava(to_nir(model, schedule), noise.numpy(), 3, progress=False)
     np.testing.assert_allclose(result["images"], np.stack(expected), rtol=0, atol=1e-4)
     for name in model.spiking_layers:
-        per_image = result["counters"][name]["total"].sum(1)
-        assert per_image.shape == (2,) and per_image.sum() > 0
+        per_image = result["counters"][name]["active"].sum(1)
+        assert per_image.shape == (4,) and per_image.sum() > 0
         np.testing.assert_array_equal(per_image, [s[name] for s in stats], err_msg=name)
 
 
@@ -47,12 +71,12 @@ def test_cli_lava_backend_writes_the_same_grid_and_counters(tiny_checkpoint, tmp
     lava_png, torch_png = tmp_path / "lava.png", tmp_path / "torch.png"
     res = run_cli("sample", tiny_checkpoint, "--backend", "lava", "-n", "2", "--steps", "3", "-o", lava_png)
     assert res.returncode == 0, res.stderr
-    assert "Lava window 10 steps" in res.stdout
+    assert "2 images in flight, one evaluation every 4 steps" in res.stdout
     ref = run_cli("sample", tiny_checkpoint, "-n", "2", "--steps", "3", "-o", torch_png, "--quiet")
     assert ref.returncode == 0, ref.stderr
     np.testing.assert_array_equal(np.asarray(Image.open(lava_png)), np.asarray(Image.open(torch_png)))
     report = json.loads(lava_png.with_suffix(".counters.json").read_text())
-    assert report["images"] == 2 and report["denoising_steps"] == 3 and report["window"] == 10
+    assert report["images"] == 2 and report["denoising_steps"] == 3 and report["window"] == 10 and report["period"] == 4
     e0 = report["populations"]["e0"]
     assert len(e0["spikes_per_denoising_step"]) == 3 and e0["spikes_per_image"] > 0
     assert e0["synaptic_ops_per_image"] == e0["spikes_per_image"] * e0["fanout"]
@@ -94,3 +118,30 @@ def test_ctrl_c_stops_every_lava_process(tiny_checkpoint, tmp_path):
     time.sleep(1)
     assert _group_alive(proc.pid) == []
     assert not out.exists()  # nothing half-written
+
+
+def test_lava_target_selection(monkeypatch):
+    from spikediff import SpikediffError, lava_compat
+    from spikediff.runtime import session
+
+    lava_compat.import_lava()
+    from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
+
+    monkeypatch.setattr(session, "loihi2_available", lambda: False)
+    cfg, where = session.run_config("auto")
+    assert isinstance(cfg, Loihi2SimCfg) and "simulator" in where
+    with pytest.raises(SpikediffError, match="lava-loihi.*not installed.*--lava-target sim"):
+        session.run_config("loihi2")
+    with pytest.raises(SpikediffError, match="'gpu'"):
+        session.run_config("gpu")
+    monkeypatch.setattr(session, "loihi2_available", lambda: True)  # what a machine with the extension sees
+    cfg, where = session.run_config("auto", "fixed_pt")
+    assert isinstance(cfg, Loihi2HwCfg) and cfg.select_tag == "fixed_pt" and "Loihi 2" in where
+    assert isinstance(session.run_config("sim")[0], Loihi2SimCfg)
+
+
+def test_cli_lava_target_loihi2_without_the_extension_is_a_clear_error(tiny_checkpoint, tmp_path):
+    res = run_cli("sample", tiny_checkpoint, "--backend", "lava", "--lava-target", "loihi2", "-n", "1",
+                  "-o", tmp_path / "g.png")
+    assert res.returncode != 0 and "lava-loihi" in res.stderr and "Traceback" not in res.stderr
+    assert not (tmp_path / "g.png").exists()

@@ -16,11 +16,13 @@ Layouts
 Time
     Every Lava synapse adds one step, so population P fires its NIR step t at Lava step t + latency(P),
     where latency is the longest synapse path from the input. A shorter path into P waits in a
-    ``SpikeDelay``. Each evaluation of the network is a window of ``latency(readout) + T`` Lava steps:
-    the host input is on for the first T, every population is reset (Lava ``LIFReset``) at the step its
+    ``SpikeDelay``. An evaluation of the network spans a window of ``latency(readout) + T`` Lava steps:
+    the host input is on for its first T, every population is reset (Lava ``LIFReset``) at the step its
     first input arrives, and the readout's state at window steps latency .. latency + T - 1 is the NIR
-    output of steps 0 .. T - 1. Activity left over from one window never reaches the next: it arrives
-    after the readout's last step, or before a reset.
+    output of steps 0 .. T - 1. A feedforward graph is a pipeline: each population is reset every T
+    steps, so a new evaluation may start every T steps (``period``) while earlier ones are still on their
+    way (``runtime.pipeline``). A graph with cycles is reset once per window (period = window) instead:
+    spikes circling in its loops would otherwise leak into the next evaluation.
 
 Neuron parameters come from ``nir_params.discretize`` (forward Euler with the graph's dt); the input
 gain r*dt/tau is folded into the incoming weights and biases, which needs it uniform per channel.
@@ -33,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .. import SpikediffError
-from .nir_params import NONSPIKING, SPIKING, discretize
+from .nir_params import NONSPIKING, SPIKING
 
 WEIGHTS = ("Conv2d", "Linear", "Affine", "SumPool2d", "AvgPool2d", "Scale")
 
@@ -270,113 +272,114 @@ class LavaNetwork:
     readout: object  # lava_processes.Readout
     readout_perm: np.ndarray | None  # Lava flat index -> NIR flat index of the readout (None: identity)
     readout_shape: tuple  # NIR shape of the readout
-    window: int  # Lava steps per network evaluation
+    window: int  # Lava steps from an evaluation's first input to its last readout step
+    period: int  # Lava steps between the starts of two evaluations (T, or the window for cyclic graphs)
     num_steps: int  # T
     latency: dict  # population -> Lava steps from the input
     readout_latency: int
     populations: dict  # name -> (Lava process, number of neurons)
     synapse_fanout: dict  # population -> synaptic fan-out per spike (for counters)
+    fixed_point: object = None  # the FixedPoint it was built from (None: floating point)
+    input_scale: int = 1  # host input is sent as round(x * input_scale) (1 and unrounded in float)
+    readout_scale: int = 1  # readout state units per unit of the float model's output
 
     def readout_to_nir(self, v_lava: np.ndarray) -> np.ndarray:
-        """Lava readout state(s) (..., *lava shape) -> NIR order (..., *readout_shape)."""
-        return from_lava_layout(v_lava, self.readout_shape, self.readout_perm)
+        """Lava readout state(s) (..., *lava shape) -> NIR order (..., *readout_shape), in float units."""
+        return from_lava_layout(np.asarray(v_lava) / self.readout_scale, self.readout_shape, self.readout_perm)
+
+    def encode_input(self, x_lava: np.ndarray) -> np.ndarray:
+        """Host input (Lava layout) as sent: graded integers in fixed point."""
+        from .fixed_point import encode_input
+
+        return x_lava if self.fixed_point is None else encode_input(x_lava, self.input_scale)
 
 
-def build(graph, num_steps: int, dt: float = 1e-4) -> LavaNetwork:
-    """Lava processes for ``graph`` (see the module docstring); not yet connected to a source."""
+def population_perms(folded) -> dict:
+    """Lava order of each flat population fed by flattened convs: Lava's flatten order of that conv's output
+    (perm[i] = NIR index at Lava index i); None where Lava keeps NIR's order or the shape is an image."""
+    p = folded.plan
+    perm: dict = {}
+    for name in p.populations:
+        feeds = {f.syn.name: f for f in folded.incoming(name) if f.syn.flat_out}
+        perms = {tuple(chw_to_whc_perm(conv_out_shape(f.conv, p.shapes[f.syn.src]))) for f in feeds.values()}
+        if len(perms) > 1:
+            raise NirGraphError(f"NIR node {name!r}: flattened conv inputs of different shapes "
+                                f"({', '.join(feeds)}); Lava cannot order them consistently")
+        perm[name] = np.array(perms.pop()) if perms else None
+    return perm
+
+
+def build(graph, num_steps: int, dt: float = 1e-4, pipelined: bool = True, fixed_point=None) -> LavaNetwork:
+    """Lava processes for ``graph`` (see the module docstring); not yet connected to a source.
+
+    ``pipelined=False`` resets once per window even for a feedforward graph (one evaluation at a time).
+    ``fixed_point``: a ``fixed_point.FixedPoint`` for this graph (integers for Lava's ``fixed_pt`` models);
+    None builds the floating-point network.
+    """
     from ..runtime import lava_processes as lp
+    from .folded import fold
 
     from lava.proc.conv.process import Conv
     from lava.proc.dense.process import Dense
     from lava.proc.lif.process import LIFReset
 
-    p = plan(graph)
+    folded = graph if hasattr(graph, "synapses") else fold(graph, dt)
+    p, fx = folded.plan, fixed_point
     window = p.latency[p.readout] + num_steps
-    neurons = {name: discretize(node, name, dt) for name, node in p.populations.items()}
+    cyclic = any(s.src != p.input and p.latency[s.dst] <= p.latency[s.src] for s in p.synapses)
+    period = num_steps if pipelined and not cyclic else window
 
-    # Layout of each population in Lava: image-shaped ones transposed; flat ones fed by flattened convs
-    # take Lava's flatten order of that conv output.
-    perm: dict = {}
-    for name in p.populations:
-        feeds = {s.name: s for s in p.synapses if s.dst == name and s.flat_out}
-        perms = {tuple(chw_to_whc_perm(_conv_out_shape(conv_spec(s, p.shapes[s.src]), p.shapes[s.src])))
-                 for s in feeds.values()}
-        if len(perms) > 1:
-            raise NirGraphError(f"NIR node {name!r}: flattened conv inputs of different shapes "
-                                f"({', '.join(feeds)}); Lava cannot order them consistently")
-        perm[name] = np.array(perms.pop()) if perms else None
+    perm = population_perms(folded)
 
     def lava_shape(name):
         shape = p.shapes[name]
         return tuple(reversed(shape)) if len(shape) == 3 else shape
 
     def to_lava(name, arr):
-        return to_lava_layout(arr, p.shapes[name], perm[name])
+        out = to_lava_layout(arr, p.shapes[name], perm[name])
+        return out.astype(np.int64) if fx is not None else out
 
-    bias = {name: to_lava(name, n.bias) for name, n in neurons.items()}
     procs: dict = {}
-    for name, n in neurons.items():
-        for key in ("dv", "du") + (("v_threshold",) if n.spiking else ()):
-            if np.ptp(getattr(n, key)) > 0:
-                raise NirGraphError(f"NIR node {name!r}: Lava needs one {key} per population, got several values")
-        if n.spiking and np.any(n.v_reset != 0):
-            raise NirGraphError(f"NIR node {name!r}: v_reset must be 0 (Lava resets the voltage to zero)")
-
     synapse_procs = []
     input_ports = []
     fanout: dict = {}
-    def check_bias(s, b):
-        if np.any(b != 0) and np.any(neurons[s.dst].du != 1):
-            raise NirGraphError(f"NIR node {s.name!r}: a bias into the current-based neuron {s.dst!r} is a constant "
-                                f"input current; Lava's bias enters the voltage, so it cannot be mapped exactly")
-
-    for s in p.synapses:
-        gain_nir = np.broadcast_to(neurons[s.dst].gain, p.shapes[s.dst])
-        kind = _type(s.node)
-        is_conv = kind in ("Conv2d", "SumPool2d", "AvgPool2d") or (kind == "Scale" and len(p.shapes[s.src]) == 3
-                                                                    and not s.flat_in)
-        if is_conv:
-            spec = conv_spec(s, p.shapes[s.src])
-            out_shape = _conv_out_shape(spec, p.shapes[s.src])
-            gain = _per_channel(gain_nir.reshape(out_shape), out_shape, s)
-            w = conv_weight_to_lava(spec.weight * gain[:, None, None, None])
-            proc = Conv(weight=w, input_shape=lava_shape(s.src), padding=spec.padding[::-1], stride=spec.stride[::-1],
-                        dilation=spec.dilation[::-1], groups=spec.groups,
-                        num_message_bits=24 if s.src == p.input else 0, name=s.name)
-            check_bias(s, spec.bias)
-            b = np.broadcast_to((spec.bias * gain)[:, None, None], out_shape)
-            bias[s.dst] += to_lava(s.dst, b.reshape(p.shapes[s.dst]))
+    for f in folded.synapses:
+        s = f.syn
+        w_nir = fx.weights[s.name] if fx is not None else f.weight
+        bits = 24 if s.src == p.input else 0
+        if f.conv is not None:
+            spec = f.conv
+            proc = Conv(weight=conv_weight_to_lava(w_nir), input_shape=lava_shape(s.src), padding=spec.padding[::-1],
+                        stride=spec.stride[::-1], dilation=spec.dilation[::-1], groups=spec.groups,
+                        num_message_bits=bits, name=s.name)
             target = proc.a_out.flatten() if s.flat_out else proc.a_out
             fanout[s.src] = fanout.get(s.src, 0) + _conv_fanout(spec)
         else:
-            n_in = int(np.prod(p.shapes[s.src]))
-            w, b = dense_spec(s, n_in)
-            if len(p.shapes[s.dst]) != 1 or (len(p.shapes[s.src]) != 1 and not s.flat_in):
-                raise NirGraphError(f"NIR node {s.name!r}: {kind} between non-flat populations needs Flatten nodes")
             cols = chw_to_whc_perm(p.shapes[s.src]) if len(p.shapes[s.src]) == 3 else \
-                (perm.get(s.src) if perm.get(s.src) is not None else np.arange(w.shape[1]))
-            rows = perm[s.dst] if perm[s.dst] is not None else np.arange(w.shape[0])
-            g = to_lava(s.dst, gain_nir)
-            proc = Dense(weights=w[rows][:, cols] * g[:, None], num_message_bits=24 if s.src == p.input else 0,
-                         name=s.name)
-            if b is not None:
-                check_bias(s, b)
-                bias[s.dst] += to_lava(s.dst, b * gain_nir)
+                (perm.get(s.src) if perm.get(s.src) is not None else np.arange(w_nir.shape[1]))
+            rows = perm[s.dst] if perm[s.dst] is not None else np.arange(w_nir.shape[0])
+            proc = Dense(weights=w_nir[rows][:, cols], num_message_bits=bits, name=s.name)
             target = proc.a_out
-            fanout[s.src] = fanout.get(s.src, 0) + int(round(np.count_nonzero(w) / w.shape[1]))
+            fanout[s.src] = fanout.get(s.src, 0) + int(round(np.count_nonzero(w_nir) / w_nir.shape[1]))
         procs[s.name] = proc
         synapse_procs.append((s, proc, target))
 
-    for name, n in neurons.items():
-        offset = (p.latency[name] + 1) % window  # Lava's first step is time_step 1
+    for name, n in folded.neurons.items():
+        offset = (p.latency[name] + 1) % period  # Lava's first step is time_step 1
         shape = lava_shape(name)
-        if name == p.readout:
-            proc = lp.Readout(shape=shape, du=float(np.ravel(n.du)[0]), dv=float(np.ravel(n.dv)[0]),
-                              bias=bias[name], reset_interval=window, reset_offset=offset, name=name)
+        if fx is not None:
+            q = fx.populations[name]
+            params = dict(du=q.du, dv=q.dv, bias_mant=to_lava(name, q.bias_mant), bias_exp=to_lava(name, q.bias_exp))
+            vth = q.vth
         else:
-            proc = LIFReset(shape=shape, du=float(np.ravel(n.du)[0]), dv=float(np.ravel(n.dv)[0]),
-                            vth=float(np.ravel(n.v_threshold)[0]), bias_mant=bias[name],
-                            reset_interval=window, reset_offset=offset, name=name)
+            params = dict(du=float(np.ravel(n.du)[0]), dv=float(np.ravel(n.dv)[0]),
+                          bias_mant=to_lava(name, folded.bias[name]), bias_exp=0)
+            vth = float(np.ravel(n.v_threshold)[0]) if n.spiking else None
+        if name == p.readout:
+            proc = lp.Readout(shape=shape, du=params["du"], dv=params["dv"], bias=params["bias_mant"],
+                              bias_exp=params["bias_exp"], reset_interval=period, reset_offset=offset, name=name)
+        else:
+            proc = LIFReset(shape=shape, vth=vth, reset_interval=period, reset_offset=offset, name=name, **params)
         procs[name] = proc
 
     for s, proc, target in synapse_procs:
@@ -395,26 +398,19 @@ def build(graph, num_steps: int, dt: float = 1e-4) -> LavaNetwork:
 
     return LavaNetwork(
         processes=procs, input_ports=input_ports, input_shape_lava=lava_shape(p.input), readout=procs[p.readout],
-        readout_perm=perm[p.readout], readout_shape=p.shapes[p.readout], window=window, num_steps=num_steps,
-        latency=dict(p.latency), readout_latency=p.latency[p.readout],
+        readout_perm=perm[p.readout], readout_shape=p.shapes[p.readout], window=window, period=period,
+        num_steps=num_steps, latency=dict(p.latency), readout_latency=p.latency[p.readout],
         populations={n: (procs[n], int(np.prod(p.shapes[n]))) for n in p.populations if n != p.readout},
-        synapse_fanout=fanout)
+        synapse_fanout=fanout, fixed_point=fx, input_scale=fx.input_scale if fx is not None else 1,
+        readout_scale=fx.readout_scale(p.readout) if fx is not None else 1)
 
 
-def _conv_out_shape(spec: ConvSpec, src_shape: tuple) -> tuple:
+def conv_out_shape(spec: ConvSpec, src_shape: tuple) -> tuple:
     _c, h, w = src_shape
     k = spec.weight.shape
     size = [(n + 2 * spec.padding[i] - spec.dilation[i] * (k[2 + i] - 1) - 1) // spec.stride[i] + 1
             for i, n in enumerate((h, w))]
     return (k[0], int(size[0]), int(size[1]))
-
-
-def _per_channel(gain: np.ndarray, shape: tuple, s: Synapse) -> np.ndarray:
-    g = np.broadcast_to(gain, shape).reshape(shape[0], -1)
-    if np.ptp(g, axis=1).max() > 0:
-        raise NirGraphError(f"NIR node {s.dst!r}: its input gain r*dt/tau varies within a channel; it cannot be "
-                            f"folded into the weights of {s.name!r}")
-    return g[:, 0].astype(np.float64)
 
 
 def _conv_fanout(spec: ConvSpec) -> int:

@@ -12,32 +12,35 @@ import numpy as np
 
 
 def counters_report(result: dict) -> dict:
-    """The JSON report of a ``sample_lava`` result."""
-    net = result["network"]
-    counts = result["counters"]
-    n_images, num_inference_steps = next(iter(counts.values()))["total"].shape
-    lava_steps = net.window * num_inference_steps  # per image
+    """The JSON report of a ``sample_lava`` result; spikes outside any evaluation are shared over the images."""
+    net, pipe, counts = result["network"], result["pipeline"], result["counters"]
+    n_images, num_inference_steps = pipe.images, pipe.steps
+    lava_steps = pipe.lava_steps / n_images
     input_values = int(np.prod(net.input_shape_lava))
     pops = {}
     for name, (_proc, neurons) in sorted(net.populations.items(), key=lambda kv: (net.latency[kv[0]], kv[0])):
-        active, total = counts[name]["active"], counts[name]["total"]
+        active, idle = counts[name]["active"], counts[name]["idle"]
+        spikes = (active.sum() + idle) / n_images
         fanout = net.synapse_fanout.get(name, 0)
         pops[name] = {
             "neurons": int(neurons),
             "latency": int(net.latency[name]),
-            "spikes_per_image": float(total.sum() / n_images),
+            "spikes_per_image": float(spikes),
             "spikes_in_active_steps_per_image": float(active.sum() / n_images),
-            "spikes_per_denoising_step": total.mean(0).tolist(),  # mean over images
+            "spikes_per_denoising_step": active.mean(0).tolist(),  # active steps, mean over images
             "fanout": int(fanout),
-            "synaptic_ops_per_image": float(total.sum() / n_images * fanout),
-            "neuron_updates_per_image": int(neurons * lava_steps),
+            "synaptic_ops_per_image": float(spikes * fanout),
+            "neuron_updates_per_image": float(neurons * lava_steps),
         }
     return {
-        "backend": "lava Loihi2SimCfg floating_pt",
+        "backend": f"lava: {result['target']}",
         "images": n_images,
         "denoising_steps": num_inference_steps,
         "snn_steps": net.num_steps,
         "window": net.window,
+        "period": net.period,
+        "images_in_flight": pipe.lanes,
+        "lava_steps": pipe.lava_steps,
         "lava_steps_per_image": lava_steps,
         "input_messages_per_image": input_values * net.num_steps * num_inference_steps,
         "populations": pops,

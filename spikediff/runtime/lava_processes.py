@@ -35,27 +35,42 @@ class SpikeDelay(AbstractProcess):
         self.s_out = OutPort(shape=shape)
         self.buffer = Var(shape=(delay, *shape), init=np.zeros((delay, *shape)))
 
-@implements(proc=SpikeDelay, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PySpikeDelayFloat(PyLoihiProcessModel):
-    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    buffer: np.ndarray = LavaPyType(np.ndarray, float)
-
+class _SpikeDelayModel(PyLoihiProcessModel):
     def run_spk(self):
         slot = self.time_step % self.buffer.shape[0]
         self.s_out.send(self.buffer[slot].copy())  # arrived `delay` steps ago
         self.buffer[slot] = self.s_in.recv()
 
+
+@implements(proc=SpikeDelay, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PySpikeDelayFloat(_SpikeDelayModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    buffer: np.ndarray = LavaPyType(np.ndarray, float)
+
+
+@implements(proc=SpikeDelay, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PySpikeDelayFixed(_SpikeDelayModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, bool, precision=1)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)
+    buffer: np.ndarray = LavaPyType(np.ndarray, bool, precision=1)
+
+
 class Readout(AbstractProcess):
     """Non-spiking CUBA readout (NIR LI / CubaLI) that sends its state every step.
 
     ``u = u (1 - du) + a_in``; ``v = v (1 - dv) + u + bias``; both are zeroed at the steps where
-    ``time_step % reset_interval == reset_offset``, before the update, as Lava's ``LIFReset`` does.
+    ``time_step % reset_interval == reset_offset``, before the update, as Lava's ``LIFReset`` does. The
+    fixed-point model is Lava's bit-accurate LIF arithmetic without the spike: 12-bit decays that truncate
+    towards zero (du with Lava's offset of 1), ``a_in << 6``, ``bias << bias_exp``, u wraps and v
+    saturates at 24 bits.
     """
 
-    def __init__(self, *, shape: tuple, du: float, dv: float, bias, reset_interval: int, reset_offset: int,
+    def __init__(self, *, shape: tuple, du, dv, bias, reset_interval: int, reset_offset: int, bias_exp=0,
                  name: str | None = None):
         super().__init__(shape=shape, du=du, dv=dv, reset_interval=reset_interval, reset_offset=reset_offset,
                          name=name)
@@ -64,82 +79,113 @@ class Readout(AbstractProcess):
         self.u = Var(shape=shape, init=0)
         self.v = Var(shape=shape, init=0)
         self.bias = Var(shape=shape, init=np.broadcast_to(bias, shape).copy())
+        self.bias_exp = Var(shape=shape, init=np.broadcast_to(bias_exp, shape).copy())
 
-@implements(proc=Readout, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyReadoutFloat(PyLoihiProcessModel):
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    v_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    u: np.ndarray = LavaPyType(np.ndarray, float)
-    v: np.ndarray = LavaPyType(np.ndarray, float)
-    bias: np.ndarray = LavaPyType(np.ndarray, float)
 
+class _ReadoutModel(PyLoihiProcessModel):
     def run_spk(self):
         a_in = self.a_in.recv()
         p = self.proc_params
         if self.time_step % p["reset_interval"] == p["reset_offset"] % p["reset_interval"]:
             self.u[:] = 0
             self.v[:] = 0
-        self.u[:] = self.u * (1 - p["du"]) + a_in
-        self.v[:] = self.v * (1 - p["dv"]) + self.u + self.bias
+        self.update(a_in)
         self.v_out.send(self.v.copy())
 
 
+@implements(proc=Readout, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyReadoutFloat(_ReadoutModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    v_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    u: np.ndarray = LavaPyType(np.ndarray, float)
+    v: np.ndarray = LavaPyType(np.ndarray, float)
+    bias: np.ndarray = LavaPyType(np.ndarray, float)
+    bias_exp: np.ndarray = LavaPyType(np.ndarray, float)
 
-def _phase(time_step: int, p: dict, latency: int) -> tuple:
-    """(window, step within it, whether a population at ``latency`` is in its T active steps) of a Lava step."""
-    window, k = divmod(time_step - 1, p["window"])
-    return window, k, latency <= k < latency + p["num_steps"]
+    def update(self, a_in):
+        p = self.proc_params
+        self.u[:] = self.u * (1 - p["du"]) + a_in
+        self.v[:] = self.v * (1 - p["dv"]) + self.u + self.bias
+
+
+@implements(proc=Readout, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyReadoutFixed(_ReadoutModel):
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    v_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    u: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    v: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
+    bias: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=13)
+    bias_exp: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=3)
+
+    def update(self, a_in):
+        from ..hardware_sim.loihi_arith import cuba_update
+
+        p = self.proc_params
+        self.u[:], self.v[:] = cuba_update(self.u, self.v, a_in, p["du"], p["dv"], self.bias, self.bias_exp)
 
 
 class SpikeCounter(AbstractProcess):
-    """Counts one population's spikes per network evaluation (window), in and outside its T active steps.
+    """Counts one population's spikes per evaluation slot of a ``Pipeline``.
 
-    ``active`` counts the steps that carry the model's computation; ``total`` also counts what the
-    population does while it waits for or drains its input, which a chip pays for too.
+    ``active[slot]`` counts the T steps in which the population computes that slot's evaluation; ``idle``
+    what it does at other times (waiting for its first input, during idle slots, draining), which a
+    chip pays for too.
     """
 
-    def __init__(self, *, shape: tuple, windows: int, window: int, latency: int, num_steps: int,
-                 name: str | None = None):
-        super().__init__(shape=shape, window=window, latency=latency, num_steps=num_steps, name=name)
+    def __init__(self, *, shape: tuple, pipeline, latency: int, name: str | None = None):
+        super().__init__(shape=shape, pipeline=pipeline, latency=latency, name=name)
         self.s_in = InPort(shape=shape)
-        self.active = Var(shape=(windows,), init=np.zeros(windows))
-        self.total = Var(shape=(windows,), init=np.zeros(windows))
+        self.active = Var(shape=(pipeline.slots,), init=np.zeros(pipeline.slots))
+        self.idle = Var(shape=(1,), init=np.zeros(1))
+
+
+class _SpikeCounterModel(PyLoihiProcessModel):
+    def run_spk(self):
+        p = self.proc_params
+        count = float(np.count_nonzero(self.s_in.recv()))
+        at = p["pipeline"].phase(self.time_step, p["latency"])
+        if at is None:
+            self.idle[0] += count
+        else:
+            self.active[at[0]] += count
 
 
 @implements(proc=SpikeCounter, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PySpikeCounterFloat(PyLoihiProcessModel):
+class PySpikeCounterFloat(_SpikeCounterModel):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     active: np.ndarray = LavaPyType(np.ndarray, float)
-    total: np.ndarray = LavaPyType(np.ndarray, float)
+    idle: np.ndarray = LavaPyType(np.ndarray, float)
 
-    def run_spk(self):
-        p = self.proc_params
-        count = float(np.count_nonzero(self.s_in.recv()))
-        window, _k, active = _phase(self.time_step, p, p["latency"])
-        if window < self.total.shape[0]:
-            self.total[window] += count
-            if active:
-                self.active[window] += count
+
+@implements(proc=SpikeCounter, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PySpikeCounterFixed(_SpikeCounterModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, bool, precision=1)
+    active: np.ndarray = LavaPyType(np.ndarray, float)
+    idle: np.ndarray = LavaPyType(np.ndarray, float)
 
 
 class DDIMSampler(AbstractProcess):
-    """The host side of the denoising loop, as a Lava process: one network evaluation per window.
+    """The host side of the denoising loop, as a Lava process: it feeds a ``Pipeline`` of evaluations.
 
-    At each window's first T steps it sends [x_t, time planes of t] as input currents; it adds up the
-    readout state over the T steps the readout is active, decodes the mean into the model's output,
-    applies the DDIM update and starts the next denoising step, then the next image. The finished
+    In the T steps of each evaluation slot it sends [x_t, time planes of t] of that slot's image as input
+    currents; it adds up the readout state over the T steps the readout computes that evaluation,
+    decodes the mean into the model's output and applies the DDIM update to that image. The finished
     images are in ``images`` when the run ends: no host round trip per step.
     """
 
-    def __init__(self, *, noise: np.ndarray, num_inference_steps: int, input_shape_lava: tuple,
-                 readout_shape_lava: tuple, decode: dict, schedule: dict, window: int, num_steps: int,
-                 readout_latency: int, name: str | None = None):
-        super().__init__(num_inference_steps=num_inference_steps, decode=decode, schedule=schedule, window=window,
-                         num_steps=num_steps, readout_latency=readout_latency, name=name)
+    def __init__(self, *, noise: np.ndarray, pipeline, input_shape_lava: tuple, readout_shape_lava: tuple,
+                 decode: dict, schedule: dict, readout_latency: int, input_scale: int = 1, readout_scale: int = 1,
+                 name: str | None = None):
+        super().__init__(pipeline=pipeline, decode=decode, schedule=schedule, readout_latency=readout_latency,
+                         input_scale=input_scale, readout_scale=readout_scale, name=name)
         self.s_out = OutPort(shape=input_shape_lava)
         self.a_in = InPort(shape=readout_shape_lava)
         self.x = Var(shape=noise.shape, init=noise.copy())
@@ -147,46 +193,68 @@ class DDIMSampler(AbstractProcess):
         self.acc = Var(shape=readout_shape_lava, init=np.zeros(readout_shape_lava))
 
 
-@implements(proc=DDIMSampler, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyDDIMSamplerFloat(PyLoihiProcessModel):
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
-    x: np.ndarray = LavaPyType(np.ndarray, float)
-    images: np.ndarray = LavaPyType(np.ndarray, float)
-    acc: np.ndarray = LavaPyType(np.ndarray, float)
-
+class _DDIMSamplerModel(PyLoihiProcessModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
         from ..diffusion.schedule import DDIMScheduler, NoiseSchedule
         from .decode import Decoder
 
         s = proc_params["schedule"]
+        self.pipeline = proc_params["pipeline"]
         self.scheduler = DDIMScheduler(NoiseSchedule(s["num_train_timesteps"], s["prediction_type"]))
-        self.scheduler.set_timesteps(proc_params["num_inference_steps"])
+        self.scheduler.set_timesteps(self.pipeline.steps)
         self.decoder = Decoder(**proc_params["decode"])
 
     def run_spk(self):
-        p = self.proc_params
-        window, k, reading = _phase(self.time_step, p, p["readout_latency"])
-        timesteps = self.scheduler.timesteps
-        steps = len(timesteps)
-        image, step = divmod(window, steps)
-        done = image >= self.x.shape[0]
-        t = int(timesteps[min(step, steps - 1)])
-        if not done and k < p["num_steps"]:
-            self.s_out.send(self.decoder.input(self.x[image], t))
+        pipe, timesteps, p = self.pipeline, self.scheduler.timesteps, self.proc_params
+        sending = pipe.phase(self.time_step, 0)
+        if sending is not None:
+            image, step = pipe.job(sending[0])
+            self.s_out.send(self.encode(self.decoder.input(self.x[image], int(timesteps[step]))))
         else:
             self.s_out.send(np.zeros(self.s_out.shape))
         v = self.a_in.recv()
-        if done:
+        reading = pipe.phase(self.time_step, p["readout_latency"])
+        if reading is None:
             return
-        if reading:
-            self.acc += v
-        if k == p["readout_latency"] + p["num_steps"] - 1:
-            pred = self.decoder.output(self.acc / p["num_steps"])
+        self.acc += v
+        if reading[1] == pipe.num_steps - 1:
+            image, step = pipe.job(reading[0])
+            t = int(timesteps[step])
+            pred = self.decoder.output(self.acc / (pipe.num_steps * p["readout_scale"]))
             self.acc[:] = 0
             self.x[image], _ = self.scheduler.step(pred, t, self.x[image])
-            if step == steps - 1:
+            if step == pipe.steps - 1:
                 self.images[image] = self.x[image].clip(-1, 1)
+
+
+@implements(proc=DDIMSampler, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyDDIMSamplerFloat(_DDIMSamplerModel):
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    x: np.ndarray = LavaPyType(np.ndarray, float)
+    images: np.ndarray = LavaPyType(np.ndarray, float)
+    acc: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def encode(self, x):
+        return x
+
+
+@implements(proc=DDIMSampler, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyDDIMSamplerFixed(_DDIMSamplerModel):
+    """Sends the input as graded 24-bit integers, reads the integer readout state."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    x: np.ndarray = LavaPyType(np.ndarray, float)
+    images: np.ndarray = LavaPyType(np.ndarray, float)
+    acc: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def encode(self, x):
+        from ..export.fixed_point import encode_input
+
+        return encode_input(x, self.proc_params["input_scale"])

@@ -20,46 +20,72 @@ def _metadata(graph) -> dict:
     return meta
 
 
-def sample_lava(graph, noise: np.ndarray, num_inference_steps: int, progress: bool = True) -> dict:
-    """Run DDIM on Lava for each image in ``noise`` (N, C, H, W); the images one after the other.
+def sample_lava(graph, noise: np.ndarray, num_inference_steps: int, progress: bool = True,
+                target: str = "auto", pipelined: bool = True, fixed_point: bool = False) -> dict:
+    """Run DDIM on Lava for every image in ``noise`` (N, C, H, W), all in one Lava run.
 
-    The noise schedule and the host-side steps come from the graph's metadata. Returns
-    ``{"images": (N, C, H, W), "counters": {population: {"active", "total": (N, steps)}}, "network"}``.
+    Images are pipelined through the network (``runtime.pipeline``): a feedforward network takes a new
+    evaluation every T Lava steps (``pipelined=False``: one at a time). The noise schedule and the host-side steps come from the graph's
+    metadata. ``fixed_point``: Lava's bit-accurate ``fixed_pt`` models with Loihi integers (``fixed_point.for_graph``)
+    instead of floating point. ``target``: "sim" (Lava's CPU simulator), "loihi2" or "auto" (``session.run_config``). Returns ``{"images": (N, C, H, W), "counters": {population: {"active": (N, steps),
+    "idle": spikes outside any evaluation}}, "pipeline", "network"}``.
     """
+    from ..export.fixed_point import for_graph
+    from ..export.folded import fold
     from ..export.nir_to_lava import build
     from . import lava_processes as lp
-    from .session import lava_session
+    from .pipeline import Pipeline
+    from .session import lava_session, run_config
 
     meta = _metadata(graph)
+    tag = "fixed_pt" if fixed_point else "floating_pt"
+    _cfg, where = run_config(target, tag)  # a missing chip is reported before the network is built
     noise = np.asarray(noise, dtype=np.float32)
-    if noise.ndim != 4 or list(noise.shape[1:]) != [int(d) for d in meta["image_shape"]]:
-        raise SpikediffError(f"noise: expected shape (N, {', '.join(map(str, meta['image_shape']))}), got {noise.shape}")
+    if noise.ndim != 4 or len(noise) == 0 or list(noise.shape[1:]) != [int(d) for d in meta["image_shape"]]:
+        raise SpikediffError(f"noise: expected shape (N >= 1, {', '.join(map(str, meta['image_shape']))}), "
+                             f"got {noise.shape}")
+    if int(num_inference_steps) < 1:
+        raise SpikediffError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
     n, steps = len(noise), int(num_inference_steps)
-    net = build(graph, int(meta["snn_steps"]), dt=float(meta.get("dt", 1e-4)))
+    dt = float(meta.get("dt", 1e-4))
+    folded = fold(graph, dt)
+    fx = for_graph(graph, folded) if fixed_point else None
+    net = build(folded, int(meta["snn_steps"]), dt=dt, pipelined=pipelined, fixed_point=fx)
+    pipe = Pipeline(images=n, steps=steps, num_steps=net.num_steps, period=net.period, window=net.window)
     decode = dict(image_shape=noise.shape[1:], time_dim=int(meta["time_features"]), max_period=float(meta["max_period"]),
                   readout_nir_shape=net.readout_shape, readout_perm=net.readout_perm,
                   readout_shape=tuple(int(d) for d in meta["readout_shape"]), patch=int(meta["patch"]))
     schedule = {"num_train_timesteps": int(meta["num_train_timesteps"]), "prediction_type": str(meta["prediction_type"])}
-    sampler = lp.DDIMSampler(noise=noise.astype(np.float64), num_inference_steps=steps,
-                             input_shape_lava=net.input_shape_lava, readout_shape_lava=net.readout.v_out.shape,
-                             decode=decode, schedule=schedule, window=net.window, num_steps=net.num_steps,
-                             readout_latency=net.readout_latency)
+    sampler = lp.DDIMSampler(noise=noise.astype(np.float64), pipeline=pipe, input_shape_lava=net.input_shape_lava,
+                             readout_shape_lava=net.readout.v_out.shape, decode=decode, schedule=schedule,
+                             readout_latency=net.readout_latency, input_scale=net.input_scale,
+                             readout_scale=net.readout_scale)
     for port in net.input_ports:
         sampler.s_out.connect(port)
     net.readout.v_out.connect(sampler.a_in)
-    windows = n * steps
     counters = {}
     for name, (proc, _count) in net.populations.items():
-        counters[name] = lp.SpikeCounter(shape=proc.s_out.shape, windows=windows, window=net.window,
-                                         latency=net.latency[name], num_steps=net.num_steps)
+        counters[name] = lp.SpikeCounter(shape=proc.s_out.shape, pipeline=pipe, latency=net.latency[name])
         proc.s_out.connect(counters[name].s_in)
 
-    with tqdm(total=windows, desc="lava denoising", unit="step", disable=not progress) as bar, \
-            lava_session(sampler) as run:
-        for _ in range(windows):
-            run(net.window)  # one denoiser call per chunk: the bar moves, the loop stays inside Lava
-            bar.update(1)
+    chunk = pipe.cycle * pipe.period  # one denoising step of every image in flight
+    with tqdm(total=pipe.lava_steps, desc=f"lava denoising ({n} images x {steps} steps)", unit="lava step",
+              disable=not progress) as bar, lava_session(sampler, target, tag) as run:
+        done = 0
+        while done < pipe.lava_steps:  # chunks only move the bar; the loop itself stays inside Lava
+            k = min(chunk, pipe.lava_steps - done)
+            run(k)
+            done += k
+            bar.update(k)
         images = sampler.images.get().astype(np.float32)
-        counts = {name: {"active": c.active.get().reshape(n, steps), "total": c.total.get().reshape(n, steps)}
-                  for name, c in counters.items()}
-    return {"images": images, "counters": counts, "network": net}
+        active = {name: c.active.get() for name, c in counters.items()}
+        idle = {name: float(c.idle.get()[0]) for name, c in counters.items()}
+    counts = {}
+    for name in counters:
+        per_image = np.zeros((n, steps))
+        for slot, count in enumerate(active[name]):
+            job = pipe.job(slot)
+            if job is not None:
+                per_image[job] = count
+        counts[name] = {"active": per_image, "idle": idle[name]}
+    return {"images": images, "counters": counts, "pipeline": pipe, "network": net, "target": where}

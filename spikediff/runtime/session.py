@@ -5,36 +5,112 @@ from __future__ import annotations
 import warnings
 from contextlib import contextmanager
 
+from .. import SpikediffError
+
+TARGETS = ("auto", "sim", "loihi2")
+
+
+def loihi2_available() -> bool:
+    """Whether Intel's Lava extension for Loihi (lava-loihi, for INRC members) is importable."""
+    from .. import lava_compat
+
+    lava_compat.import_lava()
+    from lava.utils import loihi
+
+    return loihi.is_installed()
+
+
+def run_config(target: str = "auto", select_tag: str = "floating_pt"):
+    """(Lava run config, what it runs on): Loihi 2 when asked for or, with ``auto``, when it is there."""
+    from .. import lava_compat
+
+    if target not in TARGETS:
+        raise SpikediffError(f"--lava-target: expected one of {', '.join(TARGETS)}, got {target!r}")
+    lava_compat.import_lava()
+    from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
+
+    if target == "loihi2" or (target == "auto" and loihi2_available()):
+        if not loihi2_available():
+            raise SpikediffError("--lava-target loihi2: Intel's Lava extension for Loihi (lava-loihi, distributed to "
+                                 "INRC members) is not installed here, so Lava cannot reach a chip; use --lava-target "
+                                 "sim (Lava's CPU simulator, Loihi2SimCfg) or --lava-target auto")
+        return Loihi2HwCfg(select_tag=select_tag), f"Loihi 2 (Loihi2HwCfg, {select_tag})"
+    return Loihi2SimCfg(select_tag=select_tag), f"Lava CPU simulator (Loihi2SimCfg, {select_tag})"
+
 
 @contextmanager
-def lava_session(process):
+def lava_session(process, target: str = "auto", select_tag: str = "floating_pt"):
     """Yield ``run(num_steps)`` for the graph that ``process`` belongs to; always stop it afterwards.
+
+    ``target`` and ``select_tag`` ("floating_pt" or "fixed_pt") as in ``run_config``, chosen before
+    anything starts.
 
     Lava forks its worker processes and its Conv runs torch inside them: a parent with a running
     OpenMP pool can deadlock them, so the parent is single-threaded for the session. Lava also scans
     sibling files for process models and warns that it cannot import them by path; that warning is
     dropped. ``stop()`` runs on errors and Ctrl-C too, so no worker outlives the session.
+
+    Ctrl-C is taken between two ``run`` calls: a KeyboardInterrupt raised in the middle of Lava's
+    command/reply exchange can be lost or leave a stray reply that breaks ``stop()``. The first Ctrl-C
+    lets the current call finish (callers keep calls short) and then raises KeyboardInterrupt; a second
+    one raises at once. Forked workers inherit the handler, so a terminal's Ctrl-C, which reaches the
+    whole process group, does not kill them behind the runtime's back.
     """
+    import signal
+    import threading
+
     import torch
 
     from .. import lava_compat
 
     lava_compat.import_lava()
     from lava.magma.core.run_conditions import RunSteps
-    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    cfg, _where = run_config(target, select_tag)
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
 
-    def run(num_steps: int) -> None:
-        process.run(condition=RunSteps(num_steps=num_steps), run_cfg=Loihi2SimCfg(select_tag="floating_pt"))
+    interrupted = []
 
+    def on_sigint(signum, frame):
+        if interrupted:
+            raise KeyboardInterrupt
+        interrupted.append(signum)
+
+    def run(num_steps: int) -> None:
+        if not interrupted:
+            process.run(condition=RunSteps(num_steps=num_steps), run_cfg=cfg)
+        if interrupted:
+            raise KeyboardInterrupt
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, on_sigint) if main else None
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Cannot import module", category=UserWarning)
             yield run
+    except BaseException:
+        _stop(process, quiet=True)  # the error that stopped the run is the one to report
+        raise
+    else:
+        _stop(process, quiet=False)
     finally:
-        try:
-            process.stop()
-        finally:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
+        if main:
+            signal.signal(signal.SIGINT, previous)
+
+
+def _stop(process, quiet: bool) -> None:
+    """Stop the run; if Lava's own stop fails (Ctrl-C can leave a reply to an interrupted command in its
+    queues), terminate its workers so that none survives."""
+    import multiprocessing
+
+    try:
+        process.stop()
+    except Exception:
+        for child in multiprocessing.active_children():
+            child.terminate()
+            child.join(timeout=5)
+        if not quiet:
+            raise
