@@ -49,9 +49,11 @@ def test_integer_arithmetic_matches_hand_computation():
 def test_weights_and_biases_fit_loihis_fields():
     w = quantize_weights(np.array([1.0, -1.0, 0.3, 2.0]), 254)
     assert w.tolist() == [254, -254, 76, 254] and (w % 2 == 0).all()
-    mant, exp = bias_to_lava(np.array([100.0, -5000.0, 300000.0]))
+    mant, exp = bias_to_lava(np.array([100.0, -5000.0, 300000.0]), min_exp=0)
     assert np.abs(mant).max() <= 4095 and exp.tolist()[:2] == [0, 1] and exp.max() <= 7
     np.testing.assert_allclose(mant * 2.0 ** exp, [100, -5000, 300000], rtol=2e-3)
+    mant, exp = bias_to_lava(np.array([100.0, 64.0 * 5000]))  # netx's exponent 6 unless the mantissa overflows
+    assert exp.tolist() == [6, 7] and mant.tolist() == [2, 2500]
 
 
 @pytest.fixture(scope="module")
@@ -78,10 +80,13 @@ def test_quantizer_uses_the_whole_mantissa_and_keeps_currents_inside_24_bits(tin
     assert all(peak < (1 << 17) for peak in res["max_input"].values())
 
 
-def _lava_eval(graph_or_folded, fx, inputs, steps):
+def _lava_eval(graph_or_folded, fx, inputs, steps, chains=None, **kw):
     from spikediff.runtime.lava_eval import run_windows
 
-    return run_windows(build(graph_or_folded, steps, fixed_point=fx), inputs, record_spikes=True)
+    net = build(graph_or_folded, steps, fixed_point=fx, **kw)
+    if chains is not None:
+        assert net.netx_chains == chains
+    return run_windows(net, inputs, record_spikes=True)
 
 
 def test_lava_fixed_point_equals_the_simulator_bit_for_bit(tiny):
@@ -91,7 +96,8 @@ def test_lava_fixed_point_equals_the_simulator_bit_for_bit(tiny):
     x, t = torch.randn(3, 1, 8, 8), torch.tensor([999, 500, 0])
     inputs = model.make_input(x, t).numpy()
     ref = evaluate(folded, fx, inputs, 4)
-    got = _lava_eval(folded, fx, inputs, 4)
+    # the two sequential chains run as lava-dl netx networks loaded from the HDF5 files we write
+    got = _lava_eval(folded, fx, inputs, 4, chains=[["e0", "e1"], ["d1", "d2"]])
     np.testing.assert_array_equal(got["readout"], ref["readout"])
     for name, counts in ref["spikes"].items():
         assert counts.sum() > 0, name
@@ -105,18 +111,21 @@ def test_lava_fixed_point_equals_the_simulator_bit_for_bit(tiny):
         assert abs(ref["spikes"][name].sum() - stats[name]) <= 0.1 * stats[name], name
 
 
-@pytest.mark.parametrize("make", [_hand_built_graph, _pooling_graph])
-def test_hand_built_graphs_in_fixed_point_equal_the_simulator(make):
+@pytest.mark.parametrize("make,chains", [(_hand_built_graph, []), (_pooling_graph, [["a", "b", "c", "d"]])])
+def test_hand_built_graphs_in_fixed_point_equal_the_simulator(make, chains, tmp_path):
     made = make()
     graph, x = made if isinstance(made, tuple) else (made, np.random.default_rng(4).uniform(0, 1.5, (2, 4)))
     folded = fold(graph)
     fx = quantize(folded)
     ref = evaluate(folded, fx, x, 5)
-    got = _lava_eval(folded, fx, x, 5)
+    got = _lava_eval(folded, fx, x, 5, chains=chains, netx_dir=tmp_path)
+    assert sorted(f.name for f in tmp_path.iterdir()) == [f"{c[0]}-{c[-1]}.net" for c in chains]
     assert np.abs(ref["readout"]).max() > 0 and sum(c.sum() for c in ref["spikes"].values()) > 0
     np.testing.assert_array_equal(got["readout"], ref["readout"])
     for name, counts in ref["spikes"].items():
         np.testing.assert_array_equal(got["spikes"][name], counts, err_msg=name)
+    plain = _lava_eval(folded, fx, x, 5, chains=[], netx=False)  # the same without netx
+    np.testing.assert_array_equal(plain["readout"], ref["readout"])
 
 
 def test_lava_fixed_point_sampler_equals_the_simulator_images_and_spikes(tiny):

@@ -30,6 +30,7 @@ CURRENT_MAX = (1 << (23 - ACT_SHIFT)) - 1  # |a_in| that keeps u = a_in << 6 ins
 VTH_MAX = (1 << 17) - 1
 BIAS_MANT_MAX = (1 << 12) - 1
 BIAS_EXP_MAX = 7
+BIAS_EXP_NETX = 6  # lava-dl netx loads biases as mantissas << 6
 INPUT_MARGIN = 2.0
 
 
@@ -77,10 +78,11 @@ def quantize_weights(w: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(2 * np.round(np.asarray(w) * scale / 2), -256, WEIGHT_MAX).astype(np.int64)
 
 
-def bias_to_lava(bias_v: np.ndarray) -> tuple:
-    """Bias in v units -> (13-bit mantissa, 3-bit exponent), per neuron, the smallest exponent that fits."""
+def bias_to_lava(bias_v: np.ndarray, min_exp: int = BIAS_EXP_NETX) -> tuple:
+    """Bias in v units -> (13-bit mantissa, 3-bit exponent) per neuron: the exponent is ``min_exp`` (lava-dl
+    netx fixes it at 6) unless the mantissa needs a larger one."""
     bias_v = np.asarray(bias_v, dtype=np.float64)
-    exp = np.zeros(bias_v.shape, dtype=np.int64)
+    exp = np.full(bias_v.shape, min_exp, dtype=np.int64)
     mag = np.abs(bias_v)
     while True:
         over = np.round(mag / (1 << exp)) > BIAS_MANT_MAX

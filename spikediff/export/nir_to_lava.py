@@ -280,6 +280,7 @@ class LavaNetwork:
     populations: dict  # name -> (Lava process, number of neurons)
     synapse_fanout: dict  # population -> synaptic fan-out per spike (for counters)
     fixed_point: object = None  # the FixedPoint it was built from (None: floating point)
+    netx_chains: list = field(default_factory=list)  # populations built as lava-dl netx networks, per chain
     input_scale: int = 1  # host input is sent as round(x * input_scale) (1 and unrounded in float)
     readout_scale: int = 1  # readout state units per unit of the float model's output
 
@@ -309,12 +310,15 @@ def population_perms(folded) -> dict:
     return perm
 
 
-def build(graph, num_steps: int, dt: float = 1e-4, pipelined: bool = True, fixed_point=None) -> LavaNetwork:
+def build(graph, num_steps: int, dt: float = 1e-4, pipelined: bool = True, fixed_point=None, netx: bool = True,
+          netx_dir=None) -> LavaNetwork:
     """Lava processes for ``graph`` (see the module docstring); not yet connected to a source.
 
     ``pipelined=False`` resets once per window even for a feedforward graph (one evaluation at a time).
     ``fixed_point``: a ``fixed_point.FixedPoint`` for this graph (integers for Lava's ``fixed_pt`` models);
-    None builds the floating-point network.
+    None builds the floating-point network. In fixed point, sequential chains of populations become lava-dl
+    netx networks (``netx_hdf5``; its blocks exist in fixed point only) unless ``netx=False``; their HDF5
+    files are kept in ``netx_dir`` when one is given.
     """
     from ..runtime import lava_processes as lp
     from .folded import fold
@@ -343,8 +347,14 @@ def build(graph, num_steps: int, dt: float = 1e-4, pipelined: bool = True, fixed
     synapse_procs = []
     input_ports = []
     fanout: dict = {}
+    chains = _netx_chains(folded, fx, lava_shape, period, netx_dir, procs) if fx is not None and netx else []
+    in_chain = {f.syn.name for chain in chains for f in chain[0]}
     for f in folded.synapses:
         s = f.syn
+        if s.name in in_chain:
+            fanout[s.src] = fanout.get(s.src, 0) + (_conv_fanout(f.conv) if f.conv is not None else
+                                                    int(round(np.count_nonzero(f.weight) / f.weight.shape[1])))
+            continue
         w_nir = fx.weights[s.name] if fx is not None else f.weight
         bits = 24 if s.src == p.input else 0
         if f.conv is not None:
@@ -365,6 +375,8 @@ def build(graph, num_steps: int, dt: float = 1e-4, pipelined: bool = True, fixed
         synapse_procs.append((s, proc, target))
 
     for name, n in folded.neurons.items():
+        if name in procs:  # built inside a netx chain
+            continue
         offset = (p.latency[name] + 1) % period  # Lava's first step is time_step 1
         shape = lava_shape(name)
         if fx is not None:
@@ -384,8 +396,11 @@ def build(graph, num_steps: int, dt: float = 1e-4, pipelined: bool = True, fixed
 
     for s, proc, target in synapse_procs:
         target.connect(procs[s.dst].a_in)
+    inputs = [(s, proc.s_in) for s, proc, _target in synapse_procs]
+    inputs += [(chain[0].syn, net.inp) for chain, net in chains]
+    for s, in_port in inputs:
         if s.src == p.input:
-            input_ports.append(proc.s_in)
+            input_ports.append(in_port)
             continue
         src_port = procs[s.src].s_out
         delay = p.latency[s.dst] - p.latency[s.src] - 1 if s.src != s.dst else 0
@@ -394,15 +409,51 @@ def build(graph, num_steps: int, dt: float = 1e-4, pipelined: bool = True, fixed
             procs[line.name] = line
             src_port.connect(line.s_in)
             src_port = line.s_out
-        (src_port.flatten() if s.flat_in else src_port).connect(proc.s_in)
+        (src_port.flatten() if s.flat_in else src_port).connect(in_port)
 
     return LavaNetwork(
         processes=procs, input_ports=input_ports, input_shape_lava=lava_shape(p.input), readout=procs[p.readout],
         readout_perm=perm[p.readout], readout_shape=p.shapes[p.readout], window=window, period=period,
         num_steps=num_steps, latency=dict(p.latency), readout_latency=p.latency[p.readout],
         populations={n: (procs[n], int(np.prod(p.shapes[n]))) for n in p.populations if n != p.readout},
-        synapse_fanout=fanout, fixed_point=fx, input_scale=fx.input_scale if fx is not None else 1,
+        synapse_fanout=fanout, fixed_point=fx, netx_chains=[[f.syn.dst for f in chain] for chain, _net in chains], input_scale=fx.input_scale if fx is not None else 1,
         readout_scale=fx.readout_scale(p.readout) if fx is not None else 1)
+
+
+def _netx_chains(folded, fx, lava_shape, period: int, netx_dir, procs: dict) -> list:
+    """Write and load a netx network per sequential chain; their neuron processes go into ``procs``."""
+    import tempfile
+    from pathlib import Path
+
+    from .. import lava_compat
+    from .netx_hdf5 import find_chains, write_chain
+
+    lava_compat.import_netx()
+    from lava.lib.dl.netx import hdf5
+
+    p = folded.plan
+    built = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for chain in find_chains(folded, fx):
+            first = chain[0].syn
+            cols = None
+            if chain[0].conv is None and first.flat_in:
+                cols = chw_to_whc_perm(p.shapes[first.src])
+            path = Path(netx_dir or tmp) / f"{first.dst}-{chain[-1].syn.dst}.net"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_chain(path, chain, folded, fx, first_cols=cols)
+            try:
+                net = hdf5.Network(net_config=str(path), input_message_bits=24 if first.src == p.input else 0,
+                                   input_shape=lava_shape(first.src) if chain[0].conv is not None else None,
+                                   reset_interval=period, reset_offset=p.latency[first.dst])
+            finally:
+                handle = getattr(getattr(locals().get("net"), "net_config", None), "f", None)
+                if handle is not None:
+                    handle.close()
+            for f, layer in zip(chain, net.layers):
+                procs[f.syn.dst] = layer.neuron
+            built.append((chain, net))
+    return built
 
 
 def conv_out_shape(spec: ConvSpec, src_shape: tuple) -> tuple:

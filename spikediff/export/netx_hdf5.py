@@ -1,0 +1,93 @@
+"""Sequential chains of a fixed-point network as lava-dl netx HDF5 files, loaded by ``netx.hdf5.Network``.
+
+A chain is a run of spiking populations P1 -> P2 -> ... where each one's only input is the previous
+one and each one but the last feeds only the next: what netx can build (conv, flatten, dense layers of
+CUBA neurons). Branches, delay lines, the readout and the sampler stay plain Lava processes around it.
+
+The file follows what ``netx.hdf5.Network`` reads (lava-dl 0.6): ``layer/<i>`` groups with ``type``,
+``shape`` (C, H, W or N), ``weight`` (conv: PyTorch's (out, in, kH, kW) correlation kernel; dense:
+(out, in) in C, H, W order after netx's flatten), ``bias`` (mantissas, netx shifts them by 6, one per
+neuron in Lava's W, H, C order), ``stride``/``padding``/``dilation`` as (H, W), ``groups``, and a
+``neuron`` group: ``type`` CUBA, ``vThMant``, ``iDecay`` (netx subtracts 1), ``vDecay``, ``refDelay``.
+netx resets layer i at offset ``reset_offset + 1 + i``: the latency pattern of a chain.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .fixed_point import BIAS_EXP_NETX
+
+
+def find_chains(folded, fx, min_length: int = 2) -> list:
+    """Chains of folded synapses [s1 -> P1, s2 -> P2, ...] that netx can build with ``fx``'s integers."""
+    p = folded.plan
+    incoming = {name: folded.incoming(name) for name in p.populations}
+    outgoing = {name: [f for f in folded.synapses if f.syn.src == name] for name in p.populations}
+
+    def eligible(f) -> bool:
+        dst = f.syn.dst
+        return (dst != p.readout and f.syn.src != dst and len(incoming[dst]) == 1 and not f.syn.flat_out
+                and (f.conv is None or not f.syn.flat_in)
+                and bool(np.all(fx.populations[dst].bias_exp == BIAS_EXP_NETX)))
+
+    def successor(f):
+        nxt = outgoing[f.syn.dst]
+        return nxt[0] if len(nxt) == 1 and eligible(nxt[0]) else None
+
+    starts = [f for f in folded.synapses if eligible(f)
+              and not (f.syn.src in p.populations and len(outgoing[f.syn.src]) == 1
+                       and incoming[f.syn.src] and eligible(incoming[f.syn.src][0]))]
+    chains = []
+    for f in starts:
+        chain = [f]
+        while (nxt := successor(chain[-1])) is not None:
+            chain.append(nxt)
+        if len(chain) >= min_length:
+            chains.append(chain)
+    return chains
+
+
+def write_chain(path: str | Path, chain: list, folded, fx, first_cols: np.ndarray | None = None) -> Path:
+    """Write one chain as a netx HDF5 file. ``first_cols`` reorders a first dense layer's input columns
+    (its input arrives flattened in Lava's order)."""
+    import h5py
+
+    from .nir_to_lava import to_lava_layout
+
+    p = folded.plan
+    path = Path(path)
+    with h5py.File(path, "w") as h5:
+        layers = h5.create_group("layer")
+        index = 0
+        for position, f in enumerate(chain):
+            dst, q = f.syn.dst, fx.populations[f.syn.dst]
+            w = fx.weights[f.syn.name]
+            if f.conv is None and f.syn.flat_in and position > 0:
+                layers.create_group(str(index)).create_dataset("type", data="flatten")
+                index += 1
+            g = layers.create_group(str(index))
+            index += 1
+            g.create_dataset("shape", data=np.array(p.shapes[dst]))
+            if f.conv is not None:
+                g.create_dataset("type", data="conv")
+                g.create_dataset("weight", data=w.astype(np.int64))
+                g.create_dataset("stride", data=np.array(f.conv.stride))
+                g.create_dataset("padding", data=np.array(f.conv.padding))
+                g.create_dataset("dilation", data=np.array(f.conv.dilation))
+                g.create_dataset("groups", data=int(f.conv.groups))
+            else:
+                g.create_dataset("type", data="dense")
+                cols = first_cols if position == 0 and first_cols is not None else np.arange(w.shape[1])
+                g.create_dataset("weight", data=w[:, cols].astype(np.int64))
+            g.create_dataset("bias", data=to_lava_layout(q.bias_mant, p.shapes[dst]).astype(np.int64))
+            neuron = g.create_group("neuron")
+            neuron.create_dataset("type", data="CUBA")
+            neuron.create_dataset("vThMant", data=int(q.vth))
+            neuron.create_dataset("iDecay", data=int(q.du) + 1)
+            neuron.create_dataset("vDecay", data=int(q.dv))
+            neuron.create_dataset("refDelay", data=1)
+            neuron.create_dataset("gradedSpike", data=False)
+    return path
