@@ -1,5 +1,6 @@
-"""Lava CPU simulator (Loihi2SimCfg, floating point): time per image and per step, and exactness, for the
-shipped checkpoint against the PyTorch sampler with the same noise.
+"""Lava CPU simulator (Loihi2SimCfg): time per image and per step, and exactness, for the shipped
+checkpoint: floating point against the PyTorch sampler, fixed point against our bit-exact simulator,
+with the same noise.
 
 Usage: python benchmarks/lava_runtime.py --out benchmarks/results/lava_runtime.md
 Writes a markdown table and a JSON file beside it, with the command and the machine that produced them.
@@ -19,6 +20,7 @@ from _report import write_report
 from spikediff.checkpoint import load_model
 from spikediff.diffusion.sampler import initial_noise, sample_torch
 from spikediff.export.nir_graph import to_nir
+from spikediff.hardware_sim.fixed_sampler import sample_fixed
 from spikediff.runtime.lava_sampler import sample_lava
 
 
@@ -42,10 +44,21 @@ def single_calls(model, n: int = 3) -> dict:
     return {"calls": n, "timesteps": t.tolist(), "max_abs_readout_diff": diff, "spike_counts_equal": equal}
 
 
-def lava_run(model, schedule, noise, steps: int, pipelined: bool) -> tuple:
+def lava_run(model, schedule, noise, steps: int, pipelined: bool, fixed_point: bool = False) -> tuple:
     start = time.perf_counter()
-    result = sample_lava(to_nir(model, schedule), noise.numpy(), steps, progress=True, pipelined=pipelined)
+    result = sample_lava(to_nir(model, schedule), noise.numpy(), steps, progress=True, pipelined=pipelined,
+                         fixed_point=fixed_point, target="sim")
     return result, time.perf_counter() - start
+
+
+def _row(args, result, lava_s: float, diff: float, equal: bool, reference: str) -> dict:
+    net, pipe = result["network"], result["pipeline"]
+    return {"images": args.n, "ddim_steps": args.steps, "period": net.period, "window": net.window,
+            "images_in_flight": pipe.lanes, "lava_steps": pipe.lava_steps, "lava_s": lava_s,
+            "lava_s_per_image": lava_s / args.n, "lava_ms_per_step": 1000 * lava_s / pipe.lava_steps,
+            "reference": reference, "max_abs_image_diff": diff, "spike_counts_equal": equal,
+            "neurons": sum(int(c) for _p, c in net.populations.values()), "processes": len(net.processes) + 1 + len(net.populations),
+            "backend": result["target"]}
 
 
 def main() -> None:
@@ -74,7 +87,6 @@ def main() -> None:
     rows, layers = {}, {}
     for mode, pipelined in (("pipelined", True), ("one at a time", False)):
         result, lava_s = lava_run(model, schedule, noise, args.steps, pipelined)
-        net, pipe = result["network"], result["pipeline"]
         equal = True
         for name in model.spiking_layers:
             lava = result["counters"][name]["active"].sum(1).tolist()  # the T steps the model computes in
@@ -83,18 +95,25 @@ def main() -> None:
             if pipelined:
                 layers[name] = {"lava": lava, "torch": ref, "equal": lava == ref,
                                 "lava_spikes_outside_evaluations": result["counters"][name]["idle"]}
-        rows[mode] = {"images": args.n, "ddim_steps": args.steps, "period": net.period, "window": net.window,
-                      "images_in_flight": pipe.lanes, "lava_steps": pipe.lava_steps, "lava_s": lava_s,
-                      "lava_s_per_image": lava_s / args.n, "lava_ms_per_step": 1000 * lava_s / pipe.lava_steps,
-                      "max_abs_image_diff": float(np.abs(result["images"] - np.stack(expected)).max()),
-                      "spike_counts_equal": equal,
-                      "neurons": sum(model.neuron_counts().values()),
-                      "processes": len(net.processes) + 1 + len(model.spiking_layers)}
+        rows[mode] = _row(args, result, lava_s, float(np.abs(result["images"] - np.stack(expected)).max()), equal,
+                          "PyTorch float")
         print(mode, rows[mode])
+
+    # Fixed point: Lava's fixed_pt models (netx chains inside) against the bit-exact simulator
+    fixed, lava_s = lava_run(model, schedule, noise, args.steps, True, fixed_point=True)
+    start = time.perf_counter()
+    sim = sample_fixed(to_nir(model, schedule), noise.numpy(), args.steps)
+    sim_s = time.perf_counter() - start
+    equal = all(np.array_equal(fixed["counters"][k]["active"], sim["counters"][k]["active"]) for k in sim["counters"])
+    rows["fixed point, pipelined"] = _row(args, fixed, lava_s, float(np.abs(fixed["images"] - sim["images"]).max()),
+                                          equal, "bit-exact simulator")
+    print(rows["fixed point, pipelined"])
+    fixed_vs_float = float(np.abs(sim["images"] - np.stack(expected)).mean())
     torch_per_image = torch_s / args.n
 
     payload = {"model": cfg.to_dict(), "runs": rows, "torch_s_per_image_batch1": torch_per_image, "layers": layers,
-               "single_calls": single}
+               "single_calls": single, "fixed_point_sim_s": sim_s, "fixed_vs_float_mean_abs_image_diff": fixed_vs_float,
+               "netx_chains": fixed["network"].netx_chains}
     first = rows["pipelined"]
     body = [
         f"{args.n} images x {args.steps} DDIM steps in one Lava run ({first['processes']} Lava processes, "
@@ -104,10 +123,16 @@ def main() -> None:
         "includes building, compiling and starting the Lava network. PyTorch, batch 1, 1 thread: "
         f"{torch_per_image:.2f} s per image.",
         "",
-        "| schedule | Lava steps | s per image | ms per Lava step | max abs image diff vs PyTorch | spike counts equal |",
-        "|---|---:|---:|---:|---:|:---:|",
-        *[f"| {mode} | {r['lava_steps']} | {r['lava_s_per_image']:.1f} | {r['lava_ms_per_step']:.0f} | "
+        "| run | Lava steps | s per image | ms per Lava step | compared with | max abs image diff | spike counts equal |",
+        "|---|---:|---:|---:|---|---:|:---:|",
+        *[f"| {mode} | {r['lava_steps']} | {r['lava_s_per_image']:.1f} | {r['lava_ms_per_step']:.0f} | {r['reference']} | "
           f"{r['max_abs_image_diff']:.2e} | {'yes' if r['spike_counts_equal'] else 'NO'} |" for mode, r in rows.items()],
+        "",
+        f"Fixed point runs Lava's `fixed_pt` models with Loihi integers; the chains {fixed['network'].netx_chains} are "
+        "lava-dl netx networks loaded from HDF5 files we write. The bit-exact simulator (`spikediff.hardware_sim`) "
+        f"made the same {args.n} images in {sim_s:.2f} s ({args.n / sim_s:.2f} images/s, "
+        f"{rows['fixed point, pipelined']['lava_s'] / sim_s:.0f}x faster than Lava here). Fixed point vs float "
+        f"(PyTorch): mean abs pixel difference {fixed_vs_float:.3f} (pixels in [-1, 1]).",
         "",
         f"Single denoiser calls ({single['calls']}, t = {single['timesteps']}, no DDIM feedback): max abs readout "
         f"difference {single['max_abs_readout_diff']:.1e}, spike counts per layer equal: "
@@ -121,7 +146,8 @@ def main() -> None:
         *[f"| {k} | {sum(v['lava']):.0f} | {sum(v['torch']):.0f} | {v['lava_spikes_outside_evaluations']:.0f} |"
           for k, v in layers.items()],
     ]
-    write_report(args.out, "Lava CPU simulator: the shipped checkpoint, Loihi2SimCfg floating point", payload, body)
+    write_report(args.out, "Lava CPU simulator: the shipped checkpoint, Loihi2SimCfg floating and fixed point", payload,
+                 body)
 
 
 if __name__ == "__main__":

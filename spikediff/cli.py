@@ -94,6 +94,7 @@ def cmd_sample(args) -> int:
 
 
 def _sample_lava(args, model, schedule) -> int:
+    import numpy as np
     import torch
 
     from .atomic import write_json_atomic
@@ -102,17 +103,24 @@ def _sample_lava(args, model, schedule) -> int:
     from .images import save_grid
     from .runtime.counters import counters_report
     from .runtime.lava_sampler import sample_lava
+    from .runtime.session import loihi2_available
 
     cfg = model.config
     noise = initial_noise(args.num, (cfg.in_channels, cfg.image_size, cfg.image_size), args.seed).numpy()
-    from .runtime.session import loihi2_available
-
     if args.lava_target == "auto" and not loihi2_available() and not args.quiet:
         print("Intel's Lava extension for Loihi is not installed: running on Lava's CPU simulator (Loihi2SimCfg)")
-    result = sample_lava(to_nir(model, schedule), noise, args.steps, progress=not args.quiet, target=args.lava_target,
+    graph = to_nir(model, schedule)
+    result = sample_lava(graph, noise, args.steps, progress=not args.quiet, target=args.lava_target,
                          fixed_point=args.fixed_point)
     out = save_grid(torch.from_numpy(result["images"]), args.output)
     report = counters_report(result)
+    if args.fixed_point:  # a deployment is only as good as its exactness: check it against the simulator
+        from .hardware_sim.fixed_sampler import sample_fixed
+
+        sim = sample_fixed(graph, noise, args.steps, fixed=result["network"].fixed_point)
+        exact = bool(np.array_equal(sim["images"], result["images"]) and all(
+            np.array_equal(sim["counters"][k]["active"], c["active"]) for k, c in result["counters"].items()))
+        report["bit_exact_vs_simulator"] = exact
     counters_path = write_json_atomic(report, out.with_suffix(".counters.json"))
     print(f"wrote {args.num} samples to {out} and counters to {counters_path}")
     if not args.quiet:
@@ -121,6 +129,11 @@ def _sample_lava(args, model, schedule) -> int:
                            args.steps * cfg.num_steps,
                            f"({args.steps} DDIM steps x T={cfg.num_steps}; Lava: {report['images_in_flight']} images in "
                            f"flight, one evaluation every {report['period']} steps, {report['lava_steps']} steps in all)")
+    if args.fixed_point:
+        print("fixed point: images and spike counts " + ("identical to spikediff's bit-exact simulator" if exact else
+              "DIFFER from spikediff's bit-exact simulator (please report this)"))
+        if not exact:
+            return 1
     return 0
 
 

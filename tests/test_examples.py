@@ -14,7 +14,9 @@ def test_train_and_sample_example_runs(tmp_path):
 
 def test_export_and_run_on_lava_example_runs(tmp_path):
     res = subprocess.run([sys.executable, "examples/export_and_run_on_lava.py", "-n", "1", "--steps", "2",
-                          "--out", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+                          "--out", str(tmp_path), "--fixed-point"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "denoiser.nir").stat().st_size > 0 and (tmp_path / "samples.png").stat().st_size > 0
     assert "total synaptic ops per image" in res.stdout
+    assert "bit-exact simulator gives the same images: True" in res.stdout

@@ -161,9 +161,11 @@ def test_cli_fixed_point_sample_and_its_errors(tmp_path):
     assert res.returncode == 0, res.stderr
     png = tmp_path / "fx.png"
     res = run_cli("sample", out / "model.pt", "--backend", "lava", "--fixed-point", "-n", "2", "--steps", "2",
-                  "-o", png, "--quiet")
+                  "-o", png)
     assert res.returncode == 0, res.stderr
+    assert "identical to spikediff's bit-exact simulator" in res.stdout
     report = json.loads(png.with_suffix(".counters.json").read_text())
     assert "fixed_pt" in report["backend"] and report["totals_per_image"]["spikes"] > 0
+    assert report["bit_exact_vs_simulator"] is True
     res = run_cli("sample", out / "model.pt", "--fixed-point", "-n", "1", "-o", tmp_path / "t.png")
     assert res.returncode == 2 and "--fixed-point needs --backend lava" in res.stderr
