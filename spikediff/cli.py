@@ -142,6 +142,13 @@ def cmd_export(args) -> int:
 
     out = export_checkpoint(args.checkpoint, args.output)
     print(f"wrote {out}")
+    if args.netx_dir is not None:
+        import nir
+
+        from .export.netx_hdf5 import export_chains
+
+        for path in export_chains(nir.read(out), args.netx_dir):
+            print(f"wrote {path} (lava-dl netx, Loihi fixed point)")
     return 0
 
 
@@ -219,6 +226,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex = sub.add_parser("export", help="write a checkpoint's denoiser as a NIR graph")
     ex.add_argument("checkpoint", nargs="?", type=Path, help="checkpoint .pt (default: the shipped MNIST model)")
     ex.add_argument("-o", "--output", type=Path, default=Path("denoiser.nir"), help="NIR file to write")
+    ex.add_argument("--netx-dir", type=Path, help="also write the fixed-point lava-dl netx HDF5 file of every "
+                                                  "sequential chain of layers into this directory")
     ex.set_defaults(func=cmd_export)
     return parser
 

@@ -169,3 +169,16 @@ def test_cli_fixed_point_sample_and_its_errors(tmp_path):
     assert report["bit_exact_vs_simulator"] is True
     res = run_cli("sample", out / "model.pt", "--fixed-point", "-n", "1", "-o", tmp_path / "t.png")
     assert res.returncode == 2 and "--fixed-point needs --backend lava" in res.stderr
+
+    # the netx files stand on their own: lava-dl loads them into the layers they describe
+    res = run_cli("export", out / "model.pt", "-o", tmp_path / "d.nir", "--netx-dir", tmp_path / "netx")
+    assert res.returncode == 0, res.stderr
+    files = sorted((tmp_path / "netx").iterdir())
+    assert [f.name for f in files] == ["d1-d2.net", "e0-e1.net"]
+    from spikediff import lava_compat
+
+    lava_compat.import_netx()
+    from lava.lib.dl.netx import hdf5
+
+    net = hdf5.Network(net_config=str(files[1]), input_message_bits=24, input_shape=(8, 8, 9))
+    assert len(net.layers) == 2 and net.out.shape == (8, 8, 4)  # e1: 4 channels of 8 x 8, Lava's (W, H, C)
