@@ -1,5 +1,6 @@
 """How digit-like the shipped checkpoint's samples are, by the MNIST digit probe (spikediff.metrics),
-beside real test digits and random speckle as the two ends of the scale.
+beside real test digits and random speckle as the two ends of the scale; in floating point (PyTorch)
+and in Loihi fixed point (the bit-exact simulator, i.e. what the Lava fixed-point run gives).
 
 Usage: python benchmarks/digit_probe.py --out benchmarks/results/digit_probe.md
 Writes a markdown table and a JSON file beside it, with the command and the machine that produced them.
@@ -17,6 +18,9 @@ from _report import write_report
 from spikediff.checkpoint import load_model
 from spikediff.data import load_images
 from spikediff.diffusion import sample_torch
+from spikediff.diffusion.sampler import initial_noise
+from spikediff.export.nir_graph import to_nir
+from spikediff.hardware_sim.fixed_sampler import sample_fixed
 from spikediff.metrics import digit_probe_score, fit_digit_probe
 
 
@@ -24,7 +28,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/digit_probe.md"))
     parser.add_argument("-n", type=int, default=256, help="images per row")
-    parser.add_argument("--steps", type=int, nargs="+", default=[20, 50], help="DDIM steps to try")
+    parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50], help="DDIM steps to try")
+    parser.add_argument("--fixed-steps", type=int, nargs="*", default=[10, 20],
+                        help="DDIM steps to try in fixed point")
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
 
@@ -36,6 +42,11 @@ def main() -> None:
     for steps in args.steps:
         x = sample_torch(model, schedule, args.n, num_inference_steps=steps, seed=args.seed, progress=False)
         rows[f"shipped checkpoint, {steps} DDIM steps"] = ((x + 1) / 2).clamp(0, 1).numpy()[:, 0]
+    graph = to_nir(model, schedule)
+    noise = initial_noise(args.n, (1, model.config.image_size, model.config.image_size), args.seed).numpy()
+    for steps in args.fixed_steps:
+        x = sample_fixed(graph, noise, steps, progress=True)["images"]
+        rows[f"shipped checkpoint, fixed point, {steps} DDIM steps"] = np.clip((x + 1) / 2, 0, 1)[:, 0]
     scores = {name: digit_probe_score(clf, images) for name, images in rows.items()}
     for name, score in scores.items():
         print(f"{name:40s} {score}")

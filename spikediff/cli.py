@@ -72,7 +72,7 @@ def cmd_sample(args) -> int:
     from .checkpoint import load_model
     from .images import check_png_path, save_grid
 
-    check_png_path(args.output)
+    args.output = check_png_path(args.output)
     model, schedule, _ = load_model(args.checkpoint)
     if args.backend == "lava":
         return _sample_lava(args, model, schedule)
@@ -209,7 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--backend", default="torch", choices=["torch", "lava"],
                     help="torch: PyTorch; lava: the NIR export run on Lava (see --lava-target, --fixed-point)")
     sa.add_argument("-n", "--num", type=_positive_int, default=64, help="number of images")
-    sa.add_argument("-o", "--output", type=Path, default=Path("samples.png"), help="PNG grid to write")
+    sa.add_argument("-o", "--output", type=Path, default=Path("samples.png"),
+                    help="PNG grid to write, or a directory (samples.png and its counters go there)")
     sa.add_argument("--steps", type=_positive_int, default=DEFAULT_INFERENCE_STEPS, help="DDIM denoising steps")
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--batch-size", type=_positive_int, default=64)

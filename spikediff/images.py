@@ -30,10 +30,13 @@ def grid(images, ncols: int | None = None, pad: int = 2) -> np.ndarray:
 
 
 def check_png_path(path: str | Path) -> Path:
-    """Reject a bad output path before any work is done."""
+    """Reject a bad output path before any work is done. A directory (or a name without a suffix) means
+    ``samples.png`` inside it."""
     path = Path(path)
+    if path.is_dir() or path.suffix == "":
+        path = path / "samples.png"
     if path.suffix.lower() != ".png":
-        raise SpikediffError(f"output {path}: must end in .png")
+        raise SpikediffError(f"output {path}: must end in .png (or name a directory)")
     if path.is_dir():
         raise SpikediffError(f"output {path}: is a directory")
     return path

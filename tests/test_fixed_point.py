@@ -159,9 +159,9 @@ def test_cli_fixed_point_sample_and_its_errors(tmp_path):
     res = run_cli("train", "--data", "digits", "--out", out, "--steps", "3", "--channels", "4", "--hidden", "16",
                   "--batch-size", "8", "--quiet")
     assert res.returncode == 0, res.stderr
-    png = tmp_path / "fx.png"
+    png = tmp_path / "run" / "samples.png"  # -o names a directory, as in `sample ... -o out/`
     res = run_cli("sample", out / "model.pt", "--backend", "lava", "--fixed-point", "-n", "2", "--steps", "2",
-                  "-o", png)
+                  "-o", f"{tmp_path / 'run'}/")
     assert res.returncode == 0, res.stderr
     assert "identical to spikediff's bit-exact simulator" in res.stdout
     report = json.loads(png.with_suffix(".counters.json").read_text())

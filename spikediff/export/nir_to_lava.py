@@ -1,4 +1,4 @@
-"""NIR graph -> Lava process graph (floating point), exact up to a time shift.
+"""NIR graph -> Lava process graph, floating or Loihi fixed point, exact up to a time shift.
 
 Reading the graph
     Populations are the neuron nodes (LIF, IF, CubaLIF: spiking; LI, CubaLI, I: the non-spiking readout
@@ -24,8 +24,10 @@ Time
     way (``runtime.pipeline``). A graph with cycles is reset once per window (period = window) instead:
     spikes circling in its loops would otherwise leak into the next evaluation.
 
-Neuron parameters come from ``nir_params.discretize`` (forward Euler with the graph's dt); the input
-gain r*dt/tau is folded into the incoming weights and biases, which needs it uniform per channel.
+Parameters
+    ``folded.fold`` turns the graph into discrete populations (``nir_params.discretize``, forward Euler
+    with the graph's dt) with the input gain folded into the weights; ``fixed_point.quantize`` turns
+    those into Loihi integers, and then sequential chains become lava-dl netx networks (``netx_hdf5``).
 """
 
 from __future__ import annotations
