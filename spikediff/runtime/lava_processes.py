@@ -1,4 +1,5 @@
-"""Lava processes that Lava's library lacks: a spike delay line and a readout that sends its state.
+"""Lava processes that Lava's library lacks: a spike delay line, a readout that sends its state, spike
+counters and the DDIM sampler; each with a ``floating_pt`` and a ``fixed_pt`` model (Loihi integers).
 
 Importing this module imports Lava (through ``lava_compat``); the rest of spikediff imports it only
 when it builds a Lava network. Lava finds the process models because they live in the same module.
