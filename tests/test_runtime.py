@@ -45,13 +45,15 @@ def test_lava_sampler_equals_pytorch_images_and_spikes():
     model = SpikingDenoiser(DenoiserConfig(image_size=8, channels=4, hidden=16)).eval()
     schedule = NoiseSchedule(1000, "v_prediction")
     noise = initial_noise(4, (1, 8, 8), 0)  # 3 images in flight, then a second round with idle slots
+    result = sample_lava(to_nir(model, schedule), noise.numpy(), 3, progress=False)
     expected, stats = [], []
+    model64 = model.double()  # the float path computes in float64 throughout
     for i in range(len(noise)):
         st = {}
-        expected.append(sample_torch(model, schedule, 1, 3, noise=noise[i:i + 1], progress=False, stats=st)[0].numpy())
+        expected.append(sample_torch(model64, schedule, 1, 3, noise=noise[i:i + 1].double(), progress=False,
+                                     stats=st)[0].numpy())
         stats.append(st)
-    result = sample_lava(to_nir(model, schedule), noise.numpy(), 3, progress=False)
-    np.testing.assert_allclose(result["images"], np.stack(expected), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(result["images"], np.stack(expected), rtol=0, atol=1e-6)
     for name in model.spiking_layers:
         per_image = result["counters"][name]["active"].sum(1)
         assert per_image.shape == (4,) and per_image.sum() > 0

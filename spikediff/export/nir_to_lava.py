@@ -361,9 +361,15 @@ def build(graph, num_steps: int, dt: float = 1e-4, pipelined: bool = True, fixed
         bits = 24 if s.src == p.input else 0
         if f.conv is not None:
             spec = f.conv
-            proc = Conv(weight=conv_weight_to_lava(w_nir), input_shape=lava_shape(s.src), padding=spec.padding[::-1],
-                        stride=spec.stride[::-1], dilation=spec.dilation[::-1], groups=spec.groups,
-                        num_message_bits=bits, name=s.name)
+            if fx is None:  # float64 throughout (see lava_processes.Conv64)
+                out_shape = tuple(reversed(conv_out_shape(spec, p.shapes[s.src])))
+                proc = lp.Conv64(weight=w_nir, input_shape=lava_shape(s.src), output_shape=out_shape,
+                                 stride=spec.stride, padding=spec.padding, dilation=spec.dilation, groups=spec.groups,
+                                 name=s.name)
+            else:
+                proc = Conv(weight=conv_weight_to_lava(w_nir), input_shape=lava_shape(s.src),
+                            padding=spec.padding[::-1], stride=spec.stride[::-1], dilation=spec.dilation[::-1],
+                            groups=spec.groups, num_message_bits=bits, name=s.name)
             target = proc.a_out.flatten() if s.flat_out else proc.a_out
             fanout[s.src] = fanout.get(s.src, 0) + _conv_fanout(spec)
         else:

@@ -201,6 +201,7 @@ class SpikingDenoiser(nn.Module):
 
     def _synapse(self, name: str, spikes: torch.Tensor, flat_target: bool) -> torch.Tensor:
         layer = getattr(self, name)
+        spikes = spikes.to(layer.weight.dtype)  # snnTorch emits float32 spikes; a float64 model needs float64
         out = layer(spikes.flatten(1) if isinstance(layer, nn.Linear) else spikes)
         return out.flatten(1) if flat_target else out
 

@@ -61,6 +61,41 @@ class PySpikeDelayFixed(_SpikeDelayModel):
     buffer: np.ndarray = LavaPyType(np.ndarray, bool, precision=1)
 
 
+class Conv64(AbstractProcess):
+    """A convolution synapse in float64 for the floating-point path (Lava's own float Conv computes in
+    float32 through torch, so it rounds differently from a float64 reference). Same layout and the same
+    one-step delay as Lava's Conv; the weight is in NIR's (C_out, C_in / groups, kH, kW) correlation form."""
+
+    def __init__(self, *, weight: np.ndarray, input_shape: tuple, output_shape: tuple, stride: tuple,
+                 padding: tuple, dilation: tuple, groups: int, name: str | None = None):
+        super().__init__(stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation), groups=int(groups),
+                         name=name)
+        self.s_in = InPort(shape=input_shape)
+        self.a_out = OutPort(shape=output_shape)
+        self.weight = Var(shape=weight.shape, init=np.asarray(weight, dtype=np.float64))
+        self.a_buf = Var(shape=output_shape, init=np.zeros(output_shape))
+
+
+@implements(proc=Conv64, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyConv64Float(PyLoihiProcessModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    a_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    weight: np.ndarray = LavaPyType(np.ndarray, float)
+    a_buf: np.ndarray = LavaPyType(np.ndarray, float)
+
+    def run_spk(self):
+        import torch
+
+        p = self.proc_params
+        self.a_out.send(self.a_buf.copy())  # what arrived last step: one step of delay, as Lava's synapses
+        x = torch.from_numpy(np.ascontiguousarray(np.asarray(self.s_in.recv(), dtype=np.float64).transpose(2, 1, 0)))
+        out = torch.nn.functional.conv2d(x[None], torch.from_numpy(self.weight), None, p["stride"], p["padding"],
+                                         p["dilation"], p["groups"])[0]
+        self.a_buf[:] = out.numpy().transpose(2, 1, 0)
+
+
 class Readout(AbstractProcess):
     """Non-spiking CUBA readout (NIR LI / CubaLI) that sends its state every step.
 

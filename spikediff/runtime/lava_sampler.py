@@ -54,7 +54,8 @@ def sample_lava(graph, noise: np.ndarray, num_inference_steps: int, progress: bo
     pipe = Pipeline(images=n, steps=steps, num_steps=net.num_steps, period=net.period, window=net.window)
     decode = dict(image_shape=noise.shape[1:], time_dim=int(meta["time_features"]), max_period=float(meta["max_period"]),
                   readout_nir_shape=net.readout_shape, readout_perm=net.readout_perm,
-                  readout_shape=tuple(int(d) for d in meta["readout_shape"]), patch=int(meta["patch"]))
+                  readout_shape=tuple(int(d) for d in meta["readout_shape"]), patch=int(meta["patch"]),
+                  dtype="float32" if fixed_point else "float64")
     schedule = {"num_train_timesteps": int(meta["num_train_timesteps"]), "prediction_type": str(meta["prediction_type"])}
     sampler = lp.DDIMSampler(noise=noise.astype(np.float64), pipeline=pipe, input_shape_lava=net.input_shape_lava,
                              readout_shape_lava=net.readout.v_out.shape, decode=decode, schedule=schedule,
