@@ -18,7 +18,19 @@ from spikediff.hardware_sim import loihi_arith
 from spikediff.hardware_sim.fixed_sampler import sample_fixed
 from spikediff.hardware_sim.fixed_sim import evaluate
 from spikediff.models import DenoiserConfig, SpikingDenoiser
-from test_export import _hand_built_graph, _pooling_graph
+from test_export import _chain, _hand_built_graph, _inp, _li, _lif, _out, _pooling_graph
+
+
+def _dense_chain_graph():
+    """Input -> Affine -> LIF -> Linear -> LIF -> Linear -> LIF -> Linear -> LI: a dense chain fed by graded input."""
+    import nir
+
+    rng = np.random.default_rng(7)
+    w = lambda o, i, s=1.0: rng.normal(0, s, (o, i)).astype(np.float32)  # noqa: E731
+    graph = _chain(_inp(5), nir.Affine(weight=w(12, 5, 1.2), bias=np.full(12, 0.1, dtype=np.float32)), _lif(12),
+                   nir.Linear(weight=w(8, 12)), _lif(8), nir.Linear(weight=w(6, 8)), _lif(6),
+                   nir.Linear(weight=w(3, 6)), _li(3), _out(3))
+    return graph, rng.uniform(0, 1.5, (3, 5)).astype(np.float32)
 
 
 def test_decays_map_to_lavas_12_bit_parameters():
@@ -111,7 +123,8 @@ def test_lava_fixed_point_equals_the_simulator_bit_for_bit(tiny):
         assert abs(ref["spikes"][name].sum() - stats[name]) <= 0.1 * stats[name], name
 
 
-@pytest.mark.parametrize("make,chains", [(_hand_built_graph, []), (_pooling_graph, [["a", "b", "c", "d"]])])
+@pytest.mark.parametrize("make,chains", [(_hand_built_graph, []), (_pooling_graph, [["a", "b", "c", "d"]]),
+                                         (_dense_chain_graph, [["n2", "n4", "n6"]])])
 def test_hand_built_graphs_in_fixed_point_equal_the_simulator(make, chains, tmp_path):
     made = make()
     graph, x = made if isinstance(made, tuple) else (made, np.random.default_rng(4).uniform(0, 1.5, (2, 4)))
