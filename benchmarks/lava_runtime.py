@@ -59,8 +59,8 @@ def _row(args, result, lava_s: float, diff: float, equal: bool, reference: str) 
             "images_in_flight": pipe.lanes, "lava_steps": pipe.lava_steps, "lava_s": lava_s,
             "lava_s_per_image": lava_s / args.n, "lava_ms_per_step": 1000 * lava_s / pipe.lava_steps,
             "reference": reference, "max_abs_image_diff": diff, "spike_counts_equal": equal,
-            "neurons": sum(int(c) for _p, c in net.populations.values()), "processes": len(net.processes) + 1 + len(net.populations),
-            "backend": result["target"]}
+            "neurons": sum(int(c) for _p, c in net.populations.values()),
+            "processes": len(net.processes) + 1 + len(net.populations), "backend": result["target"]}
 
 
 def main() -> None:

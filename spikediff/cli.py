@@ -94,7 +94,6 @@ def cmd_sample(args) -> int:
 
 
 def _sample_lava(args, model, schedule) -> int:
-    import numpy as np
     import torch
 
     from .atomic import write_json_atomic
@@ -115,11 +114,9 @@ def _sample_lava(args, model, schedule) -> int:
     out = save_grid(torch.from_numpy(result["images"]), args.output)
     report = counters_report(result)
     if args.fixed_point:  # a deployment is only as good as its exactness: check it against the simulator
-        from .hardware_sim.fixed_sampler import sample_fixed
+        from .hardware_sim.fixed_sampler import same_as_lava, sample_fixed
 
-        sim = sample_fixed(graph, noise, args.steps, fixed=result["network"].fixed_point)
-        exact = bool(np.array_equal(sim["images"], result["images"]) and all(
-            np.array_equal(sim["counters"][k]["active"], c["active"]) for k, c in result["counters"].items()))
+        exact = same_as_lava(sample_fixed(graph, noise, args.steps, fixed=result["network"].fixed_point), result)
         report["bit_exact_vs_simulator"] = exact
     counters_path = write_json_atomic(report, out.with_suffix(".counters.json"))
     print(f"wrote {args.num} samples to {out} and counters to {counters_path}")

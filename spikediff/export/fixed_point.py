@@ -167,22 +167,13 @@ def _worst_case(folded, f) -> np.ndarray:
 
 def calibrate(folded, inputs: np.ndarray) -> dict:
     """Largest |current| the host ``inputs`` (N, *input shape, NIR layout) send into each population they feed."""
-    import torch
+    from .folded import synaptic_input
 
-    p = folded.plan
     out: dict = {}
-    x = torch.as_tensor(np.asarray(inputs, dtype=np.float64))
     for f in folded.synapses:
-        if f.syn.src != p.input:
-            continue
-        if f.conv is not None:
-            c = f.conv
-            cur = torch.nn.functional.conv2d(x, torch.as_tensor(c.weight), None, c.stride, c.padding, c.dilation,
-                                             c.groups)
-        else:
-            cur = x.reshape(len(x), -1) @ torch.as_tensor(f.dense).T
-        current = float(cur.abs().max()) if cur.numel() else 0.0
-        out[f.syn.dst] = out.get(f.syn.dst, 0.0) + current
+        if f.syn.src == folded.plan.input:
+            cur = synaptic_input(f, inputs)
+            out[f.syn.dst] = out.get(f.syn.dst, 0.0) + (float(np.abs(cur).max()) if cur.size else 0.0)
     return out
 
 
@@ -190,19 +181,15 @@ def for_graph(graph, folded=None) -> FixedPoint:
     """The fixed point of a graph written by ``spikediff export``, its input scale calibrated on a fixed set
     of inputs (standard normal images at ten time steps): it depends on the graph alone, not on the images
     a run is asked for."""
-    from ..models.denoiser import time_features
+    from ..runtime.decode import host_input
     from .folded import fold
+    from .nir_graph import read_metadata
 
-    meta = dict(graph.metadata or {})
-    missing = [k for k in ("image_shape", "num_train_timesteps", "time_features", "max_period") if k not in meta]
-    if missing:
-        raise NirGraphError(f"NIR graph: metadata lacks {missing}; fixed point needs a graph written by "
-                            f"`spikediff export`")
-    folded = folded if folded is not None else fold(graph, float(meta.get("dt", 1e-4)))
+    meta = read_metadata(graph, ("image_shape", "num_train_timesteps", "time_features", "max_period"))
+    folded = folded if folded is not None else fold(graph)
     c, h, w = (int(d) for d in meta["image_shape"])
     x = np.random.default_rng(0).standard_normal((16, c, h, w))
     ts = np.linspace(0, int(meta["num_train_timesteps"]) - 1, 10).round().astype(int)
-    feats = time_features(ts, int(meta["time_features"]), float(meta["max_period"]))
-    inputs = np.concatenate([np.concatenate([x, np.broadcast_to(f[None, :, None, None], (16, len(f), h, w))], 1)
-                             for f in feats])
+    inputs = np.concatenate([host_input(x, int(t), int(meta["time_features"]), float(meta["max_period"]), "float64")
+                             for t in ts])
     return quantize(folded, calibrate(folded, inputs))

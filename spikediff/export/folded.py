@@ -41,12 +41,29 @@ class Folded:
         return [f for f in self.synapses if f.syn.dst == population]
 
 
+def synaptic_input(f: FoldedSynapse, x: np.ndarray, weight: np.ndarray | None = None) -> np.ndarray:
+    """What synapse ``f`` delivers for a batch ``x`` (N, *source shape), in float64, with its folded weights
+    or ``weight`` (same layout; integer weights give exact integer sums below 2**53)."""
+    import torch
+
+    w = torch.as_tensor(np.asarray(f.weight if weight is None else weight, dtype=np.float64))
+    x = torch.as_tensor(np.asarray(x, dtype=np.float64))
+    if f.conv is not None:
+        c = f.conv
+        return torch.nn.functional.conv2d(x, w, None, c.stride, c.padding, c.dilation, c.groups).numpy()
+    return (x.reshape(len(x), -1) @ w.T).numpy()
+
+
 def is_conv(p: Plan, s: Synapse) -> bool:
     kind = _type(s.node)
     return kind in IMAGE_WEIGHTS or (kind == "Scale" and len(p.shapes[s.src]) == 3 and not s.flat_in)
 
 
-def fold(graph, dt: float = 1e-4) -> Folded:
+def fold(graph, dt: float | None = None) -> Folded:
+    """``dt``: the graph's time step; None takes the one ``spikediff export`` writes into the metadata (else 1e-4,
+    snnTorch's convention)."""
+    if dt is None:
+        dt = float((graph.metadata or {}).get("dt", 1e-4))
     p = plan(graph)
     neurons: dict[str, DiscreteNeuron] = {name: discretize(node, name, dt) for name, node in p.populations.items()}
     for name, n in neurons.items():

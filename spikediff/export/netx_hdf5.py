@@ -53,24 +53,30 @@ def find_chains(folded, fx, min_length: int = 2) -> list:
 def export_chains(graph, out_dir: str | Path) -> list:
     """Write the fixed-point netx file of every sequential chain of ``graph`` into ``out_dir``; returns the
     paths. (The runtime builds the same files itself; this is for people who take them elsewhere.)"""
-    from ..atomic import atomic_path
     from .fixed_point import for_graph
     from .folded import fold
+
+    folded = fold(graph)
+    return [path for _chain, path in write_chains(folded, for_graph(graph, folded), out_dir)]
+
+
+def write_chains(folded, fx, out_dir: str | Path) -> list:
+    """Write every chain netx can build into ``out_dir`` (atomically), named ``<first>-<last>.net``;
+    returns [(chain, path)]."""
+    from ..atomic import atomic_path
     from .nir_to_lava import chw_to_whc_perm
 
-    folded = fold(graph, float((graph.metadata or {}).get("dt", 1e-4)))
-    fx = for_graph(graph, folded)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
+    written = []
     for chain in find_chains(folded, fx):
         first = chain[0].syn
         cols = chw_to_whc_perm(folded.plan.shapes[first.src]) if chain[0].conv is None and first.flat_in else None
         path = out_dir / f"{first.dst}-{chain[-1].syn.dst}.net"
         with atomic_path(path) as tmp:
             write_chain(tmp, chain, folded, fx, first_cols=cols)
-        paths.append(path)
-    return paths
+        written.append((chain, path))
+    return written
 
 
 def write_chain(path: str | Path, chain: list, folded, fx, first_cols: np.ndarray | None = None) -> Path:

@@ -112,6 +112,20 @@ def to_nir(model: SpikingDenoiser, schedule=None):
         raise SpikediffError(f"NIR type check failed for the exported denoiser: {exc}") from None
 
 
+SAMPLING_METADATA = ("snn_steps", "time_features", "max_period", "image_shape", "readout_shape", "patch",
+                     "num_train_timesteps", "prediction_type")
+
+
+def read_metadata(graph, needed=SAMPLING_METADATA) -> dict:
+    """The host-side facts ``to_nir`` writes into a graph's metadata; a clear error if some are missing."""
+    meta = dict(graph.metadata or {})
+    missing = [k for k in needed if k not in meta]
+    if missing:
+        raise SpikediffError(f"NIR graph: metadata lacks {missing}; sampling needs a graph written by "
+                             f"`spikediff export` (or to_nir(model, schedule))")
+    return meta
+
+
 def export_checkpoint(ckpt_path: str | Path | None, out: str | Path) -> Path:
     """Checkpoint (None: the shipped one) -> NIR file, written atomically."""
     import nir

@@ -283,8 +283,16 @@ class LavaNetwork:
     synapse_fanout: dict  # population -> synaptic fan-out per spike (for counters)
     fixed_point: object = None  # the FixedPoint it was built from (None: floating point)
     netx_chains: list = field(default_factory=list)  # populations built as lava-dl netx networks, per chain
-    input_scale: int = 1  # host input is sent as round(x * input_scale) (1 and unrounded in float)
-    readout_scale: int = 1  # readout state units per unit of the float model's output
+
+    @property
+    def input_scale(self) -> int:
+        """Host input is sent as round(x * input_scale) (1 and unrounded in float)."""
+        return 1 if self.fixed_point is None else self.fixed_point.input_scale
+
+    @property
+    def readout_scale(self) -> int:
+        """Readout state units per unit of the float model's output."""
+        return 1 if self.fixed_point is None else self.fixed_point.readout_scale(self.readout.name)
 
     def readout_to_nir(self, v_lava: np.ndarray) -> np.ndarray:
         """Lava readout state(s) (..., *lava shape) -> NIR order (..., *readout_shape), in float units."""
@@ -312,9 +320,10 @@ def population_perms(folded) -> dict:
     return perm
 
 
-def build(graph, num_steps: int, dt: float = 1e-4, pipelined: bool = True, fixed_point=None, netx: bool = True,
+def build(graph, num_steps: int, dt: float | None = None, pipelined: bool = True, fixed_point=None, netx: bool = True,
           netx_dir=None) -> LavaNetwork:
-    """Lava processes for ``graph`` (see the module docstring); not yet connected to a source.
+    """Lava processes for ``graph`` (a NIR graph or a ``folded.Folded``; see the module docstring), not yet
+    connected to a source. ``dt`` as in ``folded.fold``.
 
     ``pipelined=False`` resets once per window even for a feedforward graph (one evaluation at a time).
     ``fixed_point``: a ``fixed_point.FixedPoint`` for this graph (integers for Lava's ``fixed_pt`` models);
@@ -353,9 +362,8 @@ def build(graph, num_steps: int, dt: float = 1e-4, pipelined: bool = True, fixed
     in_chain = {f.syn.name for chain in chains for f in chain[0]}
     for f in folded.synapses:
         s = f.syn
+        fanout[s.src] = fanout.get(s.src, 0) + _fanout(f)
         if s.name in in_chain:
-            fanout[s.src] = fanout.get(s.src, 0) + (_conv_fanout(f.conv) if f.conv is not None else
-                                                    int(round(np.count_nonzero(f.weight) / f.weight.shape[1])))
             continue
         w_nir = fx.weights[s.name] if fx is not None else f.weight
         bits = 24 if s.src == p.input else 0
@@ -371,14 +379,12 @@ def build(graph, num_steps: int, dt: float = 1e-4, pipelined: bool = True, fixed
                             padding=spec.padding[::-1], stride=spec.stride[::-1], dilation=spec.dilation[::-1],
                             groups=spec.groups, num_message_bits=bits, name=s.name)
             target = proc.a_out.flatten() if s.flat_out else proc.a_out
-            fanout[s.src] = fanout.get(s.src, 0) + _conv_fanout(spec)
         else:
             cols = chw_to_whc_perm(p.shapes[s.src]) if len(p.shapes[s.src]) == 3 else \
                 (perm.get(s.src) if perm.get(s.src) is not None else np.arange(w_nir.shape[1]))
             rows = perm[s.dst] if perm[s.dst] is not None else np.arange(w_nir.shape[0])
             proc = Dense(weights=w_nir[rows][:, cols], num_message_bits=bits, name=s.name)
             target = proc.a_out
-            fanout[s.src] = fanout.get(s.src, 0) + int(round(np.count_nonzero(w_nir) / w_nir.shape[1]))
         procs[s.name] = proc
         synapse_procs.append((s, proc, target))
 
@@ -424,17 +430,15 @@ def build(graph, num_steps: int, dt: float = 1e-4, pipelined: bool = True, fixed
         readout_perm=perm[p.readout], readout_shape=p.shapes[p.readout], window=window, period=period,
         num_steps=num_steps, latency=dict(p.latency), readout_latency=p.latency[p.readout],
         populations={n: (procs[n], int(np.prod(p.shapes[n]))) for n in p.populations if n != p.readout},
-        synapse_fanout=fanout, fixed_point=fx, netx_chains=[[f.syn.dst for f in chain] for chain, _net in chains], input_scale=fx.input_scale if fx is not None else 1,
-        readout_scale=fx.readout_scale(p.readout) if fx is not None else 1)
+        synapse_fanout=fanout, fixed_point=fx, netx_chains=[[f.syn.dst for f in chain] for chain, _net in chains])
 
 
 def _netx_chains(folded, fx, lava_shape, period: int, netx_dir, procs: dict) -> list:
     """Write and load a netx network per sequential chain; their neuron processes go into ``procs``."""
     import tempfile
-    from pathlib import Path
 
     from .. import lava_compat
-    from .netx_hdf5 import find_chains, write_chain
+    from .netx_hdf5 import write_chains
 
     lava_compat.import_netx()
     from lava.lib.dl.netx import hdf5
@@ -442,22 +446,12 @@ def _netx_chains(folded, fx, lava_shape, period: int, netx_dir, procs: dict) -> 
     p = folded.plan
     built = []
     with tempfile.TemporaryDirectory() as tmp:
-        for chain in find_chains(folded, fx):
+        for chain, path in write_chains(folded, fx, netx_dir or tmp):
             first = chain[0].syn
-            cols = None
-            if chain[0].conv is None and first.flat_in:
-                cols = chw_to_whc_perm(p.shapes[first.src])
-            path = Path(netx_dir or tmp) / f"{first.dst}-{chain[-1].syn.dst}.net"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_chain(path, chain, folded, fx, first_cols=cols)
-            try:
-                net = hdf5.Network(net_config=str(path), input_message_bits=24 if first.src == p.input else 0,
-                                   input_shape=lava_shape(first.src) if chain[0].conv is not None else None,
-                                   reset_interval=period, reset_offset=p.latency[first.dst])
-            finally:
-                handle = getattr(getattr(locals().get("net"), "net_config", None), "f", None)
-                if handle is not None:
-                    handle.close()
+            net = hdf5.Network(net_config=str(path), input_message_bits=24 if first.src == p.input else 0,
+                               input_shape=lava_shape(first.src) if chain[0].conv is not None else None,
+                               reset_interval=period, reset_offset=p.latency[first.dst])
+            net.net_config.f.close()  # netx has read everything it needs; the file may go
             for f, layer in zip(chain, net.layers):
                 procs[f.syn.dst] = layer.neuron
             built.append((chain, net))
@@ -472,8 +466,11 @@ def conv_out_shape(spec: ConvSpec, src_shape: tuple) -> tuple:
     return (k[0], int(size[0]), int(size[1]))
 
 
-def _conv_fanout(spec: ConvSpec) -> int:
-    """Targets per input spike, averaged over positions (a stride s reaches 1/s^2 of the kernel per spike)."""
-    k = spec.weight.shape
-    out_per_group = k[0] // spec.groups
-    return int(round(out_per_group * k[2] * k[3] / (spec.stride[0] * spec.stride[1])))
+def _fanout(f) -> int:
+    """Targets per input spike of a folded synapse: a dense one's nonzero weights per input; a conv's kernel
+    positions per output channel of its group, averaged over positions (a stride s reaches 1/s^2 of them)."""
+    if f.conv is None:
+        return int(round(np.count_nonzero(f.weight) / f.weight.shape[1]))
+    k = f.conv.weight.shape
+    out_per_group = k[0] // f.conv.groups
+    return int(round(out_per_group * k[2] * k[3] / (f.conv.stride[0] * f.conv.stride[1])))

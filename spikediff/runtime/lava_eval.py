@@ -19,7 +19,7 @@ def run_windows(net, inputs: np.ndarray, record_spikes: bool = False) -> dict:
     """
     from .. import lava_compat
     from ..export.nir_to_lava import to_lava_layout
-    from .session import lava_session
+    from .session import lava_session, run_config
 
     lava_compat.import_lava()
     from lava.proc.io.sink import RingBuffer as Sink
@@ -46,7 +46,8 @@ def run_windows(net, inputs: np.ndarray, record_spikes: bool = False) -> dict:
         for name, (proc, _count) in net.populations.items():
             spike_sinks[name] = Sink(shape=proc.s_out.shape, buffer=total)
             proc.s_out.connect(spike_sinks[name].a_in)
-    with lava_session(source, "sim", "floating_pt" if net.fixed_point is None else "fixed_pt") as run:
+    run_cfg, _where = run_config("sim", "floating_pt" if net.fixed_point is None else "fixed_pt")
+    with lava_session(source, run_cfg) as run:
         run(total)
         v = sink.data.get()
         spikes = {name: s.data.get() for name, s in spike_sinks.items()}

@@ -36,6 +36,7 @@ class SpikeDelay(AbstractProcess):
         self.s_out = OutPort(shape=shape)
         self.buffer = Var(shape=(delay, *shape), init=np.zeros((delay, *shape)))
 
+
 class _SpikeDelayModel(PyLoihiProcessModel):
     def run_spk(self):
         slot = self.time_step % self.buffer.shape[0]

@@ -7,39 +7,30 @@ from tqdm.auto import tqdm
 
 from .. import SpikediffError
 
-_NEEDED = ("snn_steps", "time_features", "max_period", "image_shape", "readout_shape", "patch",
-           "num_train_timesteps", "prediction_type")
-
-
-def _metadata(graph) -> dict:
-    meta = dict(graph.metadata or {})
-    missing = [k for k in _NEEDED if k not in meta]
-    if missing:
-        raise SpikediffError(f"NIR graph: metadata lacks {missing}; sampling needs a graph written by "
-                             f"`spikediff export` (or to_nir(model, schedule))")
-    return meta
-
 
 def sample_lava(graph, noise: np.ndarray, num_inference_steps: int, progress: bool = True,
                 target: str = "auto", pipelined: bool = True, fixed_point: bool = False) -> dict:
     """Run DDIM on Lava for every image in ``noise`` (N, C, H, W), all in one Lava run.
 
     Images are pipelined through the network (``runtime.pipeline``): a feedforward network takes a new
-    evaluation every T Lava steps (``pipelined=False``: one at a time). The noise schedule and the host-side steps come from the graph's
-    metadata. ``fixed_point``: Lava's bit-accurate ``fixed_pt`` models with Loihi integers (``fixed_point.for_graph``)
-    instead of floating point. ``target``: "sim" (Lava's CPU simulator), "loihi2" or "auto" (``session.run_config``). Returns ``{"images": (N, C, H, W), "counters": {population: {"active": (N, steps),
-    "idle": spikes outside any evaluation}}, "pipeline", "network"}``.
+    evaluation every T Lava steps (``pipelined=False``: one at a time). The noise schedule and the host-side
+    steps come from the graph's metadata. ``fixed_point``: Lava's bit-accurate ``fixed_pt`` models with Loihi
+    integers (``fixed_point.for_graph``) instead of float64. ``target``: "sim" (Lava's CPU simulator),
+    "loihi2" or "auto" (``session.run_config``). Returns ``{"images": (N, C, H, W), "counters": {population:
+    {"active": (N, steps), "idle": spikes outside any evaluation}}, "pipeline", "network", "target"}``.
     """
     from ..export.fixed_point import for_graph
     from ..export.folded import fold
+    from ..export.nir_graph import read_metadata
     from ..export.nir_to_lava import build
     from . import lava_processes as lp
+    from .decode import decoder_config
     from .pipeline import Pipeline
     from .session import lava_session, run_config
 
-    meta = _metadata(graph)
+    meta = read_metadata(graph)
     tag = "fixed_pt" if fixed_point else "floating_pt"
-    _cfg, where = run_config(target, tag)  # a missing chip is reported before the network is built
+    run_cfg, where = run_config(target, tag)  # a missing chip is reported before the network is built
     noise = np.asarray(noise, dtype=np.float32)
     if noise.ndim != 4 or len(noise) == 0 or list(noise.shape[1:]) != [int(d) for d in meta["image_shape"]]:
         raise SpikediffError(f"noise: expected shape (N >= 1, {', '.join(map(str, meta['image_shape']))}), "
@@ -47,15 +38,11 @@ def sample_lava(graph, noise: np.ndarray, num_inference_steps: int, progress: bo
     if int(num_inference_steps) < 1:
         raise SpikediffError(f"num_inference_steps must be at least 1, got {num_inference_steps}")
     n, steps = len(noise), int(num_inference_steps)
-    dt = float(meta.get("dt", 1e-4))
-    folded = fold(graph, dt)
+    folded = fold(graph)
     fx = for_graph(graph, folded) if fixed_point else None
-    net = build(folded, int(meta["snn_steps"]), dt=dt, pipelined=pipelined, fixed_point=fx)
+    net = build(folded, int(meta["snn_steps"]), pipelined=pipelined, fixed_point=fx)
     pipe = Pipeline(images=n, steps=steps, num_steps=net.num_steps, period=net.period, window=net.window)
-    decode = dict(image_shape=noise.shape[1:], time_dim=int(meta["time_features"]), max_period=float(meta["max_period"]),
-                  readout_nir_shape=net.readout_shape, readout_perm=net.readout_perm,
-                  readout_shape=tuple(int(d) for d in meta["readout_shape"]), patch=int(meta["patch"]),
-                  dtype="float32" if fixed_point else "float64")
+    decode = decoder_config(meta, net.readout_shape, net.readout_perm, "float32" if fixed_point else "float64")
     schedule = {"num_train_timesteps": int(meta["num_train_timesteps"]), "prediction_type": str(meta["prediction_type"])}
     sampler = lp.DDIMSampler(noise=noise.astype(np.float64), pipeline=pipe, input_shape_lava=net.input_shape_lava,
                              readout_shape_lava=net.readout.v_out.shape, decode=decode, schedule=schedule,
@@ -71,7 +58,7 @@ def sample_lava(graph, noise: np.ndarray, num_inference_steps: int, progress: bo
 
     chunk = pipe.cycle * pipe.period  # one denoising step of every image in flight
     with tqdm(total=pipe.lava_steps, desc=f"lava denoising ({n} images x {steps} steps)", unit="lava step",
-              disable=not progress) as bar, lava_session(sampler, target, tag) as run:
+              disable=not progress) as bar, lava_session(sampler, run_cfg) as run:
         done = 0
         while done < pipe.lava_steps:  # chunks only move the bar; the loop itself stays inside Lava
             k = min(chunk, pipe.lava_steps - done)

@@ -29,8 +29,9 @@ def run_config(target: str = "auto", select_tag: str = "floating_pt"):
     lava_compat.import_lava()
     from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
 
-    if target == "loihi2" or (target == "auto" and loihi2_available()):
-        if not loihi2_available():
+    chip = target != "sim" and loihi2_available()
+    if target == "loihi2" or chip:
+        if not chip:
             raise SpikediffError("--lava-target loihi2: Intel's Lava extension for Loihi (lava-loihi, distributed to "
                                  "INRC members) is not installed here, so Lava cannot reach a chip; use --lava-target "
                                  "sim (Lava's CPU simulator, Loihi2SimCfg) or --lava-target auto")
@@ -39,11 +40,9 @@ def run_config(target: str = "auto", select_tag: str = "floating_pt"):
 
 
 @contextmanager
-def lava_session(process, target: str = "auto", select_tag: str = "floating_pt"):
-    """Yield ``run(num_steps)`` for the graph that ``process`` belongs to; always stop it afterwards.
-
-    ``target`` and ``select_tag`` ("floating_pt" or "fixed_pt") as in ``run_config``, chosen before
-    anything starts.
+def lava_session(process, run_cfg):
+    """Yield ``run(num_steps)`` for the graph that ``process`` belongs to, run with ``run_cfg`` (from
+    ``run_config``); always stop it afterwards.
 
     Lava forks its worker processes and its Conv runs torch inside them: a parent with a running
     OpenMP pool can deadlock them, so the parent is single-threaded for the session. Lava also scans
@@ -66,8 +65,6 @@ def lava_session(process, target: str = "auto", select_tag: str = "floating_pt")
     lava_compat.import_lava()
     from lava.magma.core.run_conditions import RunSteps
 
-    cfg, _where = run_config(target, select_tag)
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
 
@@ -80,7 +77,7 @@ def lava_session(process, target: str = "auto", select_tag: str = "floating_pt")
 
     def run(num_steps: int) -> None:
         if not interrupted:
-            process.run(condition=RunSteps(num_steps=num_steps), run_cfg=cfg)
+            process.run(condition=RunSteps(num_steps=num_steps), run_cfg=run_cfg)
         if interrupted:
             raise KeyboardInterrupt
 
