@@ -149,6 +149,31 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from .checkpoint import load_model
+    from .hardware_sim.profiles import parse_overrides
+    from .hardware_sim.report import make_report
+
+    ckpt, out = args.checkpoint, args.output
+    if ckpt is not None and ckpt.is_dir():  # a training run directory: its EMA checkpoint, report inside it
+        out = out or ckpt / "report"
+        ckpt = ckpt / "model.pt"
+    model, schedule, _ = load_model(ckpt)
+    result = make_report(model, schedule, out or Path("report"), n=args.num, steps=args.steps,
+                         profiles=args.profile or None, overrides=parse_overrides(args.set), device=args.device,
+                         seed=args.seed, batch_size=args.batch_size, compare_float=not args.no_float,
+                         progress=not args.quiet, source=str(ckpt or "shipped checkpoint"))
+    if not args.quiet:
+        print(f"{'profile':12s} {'energy/image':>13s} {'time/image':>11s} {'cores':>6s} {'chips':>5s}")
+        for c in result["cost"]:
+            m = result["mapping"].get(c["profile"])
+            t = c.get("time", {}).get("per_image_s")
+            print(f"{c['profile']:12s} {c['energy_per_image_J'] * 1e3:10.4g} mJ "
+                  f"{(f'{t * 1e3:8.3g} ms') if t else '-':>11s} {m['cores'] if m else '-':>6} {m['chips'] if m else '-':>5}")
+    print(f"wrote {result['dir']}/report.md, report.json and figures")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .data.datasets import ALL_NAMES, DATASETS
     from .diffusion.sampler import DEFAULT_INFERENCE_STEPS
@@ -227,6 +252,28 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--netx-dir", type=Path, help="also write the fixed-point lava-dl netx HDF5 file of every "
                                                   "sequential chain of layers into this directory")
     ex.set_defaults(func=cmd_export)
+
+    from .hardware_sim.profiles import builtin_names
+    from .hardware_sim.report import DEFAULT_PROFILES
+
+    re_ = sub.add_parser("report", help="energy, time and chip mapping per image on Loihi-class hardware",
+                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    re_.add_argument("checkpoint", nargs="?", type=Path,
+                     help="checkpoint .pt or training run directory (default: the shipped MNIST model)")
+    re_.add_argument("-o", "--output", type=Path, help="report directory (default: RUN_DIR/report or ./report)")
+    re_.add_argument("-n", "--num", type=_positive_int, default=16, help="images to generate and count")
+    re_.add_argument("--steps", type=_positive_int, default=DEFAULT_INFERENCE_STEPS, help="DDIM denoising steps")
+    re_.add_argument("--profile", action="append", metavar="NAME|FILE.toml",
+                     help=f"hardware profile, repeatable (built in: {', '.join(builtin_names())}; "
+                          f"default: {' '.join(DEFAULT_PROFILES)})")
+    re_.add_argument("--set", action="append", metavar="PROFILE.QUANTITY=VALUE",
+                     help="override one number of a profile, e.g. loihi2.static_power=0.3 (repeatable)")
+    re_.add_argument("--device", default="cpu", help="where the bit-exact simulator runs: cpu, cuda or auto")
+    re_.add_argument("--batch-size", type=_positive_int, help="images simulated at once (default 32 CPU, 1024 CUDA)")
+    re_.add_argument("--seed", type=int, default=0)
+    re_.add_argument("--no-float", action="store_true", help="skip the comparison with the float model")
+    re_.add_argument("--quiet", action="store_true")
+    re_.set_defaults(func=cmd_report)
     return parser
 
 

@@ -17,7 +17,8 @@ from .. import SpikediffError
 def sample_fixed(graph, noise: np.ndarray, num_inference_steps: int, progress: bool = False, fixed=None,
                  device="cpu", batch_size: int | None = None, record: dict | None = None) -> dict:
     """``{"images": (N, C, H, W), "counters": {population: {"active": (N, steps)}}, "neuron_spikes":
-    {population: (neurons,) summed over all images and steps}, "raster": {population: (steps * T, k)} for the
+    {population: (neurons,) summed over all images and steps}, "active_updates": {population: updates of
+    neurons with input or state, all images}, "input_values": (input size,) nonzero graded values sent, "raster": {population: (steps * T, k)} for the
     first image and the neurons in ``record``, "fixed_point", "folded"}``. ``device``: "cpu", "cuda" or "auto".
     ``batch_size``: images simulated at once (default: 32 on CPU, 1024 on CUDA)."""
     from ..diffusion.schedule import DDIMScheduler, NoiseSchedule
@@ -46,6 +47,8 @@ def sample_fixed(graph, noise: np.ndarray, num_inference_steps: int, progress: b
     counts = {k: np.zeros((n, steps), np.int64) for k in spiking}
     totals = {k: np.zeros(int(np.prod(p.shapes[k])), np.int64) for k in spiking}
     raster = {k: [] for k in (record or {})}
+    active = {k: 0 for k in p.populations}
+    input_values = np.zeros(int(np.prod(p.shapes[p.input])), np.int64)
     images = np.zeros_like(noise)
     scale = num_steps * fx.readout_scale(p.readout)
     with tqdm(total=n * steps, desc=f"fixed-point sim ({net.device.type})", unit="image-step",
@@ -58,6 +61,9 @@ def sample_fixed(graph, noise: np.ndarray, num_inference_steps: int, progress: b
                 for k in spiking:
                     counts[k][start:start + len(x), step] = res["spikes"][k].sum(1).cpu().numpy()
                     totals[k] += res["neuron_spikes"][k].cpu().numpy()
+                for k in active:
+                    active[k] += res["active_updates"][k]
+                input_values += res["input_values"].cpu().numpy()
                 for k in raster:
                     raster[k].append(res["raster"][k].cpu().numpy())
                 mean = res["readout_int"].sum(1).cpu().numpy().astype(np.float64) / scale
@@ -65,7 +71,8 @@ def sample_fixed(graph, noise: np.ndarray, num_inference_steps: int, progress: b
                 bar.update(len(x))
             images[start:start + len(x)] = x.clip(-1, 1)
     return {"images": images, "counters": {k: {"active": c} for k, c in counts.items()}, "neuron_spikes": totals,
-            "raster": {k: np.concatenate(r) for k, r in raster.items()}, "fixed_point": fx, "folded": folded}
+            "active_updates": active, "input_values": input_values, "num_steps": num_steps,
+            "denoising_steps": steps, "raster": {k: np.concatenate(r) for k, r in raster.items()}, "fixed_point": fx, "folded": folded}
 
 
 def same_as_lava(sim: dict, lava: dict) -> bool:

@@ -78,7 +78,8 @@ class FixedNetwork:
         """``inputs`` (N, *input shape), float; ``record``: {population: flat neuron indices} whose spikes of
         image 0 are returned per step. Returns tensors on the device: ``readout_int`` (N, T, *shape),
         ``spikes`` {population: (N, T) counts}, ``neuron_spikes`` {population: (neurons,) summed over the
-        batch and T}, ``max_input`` {population: max |a_in|} and ``raster`` {population: (T, len(indices))}."""
+        batch and T}, ``active_updates`` {population: neuron updates with input or nonzero state},
+        ``input_values`` (input size,): nonzero graded values sent per input neuron, ``max_input`` {population: max |a_in|} and ``raster`` {population: (T, len(indices))}."""
         p, fx = self.plan, self.fx
         x_int = torch.as_tensor(encode_input(np.asarray(inputs), fx.input_scale), dtype=torch.int64,
                                 device=self.device)
@@ -89,6 +90,7 @@ class FixedNetwork:
         counts = {k: torch.zeros((n, num_steps), dtype=torch.int64, device=self.device)
                   for k in self.order if k != p.readout}
         totals = {k: torch.zeros(int(np.prod(p.shapes[k])), dtype=torch.int64, device=self.device) for k in counts}
+        busy = {k: torch.zeros((), dtype=torch.int64, device=self.device) for k in self.order}
         raster = {k: [] for k in (record or {})}
         peak = {k: torch.zeros((), dtype=torch.int64, device=self.device) for k in self.order}
         readout = []
@@ -108,6 +110,8 @@ class FixedNetwork:
                         a_in = zeros[name]
                     if a_in.numel():
                         peak[name] = torch.maximum(peak[name], a_in.abs().max())
+                    # an "active" update: the neuron has input or state to work on (otherwise it stays at rest)
+                    busy[name] += ((a_in != 0) | (u[name] != 0) | (v[name] != 0)).sum()
                     if name == p.readout:
                         u[name], v[name] = loihi_arith.cuba_update(u[name], v[name], a_in, q.du, q.dv, self.bias[name])
                         readout.append(v[name])
@@ -120,6 +124,8 @@ class FixedNetwork:
                     if name in raster:
                         raster[name].append(flat[0, torch.as_tensor(record[name], device=self.device)])
         return {"readout_int": torch.stack(readout, 1), "spikes": counts, "neuron_spikes": totals,
+                "active_updates": {k: int(b) for k, b in busy.items()},
+                "input_values": (x_int != 0).sum(0).reshape(-1) * num_steps,
                 "max_input": {k: int(v_) for k, v_ in peak.items()},
                 "raster": {k: torch.stack(r) for k, r in raster.items()}}
 

@@ -1,0 +1,63 @@
+"""Who connects to whom in a folded network, counted exactly through its own convolutions.
+
+A chip stores a synapse for each nonzero integer weight (a zero weight is dropped by the compiler), so
+connectivity is the pattern of nonzero weights of ``fixed_point`` as a 0/1 kernel. Pushing a vector
+through that kernel (``deliver``) counts, per target neuron, the synapses reached by a source activity
+(spikes x synapses = synaptic ops); pulling one back (``pull``) gives, per source neuron, how many marked
+targets it reaches (fan-out; with a 0/1 target mask: which sources feed a core). Convolutions count
+padding, stride and groups exactly, with no index bookkeeping of our own.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class Connectivity:
+    def __init__(self, folded, fx=None, dense: bool = False):
+        """``fx``: a FixedPoint whose nonzero integer weights are the synapses (None: the folded float weights);
+        ``dense``: every connection of the layer, zero or not (an ANN's MACs)."""
+        self.folded, self.plan = folded, folded.plan
+        self.masks = {}
+        for f in folded.synapses:
+            w = f.weight if fx is None else fx.weights[f.syn.name]
+            self.masks[f.syn.name] = torch.as_tensor(np.ones_like(w) if dense else (np.asarray(w) != 0),
+                                                     dtype=torch.float64)
+
+    def size(self, name: str) -> int:
+        return int(np.prod(self.plan.shapes[name]))
+
+    def _forward(self, f, x: torch.Tensor) -> torch.Tensor:
+        mask = self.masks[f.syn.name]
+        x = x.reshape(1, *self.plan.shapes[f.syn.src])
+        if f.conv is not None:
+            c = f.conv
+            return torch.nn.functional.conv2d(x, mask, None, c.stride, c.padding, c.dilation, c.groups).reshape(-1)
+        return mask @ x.reshape(-1)
+
+    def deliver(self, f, source_values: np.ndarray) -> np.ndarray:
+        """Per target neuron: sum over its synapses of the source's value (spike counts -> synaptic ops)."""
+        with torch.no_grad():
+            return self._forward(f, torch.as_tensor(np.asarray(source_values, dtype=np.float64))).numpy()
+
+    def pull(self, f, target_values: np.ndarray) -> np.ndarray:
+        """Per source neuron: sum over its synapses of the target's value (ones -> fan-out)."""
+        x = torch.zeros(self.size(f.syn.src), dtype=torch.float64, requires_grad=True)
+        y = self._forward(f, x)
+        (y * torch.as_tensor(np.asarray(target_values, dtype=np.float64))).sum().backward()
+        return x.grad.numpy()
+
+    def synapses(self, f) -> int:
+        """Number of synapses (nonzero weights, expanded over a convolution's positions)."""
+        return int(round(self.deliver(f, np.ones(self.size(f.syn.src))).sum()))
+
+    def fan_in(self, name: str) -> np.ndarray:
+        """Per neuron of population ``name``: synapses arriving at it (all incoming weight nodes)."""
+        out = np.zeros(self.size(name))
+        for f in self.folded.incoming(name):
+            out += self.deliver(f, np.ones(self.size(f.syn.src)))
+        return out
+
+    def outgoing(self, name: str) -> list:
+        return [f for f in self.folded.synapses if f.syn.src == name]

@@ -1,0 +1,123 @@
+"""Named hardware profiles: TOML data files in ``profiles/``, every number with its unit and source.
+
+A profile gives only what is known for that hardware; the cost model leaves out what a profile lacks
+(the 45 nm AC/MAC convention, for instance, has no neuron-update or static energy). Users can load their
+own file or override single numbers; an override is recorded as the number's source.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from .. import SpikediffError
+
+#: every quantity a profile may give, with the unit its file must state
+UNITS = {
+    "synaptic_op_energy": "pJ", "mac_energy": "pJ",
+    "neuron_update_energy_active": "pJ", "neuron_update_energy_inactive": "pJ",
+    "spike_energy_within_tile": "pJ", "hop_energy_east_west": "pJ", "hop_energy_north_south": "pJ",
+    "synaptic_op_time": "ns", "neuron_update_time_active": "ns", "neuron_update_time_inactive": "ns",
+    "spike_time_within_tile": "ns", "hop_time_east_west": "ns", "hop_time_north_south": "ns",
+    "barrier_sync_time_one_tile": "ns", "barrier_sync_time_full_chip": "ns",
+    "static_power": "W",
+    "cores_per_chip": "cores", "cores_per_tile": "cores", "tiles_per_row": "tiles",
+    "max_neurons_per_core": "neurons", "synaptic_memory_per_core": "bytes", "neuron_state_bytes": "bytes",
+    "bits_per_synapse": "bits", "max_fan_in_axons_per_core": "axons", "max_fan_out_axons_per_core": "axons",
+}
+CHIP_KEYS = ("cores_per_chip", "max_neurons_per_core")  # a profile that maps onto cores needs at least these
+
+
+@dataclass
+class Quantity:
+    value: float
+    unit: str
+    source: str
+
+
+@dataclass
+class Profile:
+    name: str
+    title: str
+    quantities: dict = field(default_factory=dict)  # key -> Quantity
+    path: str = ""
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.quantities
+
+    def get(self, key: str, default=None):
+        q = self.quantities.get(key)
+        return default if q is None else q.value
+
+    @property
+    def is_chip(self) -> bool:
+        return all(k in self for k in CHIP_KEYS)
+
+    def with_overrides(self, overrides: dict) -> "Profile":
+        """A copy with ``{key: value}`` replaced (source: "user override")."""
+        out = Profile(self.name, self.title, dict(self.quantities), self.path)
+        for key, value in overrides.items():
+            if key not in UNITS:
+                raise SpikediffError(f"profile {self.name}: unknown quantity {key!r} (known: {', '.join(sorted(UNITS))})")
+            out.quantities[key] = Quantity(float(value), UNITS[key], "user override")
+        return out
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "title": self.title,
+                "quantities": {k: {"value": q.value, "unit": q.unit, "source": q.source}
+                               for k, q in self.quantities.items()}}
+
+
+def builtin_names() -> list:
+    return sorted(p.name[:-5] for p in resources.files(__package__).joinpath("profiles").iterdir()
+                  if p.name.endswith(".toml"))
+
+
+def load_profile(name_or_path: str) -> Profile:
+    """A built-in profile by name (``builtin_names()``) or a TOML file of the same form."""
+    path = Path(name_or_path)
+    if name_or_path in builtin_names():
+        text = resources.files(__package__).joinpath("profiles", f"{name_or_path}.toml").read_text()
+        where = f"built-in profile {name_or_path}"
+    elif path.suffix == ".toml" and path.is_file():
+        text, where = path.read_text(), str(path)
+    else:
+        raise SpikediffError(f"hardware profile {name_or_path!r}: not a built-in profile ({', '.join(builtin_names())}) "
+                             f"nor a .toml file")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SpikediffError(f"{where}: not valid TOML ({exc})") from None
+    quantities = {}
+    for key, q in (data.get("quantity") or {}).items():
+        if key not in UNITS:
+            raise SpikediffError(f"{where}: unknown quantity {key!r} (known: {', '.join(sorted(UNITS))})")
+        if not isinstance(q, dict) or not {"value", "unit", "source"} <= set(q):
+            raise SpikediffError(f"{where}: quantity {key!r} needs value, unit and source")
+        if q["unit"] != UNITS[key]:
+            raise SpikediffError(f"{where}: quantity {key!r} must be in {UNITS[key]}, got {q['unit']!r}")
+        if not isinstance(q["value"], (int, float)) or q["value"] < 0:
+            raise SpikediffError(f"{where}: quantity {key!r} must be a number >= 0, got {q['value']!r}")
+        if not str(q["source"]).strip():
+            raise SpikediffError(f"{where}: quantity {key!r} has an empty source")
+        quantities[key] = Quantity(float(q["value"]), q["unit"], str(q["source"]))
+    if "name" not in data:
+        raise SpikediffError(f"{where}: missing 'name'")
+    return Profile(str(data["name"]), str(data.get("title", data["name"])), quantities, where)
+
+
+def parse_overrides(items: list) -> dict:
+    """``["loihi2.static_power=0.3", ...]`` -> ``{"loihi2": {"static_power": 0.3}}``."""
+    out: dict = {}
+    for item in items or []:
+        target, sep, value = item.partition("=")
+        profile, dot, key = target.partition(".")
+        if not sep or not dot:
+            raise SpikediffError(f"--set {item!r}: expected PROFILE.QUANTITY=VALUE, e.g. loihi2.static_power=0.3")
+        try:
+            out.setdefault(profile, {})[key] = float(value)
+        except ValueError:
+            raise SpikediffError(f"--set {item!r}: {value!r} is not a number") from None
+    return out
