@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/cpu_throughput.py --out benchmarks/results/cpu_throughput.md
 	$(BIN)/python benchmarks/lava_runtime.py --out benchmarks/results/lava_runtime.md
 	$(BIN)/python benchmarks/digit_probe.py --out benchmarks/results/digit_probe.md
+	$(BIN)/python benchmarks/hardware_cost.py --out benchmarks/results/hardware_cost.md
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -46,9 +46,12 @@ def tiny_graph():
 
 def test_simulator_results_do_not_depend_on_the_batch_size(tiny_graph):
     noise = initial_noise(5, (1, 8, 8), 3).numpy()
-    one = sample_fixed(tiny_graph, noise, 3, batch_size=1)
-    many = sample_fixed(tiny_graph, noise, 3, batch_size=4)
+    record = {"e0": np.arange(10), "d1": np.array([3, 1])}
+    one = sample_fixed(tiny_graph, noise, 3, batch_size=1, record=record)
+    many = sample_fixed(tiny_graph, noise, 3, batch_size=4, record=record)
     np.testing.assert_array_equal(one["images"], many["images"])
+    assert one["raster"]["e0"].shape == (3 * 4, 10) and one["raster"]["d1"].shape == (3 * 4, 2)
+    np.testing.assert_array_equal(one["raster"]["d1"], many["raster"]["d1"])
     for k, c in one["counters"].items():
         np.testing.assert_array_equal(c["active"], many["counters"][k]["active"])
         np.testing.assert_array_equal(one["neuron_spikes"][k], many["neuron_spikes"][k])

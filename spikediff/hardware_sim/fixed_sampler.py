@@ -16,11 +16,14 @@ from .. import SpikediffError
 
 def sample_fixed(graph, noise: np.ndarray, num_inference_steps: int, progress: bool = False, fixed=None,
                  device="cpu", batch_size: int | None = None, record: dict | None = None) -> dict:
-    """``{"images": (N, C, H, W), "counters": {population: {"active": (N, steps)}}, "neuron_spikes":
-    {population: (neurons,) summed over all images and steps}, "active_updates": {population: updates of
-    neurons with input or state, all images}, "input_values": (input size,) nonzero graded values sent, "raster": {population: (steps * T, k)} for the
-    first image and the neurons in ``record``, "fixed_point", "folded"}``. ``device``: "cpu", "cuda" or "auto".
-    ``batch_size``: images simulated at once (default: 32 on CPU, 1024 on CUDA)."""
+    """DDIM in fixed point for every image of ``noise``. ``device``: "cpu", "cuda" or "auto";
+    ``batch_size``: images simulated at once (default: 32 on CPU, 1024 on CUDA).
+
+    Returns ``images`` (N, C, H, W); ``counters`` {population: {"active": (N, steps) spikes}};
+    ``neuron_spikes`` {population: (neurons,) over all images and steps}; ``active_updates`` {population:
+    updates of neurons with input or state, all images}; ``input_values`` (input size,): nonzero graded
+    values sent; ``raster`` {population: (steps * T, k)} of the first image for the neurons in ``record``;
+    ``num_steps``, ``denoising_steps``, ``fixed_point`` and ``folded``."""
     from ..diffusion.schedule import DDIMScheduler, NoiseSchedule
     from ..export.fixed_point import for_graph
     from ..export.folded import fold
@@ -64,7 +67,7 @@ def sample_fixed(graph, noise: np.ndarray, num_inference_steps: int, progress: b
                 for k in active:
                     active[k] += res["active_updates"][k]
                 input_values += res["input_values"].cpu().numpy()
-                for k in raster:
+                for k in raster if start == 0 else ():
                     raster[k].append(res["raster"][k].cpu().numpy())
                 mean = res["readout_int"].sum(1).cpu().numpy().astype(np.float64) / scale
                 x, _ = scheduler.step(decoder.output_nir(mean), int(t), x)
@@ -72,7 +75,8 @@ def sample_fixed(graph, noise: np.ndarray, num_inference_steps: int, progress: b
             images[start:start + len(x)] = x.clip(-1, 1)
     return {"images": images, "counters": {k: {"active": c} for k, c in counts.items()}, "neuron_spikes": totals,
             "active_updates": active, "input_values": input_values, "num_steps": num_steps,
-            "denoising_steps": steps, "raster": {k: np.concatenate(r) for k, r in raster.items()}, "fixed_point": fx, "folded": folded}
+            "denoising_steps": steps, "raster": {k: np.concatenate(r) for k, r in raster.items()},
+            "fixed_point": fx, "folded": folded}
 
 
 def same_as_lava(sim: dict, lava: dict) -> bool:

@@ -71,15 +71,18 @@ class FixedNetwork:
             out = torch.nn.functional.conv2d(x, w, None, c.stride, c.padding, c.dilation, c.groups)
         else:
             out = x.reshape(len(x), -1) @ w.T
-        return out.round().long()
+        return out.long()  # integer weights and inputs: the sums are exact integers already
 
     @torch.no_grad()
-    def evaluate(self, inputs, num_steps: int, record: dict | None = None) -> dict:
-        """``inputs`` (N, *input shape), float; ``record``: {population: flat neuron indices} whose spikes of
-        image 0 are returned per step. Returns tensors on the device: ``readout_int`` (N, T, *shape),
-        ``spikes`` {population: (N, T) counts}, ``neuron_spikes`` {population: (neurons,) summed over the
-        batch and T}, ``active_updates`` {population: neuron updates with input or nonzero state},
-        ``input_values`` (input size,): nonzero graded values sent per input neuron, ``max_input`` {population: max |a_in|} and ``raster`` {population: (T, len(indices))}."""
+    def evaluate(self, inputs, num_steps: int, record: dict | None = None, track_peak: bool = False) -> dict:
+        """Run a batch. ``inputs`` (N, *input shape), float; ``record``: {population: flat neuron indices}
+        whose spikes of image 0 are returned per step; ``track_peak``: also the largest |a_in| per population.
+
+        Returns, as tensors on the device: ``readout_int`` (N, T, *shape); ``spikes`` {population: (N, T)
+        counts}; ``neuron_spikes`` {population: (neurons,) summed over the batch and T}; ``active_updates``
+        {population: updates of neurons with input or a nonzero state}; ``input_values`` (input size,):
+        nonzero graded values sent per input neuron; ``max_input`` {population: max |a_in|}; ``raster``
+        {population: (T, len(indices))}."""
         p, fx = self.plan, self.fx
         x_int = torch.as_tensor(encode_input(np.asarray(inputs), fx.input_scale), dtype=torch.int64,
                                 device=self.device)
@@ -108,10 +111,10 @@ class FixedNetwork:
                         a_in = got if a_in is None else a_in + got
                     if a_in is None:
                         a_in = zeros[name]
-                    if a_in.numel():
+                    if track_peak and a_in.numel():
                         peak[name] = torch.maximum(peak[name], a_in.abs().max())
                     # an "active" update: the neuron has input or state to work on (otherwise it stays at rest)
-                    busy[name] += ((a_in != 0) | (u[name] != 0) | (v[name] != 0)).sum()
+                    busy[name] += ((a_in | u[name] | v[name]) != 0).sum()
                     if name == p.readout:
                         u[name], v[name] = loihi_arith.cuba_update(u[name], v[name], a_in, q.du, q.dv, self.bias[name])
                         readout.append(v[name])
@@ -133,7 +136,7 @@ class FixedNetwork:
 def evaluate(folded, fx, inputs: np.ndarray, num_steps: int, device="cpu") -> dict:
     """One batch evaluation, as numpy: ``{"readout": (N, T, *readout shape) in float units, "readout_int",
     "spikes": {population: (N, T)}, "max_input": {population: max |a_in|}}``."""
-    res = FixedNetwork(folded, fx, device).evaluate(inputs, num_steps)
+    res = FixedNetwork(folded, fx, device).evaluate(inputs, num_steps, track_peak=True)
     readout_int = res["readout_int"].cpu().numpy()
     return {"readout": readout_int / fx.readout_scale(folded.plan.readout), "readout_int": readout_int,
             "spikes": {k: c.cpu().numpy() for k, c in res["spikes"].items()}, "max_input": res["max_input"]}
