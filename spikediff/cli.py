@@ -137,8 +137,20 @@ def _sample_lava(args, model, schedule) -> int:
 def cmd_export(args) -> int:
     from .export.nir_graph import export_checkpoint
 
+    for path in (args.onnx, args.onnx_twin):
+        if path is not None and path.suffix != ".onnx":
+            raise SpikediffError(f"output {path}: must end in .onnx")
     out = export_checkpoint(args.checkpoint, args.output)
     print(f"wrote {out}")
+    if args.onnx is not None or args.onnx_twin is not None:
+        from .checkpoint import load_model
+        from .export.onnx_export import export_onnx
+
+        model = load_model(args.checkpoint)[0]
+        for path, twin in ((args.onnx, False), (args.onnx_twin, True)):
+            if path is not None:
+                what = "ANN twin (ReLU, one pass)" if twin else f"spiking denoiser unrolled over T={model.config.num_steps}"
+                print(f"wrote {export_onnx(model, path, twin=twin)} (ONNX, {what}; onnx.checker passed)")
     if args.netx_dir is not None:
         import nir
 
@@ -171,6 +183,25 @@ def cmd_report(args) -> int:
             print(f"{c['profile']:12s} {c['energy_per_image_J'] * 1e3:10.4g} mJ "
                   f"{(f'{t * 1e3:8.3g} ms') if t else '-':>11s} {m['cores'] if m else '-':>6} {m['chips'] if m else '-':>5}")
     print(f"wrote {result['dir']}/report.md, report.json and figures")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .checkpoint import load_model
+    from .metrics.evaluation import evaluate
+
+    ckpt, out = args.checkpoint, args.output
+    if ckpt is not None and ckpt.is_dir():  # a training run directory: its EMA checkpoint, results inside it
+        out = out or ckpt / "eval"
+        ckpt = ckpt / "model.pt"
+    model, schedule, raw = load_model(ckpt)
+    data = args.data or raw.get("train", {}).get("data") or "mnist"
+    r = evaluate(model, schedule, out or Path("eval"), data, args.num, args.steps, args.backend, seed=args.seed,
+                 ref_split=args.ref_split, ref_n=args.ref_n, device=args.device, progress=not args.quiet,
+                 source=str(ckpt or "shipped checkpoint"))
+    print(f"FID {r['fid']:.2f}  KID {r['kid'] * 1e3:.2f} +- {r['kid_std'] * 1e3:.2f} (x1e-3)  "
+          f"{r['n']} samples ({args.backend}, {args.steps} DDIM steps) against {r['reference']}")
+    print(f"wrote {r['json']}")
     return 0
 
 
@@ -251,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("-o", "--output", type=Path, default=Path("denoiser.nir"), help="NIR file to write")
     ex.add_argument("--netx-dir", type=Path, help="also write the fixed-point lava-dl netx HDF5 file of every "
                                                   "sequential chain of layers into this directory")
+    ex.add_argument("--onnx", type=Path, help="also write the spiking denoiser, unrolled over its T steps, as ONNX")
+    ex.add_argument("--onnx-twin", type=Path, help="also write its ANN twin (same layers, ReLU) as ONNX")
     ex.set_defaults(func=cmd_export)
 
     from .hardware_sim.profiles import builtin_names
@@ -274,6 +307,27 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--no-float", action="store_true", help="skip the comparison with the float model")
     re_.add_argument("--quiet", action="store_true")
     re_.set_defaults(func=cmd_report)
+
+    from .metrics.evaluation import BACKENDS
+
+    ev = sub.add_parser("eval", help="FID and KID of a checkpoint's samples (standard Inception features, offline)",
+                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ev.add_argument("checkpoint", nargs="?", type=Path,
+                    help="checkpoint .pt or training run directory (default: the shipped MNIST model)")
+    ev.add_argument("--data", choices=ALL_NAMES, help="reference dataset (default: the one the model was trained on)")
+    ev.add_argument("-n", "--num", type=_positive_int, default=10000, help="samples to generate and score")
+    ev.add_argument("--backend", default="sim", choices=list(BACKENDS),
+                    help="torch: float model; sim: Loihi fixed point, bit-exact simulator (the deployed model); "
+                         "lava: the fixed-point Lava run (slow)")
+    ev.add_argument("--steps", type=_positive_int, default=DEFAULT_INFERENCE_STEPS, help="DDIM denoising steps")
+    ev.add_argument("-o", "--output", type=Path, help="directory for samples and results (default: RUN_DIR/eval "
+                                                      "or ./eval); reruns reuse the samples there")
+    ev.add_argument("--ref-split", default="train", choices=["train", "test"])
+    ev.add_argument("--ref-n", type=_positive_int, default=10000, help="reference images (the first N of the split)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--device", default="cpu", help="cpu, cuda or auto")
+    ev.add_argument("--quiet", action="store_true")
+    ev.set_defaults(func=cmd_eval)
     return parser
 
 

@@ -18,12 +18,17 @@ class Connectivity:
     def __init__(self, folded, fx=None, dense: bool = False):
         """``fx``: a FixedPoint whose nonzero integer weights are the synapses (None: the folded float weights);
         ``dense``: every connection of the layer, zero or not (an ANN's MACs)."""
+        from ..export.nir_to_lava import conv_out_shape
+
         self.folded, self.plan = folded, folded.plan
-        self.masks = {}
+        self.masks, self.masks32, self.out_shapes = {}, {}, {}
         for f in folded.synapses:
             w = f.weight if fx is None else fx.weights[f.syn.name]
-            self.masks[f.syn.name] = torch.as_tensor(np.ones_like(w) if dense else (np.asarray(w) != 0),
-                                                     dtype=torch.float64)
+            mask = np.ones_like(w) if dense else (np.asarray(w) != 0)
+            self.masks[f.syn.name] = torch.as_tensor(mask, dtype=torch.float64)
+            self.masks32[f.syn.name] = torch.as_tensor(mask, dtype=torch.float32)  # for 0/1 counts (exact)
+            if f.conv is not None:
+                self.out_shapes[f.syn.name] = conv_out_shape(f.conv, self.plan.shapes[f.syn.src])
 
     def size(self, name: str) -> int:
         return int(np.prod(self.plan.shapes[name]))
@@ -42,11 +47,21 @@ class Connectivity:
             return self._forward(f, torch.as_tensor(np.asarray(source_values, dtype=np.float64))).numpy()
 
     def pull(self, f, target_values: np.ndarray) -> np.ndarray:
-        """Per source neuron: sum over its synapses of the target's value (ones -> fan-out)."""
-        x = torch.zeros(self.size(f.syn.src), dtype=torch.float64, requires_grad=True)
-        y = self._forward(f, x)
-        (y * torch.as_tensor(np.asarray(target_values, dtype=np.float64))).sum().backward()
-        return x.grad.numpy()
+        """Per source neuron: sum over its synapses of the target's value (ones -> fan-out). Integer values
+        (counts, 0/1 masks) are pulled in float32, exact below 2**24 and several times faster."""
+        values = np.asarray(target_values)
+        integer = np.array_equal(values, np.round(values)) and np.abs(values).sum() * max(
+            1, int(np.prod(self.masks[f.syn.name].shape[1:]))) < (1 << 24)
+        mask = (self.masks32 if integer else self.masks)[f.syn.name]
+        t = torch.as_tensor(values, dtype=mask.dtype)
+        with torch.no_grad():
+            if f.conv is None:
+                return (mask.T @ t).double().numpy()
+            c = f.conv  # the transposed convolution: the gradient of conv2d with respect to its input
+            out = torch.nn.grad.conv2d_input((1, *self.plan.shapes[f.syn.src]), mask,
+                                             t.reshape(1, *self.out_shapes[f.syn.name]), c.stride, c.padding,
+                                             c.dilation, c.groups)
+            return out.reshape(-1).double().numpy()
 
     def synapses(self, f) -> int:
         """Number of synapses (nonzero weights, expanded over a convolution's positions)."""
