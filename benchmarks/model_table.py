@@ -2,8 +2,8 @@
 profile and for the ANN twin, cores, and the speed of every runtime (Lava CPU, bit-exact simulator,
 PyTorch, onnxruntime for the unrolled SNN and the ANN twin).
 
-Usage: python benchmarks/model_table.py --out benchmarks/results/model_table.md [-n 10000]
-       [--model mnist=spikediff/assets/fsddim_mnist_small.pt --model fashion-mnist=PATH ...]
+Usage: python benchmarks/model_table.py --out benchmarks/results/model_table.md [-n 10000] [--ref-n 10000]
+       [--model mnist=runs/mnist/model.pt --model fashion-mnist=PATH ...]   (default: every shipped model)
 FID is against the first --ref-n training images of the model's dataset. Samples and features are cached
 under ~/.cache/spikediff/bench, so a rerun with a larger -n only generates what is missing.
 """
@@ -19,7 +19,7 @@ import torch
 
 from _report import write_report
 
-from spikediff.checkpoint import SHIPPED, load_model
+from spikediff.checkpoint import SHIPPED_MODELS, load_model
 from spikediff.diffusion.sampler import initial_noise, sample_torch
 from spikediff.export.nir_graph import to_nir
 from spikediff.export.onnx_export import export_onnx, run_onnx
@@ -58,14 +58,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/model_table.md"))
     ap.add_argument("--model", action="append", metavar="DATASET=CKPT",
-                    help=f"models to measure (default: mnist={SHIPPED})")
+                    help=f"models to measure (default: the shipped ones, {' '.join(SHIPPED_MODELS)})")
     ap.add_argument("-n", type=int, default=1000, help="samples per FID")
     ap.add_argument("--ref-n", type=int, default=10000, help="reference training images")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--backends", nargs="+", default=["sim", "torch"])
     ap.add_argument("--n-lava", type=int, default=2, help="images timed on Lava")
     args = ap.parse_args()
-    models = dict(m.split("=", 1) for m in (args.model or [f"mnist={SHIPPED}"]))
+    models = dict(m.split("=", 1) for m in args.model) if args.model else {name: name for name in SHIPPED_MODELS}
 
     rows, grids = [], {}
     for data, ckpt in models.items():
@@ -84,8 +84,9 @@ def main() -> None:
                          "reference": r["reference"], "denoising_steps": args.steps, "T": model.config.num_steps,
                          "spikes_per_image": ev["spikes"], "synaptic_ops_per_image": ev["synaptic_ops"],
                          "energy_per_image_J": {c["profile"]: c["energy_per_image_J"] for c in report["cost"]},
-                         "ann_twin_J": next(c["ann_twin"]["energy_per_image_J"] for c in report["cost"]
-                                            if "ann_twin" in c),
+                         **next({"ann_twin_J": c["ann_twin"]["energy_per_image_J"],
+                                 "ann_twin_macs_per_image": c["ann_twin"]["macs_per_image"]}
+                                for c in report["cost"] if "ann_twin" in c),
                          "cores": {k: m["cores"] for k, m in report["mapping"].items()}, **speed})
 
     body = [f"FID and KID (x 1e-3) of {args.n} samples against the first {args.ref_n} training images (standard "
@@ -95,15 +96,16 @@ def main() -> None:
             "convention. Speeds on this machine: Lava = `Loihi2SimCfg` fixed point, sim = bit-exact simulator, "
             "onnx = onnxruntime CPU network evaluations (x DDIM steps).", "",
             "| model | backend | FID | KID | DDIM steps | T | spikes / image | synaptic ops / image | energy Loihi 1 "
-            "| energy Loihi 2 | energy 45 nm SNN | ANN twin 45 nm | cores Loihi 2 | Lava s / image | sim images/s "
-            "| torch images/s | onnx SNN images/s | onnx twin images/s |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+            "| energy Loihi 2 | energy 45 nm SNN | ANN twin MACs / image | ANN twin 45 nm | cores Loihi 2 "
+            "| Lava s / image | sim images/s | torch images/s | onnx SNN images/s | onnx twin images/s |",
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         e = r["energy_per_image_J"]
         body.append(f"| {r['model']} | {r['backend']} | {r['fid']:.2f} | {r['kid'] * 1e3:.2f} | {r['denoising_steps']} "
                     f"| {r['T']} | {r['spikes_per_image']:.3g} | {r['synaptic_ops_per_image']:.3g} | "
                     f"{e['loihi1'] * 1e3:.3g} mJ | {e['loihi2'] * 1e3:.3g} mJ | {e['ac_mac_45nm'] * 1e3:.3g} mJ | "
-                    f"{r['ann_twin_J'] * 1e3:.3g} mJ | {r['cores']['loihi2']} | {r['lava_s_per_image']:.3g} | "
+                    f"{r['ann_twin_macs_per_image']:.3g} | {r['ann_twin_J'] * 1e3:.3g} mJ | {r['cores']['loihi2']} | "
+                    f"{r['lava_s_per_image']:.3g} | "
                     f"{r['sim_images_per_s']:.3g} | {r['torch_images_per_s']:.3g} | {r['onnx_snn_images_per_s']:.3g} | "
                     f"{r['onnx_twin_images_per_s']:.3g} |")
     body += ["", "Published, for comparison (FID, lower is better; see ../shared/FIELD-NOTES.md): MNIST SDDPM "

@@ -12,6 +12,8 @@ from .atomic import atomic_path
 FORMAT = "spikediff-checkpoint"
 VERSION = 1
 SHIPPED = Path(__file__).parent / "assets" / "fsddim_mnist_small.pt"
+#: checkpoints shipped in the package, by the dataset they were trained on (usable as CKPT on the command line)
+SHIPPED_MODELS = {"mnist": SHIPPED, "fashion-mnist": SHIPPED.parent / "fsddim_fashion_small.pt"}
 
 
 class CheckpointError(SpikediffError):
@@ -45,6 +47,15 @@ def load_raw(path: str | Path) -> dict:
     return ckpt
 
 
+def resolve(path: str | Path | None) -> Path:
+    """The file behind a CKPT argument: a path that exists wins over a shipped model's name; None is mnist."""
+    if path is None:
+        return SHIPPED
+    if str(path) in SHIPPED_MODELS and not Path(path).exists():
+        return SHIPPED_MODELS[str(path)]
+    return Path(path)
+
+
 def load_model(path: str | Path | None = None, weights: str = "ema"):
     """(model, noise schedule, checkpoint dict) from model.pt or last.pt; the shipped one if path is None.
 
@@ -53,7 +64,7 @@ def load_model(path: str | Path | None = None, weights: str = "ema"):
     from .diffusion import NoiseSchedule
     from .models import DenoiserConfig, SpikingDenoiser
 
-    path = Path(path) if path is not None else SHIPPED
+    path = resolve(path)
     ckpt = load_raw(path)
     try:
         model = SpikingDenoiser(DenoiserConfig.from_dict(ckpt["model_config"]))

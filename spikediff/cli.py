@@ -162,11 +162,11 @@ def cmd_export(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from .checkpoint import load_model
+    from .checkpoint import load_model, resolve
     from .hardware_sim.profiles import parse_overrides
     from .hardware_sim.report import make_report
 
-    ckpt, out = args.checkpoint, args.output
+    ckpt, out = resolve(args.checkpoint), args.output
     if ckpt is not None and ckpt.is_dir():  # a training run directory: its EMA checkpoint, report inside it
         out = out or ckpt / "report"
         ckpt = ckpt / "model.pt"
@@ -174,7 +174,7 @@ def cmd_report(args) -> int:
     result = make_report(model, schedule, out or Path("report"), n=args.num, steps=args.steps,
                          profiles=args.profile or None, overrides=parse_overrides(args.set), device=args.device,
                          seed=args.seed, batch_size=args.batch_size, compare_float=not args.no_float,
-                         progress=not args.quiet, source=str(ckpt or "shipped checkpoint"))
+                         progress=not args.quiet, source=str(ckpt))
     if not args.quiet:
         print(f"{'profile':12s} {'energy/image':>13s} {'time/image':>11s} {'cores':>6s} {'chips':>5s}")
         for c in result["cost"]:
@@ -187,10 +187,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .checkpoint import load_model
+    from .checkpoint import load_model, resolve
     from .metrics.evaluation import evaluate
 
-    ckpt, out = args.checkpoint, args.output
+    ckpt, out = resolve(args.checkpoint), args.output
     if ckpt is not None and ckpt.is_dir():  # a training run directory: its EMA checkpoint, results inside it
         out = out or ckpt / "eval"
         ckpt = ckpt / "model.pt"
@@ -198,7 +198,7 @@ def cmd_eval(args) -> int:
     data = args.data or raw.get("train", {}).get("data") or "mnist"
     r = evaluate(model, schedule, out or Path("eval"), data, args.num, args.steps, args.backend, seed=args.seed,
                  ref_split=args.ref_split, ref_n=args.ref_n, device=args.device, progress=not args.quiet,
-                 source=str(ckpt or "shipped checkpoint"))
+                 source=str(ckpt))
     print(f"FID {r['fid']:.2f}  KID {r['kid'] * 1e3:.2f} +- {r['kid_std'] * 1e3:.2f} (x1e-3)  "
           f"{r['n']} samples ({args.backend}, {args.steps} DDIM steps) against {r['reference']}")
     print(f"wrote {r['json']}")
@@ -207,10 +207,13 @@ def cmd_eval(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .data.datasets import ALL_NAMES, DATASETS
+    from .checkpoint import SHIPPED_MODELS
     from .diffusion.sampler import DEFAULT_INFERENCE_STEPS
     from .diffusion.schedule import PREDICTION_TYPES
     from .runtime.session import TARGETS
     from .models import DenoiserConfig
+
+    ckpt_help = f"checkpoint .pt, or a shipped model by name: {', '.join(SHIPPED_MODELS)} (default: mnist)"
     from .train import TrainConfig
 
     parser = argparse.ArgumentParser(prog="spikediff", description=__doc__)
@@ -258,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_train)
 
     sa = sub.add_parser("sample", help="generate images from a checkpoint")
-    sa.add_argument("checkpoint", nargs="?", type=Path, help="checkpoint .pt (default: the shipped MNIST model)")
+    sa.add_argument("checkpoint", nargs="?", type=Path, help=ckpt_help)
     sa.add_argument("--backend", default="torch", choices=["torch", "lava"],
                     help="torch: PyTorch; lava: the NIR export run on Lava (see --lava-target, --fixed-point)")
     sa.add_argument("-n", "--num", type=_positive_int, default=64, help="number of images")
@@ -278,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.set_defaults(func=cmd_sample)
 
     ex = sub.add_parser("export", help="write a checkpoint's denoiser as a NIR graph")
-    ex.add_argument("checkpoint", nargs="?", type=Path, help="checkpoint .pt (default: the shipped MNIST model)")
+    ex.add_argument("checkpoint", nargs="?", type=Path, help=ckpt_help)
     ex.add_argument("-o", "--output", type=Path, default=Path("denoiser.nir"), help="NIR file to write")
     ex.add_argument("--netx-dir", type=Path, help="also write the fixed-point lava-dl netx HDF5 file of every "
                                                   "sequential chain of layers into this directory")
@@ -292,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
     re_ = sub.add_parser("report", help="energy, time and chip mapping per image on Loihi-class hardware",
                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     re_.add_argument("checkpoint", nargs="?", type=Path,
-                     help="checkpoint .pt or training run directory (default: the shipped MNIST model)")
+                     help=ckpt_help + "; or a training run directory")
     re_.add_argument("-o", "--output", type=Path, help="report directory (default: RUN_DIR/report or ./report)")
     re_.add_argument("-n", "--num", type=_positive_int, default=16, help="images to generate and count")
     re_.add_argument("--steps", type=_positive_int, default=DEFAULT_INFERENCE_STEPS, help="DDIM denoising steps")
@@ -313,7 +316,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="FID and KID of a checkpoint's samples (standard Inception features, offline)",
                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     ev.add_argument("checkpoint", nargs="?", type=Path,
-                    help="checkpoint .pt or training run directory (default: the shipped MNIST model)")
+                    help=ckpt_help + "; or a training run directory")
     ev.add_argument("--data", choices=ALL_NAMES, help="reference dataset (default: the one the model was trained on)")
     ev.add_argument("-n", "--num", type=_positive_int, default=10000, help="samples to generate and score")
     ev.add_argument("--backend", default="sim", choices=list(BACKENDS),

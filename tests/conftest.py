@@ -21,6 +21,15 @@ def mnist_root():
     return data_root()
 
 
+@pytest.fixture(scope="session")
+def fashion_root():
+    """The real Fashion-MNIST, fetched once like MNIST."""
+    from spikediff.data import data_root, fetch
+
+    fetch("fashion-mnist", log=lambda _m: None)
+    return data_root()
+
+
 def run_cli(*args, timeout=300, env=None):
     """Run `python -m spikediff ...` in a fresh interpreter; returns the CompletedProcess."""
     full_env = {**os.environ, **(env or {})}

@@ -1,9 +1,11 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import run_cli
-from spikediff.checkpoint import SHIPPED, load_model
+from spikediff.checkpoint import SHIPPED, SHIPPED_MODELS, CheckpointError, load_model, resolve
 
 
 def test_sample_from_the_shipped_checkpoint(tmp_path):
@@ -16,24 +18,31 @@ def test_sample_from_the_shipped_checkpoint(tmp_path):
     assert img.ndim == 2 and img.std() > 10  # a 2x2 grid of non-blank images
 
 
-@pytest.fixture(scope="module")
-def shipped_samples():
+def _samples(name):
     from spikediff.diffusion import sample_torch
 
-    model, schedule, _ = load_model()
+    model, schedule, _ = load_model(name)
     x = sample_torch(model, schedule, 64, num_inference_steps=20, seed=1, progress=False)
     return ((x + 1) / 2).clamp(0, 1).numpy()[:, 0]
 
 
-def test_shipped_checkpoint_samples_have_mnist_statistics(mnist_root, shipped_samples):
-    """Not noise: like MNIST, mostly black background with a minority of bright stroke pixels."""
+@pytest.fixture(scope="module")
+def shipped_samples():
+    return _samples("mnist")
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_MODELS))
+def test_shipped_checkpoint_samples_have_their_datasets_statistics(mnist_root, fashion_root, name, shipped_samples):
+    """Not noise, and not the other dataset: brightness and background share near the model's own data
+    (MNIST: mean 0.12, 84% background; Fashion-MNIST: 0.29, 54%) and nearer to it than to the other's."""
     from spikediff.data import load_images
 
-    x = shipped_samples
-    real = load_images("mnist", "test", limit=1000)[0] / 255.0
-    assert abs(x.mean() - real.mean()) < 0.08, (x.mean(), real.mean())
-    assert (x < 0.1).mean() > 0.6  # background (MNIST: about 0.8)
-    assert (x > 0.5).mean() > 0.05  # strokes (MNIST: about 0.13)
+    x = shipped_samples if name == "mnist" else _samples(name)
+    stats = {d: (load_images(d, "test", limit=1000)[0] / 255.0) for d in SHIPPED_MODELS}
+    mean = {d: abs(x.mean() - r.mean()) for d, r in stats.items()}
+    background = {d: abs((x < 0.1).mean() - (r < 0.1).mean()) for d, r in stats.items()}
+    assert mean[name] < 0.08 and background[name] < 0.15, (mean, background)
+    assert mean[name] == min(mean.values()) and background[name] == min(background.values())
 
 
 def test_shipped_checkpoint_samples_are_recognisable_digits(mnist_root, shipped_samples):
@@ -47,11 +56,21 @@ def test_shipped_checkpoint_samples_are_recognisable_digits(mnist_root, shipped_
     assert score["classes"] >= 8
 
 
-def test_shipped_checkpoint_is_small_and_was_made_by_spikediff_train():
-    assert SHIPPED.stat().st_size < 6 * 2**20
-    model, schedule, ckpt = load_model()
-    assert ckpt["train"]["data"] == "mnist" and ckpt["train"]["step"] >= 1000
+@pytest.mark.parametrize("name", sorted(SHIPPED_MODELS))
+def test_shipped_checkpoints_are_small_and_were_made_by_spikediff_train(name):
+    assert SHIPPED_MODELS[name].stat().st_size < 6 * 2**20
+    model, schedule, ckpt = load_model(name)
+    assert ckpt["train"]["data"] == name and ckpt["train"]["step"] >= 1000
     assert model.config.image_size == 28 and model.config.num_steps <= 4
+
+
+def test_a_shipped_name_resolves_unless_a_file_has_it(tmp_path, monkeypatch):
+    assert resolve(None) == SHIPPED == resolve("mnist")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "mnist").write_text("not a checkpoint")
+    assert resolve("mnist") == Path("mnist")
+    with pytest.raises(CheckpointError, match="checkpoint mnist: not a readable PyTorch file"):
+        load_model("mnist")
 
 
 def test_missing_checkpoint(tmp_path):

@@ -40,10 +40,7 @@ def extractor():
     return InceptionFeatures()
 
 
-def test_fid_on_real_data_orders_datasets(extractor, mnist_root):
-    from spikediff.data import fetch
-
-    fetch("fashion-mnist", log=lambda _m: None)
+def test_fid_on_real_data_orders_datasets(extractor, mnist_root, fashion_root):
     mnist_test = reference_features("mnist", "test", N, extractor=extractor, progress=False)
     mnist_train = reference_features("mnist", "train", N, extractor=extractor, progress=False)
     fashion = reference_features("fashion-mnist", "test", N, extractor=extractor, progress=False)
