@@ -161,15 +161,22 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _checkpoint_and_output(args, folder: str):
+    """CKPT may be a training run directory: then its EMA checkpoint, with the output inside it by default."""
+    from .checkpoint import resolve
+
+    ckpt, out = resolve(args.checkpoint), args.output
+    if ckpt.is_dir():
+        return ckpt / "model.pt", out or ckpt / folder
+    return ckpt, out
+
+
 def cmd_report(args) -> int:
-    from .checkpoint import load_model, resolve
+    from .checkpoint import load_model
     from .hardware_sim.profiles import parse_overrides
     from .hardware_sim.report import make_report
 
-    ckpt, out = resolve(args.checkpoint), args.output
-    if ckpt is not None and ckpt.is_dir():  # a training run directory: its EMA checkpoint, report inside it
-        out = out or ckpt / "report"
-        ckpt = ckpt / "model.pt"
+    ckpt, out = _checkpoint_and_output(args, "report")
     model, schedule, _ = load_model(ckpt)
     result = make_report(model, schedule, out or Path("report"), n=args.num, steps=args.steps,
                          profiles=args.profile or None, overrides=parse_overrides(args.set), device=args.device,
@@ -187,13 +194,10 @@ def cmd_report(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .checkpoint import load_model, resolve
+    from .checkpoint import load_model
     from .metrics.evaluation import evaluate
 
-    ckpt, out = resolve(args.checkpoint), args.output
-    if ckpt is not None and ckpt.is_dir():  # a training run directory: its EMA checkpoint, results inside it
-        out = out or ckpt / "eval"
-        ckpt = ckpt / "model.pt"
+    ckpt, out = _checkpoint_and_output(args, "eval")
     model, schedule, raw = load_model(ckpt)
     data = args.data or raw.get("train", {}).get("data") or "mnist"
     r = evaluate(model, schedule, out or Path("eval"), data, args.num, args.steps, args.backend, seed=args.seed,
