@@ -93,7 +93,8 @@ def main() -> None:
             "Inception-v3 pool3 features, pytorch-fid protocol); sim = Loihi fixed point, the deployed model "
             "(bit-exact simulator); torch = the float model. Activity and energy per image from 64 images in fixed "
             "point; energy with each hardware profile (see the README) and the ANN twin under the 45 nm "
-            "convention. Speeds on this machine: Lava = `Loihi2SimCfg` fixed point (--n-lava images in one run, Lava's start-up included), sim = bit-exact simulator, "
+            "convention. Speeds on this machine: Lava = `Loihi2SimCfg` fixed point (--n-lava images in one run, "
+            "Lava's start-up included), sim = bit-exact simulator, "
             "onnx = onnxruntime CPU network evaluations (x DDIM steps).", "",
             "| model | backend | FID | KID | DDIM steps | T | spikes / image | synaptic ops / image | energy Loihi 1 "
             "| energy Loihi 2 | energy 45 nm SNN | ANN twin MACs / image | ANN twin 45 nm | cores Loihi 2 "

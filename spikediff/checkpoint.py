@@ -11,9 +11,10 @@ from .atomic import atomic_path
 
 FORMAT = "spikediff-checkpoint"
 VERSION = 1
-SHIPPED = Path(__file__).parent / "assets" / "fsddim_mnist_small.pt"
+_ASSETS = Path(__file__).parent / "assets"
 #: checkpoints shipped in the package, by the dataset they were trained on (usable as CKPT on the command line)
-SHIPPED_MODELS = {"mnist": SHIPPED, "fashion-mnist": SHIPPED.parent / "fsddim_fashion_small.pt"}
+SHIPPED_MODELS = {"mnist": _ASSETS / "fsddim_mnist_small.pt", "fashion-mnist": _ASSETS / "fsddim_fashion_small.pt"}
+SHIPPED = SHIPPED_MODELS["mnist"]  # the default model
 
 
 class CheckpointError(SpikediffError):

@@ -216,9 +216,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .diffusion.schedule import PREDICTION_TYPES
     from .runtime.session import TARGETS
     from .models import DenoiserConfig
+    from .train import TrainConfig
 
     ckpt_help = f"checkpoint .pt, or a shipped model by name: {', '.join(SHIPPED_MODELS)} (default: mnist)"
-    from .train import TrainConfig
 
     parser = argparse.ArgumentParser(prog="spikediff", description=__doc__)
     parser.add_argument("--version", action="version", version=f"spikediff {__version__}")

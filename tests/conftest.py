@@ -12,22 +12,22 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def mnist_root():
-    """The real MNIST, fetched once into the user's data root (the same path `spikediff data fetch` uses)."""
+def _fetched(name: str):
+    """The real dataset, fetched once into the user's data root (the same path `spikediff data fetch` uses)."""
     from spikediff.data import data_root, fetch
 
-    fetch("mnist", log=lambda _m: None)
+    fetch(name, log=lambda _m: None)
     return data_root()
+
+
+@pytest.fixture(scope="session")
+def mnist_root():
+    return _fetched("mnist")
 
 
 @pytest.fixture(scope="session")
 def fashion_root():
-    """The real Fashion-MNIST, fetched once like MNIST."""
-    from spikediff.data import data_root, fetch
-
-    fetch("fashion-mnist", log=lambda _m: None)
-    return data_root()
+    return _fetched("fashion-mnist")
 
 
 def run_cli(*args, timeout=300, env=None):
