@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/lava_runtime.py --out benchmarks/results/lava_runtime.md
 	$(BIN)/python benchmarks/digit_probe.py --out benchmarks/results/digit_probe.md
 	$(BIN)/python benchmarks/hardware_cost.py --out benchmarks/results/hardware_cost.md
+	$(BIN)/python benchmarks/vq_codebook.py --out benchmarks/results/vq_codebook.md
 	$(BIN)/python benchmarks/model_table.py --out benchmarks/results/model_table.md -n 1000 --ref-n 5000
 
 clean:

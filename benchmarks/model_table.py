@@ -1,9 +1,10 @@
 """The headline table: per model and backend, FID/KID, activity, energy per image on every hardware
 profile and for the ANN twin, cores, and the speed of every runtime (Lava CPU, bit-exact simulator,
-PyTorch, onnxruntime for the unrolled SNN and the ANN twin).
+PyTorch, onnxruntime for the unrolled SNN and the ANN twin; spiking-vq models have no ONNX export yet).
 
 Usage: python benchmarks/model_table.py --out benchmarks/results/model_table.md [-n 10000] [--ref-n 10000]
-       [--model mnist=runs/mnist/model.pt --model fashion-mnist=PATH ...]   (default: every shipped model)
+       [--model mnist=runs/mnist/model.pt --model mnist-vq=runs/vq-mnist/model.pt ...]   (default: every
+       shipped model)
 FID is against the first --ref-n training images of the model's dataset. Samples and features are cached
 under ~/.cache/spikediff/bench, so a rerun with a larger -n only generates what is missing.
 """
@@ -25,8 +26,12 @@ from spikediff.export.nir_graph import to_nir
 from spikediff.export.onnx_export import export_onnx, run_onnx
 from spikediff.hardware_sim.fixed_sampler import sample_fixed
 from spikediff.hardware_sim.report import make_report
+from spikediff.hardware_sim.vq_fixed_sampler import sample_vq_fixed
+from spikediff.hardware_sim.vq_report import make_vq_report
+from spikediff.export.nir_graph import vq_graphs
 from spikediff.metrics.evaluation import evaluate
 from spikediff.runtime.lava_sampler import sample_lava
+from spikediff.runtime.vq_sampler import sample_vq_lava
 
 
 def _rate(fn, n: int) -> float:
@@ -35,7 +40,18 @@ def _rate(fn, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def vq_speeds(model, steps: int, n_lava: int) -> dict:
+    graphs = vq_graphs(model)
+    return {"torch_images_per_s": _rate(lambda: model.sample(64, steps, progress=False), 64),
+            "sim_images_per_s": _rate(lambda: sample_vq_fixed(graphs, 64, steps), 64),
+            "lava_s_per_image": 1 / _rate(lambda: sample_vq_lava(graphs, n_lava, steps, fixed_point=True, target="sim",
+                                                                progress=False), n_lava),
+            "onnx_snn_images_per_s": None, "onnx_twin_images_per_s": None}
+
+
 def speeds(model, schedule, steps: int, n_lava: int) -> dict:
+    if schedule is None:
+        return vq_speeds(model, steps, n_lava)
     cfg = model.config
     noise = initial_noise(64, (cfg.in_channels, cfg.image_size, cfg.image_size), 0)
     graph = to_nir(model, schedule)
@@ -54,10 +70,14 @@ def speeds(model, schedule, steps: int, n_lava: int) -> dict:
     return out
 
 
+def _opt(value) -> str:
+    return "-" if value is None else f"{value:.3g}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/model_table.md"))
-    ap.add_argument("--model", action="append", metavar="DATASET=CKPT",
+    ap.add_argument("--model", action="append", metavar="NAME=CKPT",
                     help=f"models to measure (default: the shipped ones, {' '.join(SHIPPED_MODELS)})")
     ap.add_argument("-n", type=int, default=1000, help="samples per FID")
     ap.add_argument("--ref-n", type=int, default=10000, help="reference training images")
@@ -68,32 +88,41 @@ def main() -> None:
     models = dict(m.split("=", 1) for m in args.model) if args.model else {name: name for name in SHIPPED_MODELS}
 
     rows, grids = [], {}
-    for data, ckpt in models.items():
+    for name, ckpt in models.items():
         model, schedule, raw = load_model(ckpt)
-        cache = Path.home() / ".cache" / "spikediff" / "bench" / f"{data}-{raw['train'].get('step', 0)}"
-        report = make_report(model, schedule, cache / "report", n=64, steps=args.steps, compare_float=False,
-                             progress=False, source=str(ckpt))
+        data = raw["train"]["data"]
+        cache = Path.home() / ".cache" / "spikediff" / "bench" / f"{name}-{raw['train'].get('step', 0)}"
+        if schedule is None:  # spiking-vq: two networks, one image costs both
+            report = make_vq_report(model, cache / "report", n=64, steps=args.steps, compare_float=False,
+                                    progress=False, source=str(ckpt))
+            totals = [report["events_per_image"][p]["totals"] for p in ("sdid", "decoder")]
+            ev = {k: sum(t[k] for t in totals) for k in ("spikes", "synaptic_ops")}
+            cores, snn_steps = report["chips"], model.num_steps
+        else:
+            report = make_report(model, schedule, cache / "report", n=64, steps=args.steps, compare_float=False,
+                                 progress=False, source=str(ckpt))
+            ev, cores, snn_steps = report["events_per_image"]["totals"], report["mapping"], model.config.num_steps
         speed = speeds(model, schedule, args.steps, args.n_lava)
         for backend in args.backends:
             r = evaluate(model, schedule, cache, data, args.n, args.steps, backend, ref_split="train", ref_n=args.ref_n,
                          source=str(ckpt))
-            grids[(data, backend)] = cache / f"eval-{backend}-{args.steps}steps.png"
-            ev = report["events_per_image"]["totals"]
-            rows.append({"model": data, "checkpoint": str(ckpt), "training_steps": raw["train"].get("step"),
+            grids[(name, backend)] = cache / f"eval-{backend}-{args.steps}steps.png"
+            rows.append({"model": name, "data": data, "checkpoint": str(ckpt), "training_steps": raw["train"].get("step"),
                          "backend": backend, "fid": r["fid"], "kid": r["kid"], "kid_std": r["kid_std"], "n": r["n"],
-                         "reference": r["reference"], "denoising_steps": args.steps, "T": model.config.num_steps,
+                         "reference": r["reference"], "denoising_steps": args.steps, "T": snn_steps,
                          "spikes_per_image": ev["spikes"], "synaptic_ops_per_image": ev["synaptic_ops"],
                          "energy_per_image_J": {c["profile"]: c["energy_per_image_J"] for c in report["cost"]},
                          **next({"ann_twin_J": c["ann_twin"]["energy_per_image_J"],
                                  "ann_twin_macs_per_image": c["ann_twin"]["macs_per_image"]}
                                 for c in report["cost"] if "ann_twin" in c),
-                         "cores": {k: m["cores"] for k, m in report["mapping"].items()}, **speed})
+                         "cores": {k: m["cores"] for k, m in cores.items()}, **speed})
 
     body = [f"FID and KID (x 1e-3) of {args.n} samples against the first {args.ref_n} training images (standard "
             "Inception-v3 pool3 features, pytorch-fid protocol); sim = Loihi fixed point, the deployed model "
             "(bit-exact simulator); torch = the float model. Activity and energy per image from 64 images in fixed "
             "point; energy with each hardware profile (see the README) and the ANN twin under the 45 nm "
-            "convention. Speeds on this machine: Lava = `Loihi2SimCfg` fixed point (--n-lava images in one run, "
+            "convention. spiking-vq rows (Spiking-Diffusion): denoising steps are unmasking steps of the SDID "
+            "network, and an image also costs one pass of the token decoder (included in every figure). Speeds on this machine: Lava = `Loihi2SimCfg` fixed point (--n-lava images in one run, "
             "Lava's start-up included), sim = bit-exact simulator, "
             "onnx = onnxruntime CPU network evaluations (x DDIM steps).", "",
             "| model | backend | FID | KID | DDIM steps | T | spikes / image | synaptic ops / image | energy Loihi 1 "
@@ -107,17 +136,18 @@ def main() -> None:
                     f"{e['loihi1'] * 1e3:.3g} mJ | {e['loihi2'] * 1e3:.3g} mJ | {e['ac_mac_45nm'] * 1e3:.3g} mJ | "
                     f"{r['ann_twin_macs_per_image']:.3g} | {r['ann_twin_J'] * 1e3:.3g} mJ | {r['cores']['loihi2']} | "
                     f"{r['lava_s_per_image']:.3g} | "
-                    f"{r['sim_images_per_s']:.3g} | {r['torch_images_per_s']:.3g} | {r['onnx_snn_images_per_s']:.3g} | "
-                    f"{r['onnx_twin_images_per_s']:.3g} |")
+                    f"{r['sim_images_per_s']:.3g} | {r['torch_images_per_s']:.3g} | {_opt(r['onnx_snn_images_per_s'])} | "
+                    f"{_opt(r['onnx_twin_images_per_s'])} |")
     body += ["", "Published, for comparison (FID, lower is better; see ../shared/FIELD-NOTES.md): MNIST SDDPM "
-             "29.48, FSDDIM 3.99 (T = 8, 1000 DDIM steps, 10k samples); Fashion-MNIST SDDPM 21.38, FSDDIM 9.17. "
+             "29.48, FSDDIM 3.99 (T = 8, 1000 DDIM steps, 10k samples), Spiking-Diffusion 37.50; Fashion-MNIST "
+             "SDDPM 21.38, FSDDIM 9.17, Spiking-Diffusion 91.98 (its paper's FID is non-standard, on 1,280 samples). "
              f"FID falls with the number of samples: ours at N = {args.n} is not directly comparable to N = 10k."]
     images_dir = args.out.parent / "model_table"
     images_dir.mkdir(parents=True, exist_ok=True)
-    for (data, backend), grid in grids.items():
-        target = images_dir / f"{data}-{backend}.png"
+    for (name, backend), grid in grids.items():
+        target = images_dir / f"{name}-{backend}.png"
         target.write_bytes(grid.read_bytes())
-        body += ["", f"{data}, {backend}:", "", f"![{data} {backend}](model_table/{target.name})"]
+        body += ["", f"{name}, {backend}:", "", f"![{name} {backend}](model_table/{target.name})"]
     write_report(args.out, "Models, quality, energy and speed", {"rows": rows}, body)
 
 

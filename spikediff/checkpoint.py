@@ -12,8 +12,10 @@ from .atomic import atomic_path
 FORMAT = "spikediff-checkpoint"
 VERSION = 1
 _ASSETS = Path(__file__).parent / "assets"
-#: checkpoints shipped in the package, by the dataset they were trained on (usable as CKPT on the command line)
-SHIPPED_MODELS = {"mnist": _ASSETS / "fsddim_mnist_small.pt", "fashion-mnist": _ASSETS / "fsddim_fashion_small.pt"}
+#: checkpoints shipped in the package (usable as CKPT on the command line): the FSDDIM-style denoisers by the
+#: dataset they were trained on, the Spiking-Diffusion (spiking-vq) samplers as "<dataset>-vq"
+SHIPPED_MODELS = {"mnist": _ASSETS / "fsddim_mnist_small.pt", "fashion-mnist": _ASSETS / "fsddim_fashion_small.pt",
+                  "mnist-vq": _ASSETS / "spiking_vq_mnist.pt", "fashion-mnist-vq": _ASSETS / "spiking_vq_fashion.pt"}
 SHIPPED = SHIPPED_MODELS["mnist"]  # the default model
 
 
@@ -60,23 +62,53 @@ def resolve(path: str | Path | None) -> Path:
 def load_model(path: str | Path | None = None, weights: str = "ema"):
     """(model, noise schedule, checkpoint dict) from model.pt or last.pt; the shipped one if path is None.
 
-    weights="raw" takes a last.pt's un-averaged weights instead of the EMA.
+    weights="raw" takes a last.pt's un-averaged weights instead of the EMA. A ``spiking-vq`` checkpoint
+    gives a ``SpikingVQDiffusion`` and no noise schedule (its mask schedule is an attribute of the model).
     """
     from .diffusion import NoiseSchedule
     from .models import DenoiserConfig, SpikingDenoiser
 
     path = resolve(path)
     ckpt = load_raw(path)
+    kind = ckpt.get("kind")
+    if kind is not None:
+        return _load_vq(path, ckpt, kind), None, ckpt
     try:
         model = SpikingDenoiser(DenoiserConfig.from_dict(ckpt["model_config"]))
     except TypeError as exc:
         raise CheckpointError(f"checkpoint {path}: bad model_config ({exc})") from None
     # model.pt holds EMA weights as "model"; a run's last.pt also holds the raw weights beside them.
     state = ckpt["ema_full"]["module"] if weights == "ema" and "ema_full" in ckpt else ckpt["model"]
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"checkpoint {path}: weights do not fit the model ({first})") from None
+    _load_state(path, model, state)
     schedule = NoiseSchedule(**ckpt["diffusion"])
     return model.eval(), schedule, ckpt
+
+
+def _load_state(path: Path, model, state) -> None:
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, KeyError) as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"checkpoint {path}: weights do not fit the model ({first})") from None
+
+
+def _load_vq(path: Path, ckpt: dict, kind: str):
+    from .models import SpikingTokenDenoiser, SpikingVQDiffusion, SpikingVQVAE, TokenDenoiserConfig, VQConfig
+    from .models.vq_diffusion import KIND
+
+    if kind != KIND:
+        stage = kind.split(":")[-1]
+        hint = (f"; sample from the run's model.pt ({path.parent.parent / 'model.pt'})" if kind.startswith(KIND + ":")
+                else "")
+        raise CheckpointError(f"checkpoint {path}: a {stage!r} checkpoint, not a sampler{hint}")
+    cfg, state = ckpt["model_config"], ckpt["model"]
+    if not isinstance(cfg, dict) or not isinstance(state, dict) or not {"vq", "sdid"} <= set(cfg) & set(state):
+        raise CheckpointError(f"checkpoint {path}: a {KIND} checkpoint needs 'vq' and 'sdid' configs and weights")
+    try:
+        vq = SpikingVQVAE(VQConfig.from_dict(cfg["vq"]))
+        sdid = SpikingTokenDenoiser(TokenDenoiserConfig.from_dict(cfg["sdid"]))
+    except TypeError as exc:
+        raise CheckpointError(f"checkpoint {path}: bad model_config ({exc})") from None
+    _load_state(path, vq, state["vq"])
+    _load_state(path, sdid, state["sdid"])
+    return SpikingVQDiffusion(vq, sdid, ckpt["diffusion"].get("mask_schedule", "cosine")).eval()

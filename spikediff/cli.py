@@ -42,15 +42,21 @@ def cmd_data_info(args) -> int:
     return 0
 
 
+MODELS = ("fsddim", "spiking-vq")
+
+
 def cmd_train(args) -> int:
+    if args.model == "spiking-vq":
+        return _train_spiking_vq(args)
     from .models import DenoiserConfig
     from .train import TrainConfig, train
 
-    model = DenoiserConfig(channels=args.channels, hidden=args.hidden, num_steps=args.snn_steps,
-                           time_features=args.time_features, beta=args.beta, threshold=args.threshold,
-                           readout_alpha=args.readout_alpha)
-    cfg = TrainConfig(data=args.data, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                      warmup=args.warmup, ema_decay=args.ema_decay, prediction_type=args.prediction,
+    d = DenoiserConfig()
+    model = DenoiserConfig(channels=args.channels or d.channels, hidden=args.hidden or d.hidden,
+                           num_steps=args.snn_steps, time_features=args.time_features, beta=args.beta,
+                           threshold=args.threshold, readout_alpha=args.readout_alpha)
+    cfg = TrainConfig(data=args.data, steps=args.steps or TrainConfig.steps, batch_size=args.batch_size or TrainConfig.batch_size,
+                      lr=args.lr, warmup=args.warmup, ema_decay=args.ema_decay, prediction_type=args.prediction,
                       seed=args.seed, data_limit=args.data_limit, checkpoint_every=args.checkpoint_every,
                       device=args.device, model=model)
     try:
@@ -59,6 +65,34 @@ def cmd_train(args) -> int:
         return 130
     print(f"checkpoint: {path}")
     return 0
+
+
+def _train_spiking_vq(args) -> int:
+    from .models import TokenDenoiserConfig, VQConfig
+    from .train.vq_trainer import VQTrainConfig, train_spiking_vq
+
+    v, d, t = VQConfig(), TokenDenoiserConfig(), VQTrainConfig
+    neuron = dict(num_steps=args.snn_steps, beta=args.beta, threshold=args.threshold, readout_alpha=args.readout_alpha)
+    vq = VQConfig(channels=args.channels or v.channels, codebook_size=args.codebook_size, code_dim=args.code_dim, **neuron)
+    sdid = TokenDenoiserConfig(channels=args.sdid_channels, hidden=args.hidden or d.hidden,
+                               time_features=args.time_features, **neuron)
+    cfg = VQTrainConfig(data=args.data, vq_steps=args.vq_steps, steps=args.steps or t.steps,
+                        batch_size=args.batch_size or t.batch_size, lr=args.lr, warmup=args.warmup,
+                        ema_decay=args.ema_decay, mask_schedule=args.mask_schedule, seed=args.seed,
+                        data_limit=args.data_limit, checkpoint_every=args.checkpoint_every, device=args.device,
+                        vq=vq, sdid=sdid)
+    try:
+        path = train_spiking_vq(cfg, args.out, progress=not args.quiet)
+    except KeyboardInterrupt:
+        return 130
+    print(f"checkpoint: {path} (VQ-SVAE and SDID; the stages' runs are in {args.out}/vq and {args.out}/sdid)")
+    return 0
+
+
+def _fsddim_only(schedule, what: str) -> None:
+    """What spiking-vq checkpoints (no noise schedule) cannot do yet."""
+    if schedule is None:
+        raise SpikediffError(f"{what}: not available for spiking-vq checkpoints yet (sample, eval and export are)")
 
 
 def _print_spike_table(neurons: dict, spikes_per_image: dict, updates_per_neuron: int, footer: str) -> None:
@@ -74,6 +108,10 @@ def cmd_sample(args) -> int:
 
     args.output = check_png_path(args.output)
     model, schedule, _ = load_model(args.checkpoint)
+    if schedule is None:
+        return _sample_spiking_vq(args, model)
+    if args.temperature != 1.0:
+        raise SpikediffError("--temperature applies to spiking-vq checkpoints (token sampling), not to DDIM")
     if args.backend == "lava":
         return _sample_lava(args, model, schedule)
     if args.fixed_point:
@@ -90,6 +128,75 @@ def cmd_sample(args) -> int:
     if not args.quiet:
         _print_spike_table(model.neuron_counts(), {k: v / args.num for k, v in stats.items()},
                            args.steps * model.config.num_steps, f"({args.steps} DDIM steps x T={model.config.num_steps})")
+    return 0
+
+
+def _sample_spiking_vq(args, model) -> int:
+    from .images import save_grid
+    from .train.trainer import resolve_device
+
+    if args.fixed_point and args.backend != "lava":
+        raise SpikediffError("--fixed-point needs --backend lava (the torch backend is the float model)")
+    if args.backend == "lava":
+        return _sample_spiking_vq_lava(args, model)
+    stats: dict = {}
+    images = model.sample(args.num, args.steps, seed=args.seed, temperature=args.temperature,
+                          batch_size=args.batch_size, device=resolve_device(args.device), progress=not args.quiet,
+                          stats=stats)
+    out = save_grid(images, args.output)
+    print(f"wrote {len(images)} samples to {out}")
+    if not args.quiet:
+        sdid, dec = model.sdid, model.vq.decoder
+        for net, updates, what in ((sdid, args.steps * sdid.config.num_steps,
+                                    f"SDID: {args.steps} unmasking steps x T={sdid.config.num_steps}"),
+                                   (dec, dec.config.num_steps, f"decoder: one pass x T={dec.config.num_steps}")):
+            counts = net.neuron_counts()
+            _print_spike_table(counts, {k: stats[k] / args.num for k in counts}, updates, f"({what})")
+    return 0
+
+
+def _sample_spiking_vq_lava(args, model) -> int:
+    import torch
+
+    from .atomic import write_json_atomic
+    from .export.nir_graph import vq_graphs
+    from .images import save_grid
+    from .runtime.counters import counters_report
+    from .runtime.session import loihi2_available
+    from .runtime.vq_sampler import sample_vq_lava
+
+    if args.lava_target == "auto" and not loihi2_available() and not args.quiet:
+        print("Intel's Lava extension for Loihi is not installed: running on Lava's CPU simulator (Loihi2SimCfg)")
+    graphs = vq_graphs(model)
+    result = sample_vq_lava(graphs, args.num, args.steps, seed=args.seed, temperature=args.temperature,
+                            target=args.lava_target, fixed_point=args.fixed_point, progress=not args.quiet)
+    out = save_grid(torch.from_numpy(result["images"]), args.output)
+    report = counters_report(result)
+    dnet = result["decoder_network"]
+    report["decoder"] = {name: {"neurons": int(dnet.populations[name][1]),
+                                "spikes_per_image": float(c.mean())} for name, c in result["decoder_counters"].items()}
+    if args.fixed_point:
+        from .hardware_sim.vq_fixed_sampler import same_as_lava, sample_vq_fixed
+
+        sim = sample_vq_fixed(graphs, args.num, args.steps, seed=args.seed, temperature=args.temperature,
+                              fixed=result["fixed_point"])
+        report["bit_exact_vs_simulator"] = exact = same_as_lava(sim, result)
+    counters_path = write_json_atomic(report, out.with_suffix(".counters.json"))
+    print(f"wrote {args.num} samples to {out} and counters to {counters_path}")
+    if not args.quiet:
+        pops = report["populations"]
+        _print_spike_table({k: v["neurons"] for k, v in pops.items()},
+                           {k: v["spikes_in_active_steps_per_image"] for k, v in pops.items()},
+                           args.steps * result["network"].num_steps,
+                           f"(SDID on Lava: {args.steps} unmasking steps x T={result['network'].num_steps})")
+        _print_spike_table({k: v["neurons"] for k, v in report["decoder"].items()},
+                           {k: v["spikes_per_image"] for k, v in report["decoder"].items()}, dnet.num_steps,
+                           f"(decoder on Lava: one pass x T={dnet.num_steps})")
+    if args.fixed_point:
+        print("fixed point: tokens, images and spike counts " + ("identical to spikediff's bit-exact simulator"
+              if exact else "DIFFER from spikediff's bit-exact simulator (please report this)"))
+        if not exact:
+            return 1
     return 0
 
 
@@ -140,13 +247,16 @@ def cmd_export(args) -> int:
     for path in (args.onnx, args.onnx_twin):
         if path is not None and path.suffix != ".onnx":
             raise SpikediffError(f"output {path}: must end in .onnx")
+    from .checkpoint import load_model
+
+    model, schedule, _ = load_model(args.checkpoint)
+    if schedule is None:
+        return _export_spiking_vq(args, model)
     out = export_checkpoint(args.checkpoint, args.output)
     print(f"wrote {out}")
     if args.onnx is not None or args.onnx_twin is not None:
-        from .checkpoint import load_model
         from .export.onnx_export import export_onnx
 
-        model = load_model(args.checkpoint)[0]
         for path, twin in ((args.onnx, False), (args.onnx_twin, True)):
             if path is not None:
                 what = "ANN twin (ReLU, one pass)" if twin else f"spiking denoiser unrolled over T={model.config.num_steps}"
@@ -158,6 +268,24 @@ def cmd_export(args) -> int:
 
         for path in export_chains(nir.read(out), args.netx_dir):
             print(f"wrote {path} (lava-dl netx, Loihi fixed point)")
+    return 0
+
+
+def _export_spiking_vq(args, model) -> int:
+    import nir
+
+    from .atomic import atomic_path
+    from .export.nir_graph import vq_graphs
+
+    if args.onnx or args.onnx_twin or args.netx_dir:
+        _fsddim_only(None, "--onnx, --onnx-twin and --netx-dir")
+    if args.output.suffix != ".nir":
+        raise SpikediffError(f"output {args.output}: NIR files end in .nir")
+    for name, graph in vq_graphs(model).items():
+        path = args.output.with_suffix(f".{name}.nir")
+        with atomic_path(path) as tmp:
+            nir.write(tmp, graph)
+        print(f"wrote {path} ({'SDID denoiser' if name == 'sdid' else 'token decoder, codebook folded in'})")
     return 0
 
 
@@ -178,14 +306,21 @@ def cmd_report(args) -> int:
 
     ckpt, out = _checkpoint_and_output(args, "report")
     model, schedule, _ = load_model(ckpt)
-    result = make_report(model, schedule, out or Path("report"), n=args.num, steps=args.steps,
-                         profiles=args.profile or None, overrides=parse_overrides(args.set), device=args.device,
-                         seed=args.seed, batch_size=args.batch_size, compare_float=not args.no_float,
-                         progress=not args.quiet, source=str(ckpt))
+    if schedule is None:
+        from .hardware_sim.vq_report import make_vq_report as make
+    else:
+        from functools import partial
+
+        make = partial(make_report, schedule=schedule)
+    result = make(model, out_dir=out or Path("report"), n=args.num, steps=args.steps,
+                  profiles=args.profile or None, overrides=parse_overrides(args.set), device=args.device,
+                  seed=args.seed, batch_size=args.batch_size, compare_float=not args.no_float,
+                  progress=not args.quiet, source=str(ckpt))
+    chips = result.get("chips", result["mapping"])  # spiking-vq: both networks on the chip together
     if not args.quiet:
         print(f"{'profile':12s} {'energy/image':>13s} {'time/image':>11s} {'cores':>6s} {'chips':>5s}")
         for c in result["cost"]:
-            m = result["mapping"].get(c["profile"])
+            m = chips.get(c["profile"])
             t = c.get("time", {}).get("per_image_s")
             print(f"{c['profile']:12s} {c['energy_per_image_J'] * 1e3:10.4g} mJ "
                   f"{(f'{t * 1e3:8.3g} ms') if t else '-':>11s} {m['cores'] if m else '-':>6} {m['chips'] if m else '-':>5}")
@@ -207,6 +342,13 @@ def cmd_eval(args) -> int:
           f"{r['n']} samples ({args.backend}, {args.steps} DDIM steps) against {r['reference']}")
     print(f"wrote {r['json']}")
     return 0
+
+
+class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except "None" (options whose default depends on others say so in their help)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -237,26 +379,43 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(func=cmd_data_info)
 
     # Defaults come from the config dataclasses, so the CLI and the Python API cannot drift apart.
-    t, m = TrainConfig(), DenoiserConfig()
-    tr = sub.add_parser("train", help="train a spiking denoiser (resumes if OUT holds a run)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    from .diffusion.absorbing import MASK_SCHEDULES
+    from .models import TokenDenoiserConfig, VQConfig
+    from .train.vq_trainer import VQTrainConfig
+
+    t, m, v, d, vt = TrainConfig(), DenoiserConfig(), VQConfig(), TokenDenoiserConfig(), VQTrainConfig()
+    tr = sub.add_parser("train", help="train a spiking diffusion model (resumes if OUT holds a run)",
+                        formatter_class=_DefaultsHelp)
+    tr.add_argument("--model", default="fsddim", choices=MODELS,
+                    help="fsddim: FSDDIM-style spiking DDPM denoiser; spiking-vq: Spiking-Diffusion (VQ-SVAE, then "
+                         "absorbing diffusion over its tokens with the SDID denoiser)")
     tr.add_argument("--data", default=t.data, choices=ALL_NAMES)
     tr.add_argument("--out", type=Path, required=True, help="run directory (last.pt, model.pt, log.jsonl)")
-    tr.add_argument("--steps", type=_positive_int, default=t.steps, help="optimizer steps in total")
-    tr.add_argument("--batch-size", type=_positive_int, default=t.batch_size)
+    tr.add_argument("--steps", type=_positive_int, help=f"optimizer steps in total (spiking-vq: of the SDID stage) "
+                                                        f"[default: {t.steps}; spiking-vq {vt.steps}]")
+    tr.add_argument("--batch-size", type=_positive_int, help=f"[default: {t.batch_size}; spiking-vq {vt.batch_size}]")
     tr.add_argument("--lr", type=float, default=t.lr)
     tr.add_argument("--warmup", type=int, default=t.warmup)
     tr.add_argument("--ema-decay", type=float, default=t.ema_decay)
     tr.add_argument("--prediction", default=t.prediction_type, choices=PREDICTION_TYPES,
-                    help="training target (why v: see spikediff/train/trainer.py)")
-    tr.add_argument("--channels", type=_positive_int, default=m.channels,
-                    help="full-resolution width C (the strided and decoder layers have 2C)")
-    tr.add_argument("--hidden", type=_positive_int, default=m.hidden, help="neurons of the dense (global) layer")
+                    help="fsddim training target (why v: see spikediff/train/trainer.py)")
+    tr.add_argument("--channels", type=_positive_int,
+                    help=f"fsddim: full-resolution width C (the strided and decoder layers have 2C) [default: "
+                         f"{m.channels}]; spiking-vq: the VQ-SVAE's C (latent-grid layers 2C) [default: {v.channels}]")
+    tr.add_argument("--hidden", type=_positive_int, help=f"neurons of the dense (global) layer [default: {m.hidden}; "
+                                                         f"spiking-vq SDID {d.hidden}]")
     tr.add_argument("--snn-steps", type=_positive_int, default=m.num_steps, help="T, SNN steps per denoiser call")
     tr.add_argument("--time-features", type=_positive_int, default=m.time_features)
     tr.add_argument("--beta", type=float, default=m.beta, help="membrane decay (1 - Lava dv), multiple of 1/4096")
     tr.add_argument("--threshold", type=float, default=m.threshold)
     tr.add_argument("--readout-alpha", type=float, default=m.readout_alpha, help="readout current decay (1 - Lava du)")
+    vqo = tr.add_argument_group("spiking-vq options")
+    vqo.add_argument("--vq-steps", type=_positive_int, default=vt.vq_steps, help="optimizer steps of the VQ-SVAE stage")
+    vqo.add_argument("--codebook-size", type=_positive_int, default=v.codebook_size, help="K, codes in the codebook")
+    vqo.add_argument("--code-dim", type=_positive_int, default=v.code_dim, help="D, dimensions of a code vector")
+    vqo.add_argument("--sdid-channels", type=_positive_int, default=d.channels, help="width of the SDID's grid layers")
+    vqo.add_argument("--mask-schedule", default=vt.mask_schedule, choices=MASK_SCHEDULES,
+                     help="masked fraction over the sampling steps (training draws from the same)")
     tr.add_argument("--seed", type=int, default=t.seed)
     tr.add_argument("--data-limit", type=_positive_int, help="use only the first N training images")
     tr.add_argument("--checkpoint-every", type=_positive_int, default=t.checkpoint_every)
@@ -271,7 +430,9 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("-n", "--num", type=_positive_int, default=64, help="number of images")
     sa.add_argument("-o", "--output", type=Path, default=Path("samples.png"),
                     help="PNG grid to write, or a directory (samples.png and its counters go there)")
-    sa.add_argument("--steps", type=_positive_int, default=DEFAULT_INFERENCE_STEPS, help="DDIM denoising steps")
+    sa.add_argument("--steps", type=_positive_int, default=DEFAULT_INFERENCE_STEPS,
+                    help="DDIM denoising steps (spiking-vq: unmasking steps, at most the number of tokens)")
+    sa.add_argument("--temperature", type=float, default=1.0, help="spiking-vq: softmax temperature of token draws")
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--batch-size", type=_positive_int, default=64)
     sa.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (torch backend)")
@@ -297,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .hardware_sim.report import DEFAULT_PROFILES
 
     re_ = sub.add_parser("report", help="energy, time and chip mapping per image on Loihi-class hardware",
-                         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                         formatter_class=_DefaultsHelp)
     re_.add_argument("checkpoint", nargs="?", type=Path,
                      help=ckpt_help + "; or a training run directory")
     re_.add_argument("-o", "--output", type=Path, help="report directory (default: RUN_DIR/report or ./report)")
@@ -318,7 +479,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .metrics.evaluation import BACKENDS
 
     ev = sub.add_parser("eval", help="FID and KID of a checkpoint's samples (standard Inception features, offline)",
-                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                        formatter_class=_DefaultsHelp)
     ev.add_argument("checkpoint", nargs="?", type=Path,
                     help=ckpt_help + "; or a training run directory")
     ev.add_argument("--data", choices=ALL_NAMES, help="reference dataset (default: the one the model was trained on)")

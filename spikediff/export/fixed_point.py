@@ -179,17 +179,39 @@ def calibrate(folded, inputs: np.ndarray) -> dict:
 
 def for_graph(graph, folded=None) -> FixedPoint:
     """The fixed point of a graph written by ``spikediff export``, its input scale calibrated on a fixed set
-    of inputs (standard normal images at ten time steps): it depends on the graph alone, not on the images
-    a run is asked for."""
-    from ..runtime.decode import host_input
+    of inputs that depends on the graph alone, not on what a run is asked for: for a DDIM denoiser standard
+    normal images at ten time steps; for the SDID random token grids (masks included) at ten masked
+    fractions; for the token decoder every code on the whole grid."""
     from .folded import fold
+
+    folded = folded if folded is not None else fold(graph)
+    return quantize(folded, calibrate(folded, calibration_inputs(graph)))
+
+
+def calibration_inputs(graph) -> np.ndarray:
+    """The host inputs ``for_graph`` calibrates the input scale on (NIR layout, float64)."""
+    from ..runtime.decode import host_input
     from .nir_graph import read_metadata
 
+    network = (graph.metadata or {}).get("network")
+    rng = np.random.default_rng(0)
+    if network == "SpikingTokenDenoiser":
+        from ..models.token_denoiser import token_input
+
+        meta = read_metadata(graph, ("codebook_size", "grid", "time_features", "max_period"))
+        k, g = int(meta["codebook_size"]), int(meta["grid"])
+        tokens = rng.integers(0, k + 1, (16, g, g))
+        return np.concatenate([token_input(tokens, r, k, int(meta["time_features"]), float(meta["max_period"]),
+                                           "float64") for r in np.linspace(0, 1, 10)])
+    if network == "TokenDecoder":
+        from ..models.spiking_vq import token_onehot
+
+        meta = read_metadata(graph, ("codebook_size", "image_shape", "patch"))
+        k, g = int(meta["codebook_size"]), int(meta["image_shape"][-1]) // int(meta["patch"])
+        return token_onehot(np.repeat(np.arange(k), g * g).reshape(k, g, g), k, "float64")
     meta = read_metadata(graph, ("image_shape", "num_train_timesteps", "time_features", "max_period"))
-    folded = folded if folded is not None else fold(graph)
     c, h, w = (int(d) for d in meta["image_shape"])
-    x = np.random.default_rng(0).standard_normal((16, c, h, w))
+    x = rng.standard_normal((16, c, h, w))
     ts = np.linspace(0, int(meta["num_train_timesteps"]) - 1, 10).round().astype(int)
-    inputs = np.concatenate([host_input(x, int(t), int(meta["time_features"]), float(meta["max_period"]), "float64")
-                             for t in ts])
-    return quantize(folded, calibrate(folded, inputs))
+    return np.concatenate([host_input(x, int(t), int(meta["time_features"]), float(meta["max_period"]), "float64")
+                           for t in ts])

@@ -1,4 +1,5 @@
-"""SpikingDenoiser -> NIR graph, built from the model's own ``graph`` table.
+"""Any spikediff network (a ``SpikingGraph``: the denoisers, the VQ-SVAE decoder) -> NIR graph, built from
+the model's own ``graph`` table.
 
 The NIR graph is the trained network itself, one NIR time step per SNN step and no synapse delays
 (aligning paths for Lava is the Lava converter's job). Parameters follow snnTorch's NIR conventions
@@ -24,7 +25,7 @@ import torch
 
 from .. import SpikediffError
 from ..atomic import atomic_path
-from ..models.denoiser import PATCH, SpikingDenoiser
+from ..models.spiking_graph import SpikingGraph
 
 DT = 1e-4  # snnTorch's NIR time step
 
@@ -49,18 +50,21 @@ def _flatten(shape: tuple):
     return nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1)
 
 
-def to_nir(model: SpikingDenoiser, schedule=None):
-    """The denoiser as a type-checked ``nir.NIRGraph`` (nodes named as in ``model.graph``).
+def to_nir(model: SpikingGraph, schedule=None, metadata: dict | None = None):
+    """The network as a type-checked ``nir.NIRGraph`` (nodes named as in ``model.graph``).
 
-    With its ``NoiseSchedule`` the graph carries everything a sampler needs (``runtime.sample_lava``).
+    The model's ``host_metadata()`` (how the host builds the input and reads the output) goes into the
+    graph's metadata; with a denoiser's ``NoiseSchedule`` the graph carries everything a DDIM sampler
+    needs (``runtime.sample_lava``). ``metadata`` adds entries (the SDID's mask schedule).
     """
     import nir
 
     cfg = model.config
     shapes = model.synapse_shapes()
     nodes, edges = {}, []
-    nodes["input"] = nir.Input(input_type={"input": np.array(shapes["conv_in"][0])})
-    pop_shape = {"input": shapes["conv_in"][0]}
+    first = next(syn for synapses in model.graph.values() for syn, src in synapses if src == "input")
+    nodes["input"] = nir.Input(input_type={"input": np.array(shapes[first][0])})
+    pop_shape = {"input": shapes[first][0]}
     for target, synapses in model.graph.items():
         flat_target = target == "readout" or any(isinstance(getattr(model, s), torch.nn.Linear) for s, _ in synapses)
         for syn, src in synapses:
@@ -92,16 +96,13 @@ def to_nir(model: SpikingDenoiser, schedule=None):
     edges.append(("readout", "output"))
     metadata = {
         "producer": "spikediff",
+        "network": type(model).__name__,
         "dt": DT,
         "snn_steps": cfg.num_steps,
-        "input": "image channels, then time_features sinusoidal planes of the diffusion step, constant over T",
-        "time_features": cfg.time_features,
-        "max_period": cfg.max_period,
-        "output": "mean over the T steps of the readout state, reshaped to readout_shape, then pixel_shuffle by patch",
-        "image_shape": [cfg.in_channels, cfg.image_size, cfg.image_size],
         "readout_shape": list(model._readout_shape),
-        "patch": PATCH,
         "reset": "hard reset to zero in the step of the spike (Lava LIF)",
+        **model.host_metadata(),
+        **(metadata or {}),
     }
     if schedule is not None:
         metadata.update(num_train_timesteps=int(schedule.num_train_timesteps),
@@ -109,7 +110,18 @@ def to_nir(model: SpikingDenoiser, schedule=None):
     try:
         return nir.NIRGraph(nodes=nodes, edges=edges, metadata=metadata, type_check=True)
     except Exception as exc:  # nir raises plain ValueErrors; say which model it was
-        raise SpikediffError(f"NIR type check failed for the exported denoiser: {exc}") from None
+        raise SpikediffError(f"NIR type check failed for the exported {type(model).__name__}: {exc}") from None
+
+
+def vq_graphs(model) -> dict:
+    """A ``SpikingVQDiffusion`` as its two deployed networks: ``{"sdid": ..., "decoder": ...}`` NIR graphs.
+
+    The decoder is exported as a ``TokenDecoder`` (one-hot input, codebook folded into its first synapses),
+    so the NIR files alone are enough to sample."""
+    from ..models.spiking_vq import TokenDecoder
+
+    decoder = TokenDecoder(model.vq.decoder, model.vq.quantizer.codebook.weight.detach())
+    return {"sdid": to_nir(model.sdid, metadata={"mask_schedule": model.mask_schedule}), "decoder": to_nir(decoder)}
 
 
 SAMPLING_METADATA = ("snn_steps", "time_features", "max_period", "image_shape", "readout_shape", "patch",

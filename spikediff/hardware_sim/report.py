@@ -28,21 +28,10 @@ def make_report(model, schedule, out_dir, n: int = 16, steps: int = 20, profiles
     from ..export.folded import fold
     from ..export.nir_graph import to_nir
     from ..images import save_grid
-    from .connectivity import Connectivity
-    from .cost import estimate
-    from .events import count_events
     from .fixed_sampler import sample_fixed
-    from .mapping import map_to_cores
     from .plots import plot_activity, plot_energy, plot_raster
-    from .profiles import load_profile
 
-    overrides = overrides or {}
-    loaded = [load_profile(p) for p in (profiles or DEFAULT_PROFILES)]  # bad names fail before any work
-    unknown = set(overrides) - {p.name for p in loaded}
-    if unknown:
-        raise SpikediffError(f"--set names profile(s) {', '.join(sorted(unknown))}, which this report does not use "
-                             f"(profiles: {', '.join(p.name for p in loaded)})")
-    loaded = [p.with_overrides(overrides.get(p.name, {})) for p in loaded]
+    loaded = load_profiles(profiles, overrides)  # bad names fail before any work
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SpikediffError(f"output {out}: exists and is not a directory")
@@ -55,14 +44,7 @@ def make_report(model, schedule, out_dir, n: int = 16, steps: int = 20, profiles
     sim = sample_fixed(graph, noise.numpy(), steps, progress=progress, device=device, batch_size=batch_size,
                        record=every_neuron)  # image 0's spikes of every neuron, for the raster
     sim_s = time.perf_counter() - t0
-    conn = Connectivity(sim["folded"], sim["fixed_point"])
-    ev = count_events(sim, conn)
-    costs, mappings = [], {}
-    for prof in loaded:
-        mapping = map_to_cores(sim["folded"], conn, prof) if prof.is_chip else None
-        if mapping is not None:
-            mappings[prof.name] = mapping.summary()
-        costs.append(estimate(ev, prof, mapping))
+    ev, costs, mappings = price(sim, loaded)
 
     result = {
         "source": source, "images": n, "denoising_steps": steps, "snn_steps": ev.num_steps, "seed": seed,
@@ -92,6 +74,38 @@ def make_report(model, schedule, out_dir, n: int = 16, steps: int = 20, profiles
     return result
 
 
+def load_profiles(profiles, overrides: dict | None) -> list:
+    """The named (or TOML) profiles with ``--set`` overrides applied; an override of an unused profile is an error."""
+    from .. import SpikediffError
+    from .profiles import load_profile
+
+    overrides = overrides or {}
+    loaded = [load_profile(p) for p in (profiles or DEFAULT_PROFILES)]
+    unknown = set(overrides) - {p.name for p in loaded}
+    if unknown:
+        raise SpikediffError(f"--set names profile(s) {', '.join(sorted(unknown))}, which this report does not use "
+                             f"(profiles: {', '.join(p.name for p in loaded)})")
+    return [p.with_overrides(overrides.get(p.name, {})) for p in loaded]
+
+
+def price(sim: dict, profiles: list) -> tuple:
+    """(events per image, cost per profile, chip mapping per chip profile) of one network's simulator run."""
+    from .connectivity import Connectivity
+    from .cost import estimate
+    from .events import count_events
+    from .mapping import map_to_cores
+
+    conn = Connectivity(sim["folded"], sim["fixed_point"])
+    ev = count_events(sim, conn)
+    costs, mappings = [], {}
+    for prof in profiles:
+        mapping = map_to_cores(sim["folded"], conn, prof) if prof.is_chip else None
+        if mapping is not None:
+            mappings[prof.name] = mapping.summary()
+        costs.append(estimate(ev, prof, mapping))
+    return ev, costs, mappings
+
+
 def _quantization(fx) -> dict:
     return {"input_scale": fx.input_scale, "per_layer": {k: {kk: (float(vv) if vv is not None else None)
                                                              for kk, vv in v.items()} for k, v in fx.errors.items()}}
@@ -102,6 +116,20 @@ def _si(value: float, unit: str) -> str:
         if abs(value) >= factor or factor == 1e-12:
             return f"{value / factor:.3g} {prefix}{unit}"
     return f"{value:.3g} {unit}"
+
+
+def cost_notes(costs: list, twin_runs: str) -> list:
+    """Markdown bullets: what each profile leaves out, and the ANN twin beside the SNN."""
+    lines = []
+    for c in costs:
+        if c["left_out"]:
+            lines.append(f"- {c['profile']} leaves out: {', '.join(c['left_out'])} (no numbers in the profile).")
+        if "ann_twin" in c:
+            a = c["ann_twin"]
+            lines.append(f"- ANN twin (same layers, ReLU, dense, {twin_runs}) under {c['profile']}: "
+                         f"{a['macs_per_image']:.3g} MACs, {_si(a['energy_per_image_J'], 'J')} per image, against "
+                         f"{_si(c['energy_per_image_J'], 'J')} for the SNN ({a['energy_per_image_J'] / c['energy_per_image_J']:.2g}x).")
+    return lines
 
 
 def to_markdown(r: dict) -> str:
@@ -126,14 +154,7 @@ def to_markdown(r: dict) -> str:
                      + f" | {m['cores'] if m else '-'} | {m['chips'] if m else '-'} | "
                      + f"{('yes' if m['fits_one_chip'] else 'no') if m else '-'} |")
     lines.append("")
-    for c in r["cost"]:
-        if c["left_out"]:
-            lines.append(f"- {c['profile']} leaves out: {', '.join(c['left_out'])} (no numbers in the profile).")
-        if "ann_twin" in c:
-            a = c["ann_twin"]
-            lines.append(f"- ANN twin (same layers, ReLU, dense, once per DDIM step) under {c['profile']}: "
-                         f"{a['macs_per_image']:.3g} MACs, {_si(a['energy_per_image_J'], 'J')} per image, against "
-                         f"{_si(c['energy_per_image_J'], 'J')} for the SNN ({a['energy_per_image_J'] / c['energy_per_image_J']:.2g}x).")
+    lines += cost_notes(r["cost"], "once per DDIM step")
     lines += ["", "![energy per layer and category](energy.png)", "", "## Events per image", "",
               "| layer | neurons | firing rate | spikes | synaptic ops | graded input ops | neuron updates (active) "
               "| ANN twin MACs |", "|---|---:|---:|---:|---:|---:|---:|---:|"]

@@ -19,6 +19,14 @@ BACKENDS = ("torch", "sim", "lava")
 CHUNK = 256
 
 
+def image_shape(model) -> tuple:
+    """(C, H, W) of a sampler's images, for either kind of model."""
+    if hasattr(model, "image_shape"):
+        return tuple(model.image_shape)
+    cfg = model.config
+    return (cfg.in_channels, cfg.image_size, cfg.image_size)
+
+
 def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, seed: int = 0, device: str = "cpu",
              chunk: int = CHUNK, progress: bool = True, log=print) -> np.ndarray:
     """(n, C, H, W) samples in [-1, 1], generated chunk by chunk into ``out_dir`` (reused when present)."""
@@ -31,12 +39,17 @@ def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, s
 
     if backend not in BACKENDS:
         raise SpikediffError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    cfg = model.config
-    shape = (cfg.in_channels, cfg.image_size, cfg.image_size)
-    noise = initial_noise(n, shape, seed)
+    vq = schedule is None  # a spiking-vq sampler (checkpoint.load_model gives it no noise schedule)
+    shape = image_shape(model)
+    noise = None if vq else initial_noise(n, shape, seed)
     folder = Path(out_dir) / f"samples-{backend}-{steps}steps-seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
-    graph = to_nir(model, schedule) if backend != "torch" else None
+    if backend == "torch":
+        graph = None
+    else:
+        from ..export.nir_graph import vq_graphs
+
+        graph = vq_graphs(model) if vq else to_nir(model, schedule)
     out = np.zeros((n, *shape), np.float32)
     reused = 0
     with tqdm(total=n, desc=f"samples ({backend}, {steps} steps)", unit="image", disable=not progress) as bar:
@@ -49,8 +62,19 @@ def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, s
                     out[start:stop], reused = got, reused + len(got)
                     bar.update(len(got))
                     continue
-            x = noise[start:stop]
-            if backend == "torch":
+            x = None if vq else noise[start:stop]
+            if vq and backend == "torch":
+                images = model.sample(stop - start, steps, seed=seed, device=device, progress=False, first=start).numpy()
+            elif vq and backend == "sim":
+                from ..hardware_sim.vq_fixed_sampler import sample_vq_fixed
+
+                images = sample_vq_fixed(graph, stop - start, steps, seed=seed, device=device, first=start)["images"]
+            elif vq:
+                from ..runtime.vq_sampler import sample_vq_lava
+
+                images = sample_vq_lava(graph, stop - start, steps, seed=seed, fixed_point=True, target="sim",
+                                        progress=False, first=start)["images"]
+            elif backend == "torch":
                 with torch.no_grad():
                     images = sample_torch(model, schedule, len(x), steps, noise=x, device=device, progress=False).numpy()
             elif backend == "sim":
@@ -65,7 +89,7 @@ def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, s
                 with open(tmp, "wb") as fh:
                     np.save(fh, images.astype(np.float32))
             out[start:stop] = images
-            bar.update(len(x))
+            bar.update(stop - start)
     if reused:
         log(f"reused {reused} of {n} samples already in {folder}")
     return out
@@ -86,14 +110,14 @@ def evaluate(model, schedule, out_dir, data: str, n: int, steps: int, backend: s
         raise SpikediffError(f"output {out}: exists and is not a directory")
     from ..data.datasets import image_size
 
-    if image_size(data) != model.config.image_size:
+    if image_size(data) != image_shape(model)[-1]:
         raise SpikediffError(f"--data {data}: its images are {image_size(data)} px, the model makes "
-                             f"{model.config.image_size} px")
+                             f"{image_shape(model)[-1]} px")
     extractor = InceptionFeatures(device=device)
     reference = reference_features(data, ref_split, ref_n, extractor=extractor, progress=progress)
     samples = generate(model, schedule, out, n, steps, backend, seed=seed, device=device, progress=progress, log=log)
     feats = extractor((samples + 1) / 2, progress=progress, desc="inception features of the samples")
-    result = {"source": source, "backend": backend, "denoising_steps": steps, "snn_steps": model.config.num_steps,
+    result = {"source": source, "backend": backend, "denoising_steps": steps, "snn_steps": getattr(model, "num_steps", None) or model.config.num_steps,
               "seed": seed, "data": data, "reference": f"{data} {ref_split}, first {len(reference)} images",
               **scores(feats, reference, kid_subsets=kid_subsets)}
     name = f"eval-{backend}-{steps}steps"

@@ -44,7 +44,7 @@ consecutive denoising steps inside one Lava run.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -52,13 +52,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import SpikediffError
-from .neurons import check_dyadic, lava_lif
+from .config import ModelConfig
+from .spiking_graph import SpikingGraph
 
 PATCH = 4  # pixels per side of one readout location (two stride-2 stages)
 
 
 @dataclass
-class DenoiserConfig:
+class DenoiserConfig(ModelConfig):
     image_size: int = 28
     in_channels: int = 1
     channels: int = 32  # C: full-resolution width; the strided and decoder layers have 2C
@@ -70,31 +71,11 @@ class DenoiserConfig:
     readout_alpha: float = 0.5  # readout synaptic-current decay, 1 - du
     max_period: float = 10000.0
 
-    def validate(self) -> "DenoiserConfig":
-        for name in ("image_size", "in_channels", "channels", "hidden", "num_steps"):
-            if int(getattr(self, name)) < 1:
-                raise SpikediffError(f"model option {name}={getattr(self, name)} must be a positive integer")
+    positive = ("image_size", "in_channels", "channels", "hidden", "num_steps")
+
+    def check(self) -> None:
         if self.image_size % PATCH:
             raise SpikediffError(f"image_size={self.image_size} must be a multiple of {PATCH}")
-        if self.time_features < 2 or self.time_features % 2:
-            raise SpikediffError(f"time_features={self.time_features} must be an even number >= 2")
-        if self.threshold <= 0:
-            raise SpikediffError(f"threshold={self.threshold} must be positive")
-        check_dyadic("beta", self.beta)
-        check_dyadic("readout_alpha", self.readout_alpha)
-        return self
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "DenoiserConfig":
-        known = set(cls.__dataclass_fields__)
-        unknown = set(d) - known
-        if unknown:
-            raise SpikediffError(f"unknown model options in checkpoint: {sorted(unknown)} "
-                                 f"(a checkpoint from another spikediff version?)")
-        return cls(**d).validate()
 
 
 def time_features(t, dim: int, max_period: float = 10000.0) -> np.ndarray:
@@ -110,7 +91,7 @@ def time_features(t, dim: int, max_period: float = 10000.0) -> np.ndarray:
     return np.concatenate([np.sin(angles), np.cos(angles)], axis=1).astype(np.float32)
 
 
-class SpikingDenoiser(nn.Module):
+class SpikingDenoiser(SpikingGraph):
     # The network as a graph, in evaluation order: population -> [(synapse layer, source population)].
     # "input" is the host tensor; "readout" is the non-spiking CUBA population; the rest are LIF.
     graph = {
@@ -122,7 +103,6 @@ class SpikingDenoiser(nn.Module):
         "u": [("conv_u", "d2")],
         "readout": [("fc_out", "g"), ("conv_ro", "u"), ("skip_px", "e1")],
     }
-    spiking_layers = tuple(name for name in graph if name != "readout")
 
     def __init__(self, config: DenoiserConfig | None = None):
         super().__init__()
@@ -138,26 +118,9 @@ class SpikingDenoiser(nn.Module):
         self.fc_out = nn.Linear(cfg.hidden, out * quarter * quarter, bias=False)
         self.conv_ro = nn.Conv2d(2 * c, out, 3, padding=1, bias=False)
         self.skip_px = nn.Conv2d(c, out, 6, stride=4, padding=1, bias=False)
-        self.lif = nn.ModuleDict({name: lava_lif(cfg.beta, cfg.threshold) for name in self.spiking_layers})
+        self._make_neurons()
         self._readout_shape = (out, quarter, quarter)
-        self._synapse_shapes = None  # filled by synapse_shapes()
-        # Binary, sparse inputs need larger weights than PyTorch's default init to reach the threshold:
-        # std = gain / sqrt(fan_in) gives every hidden layer a firing rate of about 0.2-0.4 at init.
-        # The readout starts near zero so the untrained model predicts "no noise" rather than garbage.
-        for target, synapses in self.graph.items():
-            for syn, src in synapses:
-                layer = getattr(self, syn)
-                gain = 2.0 if src == "input" else 0.1 if target == "readout" else 3.0
-                nn.init.normal_(layer.weight, 0.0, gain / layer.weight[0].numel() ** 0.5)
-                if layer.bias is not None:
-                    nn.init.zeros_(layer.bias)
-
-    def depths(self) -> dict:
-        """Synapse layers from the input to each population, longest path (Lava latency in steps)."""
-        depth = {"input": 0}
-        for target, synapses in self.graph.items():
-            depth[target] = max(depth[src] + 1 for _, src in synapses)
-        return depth
+        self.init_weights()
 
     def make_input(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Host-side input tensor: image channels followed by constant time-feature planes."""
@@ -177,67 +140,25 @@ class SpikingDenoiser(nn.Module):
 
         If ``stats`` is a dict, spike counts per layer (summed over batch and SNN steps) are added to it.
         """
-        cfg = self.config
-        inp = self.make_input(x, t)
-        # The host input is constant over the T steps: what its synapses deliver is computed once.
-        const = {syn: self._synapse(syn, inp, target == "readout")
-                 for target, synapses in self.graph.items() for syn, src in synapses if src == "input"}
-        mem: dict = {}
-        current = total = None
-        for _ in range(cfg.num_steps):
-            spikes = {}
-            for target, synapses in self.graph.items():
-                drive = sum(const[syn] if src == "input" else self._synapse(syn, spikes[src], target == "readout")
-                            for syn, src in synapses)
-                if target == "readout":
-                    current = drive if current is None else cfg.readout_alpha * current + drive
-                    total = current if total is None else total + current
-                else:
-                    spikes[target], mem[target] = self.lif[target](drive, mem.get(target, torch.zeros_like(drive)))
-            if stats is not None:
-                for name in self.spiking_layers:
-                    stats[name] = stats.get(name, 0.0) + float(spikes[name].detach().sum())
-        return total / cfg.num_steps
-
-    def _synapse(self, name: str, spikes: torch.Tensor, flat_target: bool) -> torch.Tensor:
-        layer = getattr(self, name)
-        spikes = spikes.to(layer.weight.dtype)  # snnTorch emits float32 spikes; a float64 model needs float64
-        out = layer(spikes.flatten(1) if isinstance(layer, nn.Linear) else spikes)
-        return out.flatten(1) if flat_target else out
+        return self.run_graph(self.make_input(x, t), stats)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, stats: dict | None = None) -> torch.Tensor:
         """Predict from noisy images x (N, C, H, W) at diffusion steps t (N,) or scalar."""
         current = self.readout_current(x, t, stats)
         return F.pixel_shuffle(current.reshape(-1, *self._readout_shape), PATCH)
 
-    def synapse_shapes(self) -> dict:
-        """(input shape, output shape) of every synapse layer, without the batch axis.
+    def host_metadata(self) -> dict:
+        """What the host does around the graph, for the NIR file's metadata (``export.nir_graph``)."""
+        cfg = self.config
+        return {
+            "input": "image channels, then time_features sinusoidal planes of the diffusion step, constant over T",
+            "time_features": cfg.time_features,
+            "max_period": cfg.max_period,
+            "output": "mean over the T steps of the readout state, reshaped to readout_shape, then pixel_shuffle by patch",
+            "image_shape": [cfg.in_channels, cfg.image_size, cfg.image_size],
+            "patch": PATCH,
+        }
 
-        Read off one dry run at batch 1 rather than recomputed from the layer arithmetic, so a change to a
-        layer cannot leave a stale copy behind; cached.
-        """
-        if self._synapse_shapes is None:
-            shapes, hooks = {}, []
-
-            def record(name):
-                def hook(_module, inp, out):
-                    shapes[name] = (tuple(inp[0].shape[1:]), tuple(out.shape[1:]))
-                return hook
-
-            for synapses in self.graph.values():
-                hooks += [getattr(self, syn).register_forward_hook(record(syn)) for syn, _src in synapses]
-            cfg = self.config
-            param = next(self.parameters())
-            try:
-                with torch.no_grad():
-                    self(torch.zeros(1, cfg.in_channels, cfg.image_size, cfg.image_size).to(param), torch.zeros(1))
-            finally:
-                for h in hooks:
-                    h.remove()
-            self._synapse_shapes = shapes
-        return dict(self._synapse_shapes)
-
-    def neuron_counts(self) -> dict:
-        """Neurons per spiking layer (for firing rates)."""
-        shapes = self.synapse_shapes()
-        return {name: math.prod(shapes[self.graph[name][0][0]][1]) for name in self.spiking_layers}
+    def example_input(self) -> torch.Tensor:
+        cfg = self.config
+        return self.make_input(torch.zeros(1, cfg.in_channels, cfg.image_size, cfg.image_size), torch.zeros(1))

@@ -52,10 +52,16 @@ class Decoder:
 
     def output_nir(self, mean_state: np.ndarray) -> np.ndarray:
         """Mean readout state(s) in NIR order (..., *readout NIR shape) -> prediction(s) (..., C, H, W)."""
-        r = self.patch
-        co, hq, wq = self.readout_shape
-        c = co // (r * r)
         nir = np.asarray(mean_state, dtype=self.dtype)
-        lead = nir.shape[:nir.ndim - len(self.readout_nir_shape)]
-        nir = nir.reshape(*lead, c, r, r, hq, wq)
-        return np.moveaxis(nir, (-5, -4, -3, -2, -1), (-5, -3, -1, -4, -2)).reshape(*lead, c, hq * r, wq * r)
+        return unpatch(nir, nir.ndim - len(self.readout_nir_shape), self.readout_shape, self.patch)
+
+
+def unpatch(state: np.ndarray, lead_dims: int, readout_shape: tuple, patch: int) -> np.ndarray:
+    """Readout state(s) (*lead, flat or (C r r, H/r, W/r)) in NIR order -> images (*lead, C, H, W): the
+    ``pixel_shuffle`` the PyTorch models apply to their readout."""
+    r = int(patch)
+    co, hq, wq = (int(d) for d in readout_shape)
+    c = co // (r * r)
+    lead = state.shape[:lead_dims]
+    x = state.reshape(*lead, c, r, r, hq, wq)
+    return np.moveaxis(x, (-5, -4, -3, -2, -1), (-5, -3, -1, -4, -2)).reshape(*lead, c, hq * r, wq * r)

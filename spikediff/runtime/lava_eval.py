@@ -11,7 +11,7 @@ import numpy as np
 from .. import SpikediffError
 
 
-def run_windows(net, inputs: np.ndarray, record_spikes: bool = False) -> dict:
+def run_windows(net, inputs: np.ndarray, record_spikes: bool = False, target: str = "sim") -> dict:
     """Run ``len(inputs)`` network evaluations (NIR-shaped host inputs) in one Lava run.
 
     Returns ``{"readout": (N, T, *readout_shape)}`` with the readout state at each of the T steps, and
@@ -46,7 +46,7 @@ def run_windows(net, inputs: np.ndarray, record_spikes: bool = False) -> dict:
         for name, (proc, _count) in net.populations.items():
             spike_sinks[name] = Sink(shape=proc.s_out.shape, buffer=total)
             proc.s_out.connect(spike_sinks[name].a_in)
-    run_cfg, _where = run_config("sim", "floating_pt" if net.fixed_point is None else "fixed_pt")
+    run_cfg, _where = run_config(target, "floating_pt" if net.fixed_point is None else "fixed_pt")
     with lava_session(source, run_cfg) as run:
         run(total)
         v = sink.data.get()

@@ -209,6 +209,22 @@ class PySpikeCounterFixed(_SpikeCounterModel):
     idle: np.ndarray = LavaPyType(np.ndarray, float)
 
 
+class FloatHostInput:
+    """Sampler process models that send host input as it is (floating point)."""
+
+    def encode(self, x):
+        return x
+
+
+class FixedHostInput:
+    """Sampler process models that send host input as graded 24-bit integers (``proc_params["input_scale"]``)."""
+
+    def encode(self, x):
+        from ..export.fixed_point import encode_input
+
+        return encode_input(x, self.proc_params["input_scale"])
+
+
 class DDIMSampler(AbstractProcess):
     """The host side of the denoising loop, as a Lava process: it feeds a ``Pipeline`` of evaluations.
 
@@ -268,21 +284,18 @@ class _DDIMSamplerModel(PyLoihiProcessModel):
 @implements(proc=DDIMSampler, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
-class PyDDIMSamplerFloat(_DDIMSamplerModel):
+class PyDDIMSamplerFloat(FloatHostInput, _DDIMSamplerModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     x: np.ndarray = LavaPyType(np.ndarray, float)
     images: np.ndarray = LavaPyType(np.ndarray, float)
     acc: np.ndarray = LavaPyType(np.ndarray, float)
 
-    def encode(self, x):
-        return x
-
 
 @implements(proc=DDIMSampler, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PyDDIMSamplerFixed(_DDIMSamplerModel):
+class PyDDIMSamplerFixed(FixedHostInput, _DDIMSamplerModel):
     """Sends the input as graded 24-bit integers, reads the integer readout state."""
 
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
@@ -290,8 +303,3 @@ class PyDDIMSamplerFixed(_DDIMSamplerModel):
     x: np.ndarray = LavaPyType(np.ndarray, float)
     images: np.ndarray = LavaPyType(np.ndarray, float)
     acc: np.ndarray = LavaPyType(np.ndarray, float)
-
-    def encode(self, x):
-        from ..export.fixed_point import encode_input
-
-        return encode_input(x, self.proc_params["input_scale"])

@@ -26,7 +26,7 @@ def sample_lava(graph, noise: np.ndarray, num_inference_steps: int, progress: bo
     from . import lava_processes as lp
     from .decode import decoder_config
     from .pipeline import Pipeline
-    from .session import lava_session, run_config
+    from .session import run_config
 
     meta = read_metadata(graph)
     tag = "fixed_pt" if fixed_point else "floating_pt"
@@ -48,6 +48,20 @@ def sample_lava(graph, noise: np.ndarray, num_inference_steps: int, progress: bo
                              readout_shape_lava=net.readout.v_out.shape, decode=decode, schedule=schedule,
                              readout_latency=net.readout_latency, input_scale=net.input_scale,
                              readout_scale=net.readout_scale)
+    images, counts = run_pipelined(net, pipe, sampler, run_cfg, f"lava denoising ({n} images x {steps} steps)",
+                                   progress)
+    return {"images": images, "counters": counts, "pipeline": pipe, "network": net, "target": where}
+
+
+def run_pipelined(net, pipe, sampler, run_cfg, desc: str, progress: bool) -> tuple:
+    """Connect a sampler process (``s_out`` to the network's input, ``a_in`` from its readout) and spike
+    counters, run the whole ``Pipeline`` in one Lava run, and read the result back.
+
+    Returns (the sampler's ``images`` or ``tokens`` Var, {population: {"active": (images, steps) spikes,
+    "idle": spikes outside evaluations}})."""
+    from . import lava_processes as lp
+    from .session import lava_session
+
     for port in net.input_ports:
         sampler.s_out.connect(port)
     net.readout.v_out.connect(sampler.a_in)
@@ -56,24 +70,24 @@ def sample_lava(graph, noise: np.ndarray, num_inference_steps: int, progress: bo
         counters[name] = lp.SpikeCounter(shape=proc.s_out.shape, pipeline=pipe, latency=net.latency[name])
         proc.s_out.connect(counters[name].s_in)
 
-    chunk = pipe.cycle * pipe.period  # one denoising step of every image in flight
-    with tqdm(total=pipe.lava_steps, desc=f"lava denoising ({n} images x {steps} steps)", unit="lava step",
-              disable=not progress) as bar, lava_session(sampler, run_cfg) as run:
+    chunk = pipe.cycle * pipe.period  # one step of every image in flight
+    with tqdm(total=pipe.lava_steps, desc=desc, unit="lava step", disable=not progress) as bar, \
+            lava_session(sampler, run_cfg) as run:
         done = 0
         while done < pipe.lava_steps:  # chunks only move the bar; the loop itself stays inside Lava
             k = min(chunk, pipe.lava_steps - done)
             run(k)
             done += k
             bar.update(k)
-        images = sampler.images.get().astype(np.float32)
+        result = (sampler.images if hasattr(sampler, "images") else sampler.tokens).get().astype(np.float32)
         active = {name: c.active.get() for name, c in counters.items()}
         idle = {name: float(c.idle.get()[0]) for name, c in counters.items()}
     counts = {}
     for name in counters:
-        per_image = np.zeros((n, steps))
+        per_image = np.zeros((pipe.images, pipe.steps))
         for slot, count in enumerate(active[name]):
             job = pipe.job(slot)
             if job is not None:
                 per_image[job] = count
         counts[name] = {"active": per_image, "idle": idle[name]}
-    return {"images": images, "counters": counts, "pipeline": pipe, "network": net, "target": where}
+    return result, counts

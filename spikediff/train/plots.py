@@ -8,8 +8,13 @@ from pathlib import Path
 from ..atomic import atomic_path
 
 
-def plot_training_log(log_path: str | Path, png_path: str | Path) -> Path | None:
-    """Write the plot atomically; returns None when the log has no records yet."""
+BASE_KEYS = {"step", "loss", "loss_avg", "rates", "elapsed_s"}
+
+
+def plot_training_log(log_path: str | Path, png_path: str | Path, loss_name: str = "MSE loss",
+                      title: str = "denoising loss") -> Path | None:
+    """Write the plot atomically; returns None when the log has no records yet. Numbers a stage logs beside
+    the loss (reconstruction error, codes in use, accuracy) get a panel each."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -19,15 +24,20 @@ def plot_training_log(log_path: str | Path, png_path: str | Path) -> Path | None
     if not records:
         return None
     steps = [r["step"] for r in records]
-    fig, (ax_loss, ax_rate) = plt.subplots(1, 2, figsize=(10, 3.6), constrained_layout=True)
+    extras = [k for k, v in records[-1].items() if k not in BASE_KEYS and isinstance(v, (int, float))]
+    fig, axes = plt.subplots(1, 2 + len(extras), figsize=(5 * (2 + len(extras)), 3.6), constrained_layout=True)
+    ax_loss, ax_rate = axes[:2]
     ax_loss.plot(steps, [r["loss"] for r in records], color="0.75", lw=0.8, label="batch")
     ax_loss.plot(steps, [r["loss_avg"] for r in records], color="C0", lw=1.6, label="running mean")
-    ax_loss.set(xlabel="step", ylabel="MSE loss", yscale="log", title="denoising loss")
+    ax_loss.set(xlabel="step", ylabel=loss_name, yscale="log", title=title)
     ax_loss.legend(frameon=False)
     for layer in records[-1]["rates"]:
         ax_rate.plot(steps, [r["rates"].get(layer, float("nan")) for r in records], lw=1.2, label=layer)
     ax_rate.set(xlabel="step", ylabel="spikes per neuron per SNN step", title="firing rate", ylim=(0, None))
     ax_rate.legend(frameon=False, fontsize=8)
+    for ax, key in zip(axes[2:], extras):
+        ax.plot(steps, [r.get(key, float("nan")) for r in records], color="C2", lw=1.2)
+        ax.set(xlabel="step", title=key.replace("_", " "))
     try:
         with atomic_path(png_path) as tmp:
             fig.savefig(tmp, dpi=110, format="png")

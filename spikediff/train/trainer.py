@@ -15,8 +15,10 @@ import json
 import os
 import signal
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
@@ -126,6 +128,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, log=prin
     Ctrl-C (SIGINT) and SIGTERM save the current step before exiting.
     """
     cfg.validate()
+    with run_directory(out_dir) as out:
+        return _train_locked(cfg, out, progress, log)
+
+
+@contextmanager
+def run_directory(out_dir: str | Path):
+    """The run directory, created and locked: two training runs never write into the same one."""
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SpikediffError(f"--out {out}: exists and is not a directory")
@@ -141,7 +150,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, log=prin
         lock.truncate(0)
         lock.write(str(os.getpid()))
         lock.flush()
-        return _train_locked(cfg, out, progress, log)
+        yield out
 
 
 def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log) -> Path:
@@ -155,9 +164,45 @@ def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log) -> Path:
 
     torch.manual_seed(cfg.seed)
     model = SpikingDenoiser(cfg.model).to(device)
+    schedule = NoiseSchedule(cfg.num_train_timesteps, cfg.prediction_type)
+
+    def batch_loss(model, gen, stats):
+        idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
+        t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=gen)
+        noise = torch.randn((cfg.batch_size, *data.shape[1:]), generator=gen)
+        x0, t, noise = data[idx.to(device)], t.to(device), noise.to(device)
+        pred = model(schedule.add_noise(x0, noise, t), t, stats=stats)
+        return torch.nn.functional.mse_loss(pred, schedule.target(x0, noise, t))
+
+    fit(Stage(model=model, header=_header(cfg), options=_train_options(cfg),
+              resume_keys=("data", "batch_size", "lr", "seed", "prediction_type", "num_train_timesteps", "data_limit"),
+              batch_loss=batch_loss, desc=f"train {cfg.data}",
+              rate_norm={k: n * cfg.batch_size * cfg.model.num_steps for k, n in model.neuron_counts().items()}),
+        cfg, out, progress, log)
+    return out / "model.pt"
+
+
+@dataclass
+class Stage:
+    """One network trained by ``fit``: what it is, how a batch's loss is computed, what a resume must match."""
+
+    model: torch.nn.Module
+    header: dict  # what every checkpoint carries to rebuild the model (checkpoint.FORMAT, VERSION, configs)
+    options: dict  # training options, saved; those named in resume_keys must match when a run resumes
+    resume_keys: tuple
+    batch_loss: Callable  # (model, generator, stats dict or None) -> loss; draws its batch from the generator
+    desc: str
+    rate_norm: dict = field(default_factory=dict)  # population -> neuron updates per batch (firing rates)
+    on_step: Callable | None = None  # (model, step, generator) after each optimizer step, e.g. codebook restarts
+    loss_name: str = "MSE loss"
+
+
+def fit(stage: Stage, cfg, out: Path, progress: bool, log) -> None:
+    """Train ``stage.model`` to ``cfg.steps`` in ``out`` (resuming from ``out/last.pt``), Adam with linear
+    warm-up to a constant ``cfg.lr``, gradient clipping, EMA; checkpoints every ``cfg.checkpoint_every``."""
+    model = stage.model
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    schedule = NoiseSchedule(cfg.num_train_timesteps, cfg.prediction_type)
     gen = torch.Generator().manual_seed(cfg.seed)
     step, loss_avg = 0, None
 
@@ -165,13 +210,13 @@ def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log) -> Path:
     if last.exists():
         ckpt = load_raw(last)
         saved = ckpt["train_config"]
-        for key in ("data", "batch_size", "lr", "seed", "prediction_type", "num_train_timesteps", "data_limit"):
-            if saved.get(key) != getattr(cfg, key):
+        for key in stage.resume_keys:
+            if saved.get(key) != stage.options.get(key):
                 raise SpikediffError(
                     f"{last}: was trained with {key}={saved.get(key)!r}, this command asks for "
-                    f"{getattr(cfg, key)!r}; use another --out directory or the same options"
+                    f"{stage.options.get(key)!r}; use another --out directory or the same options"
                 )
-        if ckpt["model_config"] != cfg.model.to_dict():
+        if ckpt["model_config"] != stage.header["model_config"]:
             raise SpikediffError(f"{last}: model options differ from this command's; use another --out directory")
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema_full"])
@@ -182,49 +227,46 @@ def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log) -> Path:
         log(f"resuming {last} at step {step}/{cfg.steps}")
         if step >= cfg.steps:
             log("already trained to the requested number of steps")
-            return out / "model.pt"
+            return
 
     def save(loss_value):
-        save_atomic({**_header(cfg), "model": model.state_dict(), "ema_full": ema.state_dict(),
+        save_atomic({**stage.header, "model": model.state_dict(), "ema_full": ema.state_dict(),
                      "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step, "loss_avg": loss_value,
-                     "train_config": _train_options(cfg)}, last)
+                     "train_config": stage.options}, last)
         # The small file: EMA weights only, to sample, export and ship.
-        save_atomic({**_header(cfg), "model": ema.module.state_dict(),
-                     "train": {**_train_options(cfg), "step": step, "loss": loss_value}}, out / "model.pt")
-        plot_training_log(out / "log.jsonl", out / "training.png")
+        save_atomic({**stage.header, "model": ema.module.state_dict(),
+                     "train": {**stage.options, "step": step, "loss": loss_value}}, out / "model.pt")
+        plot_training_log(out / "log.jsonl", out / "training.png", stage.loss_name, stage.desc)
 
     previous_handler = _signals_raise_interrupt()
-    bar = tqdm(total=cfg.steps, initial=step, desc=f"train {cfg.data}", unit="step", disable=not progress)
-    neurons = model.neuron_counts()
+    bar = tqdm(total=cfg.steps, initial=step, desc=stage.desc, unit="step", disable=not progress)
     t_start = time.perf_counter()
     try:
         with open(out / "log.jsonl", "a") as log_file:
             while step < cfg.steps:
-                idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
-                t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=gen)
-                noise = torch.randn((cfg.batch_size, *data.shape[1:]), generator=gen)
-                x0, t, noise = data[idx.to(device)], t.to(device), noise.to(device)
                 for group in opt.param_groups:
                     group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
                 stats = {} if (step + 1) % cfg.log_every == 0 else None
-                pred = model(schedule.add_noise(x0, noise, t), t, stats=stats)
-                loss = torch.nn.functional.mse_loss(pred, schedule.target(x0, noise, t))
+                loss = stage.batch_loss(model, gen, stats)
                 if not torch.isfinite(loss):
                     raise SpikediffError(f"loss became {loss.item()} at step {step}; try a lower --lr")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 opt.step()
+                if stage.on_step is not None:
+                    stage.on_step(model, step, gen)
                 ema.update(model)
                 step += 1
                 value = loss.item()
                 loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
                 bar.update(1)
                 if stats is not None:
-                    rates = {k: stats[k] / (neurons[k] * cfg.batch_size * cfg.model.num_steps) for k in stats}
-                    bar.set_postfix(loss=f"{loss_avg:.4f}", rate=f"{sum(rates.values()) / len(rates):.3f}")
-                    log_file.write(json.dumps({"step": step, "loss": value, "loss_avg": loss_avg,
-                                               "rates": rates, "elapsed_s": time.perf_counter() - t_start}) + "\n")
+                    rates = {k: stats[k] / n for k, n in stage.rate_norm.items() if k in stats}
+                    extra = {k: v for k, v in stats.items() if isinstance(v, float) and k not in stage.rate_norm}
+                    bar.set_postfix(loss=f"{loss_avg:.4f}", rate=f"{sum(rates.values()) / max(1, len(rates)):.3f}")
+                    log_file.write(json.dumps({"step": step, "loss": value, "loss_avg": loss_avg, "rates": rates,
+                                               **extra, "elapsed_s": time.perf_counter() - t_start}) + "\n")
                     log_file.flush()
                 if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                     save(loss_avg)
@@ -237,4 +279,3 @@ def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log) -> Path:
         bar.close()
         if previous_handler is not None:
             signal.signal(signal.SIGTERM, previous_handler)
-    return out / "model.pt"

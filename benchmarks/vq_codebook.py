@@ -1,0 +1,71 @@
+"""The VQ-SVAE of each spiking-vq model: how well it reconstructs test images through its codebook (the
+ceiling of the sampler's quality), how much of the codebook the test set uses, and a grid of test images
+above their reconstructions.
+
+Usage: python benchmarks/vq_codebook.py --out benchmarks/results/vq_codebook.md [-n 2000]
+       [--model mnist-vq=runs/vq-mnist/model.pt ...]   (default: the shipped spiking-vq models)
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from _report import write_report
+
+from spikediff.checkpoint import SHIPPED_MODELS, load_model
+from spikediff.data import load_images, to_model_range
+from spikediff.images import save_grid
+
+
+@torch.no_grad()
+def measure(model, data: str, n: int) -> dict:
+    vq = model.vq
+    x = to_model_range(load_images(data, "test", limit=n)[0])
+    z = torch.cat([vq.encoder(x[i:i + 250]) for i in range(0, n, 250)])
+    codes = vq.quantizer.indices(z)
+    recon = torch.cat([vq.decode(codes[i:i + 250]) for i in range(0, n, 250)])
+    counts = np.bincount(codes.reshape(-1).numpy(), minlength=vq.config.codebook_size)
+    p = counts / counts.sum()
+    return {"data": data, "n": n, "codebook_size": vq.config.codebook_size, "grid": list(codes.shape[1:]),
+            "recon_mse": float(((recon - x) ** 2).mean()),  # images in [-1, 1]
+            "recon_psnr_db": float(10 * np.log10(4.0 / ((recon - x) ** 2).mean(dim=(1, 2, 3))).mean()),
+            "codes_used": int((counts > 0).sum()),
+            "perplexity": float(np.exp(-(p[p > 0] * np.log(p[p > 0])).sum())),
+            "quantization_mse": float(((vq.quantizer.lookup(codes) - z) ** 2).mean()),
+            "_pair": torch.cat([x[:16], recon[:16]])}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/vq_codebook.md"))
+    ap.add_argument("--model", action="append", metavar="NAME=CKPT")
+    ap.add_argument("-n", type=int, default=2000, help="test images")
+    args = ap.parse_args()
+    models = (dict(m.split("=", 1) for m in args.model) if args.model
+              else {name: name for name in SHIPPED_MODELS if name.endswith("-vq")})
+    rows, body = [], ["Reconstruction of the first N test images through the codebook (encode, nearest code, "
+                      "spiking decoder; float model). PSNR with pixels in [-1, 1] (peak-to-peak 2). Perplexity: "
+                      "exp(entropy) of the codes the test set uses.", "",
+                      "| model | test images | MSE | PSNR | codes used | perplexity | quantization MSE |",
+                      "|---|---:|---:|---:|---:|---:|---:|"]
+    images_dir = args.out.parent / "vq_codebook"
+    images_dir.mkdir(parents=True, exist_ok=True)
+    for name, ckpt in models.items():
+        model, _, raw = load_model(ckpt)
+        r = measure(model, raw["train"]["data"], args.n)
+        save_grid(r.pop("_pair"), images_dir / f"{name}.png", ncols=8)
+        rows.append({"model": name, "checkpoint": str(ckpt), **r})
+        body.append(f"| {name} | {r['n']} | {r['recon_mse']:.4f} | {r['recon_psnr_db']:.1f} dB | "
+                    f"{r['codes_used']} / {r['codebook_size']} | {r['perplexity']:.1f} | {r['quantization_mse']:.4f} |")
+    for row in rows:
+        body += ["", f"{row['model']}: 16 test images (top two rows) and their reconstructions (bottom two):", "",
+                 f"![{row['model']}](vq_codebook/{row['model']}.png)"]
+    write_report(args.out, "VQ-SVAE: reconstruction and codebook use", {"rows": rows}, body)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""What every model config shares: checks of the neuron options, and a plain-dict form for checkpoints."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from .. import SpikediffError
+from .neurons import check_dyadic
+
+
+class ModelConfig:
+    """Mixin for the model dataclasses. ``positive`` names the options that must be positive integers;
+    ``beta``, ``readout_alpha``, ``threshold`` and (where present) ``time_features`` are checked too."""
+
+    positive: tuple = ()
+
+    def validate(self):
+        for name in self.positive:
+            if int(getattr(self, name)) < 1:
+                raise SpikediffError(f"model option {name}={getattr(self, name)} must be a positive integer")
+        tf = getattr(self, "time_features", None)
+        if tf is not None and (tf < 2 or tf % 2):
+            raise SpikediffError(f"time_features={tf} must be an even number >= 2")
+        if self.threshold <= 0:
+            raise SpikediffError(f"threshold={self.threshold} must be positive")
+        check_dyadic("beta", self.beta)
+        check_dyadic("readout_alpha", self.readout_alpha)
+        self.check()
+        return self
+
+    def check(self) -> None:
+        """Model-specific checks."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise SpikediffError(f"unknown {cls.__name__} options in checkpoint: {sorted(unknown)} "
+                                 f"(a checkpoint from another spikediff version?)")
+        return cls(**d).validate()

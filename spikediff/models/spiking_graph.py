@@ -1,0 +1,125 @@
+"""A spiking network written as a table of populations and synapse layers, the form every spikediff
+model takes so that one NIR exporter, one Lava converter and one fixed-point simulator serve them all.
+
+A subclass sets ``graph`` (population -> [(synapse layer, source population)], in evaluation order),
+with ``"input"`` the host tensor (injected as a current, constant over the T SNN steps) and
+``"readout"`` a non-spiking CUBA population whose synaptic current, averaged over the T steps, is the
+network's real-valued output (FSDDIM's synaptic current learning). Every other population is a Lava-exact
+LIF (``neurons.lava_lif``). The readout is flat; the model's ``readout_shape`` says how the host reads it.
+Its config carries ``num_steps``, ``beta``, ``threshold`` and ``readout_alpha``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from .neurons import lava_lif
+
+
+class SpikingGraph(nn.Module):
+    graph: dict = {}
+
+    @property
+    def spiking_layers(self) -> tuple:
+        return tuple(name for name in self.graph if name != "readout")
+
+    def _make_neurons(self) -> None:
+        cfg = self.config
+        self.lif = nn.ModuleDict({name: lava_lif(cfg.beta, cfg.threshold) for name in self.spiking_layers})
+        self._synapse_shapes = None  # filled by synapse_shapes()
+
+    def example_input(self) -> torch.Tensor:
+        """A host input of batch 1 (zeros), to read the layer shapes off."""
+        raise NotImplementedError
+
+    def run_graph(self, inp: torch.Tensor, stats: dict | None = None, rates: tuple = ()) -> torch.Tensor:
+        """Mean readout synaptic current over the T steps (N, readout neurons) for host input ``inp``.
+
+        If ``stats`` is a dict, spike counts per layer (summed over batch and SNN steps) are added to it.
+        With ``rates`` (population names) it returns (current, {name: firing rate per neuron (N, *shape)}),
+        differentiable: the VQ-SVAE encoder reads features off them.
+        """
+        cfg = self.config
+        # The host input is constant over the T steps: what its synapses deliver is computed once.
+        const = {syn: self._synapse(syn, inp, target == "readout")
+                 for target, synapses in self.graph.items() for syn, src in synapses if src == "input"}
+        mem: dict = {}
+        sums: dict = {}
+        current = total = None
+        for _ in range(cfg.num_steps):
+            spikes = {}
+            for target, synapses in self.graph.items():
+                drive = sum(const[syn] if src == "input" else self._synapse(syn, spikes[src], target == "readout")
+                            for syn, src in synapses)
+                if target == "readout":
+                    current = drive if current is None else cfg.readout_alpha * current + drive
+                    total = current if total is None else total + current
+                else:
+                    spikes[target], mem[target] = self.lif[target](drive, mem.get(target, torch.zeros_like(drive)))
+            for name in rates:
+                sums[name] = spikes[name] if name not in sums else sums[name] + spikes[name]
+            if stats is not None:
+                for name in self.spiking_layers:
+                    stats[name] = stats.get(name, 0.0) + float(spikes[name].detach().sum())
+        if rates:
+            return total / cfg.num_steps, {name: sums[name] / cfg.num_steps for name in rates}
+        return total / cfg.num_steps
+
+    def _synapse(self, name: str, spikes: torch.Tensor, flat_target: bool) -> torch.Tensor:
+        layer = getattr(self, name)
+        spikes = spikes.to(layer.weight.dtype)  # snnTorch emits float32 spikes; a float64 model needs float64
+        out = layer(spikes.flatten(1) if isinstance(layer, nn.Linear) else spikes)
+        return out.flatten(1) if flat_target else out
+
+    def depths(self) -> dict:
+        """Synapse layers from the input to each population, longest path (Lava latency in steps)."""
+        depth = {"input": 0}
+        for target, synapses in self.graph.items():
+            depth[target] = max(depth[src] + 1 for _, src in synapses)
+        return depth
+
+    def synapse_shapes(self) -> dict:
+        """(input shape, output shape) of every synapse layer, without the batch axis.
+
+        Read off one dry run at batch 1 rather than recomputed from the layer arithmetic, so a change to a
+        layer cannot leave a stale copy behind; cached.
+        """
+        if self._synapse_shapes is None:
+            shapes, hooks = {}, []
+
+            def record(name):
+                def hook(_module, inp, out):
+                    shapes[name] = (tuple(inp[0].shape[1:]), tuple(out.shape[1:]))
+                return hook
+
+            for synapses in self.graph.values():
+                hooks += [getattr(self, syn).register_forward_hook(record(syn)) for syn, _src in synapses]
+            param = next(self.parameters())
+            try:
+                with torch.no_grad():
+                    self.run_graph(self.example_input().to(param))
+            finally:
+                for h in hooks:
+                    h.remove()
+            self._synapse_shapes = shapes
+        return dict(self._synapse_shapes)
+
+    def neuron_counts(self) -> dict:
+        """Neurons per spiking layer (for firing rates)."""
+        shapes = self.synapse_shapes()
+        return {name: math.prod(shapes[self.graph[name][0][0]][1]) for name in self.spiking_layers}
+
+    def init_weights(self, input_gain: float = 2.0, hidden_gain: float = 3.0, readout_gain: float = 0.1) -> None:
+        """Binary, sparse inputs need larger weights than PyTorch's default init to reach the threshold:
+        std = gain / sqrt(fan_in) gives every hidden layer a firing rate of about 0.2-0.4 at init. The
+        readout starts near zero so an untrained model outputs about nothing rather than garbage."""
+        for target, synapses in self.graph.items():
+            for syn, src in synapses:
+                layer = getattr(self, syn)
+                gain = input_gain if src == "input" else readout_gain if target == "readout" else hidden_gain
+                nn.init.normal_(layer.weight, 0.0, gain / layer.weight[0].numel() ** 0.5)
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)

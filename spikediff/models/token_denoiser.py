@@ -1,0 +1,117 @@
+"""SDID (Spiking-Diffusion's spiking denoiser for absorbing-state discrete diffusion) over a grid of tokens.
+
+Input, constant over the T SNN steps: the one-hot code of every grid cell (K codes plus the mask token,
+K + 1 channels) and sinusoidal planes of the masked fraction. A one-hot input times a convolution is an
+embedding lookup followed by a convolution, so no embedding table is needed on the chip: the host sends
+the one-hot planes, the first synapse layer holds the embeddings. Then, as in the FSDDIM denoiser: LIF
+convs on the grid (local), one dense LIF layer (global: which digit, which garment), and a non-spiking
+readout whose mean synaptic current over the T steps is the K logits of each cell (``(K, G, G)`` order).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .. import SpikediffError
+from .denoiser import time_features
+from .config import ModelConfig
+from .spiking_graph import SpikingGraph
+from .spiking_vq import token_onehot
+
+RATIO_SCALE = 1000.0  # the masked fraction r enters as time_features(r * RATIO_SCALE), like a DDPM step
+
+
+@dataclass
+class TokenDenoiserConfig(ModelConfig):
+    codebook_size: int = 128  # K; token id K is the mask
+    grid: int = 7  # G
+    channels: int = 64
+    hidden: int = 128
+    time_features: int = 8
+    num_steps: int = 4
+    beta: float = 0.75
+    threshold: float = 1.0
+    readout_alpha: float = 0.5
+    max_period: float = 10000.0
+
+    positive = ("codebook_size", "grid", "channels", "hidden", "num_steps")
+
+
+def token_input(tokens, ratio, codebook_size: int, time_dim: int, max_period: float = 10000.0,
+                dtype="float32") -> np.ndarray:
+    """Token grids (N, G, G) (id ``codebook_size`` = mask) at masked fractions ``ratio`` (N,) or scalar -> the
+    SDID's host input (N, K + 1 + time_dim, G, G): one-hot planes, then time-feature planes.
+
+    The one implementation: the PyTorch model, the Lava token sampler and the fixed-point simulator all
+    call it, so every backend injects the same currents.
+    """
+    tokens = np.asarray(tokens, dtype=np.int64)
+    n, g = tokens.shape[0], tokens.shape[-1]
+    ratio = np.broadcast_to(np.asarray(ratio, dtype=np.float64).reshape(-1), (n,))
+    onehot = token_onehot(tokens, codebook_size + 1, dtype)
+    feats = time_features(ratio * RATIO_SCALE, time_dim, max_period).astype(dtype)
+    return np.concatenate([onehot, np.broadcast_to(feats[:, :, None, None], (n, time_dim, g, g))], axis=1)
+
+
+class SpikingTokenDenoiser(SpikingGraph):
+    graph = {
+        "e0": [("conv_in", "input")],
+        "e1": [("conv_e1", "e0")],
+        "g": [("fc_1", "e1")],
+        "u": [("conv_u", "e1")],
+        "readout": [("fc_out", "g"), ("conv_ro", "u"), ("skip_ro", "e1")],
+    }
+
+    def __init__(self, config: TokenDenoiserConfig | None = None):
+        super().__init__()
+        self.config = cfg = (config or TokenDenoiserConfig()).validate()
+        c, k, g = cfg.channels, cfg.codebook_size, cfg.grid
+        self.conv_in = nn.Conv2d(k + 1 + cfg.time_features, c, 3, padding=1)
+        self.conv_e1 = nn.Conv2d(c, c, 3, padding=1)
+        self.fc_1 = nn.Linear(c * g * g, cfg.hidden)
+        self.conv_u = nn.Conv2d(c, c, 3, padding=1)
+        self.fc_out = nn.Linear(cfg.hidden, k * g * g, bias=False)
+        self.conv_ro = nn.Conv2d(c, k, 3, padding=1, bias=False)
+        self.skip_ro = nn.Conv2d(c, k, 1, bias=False)
+        self._make_neurons()
+        self._readout_shape = (k, g, g)
+        # One-hot inputs: a single active channel per cell (plus the time planes) must reach the threshold.
+        self.init_weights(input_gain=6.0, readout_gain=0.3)
+
+    @property
+    def mask_id(self) -> int:
+        return self.config.codebook_size
+
+    def make_input(self, tokens: torch.Tensor, ratio: torch.Tensor) -> torch.Tensor:
+        """Host input: one-hot tokens (K + 1 channels) and time-feature planes of the masked fraction."""
+        cfg = self.config
+        if tokens.ndim != 3 or tokens.shape[1:] != (cfg.grid, cfg.grid):
+            raise SpikediffError(f"SDID expects token grids of shape (N, {cfg.grid}, {cfg.grid}), got {tuple(tokens.shape)}")
+        ratio = torch.as_tensor(ratio, dtype=torch.float64).cpu().numpy()
+        inp = token_input(tokens.cpu().numpy(), ratio, cfg.codebook_size, cfg.time_features, cfg.max_period)
+        return torch.from_numpy(inp).to(device=self.conv_in.weight.device, dtype=self.conv_in.weight.dtype)
+
+    def example_input(self) -> torch.Tensor:
+        cfg = self.config
+        return self.make_input(torch.full((1, cfg.grid, cfg.grid), self.mask_id), torch.ones(1))
+
+    def host_metadata(self) -> dict:
+        cfg = self.config
+        return {
+            "input": "one-hot tokens (codebook_size + 1 channels, the last is the mask), then time_features "
+                     "sinusoidal planes of masked fraction * ratio_scale, constant over T",
+            "codebook_size": cfg.codebook_size,
+            "grid": cfg.grid,
+            "time_features": cfg.time_features,
+            "max_period": cfg.max_period,
+            "ratio_scale": RATIO_SCALE,
+            "output": "mean over the T steps of the readout state: logits, reshaped to readout_shape (K, G, G)",
+        }
+
+    def forward(self, tokens: torch.Tensor, ratio: torch.Tensor, stats: dict | None = None) -> torch.Tensor:
+        """Logits (N, K, G, G) for token grids with masks (id K) at masked fraction ``ratio`` (N,) or scalar."""
+        return self.run_graph(self.make_input(tokens, ratio), stats).reshape(-1, *self._readout_shape)

@@ -1,0 +1,43 @@
+"""The Spiking-Diffusion sampler as one object: the VQ-SVAE's decoder and codebook, the SDID denoiser and
+the mask schedule it was trained with (what a ``spiking-vq`` checkpoint holds)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .spiking_vq import SpikingVQVAE
+from .token_denoiser import SpikingTokenDenoiser
+
+KIND = "spiking-vq"  # checkpoint "kind"; checkpoints without one are FSDDIM-style denoisers
+
+
+class SpikingVQDiffusion(nn.Module):
+    def __init__(self, vq: SpikingVQVAE, sdid: SpikingTokenDenoiser, mask_schedule: str = "cosine"):
+        super().__init__()
+        self.vq, self.sdid, self.mask_schedule = vq, sdid, mask_schedule
+
+    @property
+    def image_shape(self) -> tuple:
+        cfg = self.vq.config
+        return (cfg.in_channels, cfg.image_size, cfg.image_size)
+
+    @property
+    def num_steps(self) -> int:
+        """T of the SDID denoiser (the decoder's may differ; both are in the checkpoint's model_config)."""
+        return self.sdid.config.num_steps
+
+    @torch.no_grad()
+    def sample(self, n: int, steps: int, seed: int = 0, temperature: float = 1.0, batch_size: int = 64,
+               device="cpu", progress: bool = True, stats: dict | None = None, first: int = 0) -> torch.Tensor:
+        """n images in [-1, 1]: tokens by absorbing diffusion, then the spiking decoder.
+
+        ``stats`` collects spike counts of both networks (their layer names differ); ``first`` as in
+        ``absorbing.sample_tokens``."""
+        from ..diffusion.absorbing import sample_tokens
+
+        tokens = sample_tokens(self.sdid, n, steps, seed=seed, schedule=self.mask_schedule, temperature=temperature,
+                               batch_size=batch_size, device=device, progress=progress, stats=stats, first=first)
+        self.vq.to(device).eval()
+        images = [self.vq.decode(tokens[i:i + batch_size].to(device), stats).cpu() for i in range(0, n, batch_size)]
+        return torch.cat(images)

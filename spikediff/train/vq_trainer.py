@@ -1,0 +1,175 @@
+"""Two-stage training of the Spiking-Diffusion model (``spikediff train --model spiking-vq``).
+
+Stage 1 trains the VQ-SVAE in ``OUT/vq`` (reconstruction MSE + codebook + commitment losses, dead codes
+restarted during the first three quarters). Its EMA weights then encode the training set once into token
+grids (``OUT/tokens.pt``, cached). Stage 2 trains the SDID denoiser on them in ``OUT/sdid`` (cross-entropy on
+masked cells). ``OUT/model.pt`` joins the two: the checkpoint to sample, evaluate and ship. Each stage is a
+``trainer.fit`` run: resumable bit for bit, atomic checkpoints, EMA, Ctrl-C saves; rerunning the command
+resumes wherever it stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .. import SpikediffError
+from ..checkpoint import FORMAT, VERSION, load_raw, save_atomic
+from ..data import load_images, to_model_range
+from ..data.datasets import image_size as dataset_image_size
+from ..diffusion.absorbing import MASK_SCHEDULES, corrupt, masked_cross_entropy
+from ..models import SpikingTokenDenoiser, SpikingVQVAE, TokenDenoiserConfig, VQConfig
+from ..models.vq_diffusion import KIND
+from .trainer import Stage, fit, resolve_device, run_directory
+
+
+@dataclass
+class VQTrainConfig:
+    data: str = "mnist"
+    vq_steps: int = 3000  # stage 1
+    steps: int = 4000  # stage 2 (SDID)
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 200
+    grad_clip: float = 1.0
+    vq_ema_decay: float = 0.99  # short: the codebook moves in jumps while dead codes restart
+    ema_decay: float = 0.999
+    restart_every: int = 100
+    mask_schedule: str = "cosine"
+    seed: int = 0
+    data_limit: int | None = None
+    checkpoint_every: int = 250
+    log_every: int = 25
+    device: str = "auto"
+    vq: VQConfig = field(default_factory=VQConfig)
+    sdid: TokenDenoiserConfig = field(default_factory=TokenDenoiserConfig)
+
+    def validate(self) -> "VQTrainConfig":
+        for name in ("vq_steps", "steps", "batch_size", "checkpoint_every", "log_every", "restart_every"):
+            if getattr(self, name) < 1:
+                raise SpikediffError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.lr < 1:
+            raise SpikediffError(f"--lr must be in (0, 1), got {self.lr}")
+        for name in ("ema_decay", "vq_ema_decay"):
+            if not 0 <= getattr(self, name) < 1:
+                raise SpikediffError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+        if self.mask_schedule not in MASK_SCHEDULES:
+            raise SpikediffError(f"--mask-schedule {self.mask_schedule!r}: choose one of {', '.join(MASK_SCHEDULES)}")
+        self.vq.validate()
+        self.sdid.validate()
+        return self
+
+    def options(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if k not in ("vq", "sdid")}
+
+
+RESUME_KEYS = ("data", "batch_size", "lr", "seed", "data_limit")
+
+
+def header(cfg: VQTrainConfig) -> dict:
+    return {"format": FORMAT, "version": VERSION, "kind": KIND,
+            "model_config": {"vq": cfg.vq.to_dict(), "sdid": cfg.sdid.to_dict()},
+            "diffusion": {"mask_schedule": cfg.mask_schedule}}
+
+
+def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = True, log=print) -> Path:
+    """Both stages into ``out_dir`` (resuming what is there); returns the joined ``model.pt``."""
+    cfg.validate()
+    with run_directory(out_dir) as out:
+        device = resolve_device(cfg.device)
+        size = dataset_image_size(cfg.data)
+        cfg.vq = replace(cfg.vq, image_size=size).validate()
+        cfg.sdid = replace(cfg.sdid, codebook_size=cfg.vq.codebook_size, grid=cfg.vq.grid).validate()
+        images, _ = load_images(cfg.data, "train", limit=cfg.data_limit)
+        data = to_model_range(images).to(device)
+        if len(data) < 1:
+            raise SpikediffError(f"dataset {cfg.data}: no training images")
+
+        vq = _train_vq(cfg, data, out / "vq", device, progress, log)
+        tokens = _tokens(cfg, vq, data, out / "tokens.pt", progress)
+        sdid = _train_sdid(cfg, tokens, out / "sdid", device, progress, log)
+        done = {"vq": load_raw(out / "vq" / "model.pt")["train"], "sdid": load_raw(out / "sdid" / "model.pt")["train"]}
+        save_atomic({**header(cfg), "model": {"vq": vq.state_dict(), "sdid": sdid.state_dict()},
+                     "train": {**cfg.options(), "vq_step": done["vq"]["step"], "step": done["sdid"]["step"],
+                               "vq_loss": done["vq"]["loss"], "loss": done["sdid"]["loss"]}}, out / "model.pt")
+        return out / "model.pt"
+
+
+def _ema_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
+    model.load_state_dict(load_raw(path)["model"])
+    return model.eval().requires_grad_(False)
+
+
+def _train_vq(cfg: VQTrainConfig, data: torch.Tensor, out: Path, device, progress, log) -> SpikingVQVAE:
+    out.mkdir(exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = SpikingVQVAE(cfg.vq).to(device)
+    last_batch = {}
+
+    def batch_loss(model, gen, stats):
+        idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
+        x = data[idx.to(device)]
+        recon, codes, cb, commit, z = model(x, stats)
+        last_batch.update(z=z, codes=codes)
+        mse = F.mse_loss(recon, x)
+        if stats is not None:
+            stats["recon_mse"] = float(mse.detach())
+            stats["codes_used"] = float(len(torch.unique(codes)))
+        return mse + cb + cfg.vq.commitment * commit
+
+    def on_step(model, step, gen):
+        if step % cfg.restart_every == 0 and step < 0.75 * cfg.vq_steps:
+            model.quantizer.restart_dead(last_batch["z"], last_batch["codes"], gen)
+
+    neurons = {**model.encoder.neuron_counts(), **model.decoder.neuron_counts()}
+    stage_cfg = replace(cfg, steps=cfg.vq_steps, ema_decay=cfg.vq_ema_decay)
+    fit(Stage(model=model, header={**header(cfg), "kind": KIND + ":vq", "model_config": cfg.vq.to_dict()},
+              options={**cfg.options(), "stage": "vq"}, resume_keys=RESUME_KEYS, batch_loss=batch_loss,
+              desc=f"VQ-SVAE {cfg.data}", on_step=on_step, loss_name="MSE + codebook + commitment",
+              rate_norm={k: n * cfg.batch_size * cfg.vq.num_steps for k, n in neurons.items()}),
+        stage_cfg, out, progress, log)
+    return _ema_weights(SpikingVQVAE(cfg.vq).to(device), out / "model.pt")
+
+
+@torch.no_grad()
+def _tokens(cfg: VQTrainConfig, vq: SpikingVQVAE, data: torch.Tensor, path: Path, progress) -> torch.Tensor:
+    """The training set as token grids under the trained VQ-SVAE, cached (keyed by the VQ stage's step)."""
+    stamp = {"vq_steps": cfg.vq_steps, "data": cfg.data, "data_limit": cfg.data_limit, "n": len(data)}
+    if path.exists():
+        cached = torch.load(path, weights_only=True)
+        if cached.get("stamp") == stamp:
+            return cached["tokens"]
+    parts = []
+    for start in tqdm(range(0, len(data), 500), desc="encoding the training set", unit="batch", disable=not progress):
+        parts.append(vq.encode(data[start:start + 500]).to(torch.int16).cpu())
+    tokens = torch.cat(parts)
+    save_atomic({"stamp": stamp, "tokens": tokens}, path)
+    return tokens
+
+
+def _train_sdid(cfg: VQTrainConfig, tokens: torch.Tensor, out: Path, device, progress, log) -> SpikingTokenDenoiser:
+    out.mkdir(exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model = SpikingTokenDenoiser(cfg.sdid).to(device)
+    tokens = tokens.long().to(device)
+
+    def batch_loss(model, gen, stats):
+        idx = torch.randint(0, len(tokens), (cfg.batch_size,), generator=gen)
+        tok = tokens[idx.to(device)]
+        masked, mask, ratio = corrupt(tok, model.mask_id, gen, cfg.mask_schedule)
+        logits = model(masked, ratio, stats)
+        loss = masked_cross_entropy(logits, tok, mask)
+        if stats is not None:
+            stats["masked_accuracy"] = float(((logits.argmax(1) == tok) & mask).sum() / mask.sum())
+        return loss
+
+    fit(Stage(model=model, header={**header(cfg), "kind": KIND + ":sdid", "model_config": cfg.sdid.to_dict()},
+              options={**cfg.options(), "stage": "sdid"}, resume_keys=RESUME_KEYS + ("vq_steps", "mask_schedule"),
+              batch_loss=batch_loss, desc=f"SDID {cfg.data}", loss_name="cross-entropy on masked tokens",
+              rate_norm={k: n * cfg.batch_size * cfg.sdid.num_steps for k, n in model.neuron_counts().items()}),
+        cfg, out, progress, log)
+    return _ema_weights(SpikingTokenDenoiser(cfg.sdid).to(device), out / "model.pt")

@@ -1,0 +1,344 @@
+"""Spiking-Diffusion: codebook, straight-through gradients, masking schedule, token sampler, two-stage training."""
+
+import copy
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from spikediff import SpikediffError
+from spikediff.checkpoint import CheckpointError, load_model, load_raw
+from spikediff.cli import main
+from spikediff.data import load_images, to_model_range
+from spikediff.diffusion.absorbing import (UnmaskDraws, corrupt, masked_counts, masked_cross_entropy,
+                                           sample_tokens, unmask_step)
+from spikediff.models import SpikingTokenDenoiser, SpikingVQVAE, TokenDenoiserConfig, VQConfig
+from spikediff.train.vq_trainer import VQTrainConfig, train_spiking_vq
+
+
+def _quantizer(k=10, d=3):
+    torch.manual_seed(0)
+    q = SpikingVQVAE(VQConfig(image_size=8, channels=4, codebook_size=k, code_dim=d)).quantizer
+    torch.nn.init.normal_(q.codebook.weight)
+    return q
+
+
+def test_codebook_lookup_is_the_nearest_code():
+    q = _quantizer()
+    z = torch.randn(5, 3, 4, 4)
+    idx = q.indices(z)
+    flat = z.permute(0, 2, 3, 1).reshape(-1, 3)
+    expected = torch.cdist(flat, q.codebook.weight).argmin(1).reshape(5, 4, 4)
+    assert torch.equal(idx, expected)
+    codes = q.lookup(idx)
+    assert codes.shape == z.shape
+    assert torch.equal(codes[2, :, 1, 3], q.codebook.weight[idx[2, 1, 3]])
+    with pytest.raises(SpikediffError, match=r"token ids must be in \[0, 10\)"):
+        q.lookup(torch.tensor([[[10]]]))
+
+
+def test_straight_through_gradients_and_the_two_losses():
+    q = _quantizer()
+    z = torch.randn(2, 3, 4, 4, requires_grad=True)
+    zq, idx, codebook_loss, commitment = q(z)
+    assert torch.allclose(zq.detach(), q.lookup(idx).detach(), atol=1e-6)  # forward: the codes
+    w = torch.randn_like(zq)
+    (zq * w).sum().backward()
+    assert torch.equal(z.grad, w)  # backward: identity to the encoder
+    assert q.codebook.weight.grad is None  # and nothing to the codebook
+    z.grad = None
+    codebook_loss.backward()
+    assert z.grad is None and q.codebook.weight.grad.abs().sum() > 0  # codebook loss moves only the codes
+    q.codebook.weight.grad = None
+    zq, idx, codebook_loss, commitment = q(z)
+    commitment.backward()
+    assert q.codebook.weight.grad is None and z.grad.abs().sum() > 0  # commitment moves only the encoder
+    e = q.lookup(idx).detach()
+    assert torch.allclose(z.grad, 2 * (z - e).detach() / z.numel())
+
+
+def test_dead_codes_restart_on_latents_of_the_batch():
+    q = _quantizer(k=6)
+    z = torch.randn(1, 3, 2, 2)
+    idx = torch.tensor([[[0, 0], [1, 1]]])
+    before = q.codebook.weight.detach().clone()
+    assert q.restart_dead(z, idx, torch.Generator().manual_seed(0)) == 4
+    after = q.codebook.weight.detach()
+    assert torch.equal(after[:2], before[:2])
+    latents = z.permute(0, 2, 3, 1).reshape(-1, 3)
+    for code in after[2:]:
+        assert any(torch.equal(code, lat) for lat in latents)
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+@pytest.mark.parametrize("steps", [1, 5, 20, 49])
+def test_masked_counts_unmask_everything_at_least_one_per_step(kind, steps):
+    counts = masked_counts(steps, 49, kind)
+    assert len(counts) == steps + 1 and counts[0] == 49 and counts[-1] == 0
+    assert np.all(np.diff(counts) <= -1)
+
+
+def test_cosine_schedule_unmasks_fewer_tokens_first():
+    cos, lin = masked_counts(10, 49, "cosine"), masked_counts(10, 49, "linear")
+    assert np.all(cos >= lin) and cos[1] > lin[1]
+    assert list(lin) == [49, 44, 39, 34, 29, 24, 20, 15, 10, 5, 0]
+    with pytest.raises(SpikediffError, match="1 to 49 steps"):
+        masked_counts(50, 49)
+
+
+def test_corruption_masks_the_scheduled_fraction():
+    tokens = torch.randint(0, 7, (4000, 7, 7))
+    masked, mask, ratio = corrupt(tokens, 7, torch.Generator().manual_seed(0), "cosine")
+    assert torch.equal(masked[mask], torch.full_like(masked[mask], 7))
+    assert torch.equal(masked[~mask], tokens[~mask])
+    counts = mask.flatten(1).sum(1)
+    assert counts.min() >= 1
+    assert torch.allclose(ratio, counts.double() / 49)
+    # progress ~ U(0, 1), masked fraction cos(pi p / 2): its mean is 2 / pi (ceil adds < 1/49)
+    assert abs(float(ratio.mean()) - 2 / math.pi) < 0.03
+
+
+def test_masked_cross_entropy_ignores_unmasked_cells():
+    logits = torch.randn(2, 5, 3, 3)
+    tokens = torch.randint(0, 5, (2, 3, 3))
+    mask = torch.zeros(2, 3, 3, dtype=torch.bool)
+    mask[0, 1, 2] = mask[1, 0, 0] = True
+    expected = (torch.nn.functional.cross_entropy(logits[0, :, 1, 2][None], tokens[0, 1, 2][None])
+                + torch.nn.functional.cross_entropy(logits[1, :, 0, 0][None], tokens[1, 0, 0][None])) / 2
+    assert torch.allclose(masked_cross_entropy(logits, tokens, mask), expected)
+
+
+def test_unmask_step_draws_from_the_softmax_of_the_scheduled_cells():
+    n, k, length = 20000, 4, 6
+    counts = np.array([6, 3, 0])
+    draws = UnmaskDraws(n, length, seed=1)
+    logits = np.tile(np.log(np.array([0.1, 0.2, 0.3, 0.4]))[None, :, None], (n, 1, length))
+    tokens = unmask_step(np.full((n, length), k), logits, 0, counts, draws)
+    first = draws.order[:, :3]
+    picked = np.take_along_axis(tokens, first, axis=1)
+    assert np.all(picked < k)  # the three scheduled cells got tokens ...
+    rest = np.take_along_axis(tokens, draws.order[:, 3:], axis=1)
+    assert np.all(rest == k)  # ... the others are still masked
+    freq = np.bincount(picked.ravel(), minlength=k) / picked.size
+    assert np.allclose(freq, [0.1, 0.2, 0.3, 0.4], atol=0.01)
+    # a temperature near zero is the argmax
+    cold = unmask_step(np.full((n, length), k), logits, 0, counts, draws, temperature=1e-3)
+    assert np.all(np.take_along_axis(cold, first, axis=1) == 3)
+
+
+def _tiny_sdid(k=6, grid=3):
+    torch.manual_seed(0)
+    return SpikingTokenDenoiser(TokenDenoiserConfig(codebook_size=k, grid=grid, channels=8, hidden=16))
+
+
+def test_token_sampler_is_deterministic_and_independent_of_batching():
+    sdid = _tiny_sdid()
+    a = sample_tokens(sdid, 7, steps=4, seed=3, batch_size=7, progress=False)
+    b = sample_tokens(sdid, 7, steps=4, seed=3, batch_size=2, progress=False)
+    chunk = sample_tokens(sdid, 3, steps=4, seed=3, progress=False, first=4)
+    assert a.shape == (7, 3, 3) and a.min() >= 0 and a.max() < 6
+    assert torch.equal(a, b) and torch.equal(a[4:], chunk)
+    assert not torch.equal(a, sample_tokens(sdid, 7, steps=4, seed=4, progress=False))
+
+
+def test_sdid_logits_depend_on_the_tokens_and_the_masked_fraction():
+    sdid = _tiny_sdid()
+    tokens = torch.randint(0, 7, (2, 3, 3))
+    stats = {}
+    with torch.no_grad():
+        out = sdid(tokens, torch.tensor([0.5, 0.5]), stats)
+        assert out.shape == (2, 6, 3, 3)
+        assert not torch.equal(out, sdid(tokens, torch.tensor([0.9, 0.9])))
+        assert torch.allclose(sdid(tokens.flip(0), torch.tensor([0.5, 0.5])).flip(0), out)  # per image
+        other = tokens.clone()
+        other[0, 1, 1] = (tokens[0, 1, 1] + 1) % 7
+        assert not torch.equal(sdid(other, torch.tensor([0.5, 0.5]))[0], out[0])
+    assert set(stats) == {"e0", "e1", "g", "u"} and stats["e0"] > 0
+    with pytest.raises(SpikediffError, match=r"token grids of shape \(N, 3, 3\)"):
+        sdid(torch.zeros(2, 4, 4, dtype=torch.long), 0.5)
+
+
+TINY = dict(data="digits", vq_steps=120, steps=120, batch_size=32, lr=2e-3, warmup=10, checkpoint_every=60,
+            log_every=20, restart_every=20, device="cpu")
+
+
+def _tiny_cfg(**kw):
+    return VQTrainConfig(**{**TINY, **kw}, vq=VQConfig(channels=8, codebook_size=16, code_dim=4),
+                         sdid=TokenDenoiserConfig(channels=8, hidden=16))
+
+
+def test_two_stage_training_learns_resumes_and_samples(tmp_path):
+    path = train_spiking_vq(_tiny_cfg(), tmp_path / "run", progress=False, log=lambda _m: None)
+    vq_log = [json.loads(line) for line in (tmp_path / "run" / "vq" / "log.jsonl").read_text().splitlines()]
+    sdid_log = [json.loads(line) for line in (tmp_path / "run" / "sdid" / "log.jsonl").read_text().splitlines()]
+    assert vq_log[-1]["recon_mse"] < vq_log[0]["recon_mse"], (vq_log[0], vq_log[-1])
+    held_out = to_model_range(load_images("digits", "test")[0][:200])
+    vq_cfg = VQConfig.from_dict(load_raw(tmp_path / "run" / "vq" / "model.pt")["model_config"])
+    torch.manual_seed(0)
+    untrained, trained = SpikingVQVAE(vq_cfg), load_model(path)[0].vq
+    with torch.no_grad():
+        errors = [float(torch.nn.functional.mse_loss(m.decode(m.encode(held_out)), held_out)) for m in (untrained, trained)]
+    assert errors[1] < 0.6 * errors[0], errors
+    assert vq_log[-1]["codes_used"] >= 8  # restarts keep the codebook in use
+    assert sdid_log[-1]["loss_avg"] < math.log(16)  # better than a uniform guess over the codes
+    model, schedule, ckpt = load_model(path)
+    assert schedule is None and ckpt["train"]["step"] == 120 and ckpt["train"]["vq_step"] == 120
+    images = model.sample(5, steps=4, seed=0, progress=False)
+    assert images.shape == (5, 1, 8, 8) and images.abs().max() <= 1
+    assert torch.equal(images, model.sample(5, steps=4, seed=0, progress=False))
+
+    # an interrupted second stage resumes to the same weights as the straight run
+    train_spiking_vq(_tiny_cfg(steps=50), tmp_path / "resumed", progress=False, log=lambda _m: None)
+    messages = []
+    train_spiking_vq(_tiny_cfg(), tmp_path / "resumed", progress=False, log=messages.append)
+    assert any("resuming" in m and "sdid" in m for m in messages), messages
+    a, b = load_raw_model(tmp_path / "run"), load_raw_model(tmp_path / "resumed")
+    for key in a:
+        assert torch.equal(a[key], b[key]), key
+
+    with pytest.raises(CheckpointError, match="a 'sdid' checkpoint, not a sampler"):
+        load_model(tmp_path / "run" / "sdid" / "model.pt")
+
+
+def load_raw_model(run):
+    return load_raw(run / "sdid" / "last.pt")["model"]
+
+
+def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", "--model", "spiking-vq", "--data", "digits", "--out", str(run), "--vq-steps", "20",
+                 "--steps", "20", "--batch-size", "16", "--channels", "4", "--hidden", "8", "--sdid-channels", "4",
+                 "--codebook-size", "8", "--code-dim", "4", "--device", "cpu", "--quiet"]) == 0
+    ckpt = load_model(run / "model.pt")[2]
+    assert ckpt["model_config"]["vq"]["codebook_size"] == 8 and ckpt["model_config"]["sdid"]["channels"] == 4
+    capsys.readouterr()
+    assert main(["sample", str(run / "model.pt"), "-n", "3", "--steps", "4", "-o", str(tmp_path / "g.png")]) == 0
+    out = capsys.readouterr().out
+    assert "wrote 3 samples" in out and "SDID: 4 unmasking steps" in out and "asg" in out
+    assert (tmp_path / "g.png").stat().st_size > 0
+    assert main(["sample", str(run / "model.pt"), "--backend", "lava", "--fixed-point", "-n", "2", "--steps", "2",
+                 "--lava-target", "sim", "-o", str(tmp_path / "l.png")]) == 0
+    out = capsys.readouterr().out
+    assert "tokens, images and spike counts identical to spikediff's bit-exact simulator" in out
+    report = json.loads((tmp_path / "l.counters.json").read_text())
+    assert report["bit_exact_vs_simulator"] and set(report["decoder"]) == {"asg", "h1", "h2", "h3"}
+    assert main(["export", str(run / "model.pt"), "-o", str(tmp_path / "m.nir")]) == 0
+    assert (tmp_path / "m.sdid.nir").is_file() and (tmp_path / "m.decoder.nir").is_file()
+    capsys.readouterr()
+    assert main(["report", str(run / "model.pt"), "-n", "3", "--steps", "2", "-o", str(tmp_path / "rep")]) == 0
+    printed = capsys.readouterr().out
+    assert "loihi2" in printed and "ac_mac_45nm" in printed
+    rep = json.loads((tmp_path / "rep" / "report.json").read_text())
+    by_profile = {c["profile"]: c for c in rep["cost"]}
+    parts = {p: {c["profile"]: c for c in rep["cost_by_network"][p]} for p in ("sdid", "decoder")}
+    for prof, c in by_profile.items():  # an image costs both networks' runs
+        total = parts["sdid"][prof]["energy_per_image_J"] + parts["decoder"][prof]["energy_per_image_J"]
+        assert c["energy_per_image_J"] == pytest.approx(total) and total > 0
+    assert rep["chips"]["loihi2"]["cores"] == rep["chips"]["loihi2"]["sdid"] + rep["chips"]["loihi2"]["decoder"]
+    assert rep["events_per_image"]["sdid"]["denoising_steps"] == 2
+    assert rep["events_per_image"]["decoder"]["denoising_steps"] == 1
+    assert (tmp_path / "rep" / "report.md").read_text().startswith("# Hardware report (spiking-vq)")
+    assert main(["eval", str(run), "-n", "4", "--steps", "2", "--backend", "sim", "--ref-split", "test",
+                 "--ref-n", "40", "--quiet"]) == 0
+    res = json.loads((run / "eval" / "eval-sim-2steps.json").read_text())
+    assert res["n"] == 4 and res["data"] == "digits" and res["fid"] > 0 and res["snn_steps"] == 4
+    assert main(["export", str(run / "model.pt"), "--onnx", str(tmp_path / "m.onnx")]) == 2
+    assert "not available for spiking-vq checkpoints yet" in capsys.readouterr().err
+    assert main(["sample", str(run / "model.pt"), "--steps", "5", "-o", str(tmp_path / "s.png")]) == 2
+    assert "1 to 4 steps" in capsys.readouterr().err
+
+
+def _deployable_parts():
+    """The SDID denoiser and the VQ-SVAE decoder of a tiny untrained model, with one host input batch each."""
+    torch.manual_seed(0)
+    vq = SpikingVQVAE(VQConfig(image_size=8, channels=4, codebook_size=6, code_dim=3))
+    torch.nn.init.normal_(vq.quantizer.codebook.weight)
+    sdid = SpikingTokenDenoiser(TokenDenoiserConfig(codebook_size=6, grid=2, channels=8, hidden=16))
+    tokens = torch.tensor([[[0, 6], [6, 6]], [[1, 2], [3, 6]], [[5, 4], [0, 2]]])
+    sdid_in = sdid.make_input(tokens, torch.tensor([0.75, 0.25, 0.0]))
+    dec_in = vq.quantizer.lookup(tokens.clamp(max=5)).detach()
+    return [(sdid, sdid_in), (vq.decoder, dec_in)]
+
+
+@pytest.mark.parametrize("part", [0, 1], ids=["sdid", "decoder"])
+def test_deployable_parts_export_to_nir_and_run_on_lava_like_pytorch(part, tmp_path):
+    """NIR file round trip (nirtorch interpreter), then Lava's float simulator spike for spike."""
+    import nir
+
+    from spikediff.export.nir_graph import to_nir
+    from spikediff.export.nir_to_lava import build
+    from spikediff.export.nir_torch import to_torch
+    from spikediff.runtime.lava_eval import run_windows
+
+    net, inp = _deployable_parts()[part]
+    nir.write(tmp_path / "part.nir", to_nir(net))
+    graph = nir.read(tmp_path / "part.nir")
+    assert graph.metadata["network"] == type(net).__name__
+    executor, state, outs = to_torch(graph), None, []
+    stats_per_input = []
+    with torch.no_grad():
+        for _ in range(net.config.num_steps):
+            out, state = executor(inp, state)
+            outs.append(out)
+        expected = [net.run_graph(inp[i:i + 1], stats_per_input.append({}) or stats_per_input[-1])[0].numpy()
+                    for i in range(len(inp))]
+    torch.testing.assert_close(torch.stack(outs).mean(0), torch.from_numpy(np.stack(expected)), rtol=0, atol=1e-5)
+    assert np.abs(expected).max() > 0.01
+
+    result = run_windows(build(graph, net.config.num_steps), inp.numpy(), record_spikes=True)
+    for i in range(len(inp)):
+        np.testing.assert_allclose(result["readout"][i].mean(0).reshape(-1), expected[i], rtol=0, atol=1e-5)
+    for name in net.spiking_layers:
+        torch_counts = [s[name] for s in stats_per_input]
+        assert sum(torch_counts) > 0, name
+        np.testing.assert_array_equal(result["spikes"][name].sum(1), torch_counts, err_msg=name)
+
+
+@pytest.fixture(scope="module")
+def tiny_vq_model():
+    """A tiny spiking-vq sampler with weights that fire (untrained), in float64 for exact comparisons."""
+    from spikediff.models import SpikingVQDiffusion
+
+    torch.manual_seed(0)
+    vq = SpikingVQVAE(VQConfig(image_size=8, channels=4, codebook_size=6, code_dim=3))
+    torch.nn.init.normal_(vq.quantizer.codebook.weight)
+    sdid = SpikingTokenDenoiser(TokenDenoiserConfig(codebook_size=6, grid=2, channels=8, hidden=16))
+    torch.nn.init.normal_(sdid.fc_out.weight, 0, 2.0)  # confident logits: the draws then depend on them
+    return SpikingVQDiffusion(vq, sdid, "cosine").double()
+
+
+def test_float_lava_sampler_equals_pytorch_token_for_token(tiny_vq_model):
+    from spikediff.export.nir_graph import vq_graphs
+    from spikediff.models.spiking_vq import TokenDecoder
+    from spikediff.runtime.vq_sampler import sample_vq_lava
+
+    graphs = vq_graphs(tiny_vq_model)
+    lava = sample_vq_lava(graphs, 3, steps=3, seed=5, target="sim", progress=False)
+    stats = {}
+    expected = sample_tokens(tiny_vq_model.sdid, 3, steps=3, seed=5, progress=False, stats=stats)
+    assert torch.equal(torch.from_numpy(lava["tokens"]), expected)
+    assert len(torch.unique(expected)) > 1
+    for name in ("e0", "e1", "g", "u"):
+        assert lava["counters"][name]["active"].sum() == stats[name] > 0, name
+    dec = TokenDecoder(tiny_vq_model.vq.decoder, tiny_vq_model.vq.quantizer.codebook.weight.detach())
+    with torch.no_grad():
+        images = dec(dec.one_hot(expected)).clamp(-1, 1).numpy()
+        reference = tiny_vq_model.vq.decode(expected).numpy()  # the training-time decoder, codebook lookup on host
+    np.testing.assert_allclose(lava["images"], images, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(images, reference, rtol=0, atol=1e-5)
+
+
+def test_fixed_point_lava_sampler_equals_the_simulator(tiny_vq_model):
+    from spikediff.export.nir_graph import vq_graphs
+    from spikediff.hardware_sim.vq_fixed_sampler import same_as_lava, sample_vq_fixed
+    from spikediff.runtime.vq_sampler import sample_vq_lava
+
+    graphs = vq_graphs(copy.deepcopy(tiny_vq_model).float())
+    sim = sample_vq_fixed(graphs, 3, steps=3, seed=2, batch_size=2)
+    lava = sample_vq_lava(graphs, 3, steps=3, seed=2, target="sim", fixed_point=True, fixed=sim["fixed_point"],
+                          progress=False)
+    assert same_as_lava(sim, lava)
+    assert sum(c["active"].sum() for c in sim["counters"].values()) > 0
+    assert sum(c.sum() for c in sim["decoder_counters"].values()) > 0
