@@ -110,7 +110,7 @@ def cmd_sample(args) -> int:
     model, schedule, _ = load_model(args.checkpoint)
     if schedule is None:
         return _sample_spiking_vq(args, model)
-    if args.temperature != 1.0:
+    if args.temperature is not None:
         raise SpikediffError("--temperature applies to spiking-vq checkpoints (token sampling), not to DDIM")
     if args.backend == "lava":
         return _sample_lava(args, model, schedule)
@@ -335,11 +335,15 @@ def cmd_eval(args) -> int:
     ckpt, out = _checkpoint_and_output(args, "eval")
     model, schedule, raw = load_model(ckpt)
     data = args.data or raw.get("train", {}).get("data") or "mnist"
+    if schedule is not None and args.temperature is not None:
+        raise SpikediffError("--temperature applies to spiking-vq checkpoints (token sampling), not to DDIM")
     r = evaluate(model, schedule, out or Path("eval"), data, args.num, args.steps, args.backend, seed=args.seed,
+                 temperature=args.temperature,
                  ref_split=args.ref_split, ref_n=args.ref_n, device=args.device, progress=not args.quiet,
                  source=str(ckpt))
     print(f"FID {r['fid']:.2f}  KID {r['kid'] * 1e3:.2f} +- {r['kid_std'] * 1e3:.2f} (x1e-3)  "
-          f"{r['n']} samples ({args.backend}, {args.steps} DDIM steps) against {r['reference']}")
+          f"{r['n']} samples ({args.backend}, {args.steps} {'DDIM' if schedule is not None else 'unmasking'} steps"
+          f"{'' if schedule is not None else ', temperature ' + format(r['temperature'], 'g')}) against {r['reference']}")
     print(f"wrote {r['json']}")
     return 0
 
@@ -354,6 +358,7 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     from .data.datasets import ALL_NAMES, DATASETS
     from .checkpoint import SHIPPED_MODELS
+    from .diffusion.absorbing import DEFAULT_TEMPERATURE
     from .diffusion.sampler import DEFAULT_INFERENCE_STEPS
     from .diffusion.schedule import PREDICTION_TYPES
     from .runtime.session import TARGETS
@@ -432,7 +437,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="PNG grid to write, or a directory (samples.png and its counters go there)")
     sa.add_argument("--steps", type=_positive_int, default=DEFAULT_INFERENCE_STEPS,
                     help="DDIM denoising steps (spiking-vq: unmasking steps, at most the number of tokens)")
-    sa.add_argument("--temperature", type=float, default=1.0, help="spiking-vq: softmax temperature of token draws")
+    sa.add_argument("--temperature", type=float, help=f"spiking-vq: softmax temperature of the token draws "
+                                                      f"(default {DEFAULT_TEMPERATURE})")
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--batch-size", type=_positive_int, default=64)
     sa.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (torch backend)")
@@ -493,6 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ref-split", default="train", choices=["train", "test"])
     ev.add_argument("--ref-n", type=_positive_int, default=10000, help="reference images (the first N of the split)")
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--temperature", type=float, help=f"spiking-vq: softmax temperature of the token draws "
+                                                      f"(default {DEFAULT_TEMPERATURE})")
     ev.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=cmd_eval)

@@ -242,8 +242,9 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     assert (tmp_path / "rep" / "report.md").read_text().startswith("# Hardware report (spiking-vq)")
     assert main(["eval", str(run), "-n", "4", "--steps", "2", "--backend", "sim", "--ref-split", "test",
                  "--ref-n", "40", "--quiet"]) == 0
-    res = json.loads((run / "eval" / "eval-sim-2steps.json").read_text())
+    res = json.loads((run / "eval" / "eval-sim-2steps-temp0.6.json").read_text())
     assert res["n"] == 4 and res["data"] == "digits" and res["fid"] > 0 and res["snn_steps"] == 4
+    assert res["temperature"] == 0.6 and (run / "eval" / "samples-sim-2steps-seed0-temp0.6").is_dir()
     assert main(["export", str(run / "model.pt"), "--onnx", str(tmp_path / "m.onnx")]) == 2
     assert "not available for spiking-vq checkpoints yet" in capsys.readouterr().err
     assert main(["sample", str(run / "model.pt"), "--steps", "5", "-o", str(tmp_path / "s.png")]) == 2

@@ -13,13 +13,14 @@ from tqdm.auto import tqdm
 from .. import SpikediffError
 
 
-def sample_vq_fixed(graphs: dict, n: int, steps: int, seed: int = 0, temperature: float = 1.0, fixed: dict | None = None,
-                    device="cpu", batch_size: int | None = None, progress: bool = False, first: int = 0) -> dict:
+def sample_vq_fixed(graphs: dict, n: int, steps: int, seed: int = 0, temperature: float | None = None,
+                    fixed: dict | None = None, device="cpu", batch_size: int | None = None, progress: bool = False,
+                    first: int = 0) -> dict:
     """Images (n, C, H, W), tokens (n, G, G), ``counters`` {SDID population: {"active": (n, steps)}} and
     ``decoder_counters`` {decoder population: (n,)} spikes, ``fixed_point`` {"sdid", "decoder"}, and
     ``parts`` {"sdid", "decoder"}: each network's events in the form ``fixed_sampler.sample_fixed`` returns
     them (what ``events.count_events`` prices; the decoder runs one evaluation per image)."""
-    from ..diffusion.absorbing import UnmaskDraws, masked_counts, unmask_step
+    from ..diffusion.absorbing import DEFAULT_TEMPERATURE, UnmaskDraws, check_temperature, masked_counts, unmask_step
     from ..export.fixed_point import for_graph
     from ..export.folded import fold
     from ..models.spiking_vq import token_onehot
@@ -28,6 +29,7 @@ def sample_vq_fixed(graphs: dict, n: int, steps: int, seed: int = 0, temperature
     from .fixed_sim import FixedNetwork
 
     ms, md = check_graphs(graphs)
+    temperature = check_temperature(DEFAULT_TEMPERATURE if temperature is None else temperature)
     if batch_size is not None and int(batch_size) < 1:
         raise SpikediffError(f"batch size must be at least 1, got {batch_size}")
     folded = {name: fold(graph) for name, graph in graphs.items()}

@@ -28,8 +28,9 @@ def image_shape(model) -> tuple:
 
 
 def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, seed: int = 0, device: str = "cpu",
-             chunk: int = CHUNK, progress: bool = True, log=print) -> np.ndarray:
-    """(n, C, H, W) samples in [-1, 1], generated chunk by chunk into ``out_dir`` (reused when present)."""
+             chunk: int = CHUNK, progress: bool = True, log=print, temperature: float | None = None) -> np.ndarray:
+    """(n, C, H, W) samples in [-1, 1], generated chunk by chunk into ``out_dir`` (reused when present).
+    ``temperature``: spiking-vq only (None: its default)."""
     import torch
     from tqdm.auto import tqdm
 
@@ -42,7 +43,11 @@ def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, s
     vq = schedule is None  # a spiking-vq sampler (checkpoint.load_model gives it no noise schedule)
     shape = image_shape(model)
     noise = None if vq else initial_noise(n, shape, seed)
-    folder = Path(out_dir) / f"samples-{backend}-{steps}steps-seed{seed}"
+    if vq:
+        from ..diffusion.absorbing import DEFAULT_TEMPERATURE, check_temperature
+
+        temperature = check_temperature(DEFAULT_TEMPERATURE if temperature is None else temperature)
+    folder = Path(out_dir) / f"samples-{backend}-{steps}steps-seed{seed}{f'-temp{temperature:g}' if vq else ''}"
     folder.mkdir(parents=True, exist_ok=True)
     if backend == "torch":
         graph = None
@@ -64,16 +69,18 @@ def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, s
                     continue
             x = None if vq else noise[start:stop]
             if vq and backend == "torch":
-                images = model.sample(stop - start, steps, seed=seed, device=device, progress=False, first=start).numpy()
+                images = model.sample(stop - start, steps, seed=seed, temperature=temperature, device=device,
+                                      progress=False, first=start).numpy()
             elif vq and backend == "sim":
                 from ..hardware_sim.vq_fixed_sampler import sample_vq_fixed
 
-                images = sample_vq_fixed(graph, stop - start, steps, seed=seed, device=device, first=start)["images"]
+                images = sample_vq_fixed(graph, stop - start, steps, seed=seed, temperature=temperature, device=device,
+                                         first=start)["images"]
             elif vq:
                 from ..runtime.vq_sampler import sample_vq_lava
 
-                images = sample_vq_lava(graph, stop - start, steps, seed=seed, fixed_point=True, target="sim",
-                                        progress=False, first=start)["images"]
+                images = sample_vq_lava(graph, stop - start, steps, seed=seed, temperature=temperature, fixed_point=True,
+                                        target="sim", progress=False, first=start)["images"]
             elif backend == "torch":
                 with torch.no_grad():
                     images = sample_torch(model, schedule, len(x), steps, noise=x, device=device, progress=False).numpy()
@@ -97,7 +104,7 @@ def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, s
 
 def evaluate(model, schedule, out_dir, data: str, n: int, steps: int, backend: str, seed: int = 0,
              ref_split: str = "train", ref_n: int = 10000, device: str = "cpu", progress: bool = True,
-             kid_subsets: int = 100, source: str = "", log=print) -> dict:
+             kid_subsets: int = 100, source: str = "", log=print, temperature: float | None = None) -> dict:
     """Generate (or reuse) n samples, score them against ``ref_n`` images of ``data``/``ref_split``; writes
     ``eval-<backend>-<steps>steps.json`` and a grid of the first 64 samples into ``out_dir``."""
     import torch
@@ -115,12 +122,20 @@ def evaluate(model, schedule, out_dir, data: str, n: int, steps: int, backend: s
                              f"{image_shape(model)[-1]} px")
     extractor = InceptionFeatures(device=device)
     reference = reference_features(data, ref_split, ref_n, extractor=extractor, progress=progress)
-    samples = generate(model, schedule, out, n, steps, backend, seed=seed, device=device, progress=progress, log=log)
+    samples = generate(model, schedule, out, n, steps, backend, seed=seed, device=device, progress=progress, log=log,
+                       temperature=temperature)
     feats = extractor((samples + 1) / 2, progress=progress, desc="inception features of the samples")
-    result = {"source": source, "backend": backend, "denoising_steps": steps, "snn_steps": getattr(model, "num_steps", None) or model.config.num_steps,
+    vq = schedule is None
+    result = {"source": source, "backend": backend, "denoising_steps": steps,
+              "snn_steps": model.num_steps if vq else model.config.num_steps,
               "seed": seed, "data": data, "reference": f"{data} {ref_split}, first {len(reference)} images",
               **scores(feats, reference, kid_subsets=kid_subsets)}
     name = f"eval-{backend}-{steps}steps"
+    if vq:
+        from ..diffusion.absorbing import DEFAULT_TEMPERATURE
+
+        result["temperature"] = DEFAULT_TEMPERATURE if temperature is None else temperature
+        name += f"-temp{result['temperature']:g}"
     save_grid(torch.from_numpy(samples[:64]), out / f"{name}.png")
     write_json_atomic(result, out / f"{name}.json")
     result["json"] = str(out / f"{name}.json")

@@ -33,16 +33,18 @@ def decoded_images(readout: np.ndarray, meta: dict) -> np.ndarray:
     return unpatch(readout.mean(1), 1, meta["readout_shape"], int(meta["patch"])).clip(-1, 1)
 
 
-def sample_vq_lava(graphs: dict, n: int, steps: int, seed: int = 0, temperature: float = 1.0, target: str = "auto",
-                   fixed_point: bool = False, fixed: dict | None = None, progress: bool = True, first: int = 0) -> dict:
+def sample_vq_lava(graphs: dict, n: int, steps: int, seed: int = 0, temperature: float | None = None,
+                   target: str = "auto", fixed_point: bool = False, fixed: dict | None = None, progress: bool = True,
+                   first: int = 0) -> dict:
     """n images: tokens by the SDID loop on Lava, then the decoder on Lava. ``fixed``: {"sdid", "decoder":
-    FixedPoint} (default ``fixed_point.for_graph`` of each, when ``fixed_point``). Draws as in
+    FixedPoint} (default ``fixed_point.for_graph`` of each, when ``fixed_point``). ``temperature`` None: the
+    default (``absorbing.DEFAULT_TEMPERATURE``). Draws as in
     ``absorbing.sample_tokens`` (image i uses those of image ``first + i``).
 
     Returns ``images`` (n, C, H, W), ``tokens`` (n, G, G), ``counters`` {population: {"active": (n, steps)}}
     of the SDID and ``decoder_counters`` {population: (n,)} spikes, ``pipeline``, ``network`` (the SDID's),
     ``decoder_network``, ``target``."""
-    from ..diffusion.absorbing import UnmaskDraws, masked_counts
+    from ..diffusion.absorbing import DEFAULT_TEMPERATURE, UnmaskDraws, check_temperature, masked_counts
     from ..export.fixed_point import for_graph
     from ..export.folded import fold
     from ..export.nir_to_lava import build
@@ -54,8 +56,7 @@ def sample_vq_lava(graphs: dict, n: int, steps: int, seed: int = 0, temperature:
     from .session import run_config
 
     ms, md = check_graphs(graphs)
-    if temperature <= 0:
-        raise SpikediffError(f"--temperature must be positive, got {temperature}")
+    temperature = check_temperature(DEFAULT_TEMPERATURE if temperature is None else temperature)
     tag = "fixed_pt" if fixed_point else "floating_pt"
     run_cfg, where = run_config(target, tag)
     k, g = int(ms["codebook_size"]), int(ms["grid"])
