@@ -1,4 +1,5 @@
-"""How digit-like the shipped checkpoint's samples are, by the MNIST digit probe (spikediff.metrics),
+"""How digit-like the shipped MNIST samplers' samples are (the DDIM checkpoint and mnist-vq), by the MNIST
+digit probe (spikediff.metrics),
 beside real test digits and random speckle as the two ends of the scale; in floating point (PyTorch)
 and in Loihi fixed point (the bit-exact simulator, i.e. what the Lava fixed-point run gives).
 
@@ -18,9 +19,11 @@ from _report import write_report
 from spikediff.checkpoint import load_model
 from spikediff.data import load_images
 from spikediff.diffusion import sample_torch
+from spikediff.diffusion.absorbing import resolve_temperature
 from spikediff.diffusion.sampler import initial_noise
-from spikediff.export.nir_graph import to_nir
+from spikediff.export.nir_graph import to_nir, vq_graphs
 from spikediff.hardware_sim.fixed_sampler import sample_fixed
+from spikediff.hardware_sim.vq_fixed_sampler import sample_vq_fixed
 from spikediff.metrics import digit_probe_score, fit_digit_probe
 
 
@@ -47,6 +50,11 @@ def main() -> None:
     for steps in args.fixed_steps:
         x = sample_fixed(graph, noise, steps, progress=True)["images"]
         rows[f"shipped checkpoint, fixed point, {steps} DDIM steps"] = np.clip((x + 1) / 2, 0, 1)[:, 0]
+    vq = load_model("mnist-vq")[0]  # the spiking-vq sampler: float, then the deployed fixed point
+    x = vq.sample(args.n, 20, seed=args.seed, progress=False)
+    rows[f"mnist-vq, 20 unmasking steps, temperature {resolve_temperature(None):g}"] = ((x + 1) / 2).clamp(0, 1).numpy()[:, 0]
+    x = sample_vq_fixed(vq_graphs(vq), args.n, 20, seed=args.seed)["images"]
+    rows["mnist-vq, fixed point, 20 unmasking steps"] = np.clip((x + 1) / 2, 0, 1)[:, 0]
     scores = {name: digit_probe_score(clf, images) for name, images in rows.items()}
     for name, score in scores.items():
         print(f"{name:40s} {score}")

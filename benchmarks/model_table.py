@@ -52,8 +52,7 @@ def vq_speeds(model, steps: int, n_lava: int) -> dict:
 def speeds(model, schedule, steps: int, n_lava: int) -> dict:
     if schedule is None:
         return vq_speeds(model, steps, n_lava)
-    cfg = model.config
-    noise = initial_noise(64, (cfg.in_channels, cfg.image_size, cfg.image_size), 0)
+    noise = initial_noise(64, model.image_shape, 0)
     graph = to_nir(model, schedule)
     out = {"torch_images_per_s": _rate(lambda: sample_torch(model, schedule, 64, steps, noise=noise,
                                                             progress=False), 64),
@@ -97,11 +96,11 @@ def main() -> None:
                                     progress=False, source=str(ckpt))
             totals = [report["events_per_image"][p]["totals"] for p in ("sdid", "decoder")]
             ev = {k: sum(t[k] for t in totals) for k in ("spikes", "synaptic_ops")}
-            cores, snn_steps = report["chips"], model.num_steps
+            cores = report["chips"]
         else:
             report = make_report(model, schedule, cache / "report", n=64, steps=args.steps, compare_float=False,
                                  progress=False, source=str(ckpt))
-            ev, cores, snn_steps = report["events_per_image"]["totals"], report["mapping"], model.config.num_steps
+            ev, cores = report["events_per_image"]["totals"], report["mapping"]
         speed = speeds(model, schedule, args.steps, args.n_lava)
         for backend in args.backends:
             r = evaluate(model, schedule, cache, data, args.n, args.steps, backend, ref_split="train", ref_n=args.ref_n,
@@ -109,7 +108,7 @@ def main() -> None:
             grids[(name, backend)] = cache / f"eval-{backend}-{args.steps}steps.png"
             rows.append({"model": name, "data": data, "checkpoint": str(ckpt), "training_steps": raw["train"].get("step"),
                          "backend": backend, "fid": r["fid"], "kid": r["kid"], "kid_std": r["kid_std"], "n": r["n"],
-                         "reference": r["reference"], "denoising_steps": args.steps, "T": snn_steps,
+                         "reference": r["reference"], "denoising_steps": args.steps, "T": model.num_steps,
                          "spikes_per_image": ev["spikes"], "synaptic_ops_per_image": ev["synaptic_ops"],
                          "energy_per_image_J": {c["profile"]: c["energy_per_image_J"] for c in report["cost"]},
                          **next({"ann_twin_J": c["ann_twin"]["energy_per_image_J"],

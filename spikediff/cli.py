@@ -89,12 +89,6 @@ def _train_spiking_vq(args) -> int:
     return 0
 
 
-def _fsddim_only(schedule, what: str) -> None:
-    """What spiking-vq checkpoints (no noise schedule) cannot do yet."""
-    if schedule is None:
-        raise SpikediffError(f"{what}: not available for spiking-vq checkpoints yet (sample, eval and export are)")
-
-
 def _print_spike_table(neurons: dict, spikes_per_image: dict, updates_per_neuron: int, footer: str) -> None:
     print(f"{'layer':8s} {'neurons':>8s} {'spikes/image':>13s} {'rate':>6s}")
     for name, count in neurons.items():
@@ -107,6 +101,8 @@ def cmd_sample(args) -> int:
     from .images import check_png_path, save_grid
 
     args.output = check_png_path(args.output)
+    if args.fixed_point and args.backend != "lava":
+        raise SpikediffError("--fixed-point needs --backend lava (the torch backend is the float model)")
     model, schedule, _ = load_model(args.checkpoint)
     if schedule is None:
         return _sample_spiking_vq(args, model)
@@ -114,8 +110,6 @@ def cmd_sample(args) -> int:
         raise SpikediffError("--temperature applies to spiking-vq checkpoints (token sampling), not to DDIM")
     if args.backend == "lava":
         return _sample_lava(args, model, schedule)
-    if args.fixed_point:
-        raise SpikediffError("--fixed-point needs --backend lava (the torch backend is the float model)")
     from .diffusion import sample_torch
     from .train.trainer import resolve_device
 
@@ -135,8 +129,6 @@ def _sample_spiking_vq(args, model) -> int:
     from .images import save_grid
     from .train.trainer import resolve_device
 
-    if args.fixed_point and args.backend != "lava":
-        raise SpikediffError("--fixed-point needs --backend lava (the torch backend is the float model)")
     if args.backend == "lava":
         return _sample_spiking_vq_lava(args, model)
     stats: dict = {}
@@ -155,6 +147,13 @@ def _sample_spiking_vq(args, model) -> int:
     return 0
 
 
+def _say_where_lava_runs(args) -> None:
+    from .runtime.session import loihi2_available
+
+    if args.lava_target == "auto" and not loihi2_available() and not args.quiet:
+        print("Intel's Lava extension for Loihi is not installed: running on Lava's CPU simulator (Loihi2SimCfg)")
+
+
 def _sample_spiking_vq_lava(args, model) -> int:
     import torch
 
@@ -162,11 +161,9 @@ def _sample_spiking_vq_lava(args, model) -> int:
     from .export.nir_graph import vq_graphs
     from .images import save_grid
     from .runtime.counters import counters_report
-    from .runtime.session import loihi2_available
     from .runtime.vq_sampler import sample_vq_lava
 
-    if args.lava_target == "auto" and not loihi2_available() and not args.quiet:
-        print("Intel's Lava extension for Loihi is not installed: running on Lava's CPU simulator (Loihi2SimCfg)")
+    _say_where_lava_runs(args)
     graphs = vq_graphs(model)
     result = sample_vq_lava(graphs, args.num, args.steps, seed=args.seed, temperature=args.temperature,
                             target=args.lava_target, fixed_point=args.fixed_point, progress=not args.quiet)
@@ -209,12 +206,10 @@ def _sample_lava(args, model, schedule) -> int:
     from .images import save_grid
     from .runtime.counters import counters_report
     from .runtime.lava_sampler import sample_lava
-    from .runtime.session import loihi2_available
 
     cfg = model.config
     noise = initial_noise(args.num, (cfg.in_channels, cfg.image_size, cfg.image_size), args.seed).numpy()
-    if args.lava_target == "auto" and not loihi2_available() and not args.quiet:
-        print("Intel's Lava extension for Loihi is not installed: running on Lava's CPU simulator (Loihi2SimCfg)")
+    _say_where_lava_runs(args)
     graph = to_nir(model, schedule)
     result = sample_lava(graph, noise, args.steps, progress=not args.quiet, target=args.lava_target,
                          fixed_point=args.fixed_point)
@@ -242,17 +237,16 @@ def _sample_lava(args, model, schedule) -> int:
 
 
 def cmd_export(args) -> int:
-    from .export.nir_graph import export_checkpoint
-
     for path in (args.onnx, args.onnx_twin):
         if path is not None and path.suffix != ".onnx":
             raise SpikediffError(f"output {path}: must end in .onnx")
     from .checkpoint import load_model
+    from .export.nir_graph import to_nir, write_nir
 
     model, schedule, _ = load_model(args.checkpoint)
     if schedule is None:
         return _export_spiking_vq(args, model)
-    out = export_checkpoint(args.checkpoint, args.output)
+    out = write_nir(to_nir(model, schedule), args.output)
     print(f"wrote {out}")
     if args.onnx is not None or args.onnx_twin is not None:
         from .export.onnx_export import export_onnx
@@ -272,19 +266,15 @@ def cmd_export(args) -> int:
 
 
 def _export_spiking_vq(args, model) -> int:
-    import nir
-
-    from .atomic import atomic_path
-    from .export.nir_graph import vq_graphs
+    from .export.nir_graph import vq_graphs, write_nir
 
     if args.onnx or args.onnx_twin or args.netx_dir:
-        _fsddim_only(None, "--onnx, --onnx-twin and --netx-dir")
+        raise SpikediffError("--onnx, --onnx-twin and --netx-dir: not available for spiking-vq checkpoints yet "
+                             "(sample, eval, report and export to NIR are)")
     if args.output.suffix != ".nir":
         raise SpikediffError(f"output {args.output}: NIR files end in .nir")
     for name, graph in vq_graphs(model).items():
-        path = args.output.with_suffix(f".{name}.nir")
-        with atomic_path(path) as tmp:
-            nir.write(tmp, graph)
+        path = write_nir(graph, args.output.with_suffix(f".{name}.nir"))
         print(f"wrote {path} ({'SDID denoiser' if name == 'sdid' else 'token decoder, codebook folded in'})")
     return 0
 

@@ -27,7 +27,10 @@ MASK_SCHEDULES = ("cosine", "linear")
 DEFAULT_TEMPERATURE = 0.6  # chosen by FID on MNIST and Fashion-MNIST (README: the second model)
 
 
-def check_temperature(temperature: float) -> float:
+def resolve_temperature(temperature: float | None) -> float:
+    """The temperature a sampler uses: ``DEFAULT_TEMPERATURE`` for None; a clear error unless positive."""
+    if temperature is None:
+        return DEFAULT_TEMPERATURE
     if not temperature > 0:
         raise SpikediffError(f"--temperature must be positive, got {temperature}")
     return float(temperature)
@@ -109,13 +112,13 @@ def unmask_step(tokens: np.ndarray, logits: np.ndarray, step: int, counts: np.nd
 
 @torch.no_grad()
 def sample_tokens(denoiser, n: int, steps: int, seed: int = 0, schedule: str = "cosine",
-                  temperature: float = DEFAULT_TEMPERATURE,
+                  temperature: float | None = None,
                   batch_size: int = 64, device="cpu", progress: bool = True, stats: dict | None = None,
                   first: int = 0) -> torch.Tensor:
     """Token grids (n, G, G) from the spiking denoiser, all masked at the start, unmasked over ``steps``.
 
     Image i uses the draws of image ``first + i`` of the seed, so a run cut into chunks equals one run."""
-    check_temperature(temperature)
+    temperature = resolve_temperature(temperature)
     g = denoiser.config.grid
     length = g * g
     counts = masked_counts(steps, length, schedule)

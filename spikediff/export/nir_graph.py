@@ -138,17 +138,21 @@ def read_metadata(graph, needed=SAMPLING_METADATA) -> dict:
     return meta
 
 
-def export_checkpoint(ckpt_path: str | Path | None, out: str | Path) -> Path:
-    """Checkpoint (None: the shipped one) -> NIR file, written atomically."""
+def write_nir(graph, out: str | Path) -> Path:
+    """A NIR graph to a .nir file, written atomically."""
     import nir
-
-    from ..checkpoint import load_model
 
     out = Path(out)
     if out.suffix != ".nir":
         raise SpikediffError(f"output {out}: NIR files end in .nir")
-    model, schedule, _ckpt = load_model(ckpt_path)
-    graph = to_nir(model, schedule)
     with atomic_path(out) as tmp:
         nir.write(tmp, graph)
     return out
+
+
+def export_checkpoint(ckpt_path: str | Path | None, out: str | Path) -> Path:
+    """Checkpoint (None: the shipped one) -> NIR file, written atomically."""
+    from ..checkpoint import load_model
+
+    model, schedule, _ckpt = load_model(ckpt_path)
+    return write_nir(to_nir(model, schedule), out)

@@ -29,7 +29,7 @@ def sample_fixed(graph, noise: np.ndarray, num_inference_steps: int, progress: b
     from ..export.folded import fold
     from ..export.nir_graph import read_metadata
     from ..runtime.decode import Decoder, decoder_config, host_input
-    from .fixed_sim import FixedNetwork
+    from .fixed_sim import EventTally, FixedNetwork
 
     if batch_size is not None and int(batch_size) < 1:
         raise SpikediffError(f"batch size must be at least 1, got {batch_size}")
@@ -48,10 +48,8 @@ def sample_fixed(graph, noise: np.ndarray, num_inference_steps: int, progress: b
     n = len(noise)
     spiking = [k for k in p.populations if k != p.readout]
     counts = {k: np.zeros((n, steps), np.int64) for k in spiking}
-    totals = {k: np.zeros(int(np.prod(p.shapes[k])), np.int64) for k in spiking}
+    tally = EventTally(p)
     raster = {k: [] for k in (record or {})}
-    active = {k: 0 for k in p.populations}
-    input_values = np.zeros(int(np.prod(p.shapes[p.input])), np.int64)
     images = np.zeros_like(noise)
     scale = num_steps * fx.readout_scale(p.readout)
     with tqdm(total=n * steps, desc=f"fixed-point sim ({net.device.type})", unit="image-step",
@@ -63,18 +61,15 @@ def sample_fixed(graph, noise: np.ndarray, num_inference_steps: int, progress: b
                                    record=record if start == 0 else None)
                 for k in spiking:
                     counts[k][start:start + len(x), step] = res["spikes"][k].sum(1).cpu().numpy()
-                    totals[k] += res["neuron_spikes"][k].cpu().numpy()
-                for k in active:
-                    active[k] += res["active_updates"][k]
-                input_values += res["input_values"].cpu().numpy()
+                tally.add(res)
                 for k in raster if start == 0 else ():
                     raster[k].append(res["raster"][k].cpu().numpy())
                 mean = res["readout_int"].sum(1).cpu().numpy().astype(np.float64) / scale
                 x, _ = scheduler.step(decoder.output_nir(mean), int(t), x)
                 bar.update(len(x))
             images[start:start + len(x)] = x.clip(-1, 1)
-    return {"images": images, "counters": {k: {"active": c} for k, c in counts.items()}, "neuron_spikes": totals,
-            "active_updates": active, "input_values": input_values, "num_steps": num_steps,
+    return {"images": images, "counters": {k: {"active": c} for k, c in counts.items()}, **tally.to_dict(),
+            "num_steps": num_steps,
             "denoising_steps": steps, "raster": {k: np.concatenate(r) for k, r in raster.items()},
             "fixed_point": fx, "folded": folded}
 

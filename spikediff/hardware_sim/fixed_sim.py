@@ -42,6 +42,29 @@ def _no_tf32():
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+class EventTally:
+    """A run's event totals over its batches, as ``events.count_events`` reads them: spikes per neuron,
+    active neuron updates per population, nonzero graded input values per input neuron."""
+
+    def __init__(self, plan):
+        self.neuron_spikes = {k: np.zeros(int(np.prod(plan.shapes[k])), np.int64)
+                              for k in plan.populations if k != plan.readout}
+        self.active_updates = {k: 0 for k in plan.populations}
+        self.input_values = np.zeros(int(np.prod(plan.shapes[plan.input])), np.int64)
+
+    def add(self, res: dict) -> None:
+        """Add one ``FixedNetwork.evaluate`` result."""
+        for k in self.neuron_spikes:
+            self.neuron_spikes[k] += res["neuron_spikes"][k].cpu().numpy()
+        for k in self.active_updates:
+            self.active_updates[k] += res["active_updates"][k]
+        self.input_values += res["input_values"].cpu().numpy()
+
+    def to_dict(self) -> dict:
+        return {"neuron_spikes": self.neuron_spikes, "active_updates": self.active_updates,
+                "input_values": self.input_values}
+
+
 class FixedNetwork:
     """The folded network's Loihi integers as tensors on one device; ``evaluate`` runs a batch of inputs."""
 

@@ -20,16 +20,16 @@ def sample_vq_fixed(graphs: dict, n: int, steps: int, seed: int = 0, temperature
     ``decoder_counters`` {decoder population: (n,)} spikes, ``fixed_point`` {"sdid", "decoder"}, and
     ``parts`` {"sdid", "decoder"}: each network's events in the form ``fixed_sampler.sample_fixed`` returns
     them (what ``events.count_events`` prices; the decoder runs one evaluation per image)."""
-    from ..diffusion.absorbing import DEFAULT_TEMPERATURE, UnmaskDraws, check_temperature, masked_counts, unmask_step
+    from ..diffusion.absorbing import UnmaskDraws, masked_counts, resolve_temperature, unmask_step
     from ..export.fixed_point import for_graph
     from ..export.folded import fold
     from ..models.spiking_vq import token_onehot
     from ..models.token_denoiser import token_input
     from ..runtime.vq_sampler import check_graphs, decoded_images
-    from .fixed_sim import FixedNetwork
+    from .fixed_sim import EventTally, FixedNetwork
 
     ms, md = check_graphs(graphs)
-    temperature = check_temperature(DEFAULT_TEMPERATURE if temperature is None else temperature)
+    temperature = resolve_temperature(temperature)
     if batch_size is not None and int(batch_size) < 1:
         raise SpikediffError(f"batch size must be at least 1, got {batch_size}")
     folded = {name: fold(graph) for name, graph in graphs.items()}
@@ -45,19 +45,7 @@ def sample_vq_fixed(graphs: dict, n: int, steps: int, seed: int = 0, temperature
     sdid_counts = {name: np.zeros((n, steps), np.int64) for name in p_s.populations if name != p_s.readout}
     dec_counts = {name: np.zeros(n, np.int64) for name in p_d.populations if name != p_d.readout}
     tokens = np.full((n, length), k, dtype=np.int64)
-    parts = {name: {"neuron_spikes": {q: np.zeros(int(np.prod(f.plan.shapes[q])), np.int64)
-                                      for q in f.plan.populations if q != f.plan.readout},
-                    "active_updates": {q: 0 for q in f.plan.populations},
-                    "input_values": np.zeros(int(np.prod(f.plan.shapes[f.plan.input])), np.int64)}
-             for name, f in folded.items()}
-
-    def tally(name, res):
-        part = parts[name]
-        for q in part["neuron_spikes"]:
-            part["neuron_spikes"][q] += res["neuron_spikes"][q].cpu().numpy()
-        for q in part["active_updates"]:
-            part["active_updates"][q] += res["active_updates"][q]
-        part["input_values"] += res["input_values"].cpu().numpy()
+    tally = {name: EventTally(f.plan) for name, f in folded.items()}
 
     images = np.zeros((n, *(int(d) for d in md["image_shape"])), np.float32)
     with tqdm(total=n * (steps + 1), desc=f"fixed-point sim ({nets['sdid'].device.type})", unit="image-step",
@@ -69,7 +57,7 @@ def sample_vq_fixed(graphs: dict, n: int, steps: int, seed: int = 0, temperature
                 inp = token_input(tok.reshape(-1, g, g), counts[step] / length, k, int(ms["time_features"]),
                                   float(ms["max_period"])).astype(np.float64)
                 res = nets["sdid"].evaluate(inp, t_sdid)
-                tally("sdid", res)
+                tally["sdid"].add(res)
                 for name in sdid_counts:
                     sdid_counts[name][sl, step] = res["spikes"][name].sum(1).cpu().numpy()
                 logits = res["readout_int"].sum(1).cpu().numpy().astype(np.float64) / scale
@@ -77,13 +65,14 @@ def sample_vq_fixed(graphs: dict, n: int, steps: int, seed: int = 0, temperature
                 bar.update(len(tok))
             tokens[sl] = tok
             res = nets["decoder"].evaluate(token_onehot(tok.reshape(-1, g, g), k, "float64"), t_dec)
-            tally("decoder", res)
+            tally["decoder"].add(res)
             for name in dec_counts:
                 dec_counts[name][sl] = res["spikes"][name].sum(1).cpu().numpy()
             readout = res["readout_int"].cpu().numpy() / fixed["decoder"].readout_scale(p_d.readout)
             images[sl] = decoded_images(readout.reshape(len(tok), t_dec, -1), md)
             bar.update(len(tok))
     sdid_counters = {name: {"active": c} for name, c in sdid_counts.items()}
+    parts = {name: t.to_dict() for name, t in tally.items()}
     parts["sdid"].update(images=images, denoising_steps=steps, num_steps=t_sdid, counters=sdid_counters,
                          folded=folded["sdid"], fixed_point=fixed["sdid"])
     parts["decoder"].update(images=images, denoising_steps=1, num_steps=t_dec, folded=folded["decoder"],

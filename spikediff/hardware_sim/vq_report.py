@@ -76,11 +76,13 @@ def make_vq_report(model, out_dir, n: int = 16, steps: int = 20, profiles=DEFAUL
               "simulator": {"device": str(device), "seconds": sim_s, "images_per_s": n / sim_s},
               "events_per_image": events, "mapping": mappings, "chips": chips, "cost": combined,
               "cost_by_network": costs, "profiles": {prof.name: prof.to_dict() for prof in loaded}}
-    if compare_float:
-        floating = model.sample(n, steps, seed=seed, progress=False).numpy()
-        diff = np.abs(sim["images"] - floating)
+    if compare_float:  # the float model on the same draws: its tokens, then its images (what model.sample does)
+        from ..diffusion.absorbing import sample_tokens
+
+        tokens = sample_tokens(model.sdid, n, steps, seed=seed, schedule=model.mask_schedule, progress=False)
+        diff = np.abs(sim["images"] - model.decode(tokens).numpy())
         result["fixed_vs_float"] = {"mean_abs_pixel_diff": float(diff.mean()), "max_abs_pixel_diff": float(diff.max()),
-                                    "tokens_equal": float(np.mean(sim["tokens"] == _float_tokens(model, n, steps, seed)))}
+                                    "tokens_equal": float(np.mean(sim["tokens"] == tokens.numpy()))}
     out.mkdir(parents=True, exist_ok=True)
     files = {"samples": save_grid(torch.from_numpy(sim["images"][:64]), out / "samples.png"),
              "energy": plot_energy(combined, out / "energy.png")}
@@ -90,12 +92,6 @@ def make_vq_report(model, out_dir, n: int = 16, steps: int = 20, profiles=DEFAUL
         tmp.write_text(to_markdown(result))
     result["dir"] = str(out)
     return result
-
-
-def _float_tokens(model, n, steps, seed) -> np.ndarray:
-    from ..diffusion.absorbing import sample_tokens
-
-    return sample_tokens(model.sdid, n, steps, seed=seed, schedule=model.mask_schedule, progress=False).numpy()
 
 
 def to_markdown(r: dict) -> str:

@@ -19,14 +19,6 @@ BACKENDS = ("torch", "sim", "lava")
 CHUNK = 256
 
 
-def image_shape(model) -> tuple:
-    """(C, H, W) of a sampler's images, for either kind of model."""
-    if hasattr(model, "image_shape"):
-        return tuple(model.image_shape)
-    cfg = model.config
-    return (cfg.in_channels, cfg.image_size, cfg.image_size)
-
-
 def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, seed: int = 0, device: str = "cpu",
              chunk: int = CHUNK, progress: bool = True, log=print, temperature: float | None = None) -> np.ndarray:
     """(n, C, H, W) samples in [-1, 1], generated chunk by chunk into ``out_dir`` (reused when present).
@@ -41,12 +33,12 @@ def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, s
     if backend not in BACKENDS:
         raise SpikediffError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
     vq = schedule is None  # a spiking-vq sampler (checkpoint.load_model gives it no noise schedule)
-    shape = image_shape(model)
+    shape = model.image_shape
     noise = None if vq else initial_noise(n, shape, seed)
     if vq:
-        from ..diffusion.absorbing import DEFAULT_TEMPERATURE, check_temperature
+        from ..diffusion.absorbing import resolve_temperature
 
-        temperature = check_temperature(DEFAULT_TEMPERATURE if temperature is None else temperature)
+        temperature = resolve_temperature(temperature)
     folder = Path(out_dir) / f"samples-{backend}-{steps}steps-seed{seed}{f'-temp{temperature:g}' if vq else ''}"
     folder.mkdir(parents=True, exist_ok=True)
     if backend == "torch":
@@ -117,9 +109,9 @@ def evaluate(model, schedule, out_dir, data: str, n: int, steps: int, backend: s
         raise SpikediffError(f"output {out}: exists and is not a directory")
     from ..data.datasets import image_size
 
-    if image_size(data) != image_shape(model)[-1]:
+    if image_size(data) != model.image_shape[-1]:
         raise SpikediffError(f"--data {data}: its images are {image_size(data)} px, the model makes "
-                             f"{image_shape(model)[-1]} px")
+                             f"{model.image_shape[-1]} px")
     extractor = InceptionFeatures(device=device)
     reference = reference_features(data, ref_split, ref_n, extractor=extractor, progress=progress)
     samples = generate(model, schedule, out, n, steps, backend, seed=seed, device=device, progress=progress, log=log,
@@ -127,14 +119,14 @@ def evaluate(model, schedule, out_dir, data: str, n: int, steps: int, backend: s
     feats = extractor((samples + 1) / 2, progress=progress, desc="inception features of the samples")
     vq = schedule is None
     result = {"source": source, "backend": backend, "denoising_steps": steps,
-              "snn_steps": model.num_steps if vq else model.config.num_steps,
+              "snn_steps": model.num_steps,
               "seed": seed, "data": data, "reference": f"{data} {ref_split}, first {len(reference)} images",
               **scores(feats, reference, kid_subsets=kid_subsets)}
     name = f"eval-{backend}-{steps}steps"
     if vq:
-        from ..diffusion.absorbing import DEFAULT_TEMPERATURE
+        from ..diffusion.absorbing import resolve_temperature
 
-        result["temperature"] = DEFAULT_TEMPERATURE if temperature is None else temperature
+        result["temperature"] = resolve_temperature(temperature)
         name += f"-temp{result['temperature']:g}"
     save_grid(torch.from_numpy(samples[:64]), out / f"{name}.png")
     write_json_atomic(result, out / f"{name}.json")

@@ -147,6 +147,15 @@ class SpikingDenoiser(SpikingGraph):
         current = self.readout_current(x, t, stats)
         return F.pixel_shuffle(current.reshape(-1, *self._readout_shape), PATCH)
 
+    @property
+    def image_shape(self) -> tuple:
+        cfg = self.config
+        return (cfg.in_channels, cfg.image_size, cfg.image_size)
+
+    @property
+    def num_steps(self) -> int:
+        return self.config.num_steps
+
     def host_metadata(self) -> dict:
         """What the host does around the graph, for the NIR file's metadata (``export.nir_graph``)."""
         cfg = self.config

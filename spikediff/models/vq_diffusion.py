@@ -34,11 +34,15 @@ class SpikingVQDiffusion(nn.Module):
 
         ``stats`` collects spike counts of both networks (their layer names differ); ``first`` as in
         ``absorbing.sample_tokens``."""
-        from ..diffusion.absorbing import DEFAULT_TEMPERATURE, sample_tokens
+        from ..diffusion.absorbing import sample_tokens
 
-        temperature = DEFAULT_TEMPERATURE if temperature is None else temperature
         tokens = sample_tokens(self.sdid, n, steps, seed=seed, schedule=self.mask_schedule, temperature=temperature,
                                batch_size=batch_size, device=device, progress=progress, stats=stats, first=first)
+        return self.decode(tokens, batch_size, device, stats)
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor, batch_size: int = 64, device="cpu", stats: dict | None = None) -> torch.Tensor:
+        """Token grids (N, G, G) -> images in [-1, 1] with the spiking decoder, a batch at a time."""
         self.vq.to(device).eval()
-        images = [self.vq.decode(tokens[i:i + batch_size].to(device), stats).cpu() for i in range(0, n, batch_size)]
-        return torch.cat(images)
+        parts = [self.vq.decode(tokens[i:i + batch_size].to(device), stats).cpu() for i in range(0, len(tokens), batch_size)]
+        return torch.cat(parts)

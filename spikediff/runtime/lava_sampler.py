@@ -48,17 +48,17 @@ def sample_lava(graph, noise: np.ndarray, num_inference_steps: int, progress: bo
                              readout_shape_lava=net.readout.v_out.shape, decode=decode, schedule=schedule,
                              readout_latency=net.readout_latency, input_scale=net.input_scale,
                              readout_scale=net.readout_scale)
-    images, counts = run_pipelined(net, pipe, sampler, run_cfg, f"lava denoising ({n} images x {steps} steps)",
-                                   progress)
+    images, counts = run_pipelined(net, pipe, sampler, sampler.images, run_cfg,
+                                   f"lava denoising ({n} images x {steps} steps)", progress)
     return {"images": images, "counters": counts, "pipeline": pipe, "network": net, "target": where}
 
 
-def run_pipelined(net, pipe, sampler, run_cfg, desc: str, progress: bool) -> tuple:
+def run_pipelined(net, pipe, sampler, output, run_cfg, desc: str, progress: bool) -> tuple:
     """Connect a sampler process (``s_out`` to the network's input, ``a_in`` from its readout) and spike
     counters, run the whole ``Pipeline`` in one Lava run, and read the result back.
 
-    Returns (the sampler's ``images`` or ``tokens`` Var, {population: {"active": (images, steps) spikes,
-    "idle": spikes outside evaluations}})."""
+    Returns (the value of ``output``, a Var of the sampler, as float32; {population: {"active": (images,
+    steps) spikes, "idle": spikes outside evaluations}})."""
     from . import lava_processes as lp
     from .session import lava_session
 
@@ -79,7 +79,7 @@ def run_pipelined(net, pipe, sampler, run_cfg, desc: str, progress: bool) -> tup
             run(k)
             done += k
             bar.update(k)
-        result = (sampler.images if hasattr(sampler, "images") else sampler.tokens).get().astype(np.float32)
+        result = output.get().astype(np.float32)
         active = {name: c.active.get() for name, c in counters.items()}
         idle = {name: float(c.idle.get()[0]) for name, c in counters.items()}
     counts = {}

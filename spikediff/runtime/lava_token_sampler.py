@@ -26,6 +26,9 @@ from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
 
+from ..diffusion.absorbing import unmask_step  # noqa: E402
+from ..export.nir_to_lava import from_lava_layout, to_lava_layout  # noqa: E402
+from ..models.token_denoiser import token_input  # noqa: E402
 from .lava_processes import FixedHostInput, FloatHostInput  # noqa: E402
 
 
@@ -36,7 +39,7 @@ class TokenSampler(AbstractProcess):
     def __init__(self, *, pipeline, host: dict, draws, counts: np.ndarray, input_shape_lava: tuple,
                  readout_shape_lava: tuple, readout_latency: int, input_scale: int = 1, readout_scale: int = 1,
                  name: str | None = None):
-        super().__init__(pipeline=pipeline, host=host, order=draws.order, uniform=draws.uniform, counts=counts,
+        super().__init__(pipeline=pipeline, host=host, draws=draws, counts=counts,
                          readout_latency=readout_latency, input_scale=input_scale, readout_scale=readout_scale,
                          name=name)
         n, length = draws.order.shape
@@ -48,10 +51,6 @@ class TokenSampler(AbstractProcess):
 
 class _TokenSamplerModel(PyLoihiProcessModel):
     def run_spk(self):
-        from ..diffusion.absorbing import UnmaskDraws, unmask_step
-        from ..export.nir_to_lava import from_lava_layout, to_lava_layout
-        from ..models.token_denoiser import token_input
-
         p, h = self.proc_params, self.proc_params["host"]
         pipe, counts, length = p["pipeline"], p["counts"], self.tokens.shape[1]
         sending = pipe.phase(self.time_step, 0)
@@ -73,10 +72,8 @@ class _TokenSamplerModel(PyLoihiProcessModel):
             mean = self.acc / (pipe.num_steps * p["readout_scale"])
             self.acc[:] = 0
             logits = from_lava_layout(mean, h["readout_shape"], h["readout_perm"]).reshape(1, h["codebook_size"], length)
-            draws = object.__new__(UnmaskDraws)
-            draws.order, draws.uniform = p["order"][image:image + 1], p["uniform"][image:image + 1]
-            tokens = unmask_step(self.tokens[image:image + 1].astype(np.int64), logits, step, counts, draws,
-                                 h["temperature"])
+            tokens = unmask_step(self.tokens[image:image + 1].astype(np.int64), logits, step, counts,
+                                 p["draws"][image:image + 1], h["temperature"])
             self.tokens[image] = tokens[0]
 
 

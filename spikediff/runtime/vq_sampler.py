@@ -44,7 +44,7 @@ def sample_vq_lava(graphs: dict, n: int, steps: int, seed: int = 0, temperature:
     Returns ``images`` (n, C, H, W), ``tokens`` (n, G, G), ``counters`` {population: {"active": (n, steps)}}
     of the SDID and ``decoder_counters`` {population: (n,)} spikes, ``pipeline``, ``network`` (the SDID's),
     ``decoder_network``, ``target``."""
-    from ..diffusion.absorbing import DEFAULT_TEMPERATURE, UnmaskDraws, check_temperature, masked_counts
+    from ..diffusion.absorbing import UnmaskDraws, masked_counts, resolve_temperature
     from ..export.fixed_point import for_graph
     from ..export.folded import fold
     from ..export.nir_to_lava import build
@@ -56,7 +56,7 @@ def sample_vq_lava(graphs: dict, n: int, steps: int, seed: int = 0, temperature:
     from .session import run_config
 
     ms, md = check_graphs(graphs)
-    temperature = check_temperature(DEFAULT_TEMPERATURE if temperature is None else temperature)
+    temperature = resolve_temperature(temperature)
     tag = "fixed_pt" if fixed_point else "floating_pt"
     run_cfg, where = run_config(target, tag)
     k, g = int(ms["codebook_size"]), int(ms["grid"])
@@ -76,8 +76,8 @@ def sample_vq_lava(graphs: dict, n: int, steps: int, seed: int = 0, temperature:
                                input_shape_lava=net.input_shape_lava, readout_shape_lava=net.readout.v_out.shape,
                                readout_latency=net.readout_latency, input_scale=net.input_scale,
                                readout_scale=net.readout_scale)
-    tokens, sdid_counts = run_pipelined(net, pipe, sampler, run_cfg, f"lava unmasking ({n} images x {steps} steps)",
-                                        progress)
+    tokens, sdid_counts = run_pipelined(net, pipe, sampler, sampler.tokens, run_cfg,
+                                        f"lava unmasking ({n} images x {steps} steps)", progress)
     tokens = tokens.astype(np.int64).reshape(n, g, g)
     if (tokens >= k).any():
         raise SpikediffError("the Lava token sampler left masked cells (please report this)")
