@@ -4,14 +4,18 @@ PyTorch, onnxruntime for the unrolled SNN and the ANN twin; spiking-vq models ha
 
 Usage: python benchmarks/model_table.py --out benchmarks/results/model_table.md [-n 10000] [--ref-n 10000]
        [--model mnist=runs/mnist/model.pt --model mnist-vq=runs/vq-mnist/model.pt ...]   (default: every
-       shipped model)
-FID is against the first --ref-n training images of the model's dataset. Samples and features are cached
-under ~/.cache/spikediff/bench, so a rerun with a larger -n only generates what is missing.
+       shipped model) [--backends sim torch] [--merge]
+FID is against the first --ref-n training images of the model's dataset. Samples and their Inception features
+are cached under ~/.cache/spikediff/bench, so a rerun with a larger -n only generates what is missing.
+--merge keeps the rows already in the table that this run does not measure again (model, backend, N, reference
+N), each with the command that made it: the table can then hold rows at several N (compare FID at equal N).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -69,8 +73,61 @@ def speeds(model, schedule, steps: int, n_lava: int) -> dict:
     return out
 
 
+# published FIDs (see ../shared/FIELD-NOTES.md), per model kind and dataset
+PUBLISHED = {("fsddim", "mnist"): "FSDDIM 3.99, SDDPM 29.48",
+             ("fsddim", "fashion-mnist"): "FSDDIM 9.17, SDDPM 21.38",
+             ("spiking-vq", "mnist"): "Spiking-Diffusion 37.50",
+             ("spiking-vq", "fashion-mnist"): "Spiking-Diffusion 91.98"}
+
+
+def row_key(row: dict) -> tuple:
+    """What a row measures: model, backend, N and reference N (from "<data> <split>, first <n> images")."""
+    return row["model"], row["backend"], row["n"], int(row["reference"].split()[-2])
+
+
+def kept_rows(out: Path, replaced: set) -> list:
+    """--merge: the rows of an earlier table that this run does not measure again."""
+    path = out.with_suffix(".json")
+    if not path.is_file():
+        return []
+    old = json.loads(path.read_text())
+    return [{"command": old["command"], **r} for r in old["rows"] if row_key(r) not in replaced]
+
+
 def _opt(value) -> str:
     return "-" if value is None else f"{value:.3g}"
+
+
+def table_body(rows: list, command: str) -> list:
+    body = ["FID and KID (x 1e-3) of N samples against the first N ref training images (standard "
+            "Inception-v3 pool3 features, pytorch-fid protocol); sim = Loihi fixed point, the deployed model "
+            "(bit-exact simulator); torch = the float model. Activity and energy per image from 64 images in fixed "
+            "point; energy with each hardware profile (see the README) and the ANN twin under the 45 nm "
+            "convention. spiking-vq rows (Spiking-Diffusion): denoising steps are unmasking steps of the SDID "
+            "network, and an image also costs one pass of the token decoder (included in every figure). Speeds on "
+            "this machine: Lava = `Loihi2SimCfg` fixed point (--n-lava images in one run, Lava's start-up included), "
+            "sim = bit-exact simulator, onnx = onnxruntime CPU network evaluations (x DDIM steps).", "",
+            "| model | backend | FID | KID | N | N ref | published FID | DDIM steps | T | spikes / image "
+            "| synaptic ops / image | energy Loihi 1 "
+            "| energy Loihi 2 | energy 45 nm SNN | ANN twin MACs / image | ANN twin 45 nm | cores Loihi 2 "
+            "| Lava s / image | sim images/s | torch images/s | onnx SNN images/s | onnx twin images/s |",
+            "|---|---|---:|---:|---:|---:|---|" + "---:|" * 15]
+    for r in rows:
+        e, ref = r["energy_per_image_J"], r["reference"].split()  # "<data> <split>, first <n> images"
+        body.append(f"| {r['model']} | {r['backend']} | {r['fid']:.2f} | {r['kid'] * 1e3:.2f} | {r['n']} "
+                    f"| {ref[-2]} | {PUBLISHED.get((r.get('kind', 'fsddim'), ref[0]), '-')} "
+                    f"| {r['denoising_steps']} "
+                    f"| {r['T']} | {r['spikes_per_image']:.3g} | {r['synaptic_ops_per_image']:.3g} | "
+                    f"{e['loihi1'] * 1e3:.3g} mJ | {e['loihi2'] * 1e3:.3g} mJ | {e['ac_mac_45nm'] * 1e3:.3g} mJ | "
+                    f"{r['ann_twin_macs_per_image']:.3g} | {r['ann_twin_J'] * 1e3:.3g} mJ | {r['cores']['loihi2']} | "
+                    f"{r['lava_s_per_image']:.3g} | "
+                    f"{r['sim_images_per_s']:.3g} | {r['torch_images_per_s']:.3g} | "
+                    f"{_opt(r['onnx_snn_images_per_s'])} | {_opt(r['onnx_twin_images_per_s'])} |")
+    body += ["", "Published FIDs (lower is better; see ../shared/FIELD-NOTES.md): FSDDIM with T = 8, 1000 DDIM steps "
+             "and 10k samples (clean-fid); Spiking-Diffusion's FID is non-standard, on 1,280 samples. FID falls as N "
+             "grows: compare rows only at the same N.", "", "Commands behind the rows:", ""]
+    body += [f"- `{c}`" for c in dict.fromkeys(r.get("command", command) for r in rows)]
+    return body
 
 
 def main() -> None:
@@ -83,7 +140,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--backends", nargs="+", default=["sim", "torch"])
     ap.add_argument("--n-lava", type=int, default=2, help="images timed on Lava")
+    ap.add_argument("--merge", action="store_true", help="keep the table's rows that this run does not measure again")
     args = ap.parse_args()
+    command = "python " + " ".join(sys.argv)
     models = dict(m.split("=", 1) for m in args.model) if args.model else {name: name for name in SHIPPED_MODELS}
 
     rows, grids = [], {}
@@ -105,10 +164,12 @@ def main() -> None:
         for backend in args.backends:
             r = evaluate(model, schedule, cache, data, args.n, args.steps, backend, ref_split="train", ref_n=args.ref_n,
                          source=str(ckpt))
-            grids[(name, backend)] = cache / f"eval-{backend}-{args.steps}steps.png"
-            rows.append({"model": name, "data": data, "checkpoint": str(ckpt), "training_steps": raw["train"].get("step"),
+            grids[(name, backend)] = Path(r["json"]).with_suffix(".png")
+            rows.append({"model": name, "kind": "fsddim" if schedule else "spiking-vq", "command": command,
+                         "data": data, "checkpoint": str(ckpt), "training_steps": raw["train"].get("step"),
                          "backend": backend, "fid": r["fid"], "kid": r["kid"], "kid_std": r["kid_std"], "n": r["n"],
-                         "reference": r["reference"], "denoising_steps": args.steps, "T": model.num_steps,
+                         "reference": r["reference"],
+                         "denoising_steps": args.steps, "T": model.num_steps,
                          "spikes_per_image": ev["spikes"], "synaptic_ops_per_image": ev["synaptic_ops"],
                          "energy_per_image_J": {c["profile"]: c["energy_per_image_J"] for c in report["cost"]},
                          **next({"ann_twin_J": c["ann_twin"]["energy_per_image_J"],
@@ -116,37 +177,16 @@ def main() -> None:
                                 for c in report["cost"] if "ann_twin" in c),
                          "cores": {k: m["cores"] for k, m in cores.items()}, **speed})
 
-    body = [f"FID and KID (x 1e-3) of {args.n} samples against the first {args.ref_n} training images (standard "
-            "Inception-v3 pool3 features, pytorch-fid protocol); sim = Loihi fixed point, the deployed model "
-            "(bit-exact simulator); torch = the float model. Activity and energy per image from 64 images in fixed "
-            "point; energy with each hardware profile (see the README) and the ANN twin under the 45 nm "
-            "convention. spiking-vq rows (Spiking-Diffusion): denoising steps are unmasking steps of the SDID "
-            "network, and an image also costs one pass of the token decoder (included in every figure). Speeds on this machine: Lava = `Loihi2SimCfg` fixed point (--n-lava images in one run, "
-            "Lava's start-up included), sim = bit-exact simulator, "
-            "onnx = onnxruntime CPU network evaluations (x DDIM steps).", "",
-            "| model | backend | FID | KID | DDIM steps | T | spikes / image | synaptic ops / image | energy Loihi 1 "
-            "| energy Loihi 2 | energy 45 nm SNN | ANN twin MACs / image | ANN twin 45 nm | cores Loihi 2 "
-            "| Lava s / image | sim images/s | torch images/s | onnx SNN images/s | onnx twin images/s |",
-            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in rows:
-        e = r["energy_per_image_J"]
-        body.append(f"| {r['model']} | {r['backend']} | {r['fid']:.2f} | {r['kid'] * 1e3:.2f} | {r['denoising_steps']} "
-                    f"| {r['T']} | {r['spikes_per_image']:.3g} | {r['synaptic_ops_per_image']:.3g} | "
-                    f"{e['loihi1'] * 1e3:.3g} mJ | {e['loihi2'] * 1e3:.3g} mJ | {e['ac_mac_45nm'] * 1e3:.3g} mJ | "
-                    f"{r['ann_twin_macs_per_image']:.3g} | {r['ann_twin_J'] * 1e3:.3g} mJ | {r['cores']['loihi2']} | "
-                    f"{r['lava_s_per_image']:.3g} | "
-                    f"{r['sim_images_per_s']:.3g} | {r['torch_images_per_s']:.3g} | {_opt(r['onnx_snn_images_per_s'])} | "
-                    f"{_opt(r['onnx_twin_images_per_s'])} |")
-    body += ["", "Published, for comparison (FID, lower is better; see ../shared/FIELD-NOTES.md): MNIST SDDPM "
-             "29.48, FSDDIM 3.99 (T = 8, 1000 DDIM steps, 10k samples), Spiking-Diffusion 37.50; Fashion-MNIST "
-             "SDDPM 21.38, FSDDIM 9.17, Spiking-Diffusion 91.98 (its paper's FID is non-standard, on 1,280 samples). "
-             f"FID falls with the number of samples: ours at N = {args.n} is not directly comparable to N = 10k."]
+    if args.merge:
+        rows = kept_rows(args.out, {row_key(r) for r in rows}) + rows
+    body = table_body(rows, command)
     images_dir = args.out.parent / "model_table"
     images_dir.mkdir(parents=True, exist_ok=True)
     for (name, backend), grid in grids.items():
-        target = images_dir / f"{name}-{backend}.png"
-        target.write_bytes(grid.read_bytes())
-        body += ["", f"{name}, {backend}:", "", f"![{name} {backend}](model_table/{target.name})"]
+        (images_dir / f"{name}-{backend}.png").write_bytes(grid.read_bytes())
+    for name, backend in dict.fromkeys((r["model"], r["backend"]) for r in rows):
+        body += ["", f"{name}, {backend}, the first 64 samples:", "",
+                 f"![{name} {backend}](model_table/{name}-{backend}.png)"]
     write_report(args.out, "Models, quality, energy and speed", {"rows": rows}, body)
 
 

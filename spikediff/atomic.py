@@ -29,3 +29,12 @@ def write_json_atomic(obj, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
         Path(tmp).write_text(json.dumps(obj, indent=1) + "\n")
     return Path(path)
+
+
+def save_npy_atomic(array, path: str | Path) -> Path:
+    import numpy as np
+
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, array)
+    return Path(path)

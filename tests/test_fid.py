@@ -74,11 +74,37 @@ def test_cli_eval_scores_and_resumes(tmp_path, mnist_root):
     res = json.loads((out / "eval-sim-2steps.json").read_text())
     assert res["n"] == 6 and res["n_reference"] == N and res["fid"] > 0 and res["backend"] == "sim"
     assert (out / "eval-sim-2steps.png").is_file()
-    chunk = next((out / "samples-sim-2steps-seed0").glob("*.npy"))
-    before = chunk.stat().st_mtime_ns
+    chunk = out / "samples-sim-2steps-seed0" / "0000000-6.npy"
+    feats = chunk.with_name("0000000-6.pool3.npy")  # the chunk's Inception features, kept beside it
+    assert np.load(feats).shape == (6, 2048)
+    before = chunk.stat().st_mtime_ns, feats.stat().st_mtime_ns
     r = run_cli(*args)
     assert r.returncode == 0 and "reused 6 of 6 samples" in r.stdout + r.stderr
-    assert chunk.stat().st_mtime_ns == before
+    assert (chunk.stat().st_mtime_ns, feats.stat().st_mtime_ns) == before
     assert json.loads((out / "eval-sim-2steps.json").read_text())["fid"] == pytest.approx(res["fid"])
     r = run_cli("eval", "-n", "2", "--data", "digits", "-o", tmp_path / "bad")
     assert r.returncode == 2 and "--data digits: its images are 8 px" in r.stderr
+
+
+def test_reference_features_grow_from_the_cached_prefix(tmp_path, monkeypatch, mnist_root):
+    from spikediff.data import load_images
+
+    monkeypatch.setenv("SPIKEDIFF_CACHE", str(tmp_path))
+    seen = []
+
+    def pixels(images, progress=False, desc=""):  # a cheap stand-in for Inception: features from the pixels
+        seen.append(len(images))
+        flat = images.reshape(len(images), -1).astype(np.float64)
+        return np.tile(flat, 3)[:, :2048]
+
+    everything = pixels(load_images("mnist", "test", limit=130)[0][:, None])
+    seen.clear()
+    first = reference_features("mnist", "test", 100, extractor=pixels, progress=False, chunk=40)
+    assert seen == [40, 40, 20]
+    np.testing.assert_array_equal(first, everything[:100])
+    # a smaller n slices the cached prefix, a larger one only extracts the images past it
+    np.testing.assert_array_equal(reference_features("mnist", "test", 60, extractor=pixels, chunk=40), everything[:60])
+    grown = reference_features("mnist", "test", 130, extractor=pixels, progress=False, chunk=40)
+    assert seen == [40, 40, 20, 30]
+    np.testing.assert_array_equal(grown, everything)
+    assert sorted(p.name for p in (tmp_path / "fid").iterdir()) == ["mnist-test-100.npy", "mnist-test-130.npy"]

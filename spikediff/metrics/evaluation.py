@@ -19,6 +19,36 @@ BACKENDS = ("torch", "sim", "lava")
 CHUNK = 256
 
 
+def samples_folder(out_dir, backend: str, steps: int, seed: int, temperature: float | None) -> Path:
+    """Where ``generate`` keeps its chunks; ``temperature`` only for spiking-vq samplers."""
+    temp = "" if temperature is None else f"-temp{temperature:g}"
+    return Path(out_dir) / f"samples-{backend}-{steps}steps-seed{seed}{temp}"
+
+
+def _features_path(chunk_path: Path) -> Path:
+    return chunk_path.with_name(chunk_path.stem + ".pool3.npy")
+
+
+def chunk_features(folder: Path, samples: np.ndarray, extractor, chunk: int = CHUNK,
+                   progress: bool = True) -> np.ndarray:
+    """Inception features of ``samples``, computed per sample chunk of ``folder`` and kept beside it, so a
+    rerun or a larger ``-n`` only extracts what is new (the extractor is the slow part on a CPU)."""
+    from ..atomic import save_npy_atomic
+    from .fid import FEATURES
+
+    out = np.zeros((len(samples), FEATURES))
+    for start in range(0, len(samples), chunk):
+        stop = min(start + chunk, len(samples))
+        path = _features_path(Path(folder) / f"{start:07d}-{stop - start}.npy")
+        got = np.load(path) if path.is_file() else None
+        if got is None or got.shape != (stop - start, FEATURES):
+            got = extractor((samples[start:stop] + 1) / 2, progress=progress,
+                            desc=f"inception features of samples [{start}:{stop}] of {len(samples)}")
+            save_npy_atomic(got, path)
+        out[start:stop] = got
+    return out
+
+
 def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, seed: int = 0, device: str = "cpu",
              chunk: int = CHUNK, progress: bool = True, log=print, temperature: float | None = None) -> np.ndarray:
     """(n, C, H, W) samples in [-1, 1], generated chunk by chunk into ``out_dir`` (reused when present).
@@ -26,7 +56,7 @@ def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, s
     import torch
     from tqdm.auto import tqdm
 
-    from ..atomic import atomic_path
+    from ..atomic import save_npy_atomic
     from ..diffusion.sampler import initial_noise, sample_torch
     from ..export.nir_graph import to_nir
 
@@ -39,7 +69,7 @@ def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, s
         from ..diffusion.absorbing import resolve_temperature
 
         temperature = resolve_temperature(temperature)
-    folder = Path(out_dir) / f"samples-{backend}-{steps}steps-seed{seed}{f'-temp{temperature:g}' if vq else ''}"
+    folder = samples_folder(out_dir, backend, steps, seed, temperature if vq else None)
     folder.mkdir(parents=True, exist_ok=True)
     if backend == "torch":
         graph = None
@@ -84,9 +114,8 @@ def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, s
                 from ..runtime.lava_sampler import sample_lava
 
                 images = sample_lava(graph, x.numpy(), steps, progress=False, fixed_point=True, target="sim")["images"]
-            with atomic_path(path) as tmp:
-                with open(tmp, "wb") as fh:
-                    np.save(fh, images.astype(np.float32))
+            save_npy_atomic(images.astype(np.float32), path)
+            _features_path(path).unlink(missing_ok=True)  # features of an older chunk under this name
             out[start:stop] = images
             bar.update(stop - start)
     if reused:
@@ -116,18 +145,21 @@ def evaluate(model, schedule, out_dir, data: str, n: int, steps: int, backend: s
     reference = reference_features(data, ref_split, ref_n, extractor=extractor, progress=progress)
     samples = generate(model, schedule, out, n, steps, backend, seed=seed, device=device, progress=progress, log=log,
                        temperature=temperature)
-    feats = extractor((samples + 1) / 2, progress=progress, desc="inception features of the samples")
     vq = schedule is None
+    if vq:
+        from ..diffusion.absorbing import resolve_temperature
+
+        temperature = resolve_temperature(temperature)
+    feats = chunk_features(samples_folder(out, backend, steps, seed, temperature if vq else None), samples,
+                           extractor, progress=progress)
     result = {"source": source, "backend": backend, "denoising_steps": steps,
               "snn_steps": model.num_steps,
               "seed": seed, "data": data, "reference": f"{data} {ref_split}, first {len(reference)} images",
               **scores(feats, reference, kid_subsets=kid_subsets)}
     name = f"eval-{backend}-{steps}steps"
     if vq:
-        from ..diffusion.absorbing import resolve_temperature
-
-        result["temperature"] = resolve_temperature(temperature)
-        name += f"-temp{result['temperature']:g}"
+        result["temperature"] = temperature
+        name += f"-temp{temperature:g}"
     save_grid(torch.from_numpy(samples[:64]), out / f"{name}.png")
     write_json_atomic(result, out / f"{name}.json")
     result["json"] = str(out / f"{name}.json")

@@ -6,7 +6,8 @@ because importing the package needs OpenCV. Protocol as pytorch-fid: images in [
 three channels, bilinear resize to 299 x 299 (align_corners=False), scaled to [-1, 1], 2048 pool3
 features. The Fréchet distance uses scipy's ``sqrtm`` with pytorch-fid's fallback for singular
 products; KID is the unbiased MMD with the cubic polynomial kernel over random subsets (Bińkowski et al.
-2018, as torch-fidelity and clean-fid). Features of a dataset split are cached on disk, once per size.
+2018, as torch-fidelity and clean-fid). Features of a dataset split are cached on disk as a growing prefix
+of the split.
 """
 
 from __future__ import annotations
@@ -122,23 +123,54 @@ def cache_dir() -> Path:
     return Path(os.environ.get("SPIKEDIFF_CACHE", Path.home() / ".cache" / "spikediff")) / "fid"
 
 
+def _cached_prefixes(dataset: str, split: str) -> dict:
+    """{k: path} of the cached features of the first k images of a split."""
+    found = {}
+    for path in cache_dir().glob(f"{dataset}-{split}-*.npy"):
+        k = path.stem[len(f"{dataset}-{split}-"):]
+        if k.isdigit():
+            found[int(k)] = path
+    return found
+
+
+def _load_prefix(path: Path, k: int) -> np.ndarray | None:
+    try:
+        feats = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    return np.array(feats[:k]) if feats.ndim == 2 and feats.shape[1] == FEATURES and len(feats) >= k else None
+
+
 def reference_features(dataset: str, split: str = "test", n: int | None = None, extractor=None, root=None,
-                       progress: bool = True) -> np.ndarray:
-    """Inception features of the first ``n`` images of a dataset split, cached (atomically) per dataset,
-    split and n."""
-    from ..atomic import atomic_path
+                       progress: bool = True, chunk: int = 1000) -> np.ndarray:
+    """Inception features of the first ``n`` images of a dataset split, cached per dataset and split as a
+    prefix: a larger cached prefix is sliced, a smaller one extended ``chunk`` images at a time, each step
+    saved atomically (an interrupted run resumes; 10k images take about half an hour on 2 CPU cores)."""
+    from ..atomic import save_npy_atomic
     from ..data import load_images
 
     images, _ = load_images(dataset, split, limit=n, root=root)
-    path = cache_dir() / f"{dataset}-{split}-{len(images)}.npy"
-    if path.is_file():
-        feats = np.load(path)
-        if feats.shape == (len(images), FEATURES):
+    images = images[:, None] if images.ndim == 3 else images
+    want = len(images)
+    cached = _cached_prefixes(dataset, split)
+    for k in sorted(k for k in cached if k >= want):
+        feats = _load_prefix(cached[k], want)
+        if feats is not None:
             return feats
+    feats, have, written = np.zeros((0, FEATURES)), 0, None
+    for k in sorted((k for k in cached if k < want), reverse=True):
+        got = _load_prefix(cached[k], k)
+        if got is not None:
+            feats, have = got, k
+            break
     extractor = extractor or InceptionFeatures()
-    feats = extractor(images[:, None] if images.ndim == 3 else images, progress=progress,
-                      desc=f"inception features of {dataset} {split}")
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.save(fh, feats)
+    for start in range(have, want, chunk):
+        stop = min(start + chunk, want)
+        part = extractor(images[start:stop], progress=progress,
+                         desc=f"inception features of {dataset} {split} [{start}:{stop}] of {want}")
+        feats = np.concatenate([feats, part])
+        path = save_npy_atomic(feats, cache_dir() / f"{dataset}-{split}-{stop}.npy")
+        if written is not None:  # keep only the newest of the prefixes this call wrote
+            written.unlink(missing_ok=True)
+        written = path
     return feats
