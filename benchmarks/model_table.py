@@ -5,6 +5,8 @@ PyTorch, onnxruntime for the unrolled SNN and the ANN twin; spiking-vq models ha
 Usage: python benchmarks/model_table.py --out benchmarks/results/model_table.md [-n 10000] [--ref-n 10000]
        [--model mnist=runs/mnist/model.pt --model mnist-vq=runs/vq-mnist/model.pt ...]   (default: every
        shipped model) [--backends sim torch] [--merge]
+The lateral-selection ablation is this table over its four runs (base, --lateral, --selection, both):
+       --model mnist-base=runs/abl-mnist-base/model.pt --model mnist-lateral=... --out .../lateral_ablation.md
 FID is against the first --ref-n training images of the model's dataset. Samples and their Inception features
 are cached under ~/.cache/spikediff/bench, so a rerun with a larger -n only generates what is missing.
 --merge keeps the rows already in the table that this run does not measure again (model, backend, N, reference
@@ -78,6 +80,14 @@ PUBLISHED = {("fsddim", "mnist"): "FSDDIM 3.99, SDDPM 29.48",
              ("fsddim", "fashion-mnist"): "FSDDIM 9.17, SDDPM 21.38",
              ("spiking-vq", "mnist"): "Spiking-Diffusion 37.50",
              ("spiking-vq", "fashion-mnist"): "Spiking-Diffusion 91.98"}
+
+
+def kind(model, schedule) -> str:
+    """fsddim, with its lateral-selection parts if any (the ablation's variants), or spiking-vq."""
+    if schedule is None:
+        return "spiking-vq"
+    cfg = model.config
+    return " + ".join(["fsddim"] + [part for part in ("lateral", "selection") if getattr(cfg, part)])
 
 
 def row_key(row: dict) -> tuple:
@@ -165,7 +175,7 @@ def main() -> None:
             r = evaluate(model, schedule, cache, data, args.n, args.steps, backend, ref_split="train", ref_n=args.ref_n,
                          source=str(ckpt))
             grids[(name, backend)] = Path(r["json"]).with_suffix(".png")
-            rows.append({"model": name, "kind": "fsddim" if schedule else "spiking-vq", "command": command,
+            rows.append({"model": name, "kind": kind(model, schedule), "command": command,
                          "data": data, "checkpoint": str(ckpt), "training_steps": raw["train"].get("step"),
                          "backend": backend, "fid": r["fid"], "kid": r["kid"], "kid_std": r["kid_std"], "n": r["n"],
                          "reference": r["reference"],

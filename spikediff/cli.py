@@ -47,6 +47,9 @@ MODELS = ("fsddim", "spiking-vq")
 
 def cmd_train(args) -> int:
     if args.model == "spiking-vq":
+        if args.lateral or args.selection:
+            raise SpikediffError("--lateral and --selection extend the fsddim denoiser; drop them or use --model "
+                                 "fsddim")
         return _train_spiking_vq(args)
     from .models import DenoiserConfig
     from .train import TrainConfig, train
@@ -54,7 +57,9 @@ def cmd_train(args) -> int:
     d = DenoiserConfig()
     model = DenoiserConfig(channels=args.channels or d.channels, hidden=args.hidden or d.hidden,
                            num_steps=args.snn_steps, time_features=args.time_features, beta=args.beta,
-                           threshold=args.threshold, readout_alpha=args.readout_alpha)
+                           threshold=args.threshold, readout_alpha=args.readout_alpha, lateral=args.lateral,
+                           selection=args.selection, groups=args.groups, local_weight=args.local_weight,
+                           lateral_decay=args.lateral_decay)
     cfg = TrainConfig(data=args.data, steps=args.steps or TrainConfig.steps, batch_size=args.batch_size or TrainConfig.batch_size,
                       lr=args.lr, warmup=args.warmup, ema_decay=args.ema_decay, prediction_type=args.prediction,
                       seed=args.seed, data_limit=args.data_limit, checkpoint_every=args.checkpoint_every,
@@ -411,6 +416,17 @@ def build_parser() -> argparse.ArgumentParser:
     vqo.add_argument("--sdid-channels", type=_positive_int, default=d.channels, help="width of the SDID's grid layers")
     vqo.add_argument("--mask-schedule", default=vt.mask_schedule, choices=MASK_SCHEDULES,
                      help="masked fraction over the sampling steps (training draws from the same)")
+    lat = tr.add_argument_group("lateral-selection options (fsddim; the design: spikediff/models/lateral.py)")
+    lat.add_argument("--lateral", action="store_true", help="a learnable lateral matrix: recurrent synapses within "
+                                                             "the decoder layer, with its local plasticity objective")
+    lat.add_argument("--selection", action="store_true", help="a spiking substructure-selection network gating the "
+                                                               "decoder's channel groups (refined by the lateral "
+                                                               "signal with --lateral)")
+    lat.add_argument("--groups", type=_positive_int, default=m.groups, help="substructures: channel groups of the "
+                                                                             "decoder layer")
+    lat.add_argument("--local-weight", type=float, default=m.local_weight,
+                     help="weight of the lateral matrix's local objective (0: backpropagation only)")
+    lat.add_argument("--lateral-decay", type=float, default=m.lateral_decay, help="weight decay in that objective")
     tr.add_argument("--seed", type=int, default=t.seed)
     tr.add_argument("--data-limit", type=_positive_int, help="use only the first N training images")
     tr.add_argument("--checkpoint-every", type=_positive_int, default=t.checkpoint_every)

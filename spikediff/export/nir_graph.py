@@ -7,9 +7,11 @@ The NIR graph is the trained network itself, one NIR time step per SNN step and 
 
 - hidden LIF (snnTorch ``Leaky``, beta, threshold, hard reset): ``tau = dt / (1 - beta)``, ``r = tau / dt``,
   ``v_leak = 0``, ``v_threshold = threshold``, ``v_reset = 0``;
+- a recurrent (lateral) synapse is a pair of edges population -> weight node -> the same population;
 - readout: ``LI`` with ``tau = dt / (1 - alpha)``, ``r = tau / dt``; its state is the synaptic current
   ``I_t = alpha I_{t-1} + drive_t`` that the model averages over the T steps;
-- every synapse layer is a ``Conv2d``, ``Affine`` (dense with bias) or ``Linear`` (dense without);
+- every synapse layer is a ``Conv2d``, ``Affine`` (dense with bias) or ``Linear`` (dense without), a
+  depthwise 1x1 convolution a ``Scale``;
   ``Flatten`` nodes (``start_dim`` 0: NIR shapes have no batch axis) join image-shaped and flat layers.
 
 What the host does around the graph (time features, averaging, the 4x4 patch layout of the readout)
@@ -37,6 +39,9 @@ def _synapse(layer: torch.nn.Module, in_shape: tuple):
     b = None if layer.bias is None else layer.bias.detach().cpu().numpy().astype(np.float32)
     if isinstance(layer, torch.nn.Linear):
         return nir.Linear(weight=w) if b is None else nir.Affine(weight=w, bias=b)
+    if b is None and layer.groups == layer.in_channels == layer.out_channels and w.shape[2:] == (1, 1):
+        # a per-channel scale (depthwise 1x1): NIR's Scale, since its Conv2d type check ignores groups
+        return nir.Scale(scale=np.broadcast_to(w.reshape(-1, 1, 1), in_shape).astype(np.float32).copy())
     if b is None:
         b = np.zeros(w.shape[0], dtype=np.float32)
     return nir.Conv2d(input_shape=np.array(in_shape[1:]), weight=w, stride=np.array(layer.stride),
@@ -89,9 +94,10 @@ def to_nir(model: SpikingGraph, schedule=None, metadata: dict | None = None):
             tau = DT / (1.0 - cfg.readout_alpha)
             nodes[target] = nir.LI(tau=full(tau), r=full(tau / DT), v_leak=full(0.0))
         else:
-            tau = DT / (1.0 - cfg.beta)
+            beta, threshold = model.neuron_params.get(target, (cfg.beta, cfg.threshold))
+            tau = DT / (1.0 - beta)
             nodes[target] = nir.LIF(tau=full(tau), r=full(tau / DT), v_leak=full(0.0),
-                                    v_threshold=full(cfg.threshold), v_reset=full(0.0))
+                                    v_threshold=full(threshold), v_reset=full(0.0))
     nodes["output"] = nir.Output(output_type={"output": np.array(pop_shape["readout"])})
     edges.append(("readout", "output"))
     metadata = {

@@ -19,10 +19,13 @@ Time
     ``SpikeDelay``. An evaluation of the network spans a window of ``latency(readout) + T`` Lava steps:
     the host input is on for its first T, every population is reset (Lava ``LIFReset``) at the step its
     first input arrives, and the readout's state at window steps latency .. latency + T - 1 is the NIR
-    output of steps 0 .. T - 1. A feedforward graph is a pipeline: each population is reset every T
-    steps, so a new evaluation may start every T steps (``period``) while earlier ones are still on their
-    way (``runtime.pipeline``). A graph with cycles is reset once per window (period = window) instead:
-    spikes circling in its loops would otherwise leak into the next evaluation.
+    output of steps 0 .. T - 1. The network is a pipeline: each population is reset every ``period``
+    steps, so a new evaluation may start every period while earlier ones are still on their way
+    (``runtime.pipeline``). Feedforward, the period is T. A self-loop (a recurrent synapse) delivers step
+    t - 1 at step t, as in NIR, with no alignment; but its population's last spike of one evaluation would
+    reach the first step of the next, so such a population is a ``LIFClear`` that is cleared (state zeroed,
+    input dropped, no spike) on the step before each evaluation reaches it, and the period is T + 1.
+    Longer cycles cannot match NIR's time step and are refused.
 
 Parameters
     ``folded.fold`` turns the graph into discrete populations (``nir_params.discretize``, forward Euler
@@ -264,6 +267,19 @@ def conv_weight_to_lava(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(0, 3, 2, 1)[:, ::-1, ::-1])
 
 
+def timing(p: Plan, num_steps: int, pipelined: bool = True) -> tuple:
+    """(window, period) in Lava steps for the plan (see the module docstring); ``pipelined=False``: one
+    evaluation at a time (period = window)."""
+    window = p.latency[p.readout] + num_steps
+    period = num_steps + (1 if recurrent(p) else 0)
+    return window, period if pipelined else window
+
+
+def recurrent(p: Plan) -> set:
+    """Populations with a self-loop."""
+    return {s.dst for s in p.synapses if s.src == s.dst}
+
+
 @dataclass
 class LavaNetwork:
     """A built Lava graph: connect a source to ``input_ports``, read ``readout.v_out``."""
@@ -275,7 +291,7 @@ class LavaNetwork:
     readout_perm: np.ndarray | None  # Lava flat index -> NIR flat index of the readout (None: identity)
     readout_shape: tuple  # NIR shape of the readout
     window: int  # Lava steps from an evaluation's first input to its last readout step
-    period: int  # Lava steps between the starts of two evaluations (T, or the window for cyclic graphs)
+    period: int  # Lava steps between the starts of two evaluations (T; T + 1 with self-loops; or the window)
     num_steps: int  # T
     latency: dict  # population -> Lava steps from the input
     readout_latency: int
@@ -340,9 +356,8 @@ def build(graph, num_steps: int, dt: float | None = None, pipelined: bool = True
 
     folded = graph if hasattr(graph, "synapses") else fold(graph, dt)
     p, fx = folded.plan, fixed_point
-    window = p.latency[p.readout] + num_steps
-    cyclic = any(s.src != p.input and p.latency[s.dst] <= p.latency[s.src] for s in p.synapses)
-    period = num_steps if pipelined and not cyclic else window
+    window, period = timing(p, num_steps, pipelined)
+    looped = recurrent(p)
 
     perm = population_perms(folded)
 
@@ -404,6 +419,9 @@ def build(graph, num_steps: int, dt: float | None = None, pipelined: bool = True
         if name == p.readout:
             proc = lp.Readout(shape=shape, du=params["du"], dv=params["dv"], bias=params["bias_mant"],
                               bias_exp=params["bias_exp"], reset_interval=period, reset_offset=offset, name=name)
+        elif name in looped:  # cleared one step before its first input: see the module docstring
+            proc = lp.LIFClear(shape=shape, vth=vth, reset_interval=period, reset_offset=(offset - 1) % period,
+                               name=name, **params)
         else:
             proc = LIFReset(shape=shape, vth=vth, reset_interval=period, reset_offset=offset, name=name, **params)
         procs[name] = proc

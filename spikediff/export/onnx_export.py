@@ -5,8 +5,8 @@ flat readout (``readout_current``'s layout; the host applies ``pixel_shuffle``),
 drives them. The unrolled SNN writes the LIF as plain tensor ops (the surrogate gradient only matters in
 training), which is snnTorch's zero-reset ``Leaky`` step for step. The ANN twin has the same layers with
 ReLU instead of LIF and runs once per denoiser call: the conventional network the SNN is measured
-against (in MACs and images/s). It carries the SNN's weights, so its outputs mean nothing; only its cost
-does.
+against (in MACs and images/s); a recurrent synapse has no place in one pass and is left out. It carries
+the SNN's weights, so its outputs mean nothing; only its cost does.
 """
 
 from __future__ import annotations
@@ -30,11 +30,13 @@ class UnrolledSNN(nn.Module):
                  for target, synapses in m.graph.items() for syn, src in synapses if src == "input"}
         mem: dict = {}
         current = total = None
+        spikes: dict = {}
         for _ in range(cfg.num_steps):
-            spikes = {}
-            for target, synapses in m.graph.items():
-                drive = sum(const[syn] if src == "input" else m._synapse(syn, spikes[src], target == "readout")
-                            for syn, src in synapses)
+            spikes, last = {}, spikes
+            for target, synapses in m.graph.items():  # a self-loop reads the previous step (SpikingGraph)
+                drive = sum(const[syn] if src == "input" else
+                            m._synapse(syn, last[src] if src == target else spikes[src], target == "readout")
+                            for syn, src in synapses if src != target or src in last)
                 if target == "readout":
                     current = drive if current is None else cfg.readout_alpha * current + drive
                     total = current if total is None else total + current
@@ -54,8 +56,8 @@ class AnnTwin(nn.Module):
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
         m = self.model
         act = {"input": inp}
-        for target, synapses in m.graph.items():
-            drive = sum(m._synapse(syn, act[src], target == "readout") for syn, src in synapses)
+        for target, synapses in m.graph.items():  # one pass: no time, so no recurrent synapses
+            drive = sum(m._synapse(syn, act[src], target == "readout") for syn, src in synapses if src != target)
             act[target] = drive if target == "readout" else torch.relu(drive)
         return act["readout"]
 

@@ -72,12 +72,10 @@ class Events:
 def lava_steps(folded, num_steps: int, images: int, denoising_steps: int) -> tuple:
     """(Lava steps per image when ``images`` are pipelined, Lava steps of one image alone): the schedule
     ``sample_lava`` runs (``runtime.pipeline``)."""
+    from ..export.nir_to_lava import timing
     from ..runtime.pipeline import Pipeline
 
-    p = folded.plan
-    window = p.latency[p.readout] + num_steps
-    cyclic = any(s.src != p.input and p.latency[s.dst] <= p.latency[s.src] for s in p.synapses)
-    period = window if cyclic else num_steps
+    window, period = timing(folded.plan, num_steps)
     many = Pipeline(images, denoising_steps, num_steps, period, window)
     one = Pipeline(1, denoising_steps, num_steps, period, window)
     return many.lava_steps / images, one.lava_steps
@@ -98,7 +96,8 @@ def count_events(sim: dict, conn: Connectivity | None = None) -> Events:
     input_macs = 0.0
     for f in folded.synapses:
         macs = dense.synapses(f)
-        ann[f.syn.dst] += macs
+        if f.syn.src != f.syn.dst:  # the twin is one pass: no recurrent synapses (as export.onnx_export)
+            ann[f.syn.dst] += macs
         if f.syn.src == p.input:
             input_synops[f.syn.dst] += conn.deliver(f, sim["input_values"] / n)
             input_macs += macs

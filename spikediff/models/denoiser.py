@@ -70,12 +70,23 @@ class DenoiserConfig(ModelConfig):
     threshold: float = 1.0
     readout_alpha: float = 0.5  # readout synaptic-current decay, 1 - du
     max_period: float = 10000.0
+    # lateral-selection spiking diffusion (``lateral.py``): off by default, the plain FSDDIM-style denoiser
+    lateral: bool = False  # the lateral matrix: a recurrent synapse within the decoder layer u
+    selection: bool = False  # the spiking substructure-selection network gating u's channel groups
+    groups: int = 4  # G, substructures (channel groups of u)
+    local_weight: float = 0.01  # mu, weight of the lateral matrix's local (plasticity) objective
+    lateral_decay: float = 1.0  # lambda, its weight decay
 
-    positive = ("image_size", "in_channels", "channels", "hidden", "num_steps")
+    positive = ("image_size", "in_channels", "channels", "hidden", "num_steps", "groups")
 
     def check(self) -> None:
         if self.image_size % PATCH:
             raise SpikediffError(f"image_size={self.image_size} must be a multiple of {PATCH}")
+        if self.selection and (2 * self.channels) % self.groups:
+            raise SpikediffError(f"groups={self.groups} must divide the decoder's 2 x channels = {2 * self.channels}")
+        if self.local_weight < 0 or self.lateral_decay < 0:
+            raise SpikediffError(f"local_weight={self.local_weight} and lateral_decay={self.lateral_decay} must be "
+                                 f">= 0")
 
 
 def time_features(t, dim: int, max_period: float = 10000.0) -> np.ndarray:
@@ -118,6 +129,10 @@ class SpikingDenoiser(SpikingGraph):
         self.fc_out = nn.Linear(cfg.hidden, out * quarter * quarter, bias=False)
         self.conv_ro = nn.Conv2d(2 * c, out, 3, padding=1, bias=False)
         self.skip_px = nn.Conv2d(c, out, 6, stride=4, padding=1, bias=False)
+        if cfg.lateral or cfg.selection:
+            from .lateral import extend
+
+            extend(self)
         self._make_neurons()
         self._readout_shape = (out, quarter, quarter)
         self.init_weights()
@@ -135,16 +150,27 @@ class SpikingDenoiser(SpikingGraph):
         planes = feats[:, :, None, None].expand(-1, -1, cfg.image_size, cfg.image_size)
         return torch.cat([x, planes], dim=1)
 
-    def readout_current(self, x: torch.Tensor, t: torch.Tensor, stats: dict | None = None) -> torch.Tensor:
+    def readout_current(self, x: torch.Tensor, t: torch.Tensor, stats: dict | None = None,
+                        trains: dict | None = None) -> torch.Tensor:
         """Mean readout synaptic current over the T steps, flat in patch order (N, 16*C_in*H/4*W/4).
 
-        If ``stats`` is a dict, spike counts per layer (summed over batch and SNN steps) are added to it.
+        If ``stats`` is a dict, spike counts per layer (summed over batch and SNN steps) are added to it;
+        ``trains`` as in ``run_graph``.
         """
-        return self.run_graph(self.make_input(x, t), stats)
+        return self.run_graph(self.make_input(x, t), stats, trains=trains)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, stats: dict | None = None) -> torch.Tensor:
-        """Predict from noisy images x (N, C, H, W) at diffusion steps t (N,) or scalar."""
-        current = self.readout_current(x, t, stats)
+        """Predict from noisy images x (N, C, H, W) at diffusion steps t (N,) or scalar.
+
+        In training mode with a lateral matrix, ``self.local_loss`` is then its local objective for this
+        batch (``lateral.local_objective``), which the trainer adds with weight ``local_weight``."""
+        cfg = self.config
+        trains = {"u": []} if self.training and cfg.lateral and cfg.local_weight > 0 else None
+        current = self.readout_current(x, t, stats, trains)
+        if trains is not None:
+            from .lateral import local_objective
+
+            self.local_loss = local_objective(trains["u"], self.lateral.weight, cfg.lateral_decay)
         return F.pixel_shuffle(current.reshape(-1, *self._readout_shape), PATCH)
 
     @property

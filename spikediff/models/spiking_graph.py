@@ -6,7 +6,13 @@ with ``"input"`` the host tensor (injected as a current, constant over the T SNN
 ``"readout"`` a non-spiking CUBA population whose synaptic current, averaged over the T steps, is the
 network's real-valued output (FSDDIM's synaptic current learning). Every other population is a Lava-exact
 LIF (``neurons.lava_lif``). The readout is flat; the model's ``readout_shape`` says how the host reads it.
-Its config carries ``num_steps``, ``beta``, ``threshold`` and ``readout_alpha``.
+Its config carries ``num_steps``, ``beta``, ``threshold`` and ``readout_alpha``; ``neuron_params`` may give a
+population its own (beta, threshold).
+
+A synapse from a population to itself is a recurrent (lateral) synapse: at SNN step t it delivers the
+population's spikes of step t - 1 (nothing at t = 0), which is what a Lava synapse's one-step delay does
+to a self-loop, so it needs no alignment on Lava. Longer cycles are not allowed (see ``nir_to_lava``).
+Synapse layers whose weight has ``requires_grad`` off are fixed wiring (``init_weights`` leaves them).
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ from .neurons import lava_lif
 
 class SpikingGraph(nn.Module):
     graph: dict = {}
+    neuron_params: dict = {}  # population -> (beta, threshold) where it differs from the config
 
     @property
     def spiking_layers(self) -> tuple:
@@ -28,19 +35,22 @@ class SpikingGraph(nn.Module):
 
     def _make_neurons(self) -> None:
         cfg = self.config
-        self.lif = nn.ModuleDict({name: lava_lif(cfg.beta, cfg.threshold) for name in self.spiking_layers})
+        self.lif = nn.ModuleDict({name: lava_lif(*self.neuron_params.get(name, (cfg.beta, cfg.threshold)))
+                                  for name in self.spiking_layers})
         self._synapse_shapes = None  # filled by synapse_shapes()
 
     def example_input(self) -> torch.Tensor:
         """A host input of batch 1 (zeros), to read the layer shapes off."""
         raise NotImplementedError
 
-    def run_graph(self, inp: torch.Tensor, stats: dict | None = None, rates: tuple = ()) -> torch.Tensor:
+    def run_graph(self, inp: torch.Tensor, stats: dict | None = None, rates: tuple = (),
+                  trains: dict | None = None) -> torch.Tensor:
         """Mean readout synaptic current over the T steps (N, readout neurons) for host input ``inp``.
 
         If ``stats`` is a dict, spike counts per layer (summed over batch and SNN steps) are added to it.
         With ``rates`` (population names) it returns (current, {name: firing rate per neuron (N, *shape)}),
-        differentiable: the VQ-SVAE encoder reads features off them.
+        differentiable: the VQ-SVAE encoder reads features off them. ``trains``: {population: []}, filled
+        with that population's spikes of every step (the plasticity rule reads them).
         """
         cfg = self.config
         # The host input is constant over the T steps: what its synapses deliver is computed once.
@@ -49,11 +59,13 @@ class SpikingGraph(nn.Module):
         mem: dict = {}
         sums: dict = {}
         current = total = None
+        spikes: dict = {}
         for _ in range(cfg.num_steps):
-            spikes = {}
+            spikes, last = {}, spikes
             for target, synapses in self.graph.items():
-                drive = sum(const[syn] if src == "input" else self._synapse(syn, spikes[src], target == "readout")
-                            for syn, src in synapses)
+                drive = sum(const[syn] if src == "input" else
+                            self._synapse(syn, last[src] if src == target else spikes[src], target == "readout")
+                            for syn, src in synapses if src != target or src in last)
                 if target == "readout":
                     current = drive if current is None else cfg.readout_alpha * current + drive
                     total = current if total is None else total + current
@@ -61,6 +73,8 @@ class SpikingGraph(nn.Module):
                     spikes[target], mem[target] = self.lif[target](drive, mem.get(target, torch.zeros_like(drive)))
             for name in rates:
                 sums[name] = spikes[name] if name not in sums else sums[name] + spikes[name]
+            for name, train in (trains or {}).items():
+                train.append(spikes[name])
             if stats is not None:
                 for name in self.spiking_layers:
                     stats[name] = stats.get(name, 0.0) + float(spikes[name].detach().sum())
@@ -75,10 +89,11 @@ class SpikingGraph(nn.Module):
         return out.flatten(1) if flat_target else out
 
     def depths(self) -> dict:
-        """Synapse layers from the input to each population, longest path (Lava latency in steps)."""
+        """Synapse layers from the input to each population, longest path (Lava latency in steps); a
+        self-loop does not count."""
         depth = {"input": 0}
         for target, synapses in self.graph.items():
-            depth[target] = max(depth[src] + 1 for _, src in synapses)
+            depth[target] = max(depth[src] + 1 for _, src in synapses if src != target)
         return depth
 
     def synapse_shapes(self) -> dict:
@@ -115,10 +130,16 @@ class SpikingGraph(nn.Module):
     def init_weights(self, input_gain: float = 2.0, hidden_gain: float = 3.0, readout_gain: float = 0.1) -> None:
         """Binary, sparse inputs need larger weights than PyTorch's default init to reach the threshold:
         std = gain / sqrt(fan_in) gives every hidden layer a firing rate of about 0.2-0.4 at init. The
-        readout starts near zero so an untrained model outputs about nothing rather than garbage."""
+        readout starts near zero so an untrained model outputs about nothing rather than garbage, and a
+        recurrent synapse at zero, so the network starts as its feedforward self."""
         for target, synapses in self.graph.items():
             for syn, src in synapses:
                 layer = getattr(self, syn)
+                if not layer.weight.requires_grad:
+                    continue  # fixed wiring
+                if src == target:
+                    nn.init.zeros_(layer.weight)
+                    continue
                 gain = input_gain if src == "input" else readout_gain if target == "readout" else hidden_gain
                 nn.init.normal_(layer.weight, 0.0, gain / layer.weight[0].numel() ** 0.5)
                 if layer.bias is not None:

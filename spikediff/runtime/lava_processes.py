@@ -1,5 +1,6 @@
-"""Lava processes that Lava's library lacks: a spike delay line, a readout that sends its state, spike
-counters and the DDIM sampler; each with a ``floating_pt`` and a ``fixed_pt`` model (Loihi integers).
+"""Lava processes that Lava's library lacks: a spike delay line, a LIF that clears itself between
+evaluations, a readout that sends its state, spike counters and the DDIM sampler; each with a
+``floating_pt`` and a ``fixed_pt`` model (Loihi integers).
 
 Importing this module imports Lava (through ``lava_compat``); the rest of spikediff imports it only
 when it builds a Lava network. Lava finds the process models because they live in the same module.
@@ -21,6 +22,8 @@ from lava.magma.core.process.process import AbstractProcess  # noqa: E402
 from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
+from lava.proc.lif.models import PyLifResetModelBitAcc, PyLifResetModelFloat  # noqa: E402
+from lava.proc.lif.process import LIFReset  # noqa: E402
 
 
 class SpikeDelay(AbstractProcess):
@@ -60,6 +63,39 @@ class PySpikeDelayFixed(_SpikeDelayModel):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, bool, precision=1)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)
     buffer: np.ndarray = LavaPyType(np.ndarray, bool, precision=1)
+
+
+class LIFClear(LIFReset):
+    """Lava's ``LIFReset`` whose reset step also drops that step's input and sends no spike.
+
+    For a population with a recurrent synapse onto itself: cleared on the step before an evaluation's
+    first input arrives, it has no spike in flight through its loop when that input comes, so every
+    evaluation starts from rest as in the model. Otherwise Lava's own LIF dynamics, float and
+    bit-accurate (the models below inherit them); on Loihi 2 a microcoded neuron does the same.
+    """
+
+
+class _ClearOnReset:
+    def run_spk(self):
+        if self.time_step % self.reset_interval == self.reset_offset:
+            self.a_in.recv()
+            self.u[:] = 0
+            self.v[:] = 0
+            self.s_out.send(np.zeros(self.v.shape, dtype=bool))
+            return
+        super().run_spk()
+
+
+# The models inherit Lava's LIFReset models, their CPU resource and their tags (floating_pt; fixed_pt and
+# bit_accurate_loihi); Lava's @implements refuses a subclass that still names its parent's process.
+@implements(proc=LIFClear, protocol=LoihiProtocol)
+class PyLIFClearFloat(_ClearOnReset, PyLifResetModelFloat):
+    implements_process = None
+
+
+@implements(proc=LIFClear, protocol=LoihiProtocol)
+class PyLIFClearBitAcc(_ClearOnReset, PyLifResetModelBitAcc):
+    implements_process = None
 
 
 class Conv64(AbstractProcess):

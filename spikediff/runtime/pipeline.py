@@ -5,8 +5,8 @@ Lava steps L+1 .. L+T and is free again afterwards, so a new evaluation can star
 (the ``period``) while earlier ones still travel to the readout. An image's next denoising step needs
 its previous readout, which ends ``window`` = latency(readout) + T steps after its input began; so
 ``cycle`` = ceil(window / period) images take turns (lanes), one evaluation each per cycle. A graph
-with cycles keeps old spikes in its recurrent loops, so it gets period = window: one evaluation at a
-time, nothing in flight. Pure Python: the sampler process, the counters and the tests share it.
+with recurrent synapses has period T + 1: its looped populations are cleared in the extra step
+(``export.nir_to_lava``). Pure Python: the sampler process, the counters and the tests share it.
 """
 
 from __future__ import annotations

@@ -172,12 +172,16 @@ def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log) -> Path:
         noise = torch.randn((cfg.batch_size, *data.shape[1:]), generator=gen)
         x0, t, noise = data[idx.to(device)], t.to(device), noise.to(device)
         pred = model(schedule.add_noise(x0, noise, t), t, stats=stats)
-        return torch.nn.functional.mse_loss(pred, schedule.target(x0, noise, t))
+        loss = torch.nn.functional.mse_loss(pred, schedule.target(x0, noise, t))
+        if getattr(model, "local_loss", None) is not None:  # the lateral matrix's plasticity objective
+            loss = loss + cfg.model.local_weight * model.local_loss
+        return loss
 
     fit(Stage(model=model, header=_header(cfg), options=_train_options(cfg),
               resume_keys=("data", "batch_size", "lr", "seed", "prediction_type", "num_train_timesteps", "data_limit"),
               batch_loss=batch_loss, desc=f"train {cfg.data}",
-              rate_norm={k: n * cfg.batch_size * cfg.model.num_steps for k, n in model.neuron_counts().items()}),
+              rate_norm={k: n * cfg.batch_size * cfg.model.num_steps for k, n in model.neuron_counts().items()},
+              upgrade_config=lambda saved: DenoiserConfig.from_dict(saved).to_dict()),
         cfg, out, progress, log)
     return out / "model.pt"
 
@@ -195,6 +199,8 @@ class Stage:
     rate_norm: dict = field(default_factory=dict)  # population -> neuron updates per batch (firing rates)
     on_step: Callable | None = None  # (model, step, generator) after each optimizer step, e.g. codebook restarts
     loss_name: str = "MSE loss"
+    # a saved model_config as this version writes it (options added since then take their defaults)
+    upgrade_config: Callable = lambda saved: saved
 
 
 def fit(stage: Stage, cfg, out: Path, progress: bool, log) -> None:
@@ -216,7 +222,7 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log) -> None:
                     f"{last}: was trained with {key}={saved.get(key)!r}, this command asks for "
                     f"{stage.options.get(key)!r}; use another --out directory or the same options"
                 )
-        if ckpt["model_config"] != stage.header["model_config"]:
+        if stage.upgrade_config(ckpt["model_config"]) != stage.header["model_config"]:
             raise SpikediffError(f"{last}: model options differ from this command's; use another --out directory")
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema_full"])
