@@ -37,8 +37,7 @@ print(f"lateral matrix after training: |W| mean {model.lateral.weight.abs().mean
 
 path = write_nir(to_nir(model, schedule), args.out / "lateral.nir")
 graph = nir.read(path)  # everything below needs only the file
-print("recurrent edges in the NIR graph:", [e for e in graph.edges if e[0] in ("u", "sel") and e[1] in
-                                            ("lateral", "sel_rec")])
+print("recurrent synapses in the NIR graph:", [f"{a} -> {b} -> {a}" for a, b in graph.edges if (b, a) in graph.edges])
 
 noise = initial_noise(args.n, model.image_shape, 0)
 lava = sample_lava(graph, noise.numpy(), args.ddim_steps)

@@ -136,6 +136,10 @@ class SpikingDenoiser(SpikingGraph):
         self._make_neurons()
         self._readout_shape = (out, quarter, quarter)
         self.init_weights()
+        if cfg.selection:
+            from .lateral import open_selection
+
+            open_selection(self)
 
     def make_input(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         """Host-side input tensor: image channels followed by constant time-feature planes."""

@@ -23,8 +23,9 @@ spiking neurons that turn the lateral layer's activity into one signal per subst
 Substructure. One of G channel groups of ``u`` (2C/G channels each) at one position of the grid.
 
 Selection network. ``sel = LIF(conv3x3(s_d2) + V m + R s_sel(t-1))``, G channels on the grid: one selection
-neuron per substructure and position. Its recurrent synapse R (a self-loop, like W) carries the selection
-from step to step; the lateral signal m refines it. At t = 0 the selection sees only the encoder's evidence
+neuron per substructure and position. It starts open (a bias that makes every selection neuron fire, so
+training starts from the base denoiser). Its recurrent synapse R (a self-loop, like W) carries the
+selection from step to step; the lateral signal m refines it. At t = 0 the selection sees only the encoder's evidence
 (d2) and ``u`` has no lateral input; at every later step ``u`` has its lateral input from step t-1, and
 the selection integrates m(t) on top of its own state: the T steps iteratively refine it.
 
@@ -101,6 +102,13 @@ def extend(model) -> None:
         model.neuron_params = {**model.neuron_params, "ug": GATE_NEURON}
     graph["readout"] = readout
     model.graph = graph
+
+
+def open_selection(model) -> None:
+    """Start with every substructure selected: a selection bias of 1.5 thresholds makes the selection
+    neurons fire unless their input is clearly negative, so the gate passes u and training starts from the
+    base denoiser (as the lateral matrix starts at zero)."""
+    nn.init.constant_(model.sel_in.bias, 1.5 * model.config.threshold)
 
 
 def causal_pairs(train: list) -> torch.Tensor:
