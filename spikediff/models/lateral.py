@@ -6,7 +6,10 @@ Selection Mechanism", are known here only by their abstract: a learnable lateral
 mapping function, both spiking, update lateral connections over the inner time loop and iteratively refine
 a substructure selection network; under a local objective the lateral update matches an STDP-like rule.
 This module is our design from that description; ``DenoiserConfig(lateral=..., selection=...)`` switches
-its two halves on.
+its two halves on. We read "update lateral connections over the inner time loop" as the lateral input
+(W applied to the previous step's spikes) and the states it drives changing at every step; W itself is
+learned in training, partly by the plasticity rule, and fixed within a run, as a Loihi synapse is
+without on-chip learning.
 
 Where. Both act on the denoiser's decoder layer ``u`` (2C channels on the H/4 x H/4 grid: the layer that
 places strokes just before the readout; see ``denoiser.py``).
