@@ -157,47 +157,57 @@ def main() -> None:
 
     rows, grids = [], {}
     for name, ckpt in models.items():
-        model, schedule, raw = load_model(ckpt)
-        data = raw["train"]["data"]
-        cache = Path.home() / ".cache" / "spikediff" / "bench" / f"{name}-{raw['train'].get('step', 0)}"
-        if schedule is None:  # spiking-vq: two networks, one image costs both
-            report = make_vq_report(model, cache / "report", n=64, steps=args.steps, compare_float=False,
-                                    progress=False, source=str(ckpt))
-            totals = [report["events_per_image"][p]["totals"] for p in ("sdid", "decoder")]
-            ev = {k: sum(t[k] for t in totals) for k in ("spikes", "synaptic_ops")}
-            cores = report["chips"]
-        else:
-            report = make_report(model, schedule, cache / "report", n=64, steps=args.steps, compare_float=False,
-                                 progress=False, source=str(ckpt))
-            ev, cores = report["events_per_image"]["totals"], report["mapping"]
-        speed = speeds(model, schedule, args.steps, args.n_lava)
-        for backend in args.backends:
-            r = evaluate(model, schedule, cache, data, args.n, args.steps, backend, ref_split="train", ref_n=args.ref_n,
-                         source=str(ckpt))
-            grids[(name, backend)] = Path(r["json"]).with_suffix(".png")
-            rows.append({"model": name, "kind": kind(model, schedule), "command": command,
-                         "data": data, "checkpoint": str(ckpt), "training_steps": raw["train"].get("step"),
-                         "backend": backend, "fid": r["fid"], "kid": r["kid"], "kid_std": r["kid_std"], "n": r["n"],
-                         "reference": r["reference"],
-                         "denoising_steps": args.steps, "T": model.num_steps,
-                         "spikes_per_image": ev["spikes"], "synaptic_ops_per_image": ev["synaptic_ops"],
-                         "energy_per_image_J": {c["profile"]: c["energy_per_image_J"] for c in report["cost"]},
-                         **next({"ann_twin_J": c["ann_twin"]["energy_per_image_J"],
-                                 "ann_twin_macs_per_image": c["ann_twin"]["macs_per_image"]}
-                                for c in report["cost"] if "ann_twin" in c),
-                         "cores": {k: m["cores"] for k, m in cores.items()}, **speed})
-
+        got, images = measure(name, ckpt, args.n, args.ref_n, args.steps, args.backends, args.n_lava, command)
+        rows, grids = rows + got, {**grids, **images}
     if args.merge:
         rows = kept_rows(args.out, {row_key(r) for r in rows}) + rows
+    write_table(args.out, rows, grids, command, "Models, quality, energy and speed")
+
+
+def measure(name: str, ckpt, n: int, ref_n: int, steps: int, backends: list, n_lava: int, command: str) -> tuple:
+    """(rows, {(name, backend): grid png}) for one checkpoint: a row per backend."""
+    model, schedule, raw = load_model(ckpt)
+    data = raw["train"]["data"]
+    cache = Path.home() / ".cache" / "spikediff" / "bench" / f"{name}-{raw['train'].get('step', 0)}"
+    if schedule is None:  # spiking-vq: two networks, one image costs both
+        report = make_vq_report(model, cache / "report", n=64, steps=steps, compare_float=False,
+                                progress=False, source=str(ckpt))
+        totals = [report["events_per_image"][p]["totals"] for p in ("sdid", "decoder")]
+        ev = {k: sum(t[k] for t in totals) for k in ("spikes", "synaptic_ops")}
+        cores = report["chips"]
+    else:
+        report = make_report(model, schedule, cache / "report", n=64, steps=steps, compare_float=False,
+                             progress=False, source=str(ckpt))
+        ev, cores = report["events_per_image"]["totals"], report["mapping"]
+    speed = speeds(model, schedule, steps, n_lava)
+    rows, grids = [], {}
+    for backend in backends:
+        r = evaluate(model, schedule, cache, data, n, steps, backend, ref_split="train", ref_n=ref_n, source=str(ckpt))
+        grids[(name, backend)] = Path(r["json"]).with_suffix(".png")
+        rows.append({"model": name, "kind": kind(model, schedule), "command": command,
+                     "data": data, "checkpoint": str(ckpt), "training_steps": raw["train"].get("step"),
+                     "backend": backend, "fid": r["fid"], "kid": r["kid"], "kid_std": r["kid_std"], "n": r["n"],
+                     "reference": r["reference"], "denoising_steps": steps, "T": model.num_steps,
+                     "spikes_per_image": ev["spikes"], "synaptic_ops_per_image": ev["synaptic_ops"],
+                     "energy_per_image_J": {c["profile"]: c["energy_per_image_J"] for c in report["cost"]},
+                     **next({"ann_twin_J": c["ann_twin"]["energy_per_image_J"],
+                             "ann_twin_macs_per_image": c["ann_twin"]["macs_per_image"]}
+                            for c in report["cost"] if "ann_twin" in c),
+                     "cores": {k: m["cores"] for k, m in cores.items()}, **speed})
+    return rows, grids
+
+
+def write_table(out: Path, rows: list, grids: dict, command: str, title: str) -> None:
+    """The markdown table and JSON at ``out``, the sample grids in a folder named after it."""
     body = table_body(rows, command)
-    images_dir = args.out.parent / "model_table"
+    images_dir = out.parent / out.stem
     images_dir.mkdir(parents=True, exist_ok=True)
     for (name, backend), grid in grids.items():
         (images_dir / f"{name}-{backend}.png").write_bytes(grid.read_bytes())
     for name, backend in dict.fromkeys((r["model"], r["backend"]) for r in rows):
         body += ["", f"{name}, {backend}, the first 64 samples:", "",
-                 f"![{name} {backend}](model_table/{name}-{backend}.png)"]
-    write_report(args.out, "Models, quality, energy and speed", {"rows": rows}, body)
+                 f"![{name} {backend}]({out.stem}/{name}-{backend}.png)"]
+    write_report(out, title, {"rows": rows}, body)
 
 
 if __name__ == "__main__":
