@@ -2,7 +2,7 @@
 profile and for the ANN twin, cores, and the speed of every runtime (Lava CPU, bit-exact simulator,
 PyTorch, onnxruntime for the unrolled SNN and the ANN twin; spiking-vq models have no ONNX export yet).
 
-Usage: python benchmarks/model_table.py --out benchmarks/results/model_table.md [-n 10000] [--ref-n 10000]
+Usage: python benchmarks/model_table.py --out benchmarks/results/model_table.md [-n 1000 10000] [--ref-n 5000 10000]
        [--model mnist=runs/mnist/model.pt --model mnist-vq=runs/vq-mnist/model.pt ...]   (default: every
        shipped model) [--backends sim torch] [--merge]
 The lateral-selection ablation is this table over its four runs (base, --lateral, --selection, both):
@@ -22,6 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from _report import write_report
@@ -145,13 +146,16 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/model_table.md"))
     ap.add_argument("--model", action="append", metavar="NAME=CKPT",
                     help=f"models to measure (default: the shipped ones, {' '.join(SHIPPED_MODELS)})")
-    ap.add_argument("-n", type=int, default=1000, help="samples per FID")
-    ap.add_argument("--ref-n", type=int, default=10000, help="reference training images")
+    ap.add_argument("-n", type=int, nargs="+", default=[1000], help="samples per FID (several: a row for each)")
+    ap.add_argument("--ref-n", type=int, nargs="+", default=[10000],
+                    help="reference training images, one per -n")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--backends", nargs="+", default=["sim", "torch"])
     ap.add_argument("--n-lava", type=int, default=2, help="images timed on Lava")
     ap.add_argument("--merge", action="store_true", help="keep the table's rows that this run does not measure again")
     args = ap.parse_args()
+    if len(args.n) != len(args.ref_n):
+        ap.error(f"-n has {len(args.n)} values and --ref-n {len(args.ref_n)}: give one reference size per -n")
     command = "python " + " ".join(sys.argv)
     models = dict(m.split("=", 1) for m in args.model) if args.model else {name: name for name in SHIPPED_MODELS}
 
@@ -164,8 +168,9 @@ def main() -> None:
     write_table(args.out, rows, grids, command, "Models, quality, energy and speed")
 
 
-def measure(name: str, ckpt, n: int, ref_n: int, steps: int, backends: list, n_lava: int, command: str) -> tuple:
-    """(rows, {(name, backend): grid png}) for one checkpoint: a row per backend."""
+def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, command: str) -> tuple:
+    """(rows, {(name, backend): grid png}) for one checkpoint: a row per backend and (n, ref_n) pair (both
+    ints, or lists of the same length)."""
     model, schedule, raw = load_model(ckpt)
     data = raw["train"]["data"]
     cache = Path.home() / ".cache" / "spikediff" / "bench" / f"{name}-{raw['train'].get('step', 0)}"
@@ -181,8 +186,10 @@ def measure(name: str, ckpt, n: int, ref_n: int, steps: int, backends: list, n_l
         ev, cores = report["events_per_image"]["totals"], report["mapping"]
     speed = speeds(model, schedule, steps, n_lava)
     rows, grids = [], {}
-    for backend in backends:
-        r = evaluate(model, schedule, cache, data, n, steps, backend, ref_split="train", ref_n=ref_n, source=str(ckpt))
+    sizes = list(zip(np.atleast_1d(n).tolist(), np.atleast_1d(ref_n).tolist()))
+    for backend, (n_samples, n_ref) in ((b, size) for b in backends for size in sizes):
+        r = evaluate(model, schedule, cache, data, n_samples, steps, backend, ref_split="train", ref_n=n_ref,
+                     source=str(ckpt))
         grids[(name, backend)] = Path(r["json"]).with_suffix(".png")
         rows.append({"model": name, "kind": kind(model, schedule), "command": command,
                      "data": data, "checkpoint": str(ckpt), "training_steps": raw["train"].get("step"),
