@@ -78,13 +78,19 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):
     cmd = [sys.executable, "-m", "spikediff", "train", "--data", "digits", "--out", str(tmp_path),
            "--channels", "4", "--hidden", "16", "--batch-size", "8", "--checkpoint-every", "100000",
            "--steps", "100000", "--quiet"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    log = tmp_path / "log.jsonl"
-    deadline = time.time() + 120
-    while not (log.exists() and log.stat().st_size > 0) and time.time() < deadline:
-        time.sleep(0.2)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    # Ctrl-C reaches a foreground process; a shell's background job (CI started with `&`) would pass SIGINT
+    # on as ignored, and Python then installs no KeyboardInterrupt handler: restore the default first.
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        log = tmp_path / "log.jsonl"
+        deadline = time.time() + 120
+        while not (log.exists() and log.stat().st_size > 0) and time.time() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # no orphan if anything above failed
     assert proc.returncode == 130, err
     assert "run the same command to resume" in out
     step = load_raw(tmp_path / "last.pt")["step"]
