@@ -171,6 +171,7 @@ class SpikingDenoiser(SpikingGraph):
         cfg = self.config
         trains = {"u": []} if self.training and cfg.lateral and cfg.local_weight > 0 else None
         current = self.readout_current(x, t, stats, trains)
+        self.local_loss = None
         if trains is not None:
             from .lateral import local_objective
 
