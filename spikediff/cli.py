@@ -60,15 +60,25 @@ def cmd_train(args) -> int:
                            threshold=args.threshold, readout_alpha=args.readout_alpha, lateral=args.lateral,
                            selection=args.selection, groups=args.groups, local_weight=args.local_weight,
                            lateral_decay=args.lateral_decay)
-    cfg = TrainConfig(data=args.data, steps=args.steps or TrainConfig.steps, batch_size=args.batch_size or TrainConfig.batch_size,
-                      lr=args.lr, warmup=args.warmup, ema_decay=args.ema_decay, prediction_type=args.prediction,
-                      seed=args.seed, data_limit=args.data_limit, checkpoint_every=args.checkpoint_every,
-                      device=args.device, model=model)
+    cfg = TrainConfig(**_train_options(args, TrainConfig), prediction_type=args.prediction, model=model)
+    return _run_training(train, cfg, args, "")
+
+
+def _train_options(args, config_class) -> dict:
+    """The training options both model kinds share, from the command line (a config class's defaults
+    where an option is not given)."""
+    return dict(data=args.data, steps=args.steps or config_class.steps,
+                batch_size=args.batch_size or config_class.batch_size, lr=args.lr, warmup=args.warmup,
+                ema_decay=args.ema_decay, seed=args.seed, data_limit=args.data_limit,
+                checkpoint_every=args.checkpoint_every, device=args.device)
+
+
+def _run_training(train_fn, cfg, args, where: str) -> int:
     try:
-        path = train(cfg, args.out, progress=not args.quiet)
+        path = train_fn(cfg, args.out, progress=not args.quiet)
     except KeyboardInterrupt:
         return 130
-    print(f"checkpoint: {path}")
+    print(f"checkpoint: {path}{where}")
     return 0
 
 
@@ -76,22 +86,15 @@ def _train_spiking_vq(args) -> int:
     from .models import TokenDenoiserConfig, VQConfig
     from .train.vq_trainer import VQTrainConfig, train_spiking_vq
 
-    v, d, t = VQConfig(), TokenDenoiserConfig(), VQTrainConfig
+    v, d = VQConfig(), TokenDenoiserConfig()
     neuron = dict(num_steps=args.snn_steps, beta=args.beta, threshold=args.threshold, readout_alpha=args.readout_alpha)
     vq = VQConfig(channels=args.channels or v.channels, codebook_size=args.codebook_size, code_dim=args.code_dim, **neuron)
     sdid = TokenDenoiserConfig(channels=args.sdid_channels, hidden=args.hidden or d.hidden,
                                time_features=args.time_features, **neuron)
-    cfg = VQTrainConfig(data=args.data, vq_steps=args.vq_steps, steps=args.steps or t.steps,
-                        batch_size=args.batch_size or t.batch_size, lr=args.lr, warmup=args.warmup,
-                        ema_decay=args.ema_decay, mask_schedule=args.mask_schedule, seed=args.seed,
-                        data_limit=args.data_limit, checkpoint_every=args.checkpoint_every, device=args.device,
-                        vq=vq, sdid=sdid)
-    try:
-        path = train_spiking_vq(cfg, args.out, progress=not args.quiet)
-    except KeyboardInterrupt:
-        return 130
-    print(f"checkpoint: {path} (VQ-SVAE and SDID; the stages' runs are in {args.out}/vq and {args.out}/sdid)")
-    return 0
+    cfg = VQTrainConfig(**_train_options(args, VQTrainConfig), vq_steps=args.vq_steps,
+                        mask_schedule=args.mask_schedule, vq=vq, sdid=sdid)
+    return _run_training(train_spiking_vq, cfg, args,
+                         f" (VQ-SVAE and SDID; the stages' runs are in {args.out}/vq and {args.out}/sdid)")
 
 
 def _print_spike_table(neurons: dict, spikes_per_image: dict, updates_per_neuron: int, footer: str) -> None:

@@ -25,27 +25,14 @@ class UnrolledSNN(nn.Module):
         self.model = model
 
     def forward(self, inp: torch.Tensor) -> torch.Tensor:
-        m, cfg = self.model, self.model.config
-        const = {syn: m._synapse(syn, inp, target == "readout")
-                 for target, synapses in m.graph.items() for syn, src in synapses if src == "input"}
-        mem: dict = {}
-        current = total = None
-        spikes: dict = {}
-        for _ in range(cfg.num_steps):
-            spikes, last = {}, spikes
-            for target, synapses in m.graph.items():  # a self-loop reads the previous step (SpikingGraph)
-                drive = sum(const[syn] if src == "input" else
-                            m._synapse(syn, last[src] if src == target else spikes[src], target == "readout")
-                            for syn, src in synapses if src != target or src in last)
-                if target == "readout":
-                    current = drive if current is None else cfg.readout_alpha * current + drive
-                    total = current if total is None else total + current
-                    continue
-                lif = m.lif[target]
-                v = lif.beta * mem[target] + drive if target in mem else drive
-                spk = (v > lif.threshold).to(v.dtype)
-                spikes[target], mem[target] = spk, v * (1 - spk)
-        return total / cfg.num_steps
+        return self.model.run_graph(inp, lif_step=self._lif_step)
+
+    def _lif_step(self, population: str, drive: torch.Tensor, mem: torch.Tensor) -> tuple:
+        """snnTorch's zero-reset ``Leaky`` step as plain tensor ops."""
+        lif = self.model.lif[population]
+        v = lif.beta * mem + drive
+        spk = (v > lif.threshold).to(v.dtype)
+        return spk, v * (1 - spk)
 
 
 class AnnTwin(nn.Module):

@@ -44,15 +44,18 @@ class SpikingGraph(nn.Module):
         raise NotImplementedError
 
     def run_graph(self, inp: torch.Tensor, stats: dict | None = None, rates: tuple = (),
-                  trains: dict | None = None) -> torch.Tensor:
+                  trains: dict | None = None, lif_step=None) -> torch.Tensor:
         """Mean readout synaptic current over the T steps (N, readout neurons) for host input ``inp``.
 
         If ``stats`` is a dict, spike counts per layer (summed over batch and SNN steps) are added to it.
         With ``rates`` (population names) it returns (current, {name: firing rate per neuron (N, *shape)}),
         differentiable: the VQ-SVAE encoder reads features off them. ``trains``: {population: []}, filled
-        with that population's spikes of every step (the plasticity rule reads them).
+        with that population's spikes of every step (the plasticity rule reads them). ``lif_step(population,
+        drive, mem) -> (spikes, mem)`` replaces the snnTorch neurons (the ONNX export's plain tensor ops).
         """
         cfg = self.config
+        if lif_step is None:
+            lif_step = self._lif_step
         # The host input is constant over the T steps: what its synapses deliver is computed once.
         const = {syn: self._synapse(syn, inp, target == "readout")
                  for target, synapses in self.graph.items() for syn, src in synapses if src == "input"}
@@ -70,7 +73,7 @@ class SpikingGraph(nn.Module):
                     current = drive if current is None else cfg.readout_alpha * current + drive
                     total = current if total is None else total + current
                 else:
-                    spikes[target], mem[target] = self.lif[target](drive, mem.get(target, torch.zeros_like(drive)))
+                    spikes[target], mem[target] = lif_step(target, drive, mem.get(target, torch.zeros_like(drive)))
             for name in rates:
                 sums[name] = spikes[name] if name not in sums else sums[name] + spikes[name]
             for name, train in (trains or {}).items():
@@ -81,6 +84,9 @@ class SpikingGraph(nn.Module):
         if rates:
             return total / cfg.num_steps, {name: sums[name] / cfg.num_steps for name in rates}
         return total / cfg.num_steps
+
+    def _lif_step(self, population: str, drive: torch.Tensor, mem: torch.Tensor) -> tuple:
+        return self.lif[population](drive, mem)
 
     def _synapse(self, name: str, spikes: torch.Tensor, flat_target: bool) -> torch.Tensor:
         layer = getattr(self, name)

@@ -245,15 +245,62 @@ class PySpikeCounterFixed(_SpikeCounterModel):
     idle: np.ndarray = LavaPyType(np.ndarray, float)
 
 
+def host_ports(proc, input_shape_lava: tuple, readout_shape_lava: tuple) -> None:
+    """The ports and readout accumulator every pipelined host process has (``PipelinedHostModel``)."""
+    proc.s_out = OutPort(shape=input_shape_lava)
+    proc.a_in = InPort(shape=readout_shape_lava)
+    proc.acc = Var(shape=readout_shape_lava, init=np.zeros(readout_shape_lava))
+
+
+class PipelinedHostModel(PyLoihiProcessModel):
+    """The host side of a ``Pipeline`` of evaluations (proc_params ``pipeline``, ``readout_latency``,
+    ``readout_scale``): in each slot's T steps it sends ``host_input(image, step)`` (float, Lava layout),
+    adds up the readout state over the T steps the readout computes that slot, and hands the mean (float
+    units) to ``finish(image, step, mean)``. The DDIM and token samplers differ only in those two."""
+
+    def host_input(self, image: int, step: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def finish(self, image: int, step: int, mean: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def run_spk(self):
+        p = self.proc_params
+        pipe = p["pipeline"]
+        sending = pipe.phase(self.time_step, 0)
+        if sending is not None:
+            self.s_out.send(self.encode(self.host_input(*pipe.job(sending[0]))))
+        else:
+            self.s_out.send(np.zeros(self.s_out.shape))
+        v = self.a_in.recv()
+        reading = pipe.phase(self.time_step, p["readout_latency"])
+        if reading is None:
+            return
+        self.acc += v
+        if reading[1] == pipe.num_steps - 1:
+            mean = self.acc / (pipe.num_steps * p["readout_scale"])
+            self.acc[:] = 0
+            self.finish(*pipe.job(reading[0]), mean)
+
+
 class FloatHostInput:
-    """Sampler process models that send host input as it is (floating point)."""
+    """Pipelined host models that send host input as it is and read the float readout state."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    acc: np.ndarray = LavaPyType(np.ndarray, float)
 
     def encode(self, x):
         return x
 
 
 class FixedHostInput:
-    """Sampler process models that send host input as graded 24-bit integers (``proc_params["input_scale"]``)."""
+    """Pipelined host models that send host input as graded 24-bit integers (``proc_params["input_scale"]``)
+    and read the integer readout state."""
+
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    acc: np.ndarray = LavaPyType(np.ndarray, float)
 
     def encode(self, x):
         from ..export.fixed_point import encode_input
@@ -275,14 +322,12 @@ class DDIMSampler(AbstractProcess):
                  name: str | None = None):
         super().__init__(pipeline=pipeline, decode=decode, schedule=schedule, readout_latency=readout_latency,
                          input_scale=input_scale, readout_scale=readout_scale, name=name)
-        self.s_out = OutPort(shape=input_shape_lava)
-        self.a_in = InPort(shape=readout_shape_lava)
+        host_ports(self, input_shape_lava, readout_shape_lava)
         self.x = Var(shape=noise.shape, init=noise.copy())
         self.images = Var(shape=noise.shape, init=np.zeros(noise.shape))
-        self.acc = Var(shape=readout_shape_lava, init=np.zeros(readout_shape_lava))
 
 
-class _DDIMSamplerModel(PyLoihiProcessModel):
+class _DDIMSamplerModel(PipelinedHostModel):
     def __init__(self, proc_params):
         super().__init__(proc_params)
         from ..diffusion.schedule import DDIMScheduler, NoiseSchedule
@@ -294,48 +339,27 @@ class _DDIMSamplerModel(PyLoihiProcessModel):
         self.scheduler.set_timesteps(self.pipeline.steps)
         self.decoder = Decoder(**proc_params["decode"])
 
-    def run_spk(self):
-        pipe, timesteps, p = self.pipeline, self.scheduler.timesteps, self.proc_params
-        sending = pipe.phase(self.time_step, 0)
-        if sending is not None:
-            image, step = pipe.job(sending[0])
-            self.s_out.send(self.encode(self.decoder.input(self.x[image], int(timesteps[step]))))
-        else:
-            self.s_out.send(np.zeros(self.s_out.shape))
-        v = self.a_in.recv()
-        reading = pipe.phase(self.time_step, p["readout_latency"])
-        if reading is None:
-            return
-        self.acc += v
-        if reading[1] == pipe.num_steps - 1:
-            image, step = pipe.job(reading[0])
-            t = int(timesteps[step])
-            pred = self.decoder.output(self.acc / (pipe.num_steps * p["readout_scale"]))
-            self.acc[:] = 0
-            self.x[image], _ = self.scheduler.step(pred, t, self.x[image])
-            if step == pipe.steps - 1:
-                self.images[image] = self.x[image].clip(-1, 1)
+    def host_input(self, image: int, step: int) -> np.ndarray:
+        return self.decoder.input(self.x[image], int(self.scheduler.timesteps[step]))
+
+    def finish(self, image: int, step: int, mean: np.ndarray) -> None:
+        t = int(self.scheduler.timesteps[step])
+        self.x[image], _ = self.scheduler.step(self.decoder.output(mean), t, self.x[image])
+        if step == self.pipeline.steps - 1:
+            self.images[image] = self.x[image].clip(-1, 1)
 
 
 @implements(proc=DDIMSampler, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
 class PyDDIMSamplerFloat(FloatHostInput, _DDIMSamplerModel):
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     x: np.ndarray = LavaPyType(np.ndarray, float)
     images: np.ndarray = LavaPyType(np.ndarray, float)
-    acc: np.ndarray = LavaPyType(np.ndarray, float)
 
 
 @implements(proc=DDIMSampler, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
 class PyDDIMSamplerFixed(FixedHostInput, _DDIMSamplerModel):
-    """Sends the input as graded 24-bit integers, reads the integer readout state."""
-
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     x: np.ndarray = LavaPyType(np.ndarray, float)
     images: np.ndarray = LavaPyType(np.ndarray, float)
-    acc: np.ndarray = LavaPyType(np.ndarray, float)

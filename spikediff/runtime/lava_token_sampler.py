@@ -17,10 +17,7 @@ lava_compat.import_lava()
 
 import numpy as np  # noqa: E402
 from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
-from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: E402
-from lava.magma.core.model.py.ports import PyInPort, PyOutPort  # noqa: E402
 from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
-from lava.magma.core.process.ports.ports import InPort, OutPort  # noqa: E402
 from lava.magma.core.process.process import AbstractProcess  # noqa: E402
 from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
@@ -29,7 +26,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa:
 from ..diffusion.absorbing import unmask_step  # noqa: E402
 from ..export.nir_to_lava import from_lava_layout, to_lava_layout  # noqa: E402
 from ..models.token_denoiser import token_input  # noqa: E402
-from .lava_processes import FixedHostInput, FloatHostInput  # noqa: E402
+from .lava_processes import FixedHostInput, FloatHostInput, PipelinedHostModel, host_ports  # noqa: E402
 
 
 class TokenSampler(AbstractProcess):
@@ -43,57 +40,37 @@ class TokenSampler(AbstractProcess):
                          readout_latency=readout_latency, input_scale=input_scale, readout_scale=readout_scale,
                          name=name)
         n, length = draws.order.shape
-        self.s_out = OutPort(shape=input_shape_lava)
-        self.a_in = InPort(shape=readout_shape_lava)
+        host_ports(self, input_shape_lava, readout_shape_lava)
         self.tokens = Var(shape=(n, length), init=np.full((n, length), host["codebook_size"]))
-        self.acc = Var(shape=readout_shape_lava, init=np.zeros(readout_shape_lava))
 
 
-class _TokenSamplerModel(PyLoihiProcessModel):
-    def run_spk(self):
+class _TokenSamplerModel(PipelinedHostModel):
+    def host_input(self, image: int, step: int) -> np.ndarray:
         p, h = self.proc_params, self.proc_params["host"]
-        pipe, counts, length = p["pipeline"], p["counts"], self.tokens.shape[1]
-        sending = pipe.phase(self.time_step, 0)
-        if sending is not None:
-            image, step = pipe.job(sending[0])
-            grid = self.tokens[image].astype(np.int64).reshape(1, h["grid"], h["grid"])
-            x = token_input(grid, counts[step] / length, h["codebook_size"], h["time_features"],
-                            h["max_period"])[0].astype(np.float64)
-            self.s_out.send(self.encode(to_lava_layout(x, x.shape)))
-        else:
-            self.s_out.send(np.zeros(self.s_out.shape))
-        v = self.a_in.recv()
-        reading = pipe.phase(self.time_step, p["readout_latency"])
-        if reading is None:
-            return
-        self.acc += v
-        if reading[1] == pipe.num_steps - 1:
-            image, step = pipe.job(reading[0])
-            mean = self.acc / (pipe.num_steps * p["readout_scale"])
-            self.acc[:] = 0
-            logits = from_lava_layout(mean, h["readout_shape"], h["readout_perm"]).reshape(1, h["codebook_size"], length)
-            tokens = unmask_step(self.tokens[image:image + 1].astype(np.int64), logits, step, counts,
-                                 p["draws"][image:image + 1], h["temperature"])
-            self.tokens[image] = tokens[0]
+        length = self.tokens.shape[1]
+        grid = self.tokens[image].astype(np.int64).reshape(1, h["grid"], h["grid"])
+        x = token_input(grid, p["counts"][step] / length, h["codebook_size"], h["time_features"],
+                        h["max_period"])[0].astype(np.float64)
+        return to_lava_layout(x, x.shape)
+
+    def finish(self, image: int, step: int, mean: np.ndarray) -> None:
+        p, h = self.proc_params, self.proc_params["host"]
+        length = self.tokens.shape[1]
+        logits = from_lava_layout(mean, h["readout_shape"], h["readout_perm"]).reshape(1, h["codebook_size"], length)
+        tokens = unmask_step(self.tokens[image:image + 1].astype(np.int64), logits, step, p["counts"],
+                             p["draws"][image:image + 1], h["temperature"])
+        self.tokens[image] = tokens[0]
 
 
 @implements(proc=TokenSampler, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("floating_pt")
 class PyTokenSamplerFloat(FloatHostInput, _TokenSamplerModel):
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     tokens: np.ndarray = LavaPyType(np.ndarray, float)
-    acc: np.ndarray = LavaPyType(np.ndarray, float)
 
 
 @implements(proc=TokenSampler, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
 class PyTokenSamplerFixed(FixedHostInput, _TokenSamplerModel):
-    """Sends the input as graded 24-bit integers, reads the integer readout state."""
-
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     tokens: np.ndarray = LavaPyType(np.ndarray, float)
-    acc: np.ndarray = LavaPyType(np.ndarray, float)
