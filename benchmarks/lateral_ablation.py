@@ -3,25 +3,55 @@ selection network, and with both, each trained with the same budget and options 
 measured like the headline table (FID/KID of the deployed fixed-point model and the float one, spikes,
 synaptic ops and energy per image, cores, speeds).
 
-Usage: python benchmarks/lateral_ablation.py --data mnist --steps 3000 [--runs runs/ablation] [-n 10000]
-       [--ref-n 10000] [--device auto] [--out benchmarks/results/lateral_ablation_mnist.md]
+Usage: python benchmarks/lateral_ablation.py --data mnist [--steps 3000] [--runs runs/ablation]
+       [-n 1000 10000 --ref-n 5000 10000] [--backends sim torch] [--variants base lateral selection both]
+       [--base CKPT] [--merge] [--device auto]
+       [--out benchmarks/results/lateral_ablation_mnist.md]
 Training resumes from what --runs holds (spikediff run directories, one per variant: <data>-<variant>), so
-an interrupted ablation continues where it stopped; samples and features are cached as for the table.
+an interrupted ablation continues where it stopped; samples and features are cached as for the table, so a
+rerun with a larger -n only generates what is missing. --base takes the base variant from a checkpoint that
+was trained with exactly the ablation's options (checked), e.g. the shipped one, instead of training it again.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import sys
 from pathlib import Path
 
-from model_table import measure, write_table
+from model_table import kept_rows, measure, row_key, write_table
 
+from spikediff import SpikediffError
+from spikediff.checkpoint import load_raw, resolve
+from spikediff.data.datasets import image_size
 from spikediff.models import DenoiserConfig
 from spikediff.train import TrainConfig, train
 
 VARIANTS = {"base": {}, "lateral": {"lateral": True}, "selection": {"selection": True},
             "both": {"lateral": True, "selection": True}}
+# what --base must share with the ablation's own base run (the rest, e.g. device or logging, does not
+# change the model)
+SAME_BUDGET = ("data", "steps", "batch_size", "lr", "warmup", "grad_clip", "ema_decay", "prediction_type",
+               "num_train_timesteps", "seed", "data_limit")
+
+
+def check_base(path: Path, cfg: TrainConfig) -> Path:
+    """``path`` if it was trained as the ablation would train its base variant; else a clear error."""
+    raw = load_raw(path)
+    if raw.get("kind") is not None:
+        raise SpikediffError(f"--base {path}: a {raw['kind']} checkpoint, not an FSDDIM denoiser")
+    done = raw["train"]
+    differ = [f"{k} {done.get(k)!r} (ablation: {getattr(cfg, k)!r})" for k in SAME_BUDGET
+              if done.get(k) != getattr(cfg, k)]
+    if done.get("step") != cfg.steps:
+        differ.append(f"trained {done.get('step')} steps (ablation: {cfg.steps})")
+    model = DenoiserConfig.from_dict(raw["model_config"]).to_dict()
+    expected = DenoiserConfig(image_size=image_size(cfg.data)).to_dict()
+    differ += [f"model {k} {model.get(k)!r} (ablation: {v!r})" for k, v in expected.items() if model.get(k) != v]
+    if differ:
+        raise SpikediffError(f"--base {path}: not trained with the ablation's budget and options: " + ", ".join(differ))
+    return path
 
 
 def main() -> None:
@@ -30,29 +60,50 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3000, help="training steps, the same for every variant")
     ap.add_argument("--batch-size", type=int, default=TrainConfig.batch_size)
     ap.add_argument("--runs", type=Path, default=Path("runs/ablation"))
+    ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                    help="train and measure only these (with --merge, their rows join the table's others)")
+    ap.add_argument("--base", help="checkpoint (or shipped model name) to use as the base variant")
     ap.add_argument("--device", default="auto")
-    ap.add_argument("-n", type=int, default=10000, help="samples per FID")
-    ap.add_argument("--ref-n", type=int, default=10000, help="reference training images")
+    ap.add_argument("-n", type=int, nargs="+", default=[1000], help="samples per FID (several: a row for each)")
+    ap.add_argument("--ref-n", type=int, nargs="+", default=[5000], help="reference training images, one per -n")
     ap.add_argument("--backends", nargs="+", default=["sim", "torch"])
     ap.add_argument("--n-lava", type=int, default=2, help="images timed on Lava")
+    ap.add_argument("--merge", action="store_true", help="keep the table's rows that this run does not measure again")
     ap.add_argument("--out", type=Path, help="default: benchmarks/results/lateral_ablation_<data>.md")
     args = ap.parse_args()
+    if len(args.n) != len(args.ref_n):
+        ap.error(f"-n has {len(args.n)} values and --ref-n {len(args.ref_n)}: give one reference size per -n")
     out = args.out or Path(f"benchmarks/results/lateral_ablation_{args.data}.md")
     command = "python " + " ".join(sys.argv)
 
     checkpoints = {}
-    for variant, flags in VARIANTS.items():
-        cfg = TrainConfig(data=args.data, steps=args.steps, batch_size=args.batch_size, device=args.device,
-                          model=DenoiserConfig(**flags))
-        print(f"== {variant}: spikediff train --data {args.data} --steps {args.steps} "
-              + " ".join(f"--{k}" for k in flags))
-        checkpoints[variant] = train(cfg, args.runs / f"{args.data}-{variant}")
+    try:
+        for variant in args.variants:
+            flags = VARIANTS[variant]
+            cfg = TrainConfig(data=args.data, steps=args.steps, batch_size=args.batch_size, device=args.device,
+                              model=DenoiserConfig(**flags))
+            if variant == "base" and args.base:
+                checkpoints[variant] = check_base(resolve(args.base), cfg)
+                print(f"== base: {checkpoints[variant]}")
+                continue
+            print(f"== {variant}: spikediff train --data {args.data} --steps {args.steps} "
+                  + " ".join(f"--{k}" for k in flags))
+            checkpoints[variant] = train(cfg, args.runs / f"{args.data}-{variant}")
+    except SpikediffError as exc:
+        sys.exit(f"error: {exc}")
     rows, grids = [], {}
     for variant, ckpt in checkpoints.items():
         got, images = measure(f"{args.data}-{variant}", ckpt, args.n, args.ref_n, 20, args.backends, args.n_lava,
                               command)
         rows, grids = rows + got, {**grids, **images}
-    write_table(out, rows, grids, command, f"Lateral-selection ablation, {args.data}, {args.steps} training steps each")
+    args.runs.mkdir(parents=True, exist_ok=True)
+    with open(args.runs / f"{out.stem}.lock", "w") as lock:  # two ablation runs (variants in parallel) merge in turn
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if args.merge:
+            rows = kept_rows(out, {row_key(r) for r in rows}) + rows
+        rows.sort(key=lambda r: (list(VARIANTS).index(r["model"].rsplit("-", 1)[1]), r["backend"], r["n"]))
+        write_table(out, rows, grids, command,
+                    f"Lateral-selection ablation, {args.data}, {args.steps} training steps each")
 
 
 if __name__ == "__main__":

@@ -5,10 +5,11 @@ PyTorch, onnxruntime for the unrolled SNN and the ANN twin; spiking-vq models ha
 Usage: python benchmarks/model_table.py --out benchmarks/results/model_table.md [-n 1000 10000] [--ref-n 5000 10000]
        [--model mnist=runs/mnist/model.pt --model mnist-vq=runs/vq-mnist/model.pt ...]   (default: every
        shipped model) [--backends sim torch] [--merge]
-The lateral-selection ablation is this table over its four runs (base, --lateral, --selection, both):
-       --model mnist-base=runs/abl-mnist-base/model.pt --model mnist-lateral=... --out .../lateral_ablation.md
+The lateral-selection ablation (benchmarks/lateral_ablation.py) trains its four variants and measures them
+with this table's code.
 FID is against the first --ref-n training images of the model's dataset. Samples and their Inception features
-are cached under ~/.cache/spikediff/bench, so a rerun with a larger -n only generates what is missing.
+are cached under ~/.cache/spikediff/bench, one folder per checkpoint content, so a rerun with a larger -n only
+generates what is missing.
 --merge keeps the rows already in the table that this run does not measure again (model, backend, N, reference
 N), each with the command that made it: the table can then hold rows at several N (compare FID at equal N).
 """
@@ -16,6 +17,7 @@ N), each with the command that made it: the table can then hold rows at several 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -27,7 +29,7 @@ import torch
 
 from _report import write_report
 
-from spikediff.checkpoint import SHIPPED_MODELS, load_model
+from spikediff.checkpoint import SHIPPED_MODELS, load_model, resolve
 from spikediff.diffusion.sampler import initial_noise, sample_torch
 from spikediff.export.nir_graph import to_nir
 from spikediff.export.onnx_export import export_onnx, run_onnx
@@ -168,12 +170,20 @@ def main() -> None:
     write_table(args.out, rows, grids, command, "Models, quality, energy and speed")
 
 
+def cache_dir(ckpt) -> Path:
+    """Where a checkpoint's samples, features and report are kept: named by its content, so one file measured
+    under two names (the shipped model as an ablation's base) is sampled once, and a retrained model never
+    reuses another's samples."""
+    digest = hashlib.sha256(resolve(ckpt).read_bytes()).hexdigest()[:16]
+    return Path.home() / ".cache" / "spikediff" / "bench" / digest
+
+
 def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, command: str) -> tuple:
     """(rows, {(name, backend): grid png}) for one checkpoint: a row per backend and (n, ref_n) pair (both
     ints, or lists of the same length)."""
     model, schedule, raw = load_model(ckpt)
     data = raw["train"]["data"]
-    cache = Path.home() / ".cache" / "spikediff" / "bench" / f"{name}-{raw['train'].get('step', 0)}"
+    cache = cache_dir(ckpt)
     if schedule is None:  # spiking-vq: two networks, one image costs both
         report = make_vq_report(model, cache / "report", n=64, steps=steps, compare_float=False,
                                 progress=False, source=str(ckpt))
