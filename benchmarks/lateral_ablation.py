@@ -54,6 +54,37 @@ def check_base(path: Path, cfg: TrainConfig) -> Path:
     return path
 
 
+def plot_fid_energy(rows: list, path: Path) -> bool:
+    """Quality against cost, one point per variant: FID of the deployed model (sim) at the largest N that
+    every measured variant has, against its Loihi 2 energy per image. False if there is nothing to plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    sim = [r for r in rows if r["backend"] == "sim"]
+    variants = {r["model"] for r in sim}
+    common = [n for n in {r["n"] for r in sim} if {r["model"] for r in sim if r["n"] == n} == variants]
+    if not common:
+        return False
+    n = max(common)
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for r in (r for r in sim if r["n"] == n):
+        energy = r["energy_per_image_J"]["loihi2"] * 1e3
+        ax.scatter(energy, r["fid"], s=40)
+        ax.annotate(r["model"].rsplit("-", 1)[1], (energy, r["fid"]), textcoords="offset points", xytext=(5, 4))
+    ax.set_xlabel("energy per image on Loihi 2 (mJ, 20 DDIM steps)")
+    ax.set_ylabel(f"FID, fixed point (N = {n})")
+    ax.set_title(f"{sim[0]['data']}: lower left is better")
+    ax.margins(0.2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default="mnist", choices=["mnist", "fashion-mnist"])
@@ -102,8 +133,10 @@ def main() -> None:
         if args.merge:
             rows = kept_rows(out, {row_key(r) for r in rows}) + rows
         rows.sort(key=lambda r: (list(VARIANTS).index(r["model"].rsplit("-", 1)[1]), r["backend"], r["n"]))
+        plot = out.parent / out.stem / "fid_energy.png"
+        extra = ["", f"![FID against energy per image]({out.stem}/{plot.name})"] if plot_fid_energy(rows, plot) else []
         write_table(out, rows, grids, command,
-                    f"Lateral-selection ablation, {args.data}, {args.steps} training steps each")
+                    f"Lateral-selection ablation, {args.data}, {args.steps} training steps each", extra)
 
 
 if __name__ == "__main__":

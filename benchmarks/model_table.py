@@ -214,9 +214,10 @@ def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, 
     return rows, grids
 
 
-def write_table(out: Path, rows: list, grids: dict, command: str, title: str) -> None:
-    """The markdown table and JSON at ``out``, the sample grids in a folder named after it."""
-    body = table_body(rows, command)
+def write_table(out: Path, rows: list, grids: dict, command: str, title: str, extra: tuple = ()) -> None:
+    """The markdown table and JSON at ``out``, the sample grids in a folder named after it; ``extra``: markdown
+    lines after the table."""
+    body = table_body(rows, command) + list(extra)
     images_dir = out.parent / out.stem
     images_dir.mkdir(parents=True, exist_ok=True)
     for (name, backend), grid in grids.items():
