@@ -1,11 +1,12 @@
 """The lateral-selection ablation: the FSDDIM-style denoiser as it is, with the lateral matrix, with the
 selection network, and with both, each trained with the same budget and options on one dataset, then
 measured like the headline table (FID/KID of the deployed fixed-point model and the float one, spikes,
-synaptic ops and energy per image, cores, speeds).
+synaptic ops and energy per image, cores; speeds with --speeds, as they mean little while other jobs share
+the machine, and the headline table has them).
 
 Usage: python benchmarks/lateral_ablation.py --data mnist [--steps 3000] [--runs runs/ablation]
        [-n 1000 10000 --ref-n 5000 10000] [--backends sim torch] [--variants base lateral selection both]
-       [--base CKPT] [--merge] [--device auto]
+       [--base CKPT] [--merge] [--speeds] [--device auto]
        [--out benchmarks/results/lateral_ablation_mnist.md]
 Training resumes from what --runs holds (spikediff run directories, one per variant: <data>-<variant>), so
 an interrupted ablation continues where it stopped; samples and features are cached as for the table, so a
@@ -98,7 +99,9 @@ def main() -> None:
     ap.add_argument("-n", type=int, nargs="+", default=[1000], help="samples per FID (several: a row for each)")
     ap.add_argument("--ref-n", type=int, nargs="+", default=[5000], help="reference training images, one per -n")
     ap.add_argument("--backends", nargs="+", default=["sim", "torch"])
-    ap.add_argument("--n-lava", type=int, default=2, help="images timed on Lava")
+    ap.add_argument("--speeds", action="store_true",
+                    help="also time every runtime (only meaningful on an otherwise idle machine)")
+    ap.add_argument("--n-lava", type=int, default=2, help="images timed on Lava (with --speeds)")
     ap.add_argument("--merge", action="store_true", help="keep the table's rows that this run does not measure again")
     ap.add_argument("--out", type=Path, help="default: benchmarks/results/lateral_ablation_<data>.md")
     args = ap.parse_args()
@@ -125,7 +128,7 @@ def main() -> None:
     rows, grids = [], {}
     for variant, ckpt in checkpoints.items():
         got, images = measure(f"{args.data}-{variant}", ckpt, args.n, args.ref_n, 20, args.backends, args.n_lava,
-                              command)
+                              command, timing=args.speeds)
         rows, grids = rows + got, {**grids, **images}
     args.runs.mkdir(parents=True, exist_ok=True)
     with open(args.runs / f"{out.stem}.lock", "w") as lock:  # two ablation runs (variants in parallel) merge in turn

@@ -43,6 +43,10 @@ from spikediff.runtime.lava_sampler import sample_lava
 from spikediff.runtime.vq_sampler import sample_vq_lava
 
 
+SPEEDS = ("torch_images_per_s", "sim_images_per_s", "lava_s_per_image", "onnx_snn_images_per_s",
+          "onnx_twin_images_per_s")
+
+
 def _rate(fn, n: int) -> float:
     start = time.perf_counter()
     fn()
@@ -133,8 +137,8 @@ def table_body(rows: list, command: str) -> list:
                     f"| {r['T']} | {r['spikes_per_image']:.3g} | {r['synaptic_ops_per_image']:.3g} | "
                     f"{e['loihi1'] * 1e3:.3g} mJ | {e['loihi2'] * 1e3:.3g} mJ | {e['ac_mac_45nm'] * 1e3:.3g} mJ | "
                     f"{r['ann_twin_macs_per_image']:.3g} | {r['ann_twin_J'] * 1e3:.3g} mJ | {r['cores']['loihi2']} | "
-                    f"{r['lava_s_per_image']:.3g} | "
-                    f"{r['sim_images_per_s']:.3g} | {r['torch_images_per_s']:.3g} | "
+                    f"{_opt(r['lava_s_per_image'])} | "
+                    f"{_opt(r['sim_images_per_s'])} | {_opt(r['torch_images_per_s'])} | "
                     f"{_opt(r['onnx_snn_images_per_s'])} | {_opt(r['onnx_twin_images_per_s'])} |")
     body += ["", "Published FIDs (lower is better; see ../shared/FIELD-NOTES.md): FSDDIM with T = 8, 1000 DDIM steps "
              "and 10k samples (clean-fid); Spiking-Diffusion's FID is non-standard, on 1,280 samples. FID falls as N "
@@ -178,9 +182,10 @@ def cache_dir(ckpt) -> Path:
     return Path.home() / ".cache" / "spikediff" / "bench" / digest
 
 
-def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, command: str) -> tuple:
+def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, command: str,
+            timing: bool = True) -> tuple:
     """(rows, {(name, backend): grid png}) for one checkpoint: a row per backend and (n, ref_n) pair (both
-    ints, or lists of the same length)."""
+    ints, or lists of the same length). timing=False leaves the speeds out (None)."""
     model, schedule, raw = load_model(ckpt)
     data = raw["train"]["data"]
     cache = cache_dir(ckpt)
@@ -194,7 +199,7 @@ def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, 
         report = make_report(model, schedule, cache / "report", n=64, steps=steps, compare_float=False,
                              progress=False, source=str(ckpt))
         ev, cores = report["events_per_image"]["totals"], report["mapping"]
-    speed = speeds(model, schedule, steps, n_lava)
+    speed = speeds(model, schedule, steps, n_lava) if timing else dict.fromkeys(SPEEDS)
     rows, grids = [], {}
     sizes = list(zip(np.atleast_1d(n).tolist(), np.atleast_1d(ref_n).tolist()))
     for backend, (n_samples, n_ref) in ((b, size) for b in backends for size in sizes):
