@@ -93,7 +93,7 @@ def test_local_objective_gradient_is_the_causal_spike_timing_product():
                                rtol=0, atol=1e-12)
     # the product counted by hand: post-synaptic neuron i at step t, pre-synaptic j at step t - 1
     s = torch.stack(trains["u"]).numpy()  # (T, N, C, H, W)
-    terms = (s.shape[0] - 1) * s.shape[1] * s.shape[3] * s.shape[4]
+    terms = (s.shape[0] - 1) * s.shape[1] * s.shape[2] * s.shape[3] * s.shape[4]  # post-synaptic neuron-steps
     for i, j in [(0, 0), (1, 5), (7, 2)]:
         count = sum((s[t, :, i] * s[t - 1, :, j]).sum() for t in range(1, len(s)))
         assert float(pairs[i, j]) == pytest.approx(float(count) / terms)

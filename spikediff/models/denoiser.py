@@ -75,7 +75,7 @@ class DenoiserConfig(ModelConfig):
     selection: bool = False  # the spiking substructure-selection network gating u's channel groups
     groups: int = 4  # G, substructures (channel groups of u)
     local_weight: float = 0.01  # mu, weight of the lateral matrix's local (plasticity) objective
-    lateral_decay: float = 1.0  # lambda, its weight decay
+    lateral_decay: float = 8.0  # lambda, its weight decay (keeps the rule's fixed point below threshold)
 
     positive = ("image_size", "in_channels", "channels", "hidden", "num_steps", "groups")
 
