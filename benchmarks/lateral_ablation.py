@@ -37,6 +37,11 @@ SAME_BUDGET = ("data", "steps", "batch_size", "lr", "warmup", "grad_clip", "ema_
                "num_train_timesteps", "seed", "data_limit")
 
 
+def variant(row: dict) -> str:
+    """The variant a row measures, from its model name ``<data>-<variant>``."""
+    return row["model"].rsplit("-", 1)[1]
+
+
 def check_base(path: Path, cfg: TrainConfig) -> Path:
     """``path`` if it was trained as the ablation would train its base variant; else a clear error."""
     raw = load_raw(path)
@@ -73,7 +78,7 @@ def plot_fid_energy(rows: list, path: Path) -> bool:
     for r in (r for r in sim if r["n"] == n):
         energy = r["energy_per_image_J"]["loihi2"] * 1e3
         ax.scatter(energy, r["fid"], s=40)
-        ax.annotate(r["model"].rsplit("-", 1)[1], (energy, r["fid"]), textcoords="offset points", xytext=(5, 4))
+        ax.annotate(variant(r), (energy, r["fid"]), textcoords="offset points", xytext=(5, 4))
     ax.set_xlabel("energy per image on Loihi 2 (mJ, 20 DDIM steps)")
     ax.set_ylabel(f"FID, fixed point (N = {n})")
     ax.set_title(f"{sim[0]['data']}: lower left is better")
@@ -112,22 +117,22 @@ def main() -> None:
 
     checkpoints = {}
     try:
-        for variant in args.variants:
-            flags = VARIANTS[variant]
+        for name in args.variants:
+            flags = VARIANTS[name]
             cfg = TrainConfig(data=args.data, steps=args.steps, batch_size=args.batch_size, device=args.device,
                               model=DenoiserConfig(**flags))
-            if variant == "base" and args.base:
-                checkpoints[variant] = check_base(resolve(args.base), cfg)
-                print(f"== base: {checkpoints[variant]}")
+            if name == "base" and args.base:
+                print(f"== base: {check_base(resolve(args.base), cfg)}")
+                checkpoints[name] = args.base  # as given: a shipped model's name, not this machine's path
                 continue
-            print(f"== {variant}: spikediff train --data {args.data} --steps {args.steps} "
+            print(f"== {name}: spikediff train --data {args.data} --steps {args.steps} "
                   + " ".join(f"--{k}" for k in flags))
-            checkpoints[variant] = train(cfg, args.runs / f"{args.data}-{variant}")
+            checkpoints[name] = train(cfg, args.runs / f"{args.data}-{name}")
     except SpikediffError as exc:
         sys.exit(f"error: {exc}")
     rows, grids = [], {}
-    for variant, ckpt in checkpoints.items():
-        got, images = measure(f"{args.data}-{variant}", ckpt, args.n, args.ref_n, 20, args.backends, args.n_lava,
+    for name, ckpt in checkpoints.items():
+        got, images = measure(f"{args.data}-{name}", ckpt, args.n, args.ref_n, 20, args.backends, args.n_lava,
                               command, timing=args.speeds)
         rows, grids = rows + got, {**grids, **images}
     args.runs.mkdir(parents=True, exist_ok=True)
@@ -135,7 +140,7 @@ def main() -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if args.merge:
             rows = kept_rows(out, {row_key(r) for r in rows}) + rows
-        rows.sort(key=lambda r: (list(VARIANTS).index(r["model"].rsplit("-", 1)[1]), r["backend"], r["n"]))
+        rows.sort(key=lambda r: (list(VARIANTS).index(variant(r)), r["backend"], r["n"]))
         plot = out.parent / out.stem / "fid_energy.png"
         extra = ["", f"![FID against energy per image]({out.stem}/{plot.name})"] if plot_fid_energy(rows, plot) else []
         write_table(out, rows, grids, command,

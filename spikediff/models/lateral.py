@@ -55,7 +55,7 @@ n = 2C presynaptic channels (hence Z counts i), so at that point a neuron's late
 r_i / lambda and the membrane it sustains (leak beta) at most r_i / (lambda (1 - beta)). The default
 lambda = 8 keeps that at r_i / 2 for beta = 0.75: below the threshold, so the rule alone never makes ``u``
 fire itself into saturation. (Normalised per (t, n, p) only and with lambda = 1, it did: with the selection
-gate taking ``u``'s saturation out of the denoising loss, ``u`` went from 0.27 to 0.57 spikes per step in
+gate taking ``u``'s saturation out of the denoising loss, ``u`` went from 0.27 to 0.59 spikes per step in
 175 training steps on MNIST.)
 
 Ablation (the same training budget each): base; + lateral (W on ``u``, no mapping or selection); +
