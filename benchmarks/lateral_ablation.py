@@ -52,8 +52,8 @@ def check_base(path: Path, cfg: TrainConfig) -> Path:
               if done.get(k) != getattr(cfg, k)]
     if done.get("step") != cfg.steps:
         differ.append(f"trained {done.get('step')} steps (ablation: {cfg.steps})")
-    model = DenoiserConfig.from_dict(raw["model_config"]).to_dict()
-    expected = DenoiserConfig(image_size=image_size(cfg.data)).to_dict()
+    model = DenoiserConfig.from_dict(raw["model_config"]).effective()
+    expected = DenoiserConfig(image_size=image_size(cfg.data)).effective()
     differ += [f"model {k} {model.get(k)!r} (ablation: {v!r})" for k, v in expected.items() if model.get(k) != v]
     if differ:
         raise SpikediffError(f"--base {path}: not trained with the ablation's budget and options: " + ", ".join(differ))

@@ -72,6 +72,18 @@ def test_resume_refuses_different_options(tmp_path):
           log=lambda _m: None)
     with pytest.raises(SpikediffError, match="batch_size=4"):
         train(TrainConfig(data="digits", steps=4, batch_size=8, model=small), tmp_path, progress=False)
+    wider = DenoiserConfig(image_size=8, channels=8, hidden=16)
+    with pytest.raises(SpikediffError, match=r"channels=4 \(this command: 8\)"):
+        train(TrainConfig(data="digits", steps=4, batch_size=4, model=wider), tmp_path, progress=False)
+    # the lateral matrix's options do not shape a model without one: such a run resumes
+    ignored = DenoiserConfig(image_size=8, channels=4, hidden=16, lateral_decay=3.0, local_weight=0.5, groups=2)
+    messages = []
+    train(TrainConfig(data="digits", steps=4, batch_size=4, model=ignored), tmp_path, progress=False,
+          log=messages.append)
+    assert messages[0].startswith("resuming"), messages
+    with pytest.raises(SpikediffError, match=r"lateral=False \(this command: True\)"):
+        train(TrainConfig(data="digits", steps=6, batch_size=4, model=DenoiserConfig(
+            image_size=8, channels=4, hidden=16, lateral=True)), tmp_path, progress=False)
 
 
 def test_ctrl_c_saves_a_checkpoint_that_resumes(tmp_path):

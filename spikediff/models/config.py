@@ -34,6 +34,15 @@ class ModelConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def ignored(self) -> tuple:
+        """Options this configuration does not use (e.g. a switched-off part's settings)."""
+        return ()
+
+    def effective(self) -> dict:
+        """The options that shape the model: two configs with equal ``effective()`` build the same network,
+        so a run may resume across a change of the others."""
+        return {k: v for k, v in self.to_dict().items() if k not in self.ignored()}
+
     @classmethod
     def from_dict(cls, d: dict):
         unknown = set(d) - set(cls.__dataclass_fields__)

@@ -79,6 +79,9 @@ class DenoiserConfig(ModelConfig):
 
     positive = ("image_size", "in_channels", "channels", "hidden", "num_steps", "groups")
 
+    def ignored(self) -> tuple:
+        return (() if self.lateral else ("local_weight", "lateral_decay")) + (() if self.selection else ("groups",))
+
     def check(self) -> None:
         if self.image_size % PATCH:
             raise SpikediffError(f"image_size={self.image_size} must be a multiple of {PATCH}")

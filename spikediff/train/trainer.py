@@ -181,7 +181,7 @@ def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log) -> Path:
               resume_keys=("data", "batch_size", "lr", "seed", "prediction_type", "num_train_timesteps", "data_limit"),
               batch_loss=batch_loss, desc=f"train {cfg.data}",
               rate_norm={k: n * cfg.batch_size * cfg.model.num_steps for k, n in model.neuron_counts().items()},
-              upgrade_config=lambda saved: DenoiserConfig.from_dict(saved).to_dict()),
+              model_options=lambda config: DenoiserConfig.from_dict(config).effective()),
         cfg, out, progress, log)
     return out / "model.pt"
 
@@ -199,8 +199,9 @@ class Stage:
     rate_norm: dict = field(default_factory=dict)  # population -> neuron updates per batch (firing rates)
     on_step: Callable | None = None  # (model, step, generator) after each optimizer step, e.g. codebook restarts
     loss_name: str = "MSE loss"
-    # a saved model_config as this version writes it (options added since then take their defaults)
-    upgrade_config: Callable = lambda saved: saved
+    # the options of a model_config dict that shape the model, as this version reads them (options added
+    # since the checkpoint take their defaults; options the model ignores are left out)
+    model_options: Callable = lambda config: config
 
 
 def fit(stage: Stage, cfg, out: Path, progress: bool, log) -> None:
@@ -222,8 +223,12 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log) -> None:
                     f"{last}: was trained with {key}={saved.get(key)!r}, this command asks for "
                     f"{stage.options.get(key)!r}; use another --out directory or the same options"
                 )
-        if stage.upgrade_config(ckpt["model_config"]) != stage.header["model_config"]:
-            raise SpikediffError(f"{last}: model options differ from this command's; use another --out directory")
+        was, asked = stage.model_options(ckpt["model_config"]), stage.model_options(stage.header["model_config"])
+        differ = [f"{k}={was[k]!r} (this command: {asked[k]!r})" for k in sorted(set(was) & set(asked))
+                  if was[k] != asked[k]]  # options only one side uses follow from a switch that differs
+        if differ or was != asked:
+            raise SpikediffError(f"{last}: was trained with other model options: {', '.join(differ)}; use another "
+                                 f"--out directory or the same options")
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema_full"])
         opt.load_state_dict(ckpt["optimizer"])
