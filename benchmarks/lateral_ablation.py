@@ -8,6 +8,8 @@ Usage: python benchmarks/lateral_ablation.py --data mnist [--steps 3000] [--runs
        [-n 1000 10000 --ref-n 5000 10000] [--backends sim torch] [--variants base lateral selection both]
        [--base CKPT] [--merge] [--speeds] [--device auto]
        [--out benchmarks/results/lateral_ablation_mnist.md]
+       python benchmarks/lateral_ablation.py --data mnist --rewrite   (the table again from its JSON, measuring
+       nothing: after a change in how tables are written)
 Training resumes from what --runs holds (spikediff run directories, one per variant: <data>-<variant>), so
 an interrupted ablation continues where it stopped; samples and features are cached as for the table, so a
 rerun with a larger -n only generates what is missing. --base takes the base variant from a checkpoint that
@@ -109,6 +111,7 @@ def main() -> None:
     ap.add_argument("--n-lava", type=int, default=2, help="images timed on Lava (with --speeds)")
     ap.add_argument("--merge", action="store_true", help="keep the table's rows that this run does not measure again")
     ap.add_argument("--out", type=Path, help="default: benchmarks/results/lateral_ablation_<data>.md")
+    ap.add_argument("--rewrite", action="store_true", help="write the table again from its JSON; measure nothing")
     args = ap.parse_args()
     if len(args.n) != len(args.ref_n):
         ap.error(f"-n has {len(args.n)} values and --ref-n {len(args.ref_n)}: give one reference size per -n")
@@ -116,6 +119,10 @@ def main() -> None:
     command = "python " + " ".join(sys.argv)
 
     checkpoints = {}
+    if args.rewrite:
+        if not out.with_suffix(".json").is_file():
+            sys.exit(f"error: --rewrite: no {out.with_suffix('.json')} to write the table from")
+        args.merge, args.variants = True, []
     try:
         for name in args.variants:
             flags = VARIANTS[name]

@@ -44,8 +44,10 @@ from spikediff.runtime.vq_sampler import sample_vq_lava
 
 
 # the speed columns of a row (None where a runtime is not measured)
-SPEEDS = ("torch_images_per_s", "sim_images_per_s", "lava_s_per_image", "onnx_snn_images_per_s",
-          "onnx_twin_images_per_s")
+SPEED_COLUMNS = (("Lava s / image", "lava_s_per_image"), ("sim images/s", "sim_images_per_s"),
+                 ("torch images/s", "torch_images_per_s"), ("onnx SNN images/s", "onnx_snn_images_per_s"),
+                 ("onnx twin images/s", "onnx_twin_images_per_s"))
+SPEEDS = tuple(key for _, key in SPEED_COLUMNS)
 
 
 def _rate(fn, n: int) -> float:
@@ -116,31 +118,55 @@ def _opt(value) -> str:
     return "-" if value is None else f"{value:.3g}"
 
 
+def _mj(joules: float) -> str:
+    return f"{joules * 1e3:.3g} mJ"
+
+
+def _ref_n(r: dict) -> str:
+    return r["reference"].split()[-2]  # "<data> <split>, first <n> images"
+
+
+# (header, right-aligned, cell of a row); speed columns no row has (measured without timing) are left out
+COLUMNS = [
+    ("model", False, lambda r: r["model"]),
+    ("backend", False, lambda r: r["backend"]),
+    ("FID", True, lambda r: f"{r['fid']:.2f}"),
+    ("KID", True, lambda r: f"{r['kid'] * 1e3:.2f}"),
+    ("N", True, lambda r: str(r["n"])),
+    ("N ref", True, _ref_n),
+    ("published FID", False, lambda r: PUBLISHED.get((r.get("kind", "fsddim"), r["reference"].split()[0]), "-")),
+    ("DDIM steps", True, lambda r: str(r["denoising_steps"])),
+    ("T", True, lambda r: str(r["T"])),
+    ("spikes / image", True, lambda r: f"{r['spikes_per_image']:.3g}"),
+    ("synaptic ops / image", True, lambda r: f"{r['synaptic_ops_per_image']:.3g}"),
+    ("energy Loihi 1", True, lambda r: _mj(r["energy_per_image_J"]["loihi1"])),
+    ("energy Loihi 2", True, lambda r: _mj(r["energy_per_image_J"]["loihi2"])),
+    ("energy 45 nm SNN", True, lambda r: _mj(r["energy_per_image_J"]["ac_mac_45nm"])),
+    ("ANN twin MACs / image", True, lambda r: f"{r['ann_twin_macs_per_image']:.3g}"),
+    ("ANN twin 45 nm", True, lambda r: _mj(r["ann_twin_J"])),
+    ("cores Loihi 2", True, lambda r: str(r["cores"]["loihi2"])),
+    *((header, True, lambda r, key=key: _opt(r.get(key))) for header, key in SPEED_COLUMNS),
+]
+SPEED_HEADERS = {header for header, _ in SPEED_COLUMNS}
+
+
 def table_body(rows: list, command: str) -> list:
-    body = ["FID and KID (x 1e-3) of N samples against the first N ref training images (standard "
-            "Inception-v3 pool3 features, pytorch-fid protocol); sim = Loihi fixed point, the deployed model "
-            "(bit-exact simulator); torch = the float model. Activity and energy per image from 64 images in fixed "
-            "point; energy with each hardware profile (see the README) and the ANN twin under the 45 nm "
-            "convention. spiking-vq rows (Spiking-Diffusion): denoising steps are unmasking steps of the SDID "
-            "network, and an image also costs one pass of the token decoder (included in every figure). Speeds on "
-            "this machine: Lava = `Loihi2SimCfg` fixed point (--n-lava images in one run, Lava's start-up included), "
-            "sim = bit-exact simulator, onnx = onnxruntime CPU network evaluations (x DDIM steps).", "",
-            "| model | backend | FID | KID | N | N ref | published FID | DDIM steps | T | spikes / image "
-            "| synaptic ops / image | energy Loihi 1 "
-            "| energy Loihi 2 | energy 45 nm SNN | ANN twin MACs / image | ANN twin 45 nm | cores Loihi 2 "
-            "| Lava s / image | sim images/s | torch images/s | onnx SNN images/s | onnx twin images/s |",
-            "|---|---|---:|---:|---:|---:|---|" + "---:|" * 15]
-    for r in rows:
-        e, ref = r["energy_per_image_J"], r["reference"].split()  # "<data> <split>, first <n> images"
-        body.append(f"| {r['model']} | {r['backend']} | {r['fid']:.2f} | {r['kid'] * 1e3:.2f} | {r['n']} "
-                    f"| {ref[-2]} | {PUBLISHED.get((r.get('kind', 'fsddim'), ref[0]), '-')} "
-                    f"| {r['denoising_steps']} "
-                    f"| {r['T']} | {r['spikes_per_image']:.3g} | {r['synaptic_ops_per_image']:.3g} | "
-                    f"{e['loihi1'] * 1e3:.3g} mJ | {e['loihi2'] * 1e3:.3g} mJ | {e['ac_mac_45nm'] * 1e3:.3g} mJ | "
-                    f"{r['ann_twin_macs_per_image']:.3g} | {r['ann_twin_J'] * 1e3:.3g} mJ | {r['cores']['loihi2']} | "
-                    f"{_opt(r['lava_s_per_image'])} | "
-                    f"{_opt(r['sim_images_per_s'])} | {_opt(r['torch_images_per_s'])} | "
-                    f"{_opt(r['onnx_snn_images_per_s'])} | {_opt(r['onnx_twin_images_per_s'])} |")
+    columns = [c for c in COLUMNS if c[0] not in SPEED_HEADERS or any(c[2](r) != "-" for r in rows)]
+    timed = any(c[0] in SPEED_HEADERS for c in columns)
+    prose = ("FID and KID (x 1e-3) of N samples against the first N ref training images (standard Inception-v3 "
+             "pool3 features, pytorch-fid protocol); sim = Loihi fixed point, the deployed model (bit-exact "
+             "simulator); torch = the float model. Activity and energy per image from 64 images in fixed point; "
+             "energy with each hardware profile (see the README) and the ANN twin under the 45 nm convention.")
+    if any(r.get("kind") == "spiking-vq" for r in rows):
+        prose += (" spiking-vq rows (Spiking-Diffusion): denoising steps are unmasking steps of the SDID network, "
+                  "and an image also costs one pass of the token decoder (included in every figure).")
+    if timed:
+        prose += (" Speeds on this machine: Lava = `Loihi2SimCfg` fixed point (--n-lava images in one run, Lava's "
+                  "start-up included), sim = bit-exact simulator, onnx = onnxruntime CPU network evaluations "
+                  "(x DDIM steps).")
+    body = [prose, "", "| " + " | ".join(c[0] for c in columns) + " |",
+            "|" + "".join("---:|" if c[1] else "---|" for c in columns)]
+    body += ["| " + " | ".join(c[2](r) for c in columns) + " |" for r in rows]
     body += ["", "Published FIDs (lower is better; see ../shared/FIELD-NOTES.md): FSDDIM with T = 8, 1000 DDIM steps "
              "and 10k samples (clean-fid); Spiking-Diffusion's FID is non-standard, on 1,280 samples. FID falls as N "
              "grows: compare rows only at the same N.", "", "Commands behind the rows:", ""]
