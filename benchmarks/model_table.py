@@ -102,7 +102,7 @@ def kind(model, schedule) -> str:
 
 def row_key(row: dict) -> tuple:
     """What a row measures: model, backend, N and reference N (from "<data> <split>, first <n> images")."""
-    return row["model"], row["backend"], row["n"], int(row["reference"].split()[-2])
+    return row["model"], row["backend"], row["n"], int(_ref_n(row))
 
 
 def kept_rows(out: Path, replaced: set) -> list:
