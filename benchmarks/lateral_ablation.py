@@ -6,14 +6,16 @@ the machine, and the headline table has them).
 
 Usage: python benchmarks/lateral_ablation.py --data mnist [--steps 3000] [--runs runs/ablation]
        [-n 1000 10000 --ref-n 5000 10000] [--backends sim torch] [--variants base lateral selection both]
-       [--base CKPT] [--merge] [--speeds] [--device auto]
+       [--base CKPT] [--checkpoint VARIANT=CKPT ...] [--merge] [--speeds] [--device auto]
        [--out benchmarks/results/lateral_ablation_mnist.md]
        python benchmarks/lateral_ablation.py --data mnist --rewrite   (the table again from its JSON, measuring
        nothing: after a change in how tables are written)
 Training resumes from what --runs holds (spikediff run directories, one per variant: <data>-<variant>), so
 an interrupted ablation continues where it stopped; samples and features are cached as for the table, so a
-rerun with a larger -n only generates what is missing. --base takes the base variant from a checkpoint that
-was trained with exactly the ablation's options (checked), e.g. the shipped one, instead of training it again.
+rerun with a larger -n only generates what is missing. --checkpoint VARIANT=CKPT measures a checkpoint as that
+variant instead of training it, after checking that it was trained with exactly the ablation's budget and the
+variant's model (e.g. benchmarks/checkpoints/fashion-mnist-both.pt, committed so that its 10k row can be
+measured again without an hour of training); --base CKPT is --checkpoint base=CKPT (e.g. the shipped model).
 """
 
 from __future__ import annotations
@@ -44,22 +46,37 @@ def variant(row: dict) -> str:
     return row["model"].rsplit("-", 1)[1]
 
 
-def check_base(path: Path, cfg: TrainConfig) -> Path:
-    """``path`` if it was trained as the ablation would train its base variant; else a clear error."""
+def check_variant(name: str, path: Path, cfg: TrainConfig) -> Path:
+    """``path`` if it was trained as the ablation would train variant ``name``; else a clear error."""
     raw = load_raw(path)
+    option = f"--checkpoint {name}={path}"
     if raw.get("kind") is not None:
-        raise SpikediffError(f"--base {path}: a {raw['kind']} checkpoint, not an FSDDIM denoiser")
+        raise SpikediffError(f"{option}: a {raw['kind']} checkpoint, not an FSDDIM denoiser")
     done = raw["train"]
     differ = [f"{k} {done.get(k)!r} (ablation: {getattr(cfg, k)!r})" for k in SAME_BUDGET
               if done.get(k) != getattr(cfg, k)]
     if done.get("step") != cfg.steps:
         differ.append(f"trained {done.get('step')} steps (ablation: {cfg.steps})")
     model = DenoiserConfig.from_dict(raw["model_config"]).effective()
-    expected = DenoiserConfig(image_size=image_size(cfg.data)).effective()
+    expected = DenoiserConfig(image_size=image_size(cfg.data), **VARIANTS[name]).effective()
     differ += [f"model {k} {model.get(k)!r} (ablation: {v!r})" for k, v in expected.items() if model.get(k) != v]
     if differ:
-        raise SpikediffError(f"--base {path}: not trained with the ablation's budget and options: " + ", ".join(differ))
+        raise SpikediffError(f"{option}: not trained with the ablation's budget and options: " + ", ".join(differ))
     return path
+
+
+def given_checkpoints(pairs: list, base: str | None) -> dict:
+    """{variant: checkpoint} from ``--checkpoint VARIANT=CKPT`` pairs and ``--base CKPT``."""
+    given = {"base": base} if base else {}
+    for pair in pairs:
+        name, sep, ckpt = pair.partition("=")
+        if not sep or not ckpt or name not in VARIANTS:
+            raise SpikediffError(f"--checkpoint {pair!r}: expected VARIANT=CKPT with VARIANT one of "
+                                 + ", ".join(VARIANTS))
+        if name in given:
+            raise SpikediffError(f"--checkpoint {pair!r}: a checkpoint for {name} is already given")
+        given[name] = ckpt
+    return given
 
 
 def plot_fid_energy(rows: list, path: Path) -> bool:
@@ -77,10 +94,11 @@ def plot_fid_energy(rows: list, path: Path) -> bool:
         return False
     n = max(common)
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for r in (r for r in sim if r["n"] == n):
+    points = sorted((r for r in sim if r["n"] == n), key=lambda r: r["energy_per_image_J"]["loihi2"])
+    for i, r in enumerate(points):  # labels alternate above and below: neighbours in energy may share a FID
         energy = r["energy_per_image_J"]["loihi2"] * 1e3
-        ax.scatter(energy, r["fid"], s=40)
-        ax.annotate(variant(r), (energy, r["fid"]), textcoords="offset points", xytext=(5, 4))
+        ax.scatter(energy, r["fid"], s=40, color=f"C{list(VARIANTS).index(variant(r))}")
+        ax.annotate(variant(r), (energy, r["fid"]), textcoords="offset points", xytext=(5, 5 if i % 2 else -13))
     ax.set_xlabel("energy per image on Loihi 2 (mJ, 20 DDIM steps)")
     ax.set_ylabel(f"FID, fixed point (N = {n})")
     ax.set_title(f"{sim[0]['data']}: lower left is better")
@@ -102,6 +120,8 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
                     help="train and measure only these (with --merge, their rows join the table's others)")
     ap.add_argument("--base", help="checkpoint (or shipped model name) to use as the base variant")
+    ap.add_argument("--checkpoint", action="append", default=[], metavar="VARIANT=CKPT",
+                    help="measure CKPT as VARIANT instead of training it (checked against the ablation's options)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("-n", type=int, nargs="+", default=[1000], help="samples per FID (several: a row for each)")
     ap.add_argument("--ref-n", type=int, nargs="+", default=[5000], help="reference training images, one per -n")
@@ -124,13 +144,14 @@ def main() -> None:
             sys.exit(f"error: --rewrite: no {out.with_suffix('.json')} to write the table from")
         args.merge, args.variants = True, []
     try:
+        given = given_checkpoints(args.checkpoint, args.base)
         for name in args.variants:
             flags = VARIANTS[name]
             cfg = TrainConfig(data=args.data, steps=args.steps, batch_size=args.batch_size, device=args.device,
                               model=DenoiserConfig(**flags))
-            if name == "base" and args.base:
-                print(f"== base: {check_base(resolve(args.base), cfg)}")
-                checkpoints[name] = args.base  # as given: a shipped model's name, not this machine's path
+            if name in given:
+                print(f"== {name}: {check_variant(name, resolve(given[name]), cfg)}")
+                checkpoints[name] = given[name]  # as given: a shipped model's name, not this machine's path
                 continue
             print(f"== {name}: spikediff train --data {args.data} --steps {args.steps} "
                   + " ".join(f"--{k}" for k in flags))

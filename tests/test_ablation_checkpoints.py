@@ -1,0 +1,55 @@
+"""The lateral-selection ablation measures a given checkpoint as a variant only if it was trained with the
+ablation's budget and that variant's model: a wrong file must be refused by name, not measured as another row."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from spikediff import SpikediffError
+from spikediff.checkpoint import resolve
+from spikediff.models import DenoiserConfig
+from spikediff.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import lateral_ablation as ablation  # noqa: E402
+
+BOTH = ROOT / "benchmarks" / "checkpoints" / "fashion-mnist-both.pt"
+
+
+def _cfg(name: str, steps: int = 3000) -> TrainConfig:
+    return TrainConfig(data="fashion-mnist", steps=steps, model=DenoiserConfig(**ablation.VARIANTS[name]))
+
+
+def test_committed_and_shipped_checkpoints_pass_as_their_own_variants():
+    assert ablation.check_variant("both", BOTH, _cfg("both")) == BOTH
+    shipped = resolve("fashion-mnist")
+    assert ablation.check_variant("base", shipped, _cfg("base")) == shipped
+
+
+def test_a_checkpoint_of_another_variant_or_budget_is_refused_with_what_differs():
+    with pytest.raises(SpikediffError, match=r"--checkpoint base=.*model lateral True \(ablation: False\)"):
+        ablation.check_variant("base", BOTH, _cfg("base"))
+    with pytest.raises(SpikediffError, match=r"model selection False \(ablation: True\)"):
+        ablation.check_variant("selection", resolve("fashion-mnist"), _cfg("selection"))
+    with pytest.raises(SpikediffError, match=r"trained 3000 steps \(ablation: 2000\)"):
+        ablation.check_variant("both", BOTH, _cfg("both", steps=2000))
+    with pytest.raises(SpikediffError, match=r"data 'fashion-mnist' \(ablation: 'mnist'\)"):
+        ablation.check_variant("both", BOTH, TrainConfig(data="mnist", steps=3000,
+                                                          model=DenoiserConfig(lateral=True, selection=True)))
+
+
+@pytest.mark.parametrize("pairs, base, message", [
+    (["both"], None, "expected VARIANT=CKPT"),
+    (["all=x.pt"], None, "expected VARIANT=CKPT with VARIANT one of base, lateral, selection, both"),
+    (["both="], None, "expected VARIANT=CKPT"),
+    (["base=x.pt"], "mnist", "a checkpoint for base is already given"),
+])
+def test_checkpoint_options_that_cannot_be_read_name_the_option(pairs, base, message):
+    with pytest.raises(SpikediffError, match=message):
+        ablation.given_checkpoints(pairs, base)
+
+
+def test_checkpoint_options_map_variants_to_files():
+    assert ablation.given_checkpoints([f"both={BOTH}"], "fashion-mnist") == {"base": "fashion-mnist", "both": str(BOTH)}
