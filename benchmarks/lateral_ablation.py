@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from model_table import kept_rows, measure, row_key, write_table
@@ -46,8 +47,16 @@ def variant(row: dict) -> str:
     return row["model"].rsplit("-", 1)[1]
 
 
+def variant_config(data: str, name: str, steps: int, batch_size: int = TrainConfig.batch_size,
+                   device: str = "auto") -> TrainConfig:
+    """How the ablation trains variant ``name``: the one budget, the variant's model flags."""
+    return TrainConfig(data=data, steps=steps, batch_size=batch_size, device=device,
+                       model=DenoiserConfig(**VARIANTS[name]))
+
+
 def check_variant(name: str, path: Path, cfg: TrainConfig) -> Path:
-    """``path`` if it was trained as the ablation would train variant ``name``; else a clear error."""
+    """``path`` if it was trained as ``cfg`` (``variant_config(..., name, ...)``) would train it; else a clear
+    error."""
     raw = load_raw(path)
     option = f"--checkpoint {name}={path}"
     if raw.get("kind") is not None:
@@ -58,7 +67,7 @@ def check_variant(name: str, path: Path, cfg: TrainConfig) -> Path:
     if done.get("step") != cfg.steps:
         differ.append(f"trained {done.get('step')} steps (ablation: {cfg.steps})")
     model = DenoiserConfig.from_dict(raw["model_config"]).effective()
-    expected = DenoiserConfig(image_size=image_size(cfg.data), **VARIANTS[name]).effective()
+    expected = replace(cfg.model, image_size=image_size(cfg.data)).effective()  # as train() sizes it
     differ += [f"model {k} {model.get(k)!r} (ablation: {v!r})" for k, v in expected.items() if model.get(k) != v]
     if differ:
         raise SpikediffError(f"{option}: not trained with the ablation's budget and options: " + ", ".join(differ))
@@ -146,15 +155,13 @@ def main() -> None:
     try:
         given = given_checkpoints(args.checkpoint, args.base)
         for name in args.variants:
-            flags = VARIANTS[name]
-            cfg = TrainConfig(data=args.data, steps=args.steps, batch_size=args.batch_size, device=args.device,
-                              model=DenoiserConfig(**flags))
+            cfg = variant_config(args.data, name, args.steps, args.batch_size, args.device)
             if name in given:
                 print(f"== {name}: {check_variant(name, resolve(given[name]), cfg)}")
                 checkpoints[name] = given[name]  # as given: a shipped model's name, not this machine's path
                 continue
             print(f"== {name}: spikediff train --data {args.data} --steps {args.steps} "
-                  + " ".join(f"--{k}" for k in flags))
+                  + " ".join(f"--{k}" for k in VARIANTS[name]))
             checkpoints[name] = train(cfg, args.runs / f"{args.data}-{name}")
     except SpikediffError as exc:
         sys.exit(f"error: {exc}")

@@ -8,8 +8,6 @@ import pytest
 
 from spikediff import SpikediffError
 from spikediff.checkpoint import resolve
-from spikediff.models import DenoiserConfig
-from spikediff.train import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -18,8 +16,8 @@ import lateral_ablation as ablation  # noqa: E402
 BOTH = ROOT / "benchmarks" / "checkpoints" / "fashion-mnist-both.pt"
 
 
-def _cfg(name: str, steps: int = 3000) -> TrainConfig:
-    return TrainConfig(data="fashion-mnist", steps=steps, model=DenoiserConfig(**ablation.VARIANTS[name]))
+def _cfg(name: str, steps: int = 3000, data: str = "fashion-mnist"):
+    return ablation.variant_config(data, name, steps)
 
 
 def test_committed_and_shipped_checkpoints_pass_as_their_own_variants():
@@ -36,8 +34,7 @@ def test_a_checkpoint_of_another_variant_or_budget_is_refused_with_what_differs(
     with pytest.raises(SpikediffError, match=r"trained 3000 steps \(ablation: 2000\)"):
         ablation.check_variant("both", BOTH, _cfg("both", steps=2000))
     with pytest.raises(SpikediffError, match=r"data 'fashion-mnist' \(ablation: 'mnist'\)"):
-        ablation.check_variant("both", BOTH, TrainConfig(data="mnist", steps=3000,
-                                                          model=DenoiserConfig(lateral=True, selection=True)))
+        ablation.check_variant("both", BOTH, _cfg("both", data="mnist"))
 
 
 @pytest.mark.parametrize("pairs, base, message", [
