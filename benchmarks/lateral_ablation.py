@@ -88,6 +88,14 @@ def given_checkpoints(pairs: list, base: str | None) -> dict:
     return given
 
 
+def plotted_n(rows: list) -> int | None:
+    """The largest N at which every variant has a fixed-point FID: points at different N are not comparable."""
+    sim = [r for r in rows if r["backend"] == "sim"]
+    variants = {r["model"] for r in sim}
+    common = [n for n in {r["n"] for r in sim} if {r["model"] for r in sim if r["n"] == n} == variants]
+    return max(common) if common else None
+
+
 def plot_fid_energy(rows: list, path: Path) -> bool:
     """Quality against cost, one point per variant: FID of the deployed model (sim) at the largest N that
     every measured variant has, against its Loihi 2 energy per image. False if there is nothing to plot."""
@@ -97,17 +105,17 @@ def plot_fid_energy(rows: list, path: Path) -> bool:
     import matplotlib.pyplot as plt
 
     sim = [r for r in rows if r["backend"] == "sim"]
-    variants = {r["model"] for r in sim}
-    common = [n for n in {r["n"] for r in sim} if {r["model"] for r in sim if r["n"] == n} == variants]
-    if not common:
+    n = plotted_n(rows)
+    if n is None:
         return False
-    n = max(common)
     fig, ax = plt.subplots(figsize=(5.5, 4))
     points = sorted((r for r in sim if r["n"] == n), key=lambda r: r["energy_per_image_J"]["loihi2"])
-    for i, r in enumerate(points):  # labels alternate above and below: neighbours in energy may share a FID
+    for i, r in enumerate(points):  # labels alternate above-left and below-right: neighbours may share a FID
         energy = r["energy_per_image_J"]["loihi2"] * 1e3
         ax.scatter(energy, r["fid"], s=40, color=f"C{list(VARIANTS).index(variant(r))}")
-        ax.annotate(variant(r), (energy, r["fid"]), textcoords="offset points", xytext=(5, 5 if i % 2 else -13))
+        above = i % 2 == 1
+        ax.annotate(variant(r), (energy, r["fid"]), textcoords="offset points", xytext=(-5, 5) if above else (5, -13),
+                    ha="right" if above else "left")
     ax.set_xlabel("energy per image on Loihi 2 (mJ, 20 DDIM steps)")
     ax.set_ylabel(f"FID, fixed point (N = {n})")
     ax.set_title(f"{sim[0]['data']}: lower left is better")

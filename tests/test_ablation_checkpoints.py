@@ -50,3 +50,18 @@ def test_checkpoint_options_that_cannot_be_read_name_the_option(pairs, base, mes
 
 def test_checkpoint_options_map_variants_to_files():
     assert ablation.given_checkpoints([f"both={BOTH}"], "fashion-mnist") == {"base": "fashion-mnist", "both": str(BOTH)}
+
+
+def test_the_plot_compares_variants_only_at_an_n_that_all_of_them_have(tmp_path):
+    import json
+
+    rows = json.loads((ROOT / "benchmarks" / "results" / "lateral_ablation_fashion-mnist.json").read_text())["rows"]
+    assert ablation.plotted_n(rows) == 10000
+    assert ablation.plot_fid_energy(rows, tmp_path / "fid_energy.png")
+    assert (tmp_path / "fid_energy.png").stat().st_size > 0
+    without = [r for r in rows if not (r["model"].endswith("-both") and r["n"] == 10000)]
+    assert ablation.plotted_n(without) == 1000
+    only_one_each = [r for r in rows if r["backend"] == "sim" and (r["n"] == 10000) != r["model"].endswith("-both")]
+    assert ablation.plotted_n(only_one_each) is None
+    assert not ablation.plot_fid_energy(only_one_each, tmp_path / "none.png")
+    assert not (tmp_path / "none.png").exists()
