@@ -104,12 +104,12 @@ def plot_fid_energy(rows: list, path: Path) -> bool:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sim = [r for r in rows if r["backend"] == "sim"]
     n = plotted_n(rows)
     if n is None:
         return False
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    points = sorted((r for r in sim if r["n"] == n), key=lambda r: r["energy_per_image_J"]["loihi2"])
+    points = sorted((r for r in rows if r["backend"] == "sim" and r["n"] == n),
+                    key=lambda r: r["energy_per_image_J"]["loihi2"])
     for i, r in enumerate(points):  # labels alternate above-left and below-right: neighbours may share a FID
         energy = r["energy_per_image_J"]["loihi2"] * 1e3
         ax.scatter(energy, r["fid"], s=40, color=f"C{list(VARIANTS).index(variant(r))}")
@@ -118,7 +118,7 @@ def plot_fid_energy(rows: list, path: Path) -> bool:
                     ha="right" if above else "left")
     ax.set_xlabel("energy per image on Loihi 2 (mJ, 20 DDIM steps)")
     ax.set_ylabel(f"FID, fixed point (N = {n})")
-    ax.set_title(f"{sim[0]['data']}: lower left is better")
+    ax.set_title(f"{points[0]['data']}: lower left is better")
     ax.margins(0.2)
     ax.grid(alpha=0.3)
     fig.tight_layout()

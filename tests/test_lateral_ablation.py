@@ -1,5 +1,6 @@
-"""The lateral-selection ablation measures a given checkpoint as a variant only if it was trained with the
-ablation's budget and that variant's model: a wrong file must be refused by name, not measured as another row."""
+"""benchmarks/lateral_ablation.py: a given checkpoint is measured as a variant only if it was trained with the
+ablation's budget and that variant's model (a wrong file must be refused by name, not measured as another row),
+and its plot compares variants only at one N."""
 
 import sys
 from pathlib import Path
