@@ -71,6 +71,8 @@ def load_model(path: str | Path | None = None, weights: str = "ema"):
     path = resolve(path)
     ckpt = load_raw(path)
     kind = ckpt.get("kind")
+    if kind is not None and kind.startswith("latent-ddim"):
+        return _load_latent(path, ckpt, weights), NoiseSchedule(**ckpt["diffusion"]), ckpt
     if kind is not None:
         return _load_vq(path, ckpt, kind), None, ckpt
     try:
@@ -112,3 +114,27 @@ def _load_vq(path: Path, ckpt: dict, kind: str):
     _load_state(path, vq, state["vq"])
     _load_state(path, sdid, state["sdid"])
     return SpikingVQDiffusion(vq, sdid, ckpt["diffusion"].get("mask_schedule", "cosine")).eval()
+
+
+def _load_latent(path: Path, ckpt: dict, weights: str):
+    from .models import SpikingVQVAE, VQConfig
+    from .models.latent_ddim import LatentDDIM
+    from .models.latent_denoiser import LatentDenoiserConfig, SpikingLatentDenoiser
+
+    cfg, latent = ckpt["model_config"], ckpt.get("latent")
+    if not isinstance(cfg, dict) or not {"vq", "denoiser"} <= set(cfg) or not isinstance(latent, dict) \
+            or "autoencoder" not in ckpt:
+        raise CheckpointError(f"checkpoint {path}: a latent-ddim checkpoint needs 'vq' and 'denoiser' configs, "
+                              f"'latent' statistics and the 'autoencoder' weights")
+    try:
+        vq = SpikingVQVAE(VQConfig.from_dict(cfg["vq"]))
+        denoiser = SpikingLatentDenoiser(LatentDenoiserConfig.from_dict(cfg["denoiser"]))
+    except TypeError as exc:
+        raise CheckpointError(f"checkpoint {path}: bad model_config ({exc})") from None
+    _load_state(path, vq, ckpt["autoencoder"])
+    state = ckpt["ema_full"]["module"] if weights == "ema" and "ema_full" in ckpt else ckpt["model"]
+    if "ema_half" in ckpt:  # a compact resume file
+        state = {k: v.float() if v.is_floating_point() else v for k, v in
+                 (ckpt["ema_half"] if weights == "ema" else ckpt["model"]).items()}
+    _load_state(path, denoiser, state)
+    return LatentDDIM(vq, denoiser, latent["mean"], latent["std"], latent.get("snap", False)).eval()

@@ -42,10 +42,16 @@ def cmd_data_info(args) -> int:
     return 0
 
 
-MODELS = ("fsddim", "spiking-vq")
+MODELS = ("fsddim", "spiking-vq", "latent-ddim")
 
 
 def cmd_train(args) -> int:
+    if args.model != "latent-ddim":
+        for option in ("resume_from", "init", "decay_steps"):
+            if getattr(args, option) is not None:
+                raise SpikediffError(f"--{option.replace('_', '-')} is a latent-ddim option for now")
+    if args.model == "latent-ddim":
+        return _train_latent(args)
     if args.model == "spiking-vq":
         if args.lateral or args.selection:
             raise SpikediffError("--lateral and --selection extend the fsddim denoiser; drop them or use --model "
@@ -56,7 +62,7 @@ def cmd_train(args) -> int:
 
     d = DenoiserConfig()
     model = DenoiserConfig(channels=args.channels or d.channels, hidden=args.hidden or d.hidden,
-                           num_steps=args.snn_steps, time_features=args.time_features, beta=args.beta,
+                           num_steps=args.snn_steps, time_features=args.time_features or d.time_features, beta=args.beta,
                            threshold=args.threshold, readout_alpha=args.readout_alpha, lateral=args.lateral,
                            selection=args.selection, groups=args.groups, local_weight=args.local_weight,
                            lateral_decay=args.lateral_decay)
@@ -82,6 +88,27 @@ def _run_training(train_fn, cfg, args, where: str) -> int:
     return 0
 
 
+def _train_latent(args) -> int:
+    from .models.latent_denoiser import LatentDenoiserConfig
+    from .train.latent_trainer import LatentTrainConfig, train_latent_ddim
+
+    d = LatentDenoiserConfig()
+    model = LatentDenoiserConfig(channels=args.channels or d.channels, hidden=args.hidden or d.hidden,
+                                 blocks=args.blocks, num_steps=args.snn_steps,
+                                 time_features=args.time_features or d.time_features, beta=args.beta,
+                                 threshold=args.threshold, readout_alpha=args.readout_alpha)
+    cfg = LatentTrainConfig(**_train_options(args, LatentTrainConfig), prediction_type=args.prediction,
+                            autoencoder=args.autoencoder or f"{args.data}-vq", lr_min=args.lr_min,
+                            decay_steps=args.decay_steps, snap=args.snap, model=model)
+    try:
+        path = train_latent_ddim(cfg, args.out, progress=not args.quiet, resume_from=args.resume_from,
+                                 init=args.init)
+    except KeyboardInterrupt:
+        return 130
+    print(f"checkpoint: {path}")
+    return 0
+
+
 def _train_spiking_vq(args) -> int:
     from .models import TokenDenoiserConfig, VQConfig
     from .train.vq_trainer import VQTrainConfig, train_spiking_vq
@@ -90,7 +117,7 @@ def _train_spiking_vq(args) -> int:
     neuron = dict(num_steps=args.snn_steps, beta=args.beta, threshold=args.threshold, readout_alpha=args.readout_alpha)
     vq = VQConfig(channels=args.channels or v.channels, codebook_size=args.codebook_size, code_dim=args.code_dim, **neuron)
     sdid = TokenDenoiserConfig(channels=args.sdid_channels, hidden=args.hidden or d.hidden,
-                               time_features=args.time_features, **neuron)
+                               time_features=args.time_features or d.time_features, **neuron)
     cfg = VQTrainConfig(**_train_options(args, VQTrainConfig), vq_steps=args.vq_steps,
                         mask_schedule=args.mask_schedule, vq=vq, sdid=sdid)
     return _run_training(train_spiking_vq, cfg, args,
@@ -408,7 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--hidden", type=_positive_int, help=f"neurons of the dense (global) layer [default: {m.hidden}; "
                                                          f"spiking-vq SDID {d.hidden}]")
     tr.add_argument("--snn-steps", type=_positive_int, default=m.num_steps, help="T, SNN steps per denoiser call")
-    tr.add_argument("--time-features", type=_positive_int, default=m.time_features)
+    tr.add_argument("--time-features", type=_positive_int, help=f"[default: {m.time_features}; latent-ddim 16]")
     tr.add_argument("--beta", type=float, default=m.beta, help="membrane decay (1 - Lava dv), multiple of 1/4096")
     tr.add_argument("--threshold", type=float, default=m.threshold)
     tr.add_argument("--readout-alpha", type=float, default=m.readout_alpha, help="readout current decay (1 - Lava du)")
@@ -419,6 +446,15 @@ def build_parser() -> argparse.ArgumentParser:
     vqo.add_argument("--sdid-channels", type=_positive_int, default=d.channels, help="width of the SDID's grid layers")
     vqo.add_argument("--mask-schedule", default=vt.mask_schedule, choices=MASK_SCHEDULES,
                      help="masked fraction over the sampling steps (training draws from the same)")
+    ld = tr.add_argument_group("latent-ddim options")
+    ld.add_argument("--autoencoder", help="spiking-vq checkpoint whose VQ-SVAE encodes and decodes the latents "
+                                          "[default: DATA-vq, the shipped one]")
+    ld.add_argument("--blocks", type=_positive_int, default=2, help="residual blocks of the latent denoiser")
+    ld.add_argument("--snap", action="store_true", help="decode the nearest code vectors of a sampled latent")
+    ld.add_argument("--decay-steps", type=_positive_int, help="cosine learning-rate decay to --lr-min at this step")
+    ld.add_argument("--lr-min", type=float, default=1e-4)
+    ld.add_argument("--resume-from", type=Path, help="a run's compact resume.pt: continue it in an empty --out")
+    ld.add_argument("--init", help="start from the weights of this latent-ddim checkpoint")
     lat = tr.add_argument_group("lateral-selection options (fsddim; the design: spikediff/models/lateral.py)")
     lat.add_argument("--lateral", action="store_true", help="a learnable lateral matrix: recurrent synapses within "
                                                              "the decoder layer, with its local plasticity objective")

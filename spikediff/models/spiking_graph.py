@@ -56,34 +56,49 @@ class SpikingGraph(nn.Module):
         cfg = self.config
         if lif_step is None:
             lif_step = self._lif_step
+        steps, n = cfg.num_steps, inp.shape[0]
+        # Layer by layer: every synapse layer sees all T steps of its source at once, as one batch of T * N
+        # (the graph is feedforward but for self-loops, so each population's whole spike train is known
+        # before its targets run). The same sums as step by step, and batch norm sees (T, N) statistics.
         # The host input is constant over the T steps: what its synapses deliver is computed once.
-        const = {syn: self._synapse(syn, inp, target == "readout")
-                 for target, synapses in self.graph.items() for syn, src in synapses if src == "input"}
-        mem: dict = {}
-        sums: dict = {}
-        current = total = None
-        spikes: dict = {}
-        for _ in range(cfg.num_steps):
-            spikes, last = {}, spikes
-            for target, synapses in self.graph.items():
-                drive = sum(const[syn] if src == "input" else
-                            self._synapse(syn, last[src] if src == target else spikes[src], target == "readout")
-                            for syn, src in synapses if src != target or src in last)
-                if target == "readout":
-                    current = drive if current is None else cfg.readout_alpha * current + drive
-                    total = current if total is None else total + current
+        trains_all: dict = {}
+        total = None
+        for target, synapses in self.graph.items():
+            readout = target == "readout"
+            drive = None  # (T or 1, N, ...)
+            for syn, src in synapses:
+                if src == target:
+                    continue  # a self-loop: added step by step below
+                if src == "input":
+                    d = self._synapse(syn, inp, readout)[None]
                 else:
-                    spikes[target], mem[target] = lif_step(target, drive, mem.get(target, torch.zeros_like(drive)))
-            for name in rates:
-                sums[name] = spikes[name] if name not in sums else sums[name] + spikes[name]
-            for name, train in (trains or {}).items():
-                train.append(spikes[name])
+                    d = self._synapse(syn, trains_all[src].flatten(0, 1), readout)
+                    d = d.reshape(steps, n, *d.shape[1:])
+                drive = d if drive is None else drive + d
+            recurrent = [syn for syn, src in synapses if src == target]
+            if readout:
+                current = None
+                for t in range(steps):
+                    d_t = drive[min(t, len(drive) - 1)]
+                    current = d_t if current is None else cfg.readout_alpha * current + d_t
+                    total = current if total is None else total + current
+                continue
+            out, mem = [], None
+            for t in range(steps):
+                d_t = drive[min(t, len(drive) - 1)]
+                for syn in recurrent:
+                    if t:
+                        d_t = d_t + self._synapse(syn, out[-1], False)
+                s_t, mem = lif_step(target, d_t, torch.zeros_like(d_t) if mem is None else mem)
+                out.append(s_t)
+            trains_all[target] = torch.stack(out)
             if stats is not None:
-                for name in self.spiking_layers:
-                    stats[name] = stats.get(name, 0.0) + float(spikes[name].detach().sum())
+                stats[target] = stats.get(target, 0.0) + float(trains_all[target].detach().sum())
+        for name, train in (trains or {}).items():
+            train.extend(trains_all[name].unbind(0))
         if rates:
-            return total / cfg.num_steps, {name: sums[name] / cfg.num_steps for name in rates}
-        return total / cfg.num_steps
+            return total / steps, {name: sum(trains_all[name].unbind(0)) / steps for name in rates}
+        return total / steps
 
     def _lif_step(self, population: str, drive: torch.Tensor, mem: torch.Tensor) -> tuple:
         return self.lif[population](drive, mem)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import fcntl
 import json
+import math
 import os
 import signal
 import time
@@ -77,7 +78,8 @@ def resolve_device(name: str) -> torch.device:
 
 
 class EMA:
-    """Exponential moving average of the parameters (only: snnTorch buffers are constants or state).
+    """Exponential moving average of the parameters and batch-norm statistics (no other buffers: snnTorch's
+    are constants or state).
 
     torch's AveragedModel also copies buffers, which fails on snnTorch's shape-changing membrane buffer.
     Warm-up (1 + n) / (10 + n) keeps short runs from being dominated by the random init.
@@ -92,6 +94,11 @@ class EMA:
     def update(self, model: torch.nn.Module) -> None:
         d = min(self.decay, (1.0 + self.num_updates) / (10.0 + self.num_updates))
         torch._foreach_lerp_(list(self.module.parameters()), list(model.parameters()), 1.0 - d)
+        for mine, theirs in zip(self.module.modules(), model.modules()):  # batch norm statistics: averaged too
+            if isinstance(mine, torch.nn.modules.batchnorm._BatchNorm):
+                mine.running_mean.lerp_(theirs.running_mean, 1.0 - d)
+                mine.running_var.lerp_(theirs.running_var, 1.0 - d)
+                mine.num_batches_tracked.copy_(theirs.num_batches_tracked)
         self.num_updates += 1
 
     def state_dict(self) -> dict:
@@ -202,39 +209,91 @@ class Stage:
     # the options of a model_config dict that shape the model, as this version reads them (options added
     # since the checkpoint take their defaults; options the model ignores are left out)
     model_options: Callable = lambda config: config
+    # weights to start from when the run starts fresh (``--init``: e.g. a shorter run, another T)
+    init_state: dict | None = None
 
 
-def fit(stage: Stage, cfg, out: Path, progress: bool, log) -> None:
+def learning_rate(cfg, step: int, warm_start: int = 0) -> float:
+    """Linear warm-up over ``cfg.warmup`` steps (again from ``warm_start`` after a compact resume, whose
+    optimizer starts afresh), then constant ``cfg.lr`` or, with ``cfg.decay_steps``, a cosine decay to
+    ``cfg.lr_min`` at step ``decay_steps`` and constant after it: the rate at a step never depends on how
+    many steps the run was asked for, so a run stopped at N equals a run asked for N."""
+    lr = cfg.lr
+    decay = getattr(cfg, "decay_steps", None)
+    if decay and step > cfg.warmup:
+        frac = min(1.0, (step - cfg.warmup) / max(1, decay - cfg.warmup))
+        lr = cfg.lr_min + 0.5 * (cfg.lr - cfg.lr_min) * (1.0 + math.cos(math.pi * frac))
+    return lr * min(1.0, (step + 1 - warm_start) / max(1, cfg.warmup))
+
+
+def _half(state: dict) -> dict:
+    return {k: v.half() if torch.is_floating_point(v) else v for k, v in state.items()}
+
+
+def _full(state: dict) -> dict:
+    return {k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()}
+
+
+def _check_resume(stage: Stage, ckpt: dict, path: Path) -> None:
+    """A run resumes only with the options it was started with."""
+    saved = ckpt["train_config"]
+    for key in stage.resume_keys:
+        if saved.get(key) != stage.options.get(key):
+            raise SpikediffError(
+                f"{path}: was trained with {key}={saved.get(key)!r}, this command asks for "
+                f"{stage.options.get(key)!r}; use another --out directory or the same options"
+            )
+    was, asked = stage.model_options(ckpt["model_config"]), stage.model_options(stage.header["model_config"])
+    differ = [f"{k}={was[k]!r} (this command: {asked[k]!r})" for k in sorted(set(was) & set(asked))
+              if was[k] != asked[k]]  # options only one side uses follow from a switch that differs
+    if differ or was != asked:
+        raise SpikediffError(f"{path}: was trained with other model options: {', '.join(differ)}; use another "
+                             f"--out directory or the same options")
+
+
+def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | None = None) -> None:
     """Train ``stage.model`` to ``cfg.steps`` in ``out`` (resuming from ``out/last.pt``), Adam with linear
-    warm-up to a constant ``cfg.lr``, gradient clipping, EMA; checkpoints every ``cfg.checkpoint_every``."""
+    warm-up (``learning_rate``), gradient clipping, EMA; checkpoints every ``cfg.checkpoint_every``.
+
+    Each checkpoint also writes ``out/resume.pt``: weights and EMA in float16, the step and the data order,
+    small enough to commit. ``resume_from`` such a file continues a run in an empty ``out`` (on another
+    machine): not bit for bit, since the optimizer restarts (with a fresh warm-up) and weights were rounded."""
     model = stage.model
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
-    step, loss_avg = 0, None
+    step, loss_avg, warm_start = 0, None, 0
 
     last = out / "last.pt"
+    if not last.exists() and resume_from is not None:
+        ckpt = load_raw(resume_from)
+        if "ema_half" not in ckpt:
+            raise SpikediffError(f"--resume-from {resume_from}: not a compact resume file (a run's resume.pt)")
+        _check_resume(stage, ckpt, resume_from)
+        try:
+            model.load_state_dict(_full(ckpt["model"]))
+            ema.load_state_dict({"module": _full(ckpt["ema_half"]), "num_updates": ckpt["ema_updates"]})
+        except (RuntimeError, KeyError) as exc:
+            raise SpikediffError(f"--resume-from {resume_from}: weights do not fit the model "
+                                 f"({str(exc).splitlines()[0]})") from None
+        gen.set_state(ckpt["generator"])
+        step = warm_start = ckpt["step"]
+        loss_avg = ckpt.get("loss_avg")
+        log(f"continuing from the compact file {resume_from} at step {step}/{cfg.steps} (fresh optimizer, "
+            f"{cfg.warmup} warm-up steps)")
+    elif not last.exists() and stage.init_state is not None:
+        model.load_state_dict(stage.init_state)
+        ema = EMA(model, cfg.ema_decay)
     if last.exists():
         ckpt = load_raw(last)
-        saved = ckpt["train_config"]
-        for key in stage.resume_keys:
-            if saved.get(key) != stage.options.get(key):
-                raise SpikediffError(
-                    f"{last}: was trained with {key}={saved.get(key)!r}, this command asks for "
-                    f"{stage.options.get(key)!r}; use another --out directory or the same options"
-                )
-        was, asked = stage.model_options(ckpt["model_config"]), stage.model_options(stage.header["model_config"])
-        differ = [f"{k}={was[k]!r} (this command: {asked[k]!r})" for k in sorted(set(was) & set(asked))
-                  if was[k] != asked[k]]  # options only one side uses follow from a switch that differs
-        if differ or was != asked:
-            raise SpikediffError(f"{last}: was trained with other model options: {', '.join(differ)}; use another "
-                                 f"--out directory or the same options")
+        _check_resume(stage, ckpt, last)
         model.load_state_dict(ckpt["model"])
         ema.load_state_dict(ckpt["ema_full"])
         opt.load_state_dict(ckpt["optimizer"])
         gen.set_state(ckpt["generator"])
         step = ckpt["step"]
         loss_avg = ckpt.get("loss_avg")
+        warm_start = ckpt.get("warm_start", 0)
         log(f"resuming {last} at step {step}/{cfg.steps}")
         if step >= cfg.steps:
             log("already trained to the requested number of steps")
@@ -243,7 +302,10 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log) -> None:
     def save(loss_value):
         save_atomic({**stage.header, "model": model.state_dict(), "ema_full": ema.state_dict(),
                      "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step, "loss_avg": loss_value,
-                     "train_config": stage.options}, last)
+                     "warm_start": warm_start, "train_config": stage.options}, last)
+        save_atomic({**stage.header, "model": _half(model.state_dict()), "ema_half": _half(ema.module.state_dict()),
+                     "ema_updates": ema.num_updates, "generator": gen.get_state(), "step": step,
+                     "loss_avg": loss_value, "train_config": stage.options}, out / "resume.pt")
         # The small file: EMA weights only, to sample, export and ship.
         save_atomic({**stage.header, "model": ema.module.state_dict(),
                      "train": {**stage.options, "step": step, "loss": loss_value}}, out / "model.pt")
@@ -256,7 +318,7 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log) -> None:
         with open(out / "log.jsonl", "a") as log_file:
             while step < cfg.steps:
                 for group in opt.param_groups:
-                    group["lr"] = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup))
+                    group["lr"] = learning_rate(cfg, step, warm_start)
                 stats = {} if (step + 1) % cfg.log_every == 0 else None
                 loss = stage.batch_loss(model, gen, stats)
                 if not torch.isfinite(loss):
