@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .fixed_point import BIAS_EXP_NETX
+from .quantize import BIAS_EXP_NETX
 
 
 def find_chains(folded, fx, min_length: int = 2) -> list:
@@ -27,10 +27,13 @@ def find_chains(folded, fx, min_length: int = 2) -> list:
     incoming = {name: folded.incoming(name) for name in p.populations}
     outgoing = {name: [f for f in folded.synapses if f.syn.src == name] for name in p.populations}
 
+    outputs = set(p.outputs.values())
+
     def eligible(f) -> bool:
         dst = f.syn.dst
-        return (dst != p.readout and f.syn.src != dst and len(incoming[dst]) == 1 and not f.syn.flat_out
-                and (f.conv is None or not f.syn.flat_in)
+        return (dst not in outputs and p.populations[dst].spiking and f.syn.src != dst and len(incoming[dst]) == 1
+                and not f.syn.flat_out and f.syn.delay == 0 and f.syn.src != "__const__"
+                and len(p.shapes[dst]) == (3 if f.conv is not None else 1)
                 and bool(np.all(fx.populations[dst].bias_exp == BIAS_EXP_NETX)))
 
     def successor(f):
@@ -50,22 +53,19 @@ def find_chains(folded, fx, min_length: int = 2) -> list:
     return chains
 
 
-def export_chains(graph, out_dir: str | Path) -> list:
-    """Write the fixed-point netx file of every sequential chain of ``graph`` into ``out_dir``; returns the
-    paths. (The runtime builds the same files itself; this is for people who take them elsewhere.)"""
-    from .fixed_point import for_graph
-    from .folded import fold
-
-    folded = fold(graph)
-    return [path for _chain, path in write_chains(folded, for_graph(graph, folded), out_dir)]
+def export_chains(dep, out_dir: str | Path) -> list:
+    """Write the netx file of every sequential chain of the fixed-point deployment ``dep`` into ``out_dir``;
+    returns the paths. (The runtime builds the same files itself; this is for people who take them elsewhere.)"""
+    return [path for _chain, path in write_chains(dep, out_dir)]
 
 
-def write_chains(folded, fx, out_dir: str | Path) -> list:
+def write_chains(dep, out_dir: str | Path) -> list:
     """Write every chain netx can build into ``out_dir`` (atomically), named ``<first>-<last>.net``;
     returns [(chain, path)]."""
     from ..atomic import atomic_path
-    from .nir_to_lava import chw_to_whc_perm
+    from .layout import chw_to_whc_perm
 
+    folded, fx = dep.folded, dep.fixed
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
@@ -84,7 +84,7 @@ def write_chain(path: str | Path, chain: list, folded, fx, first_cols: np.ndarra
     (its input arrives flattened in Lava's order)."""
     import h5py
 
-    from .nir_to_lava import to_lava_layout
+    from .layout import to_lava_layout
 
     p = folded.plan
     path = Path(path)

@@ -27,7 +27,7 @@ import torch
 
 from .. import SpikediffError
 from ..atomic import atomic_path
-from ..models.spiking_graph import SpikingGraph
+from ..models.spiking_graph import SpikingGraph, deployable
 
 DT = 1e-4  # snnTorch's NIR time step
 
@@ -73,7 +73,7 @@ def to_nir(model: SpikingGraph, schedule=None, metadata: dict | None = None):
     for target, synapses in model.graph.items():
         flat_target = target == "readout" or any(isinstance(getattr(model, s), torch.nn.Linear) for s, _ in synapses)
         for syn, src in synapses:
-            layer = getattr(model, syn)
+            layer = deployable(getattr(model, syn))
             src_name = src
             if isinstance(layer, torch.nn.Linear) and len(pop_shape[src]) > 1:
                 src_name = f"{syn}_flatten_in"
@@ -119,15 +119,15 @@ def to_nir(model: SpikingGraph, schedule=None, metadata: dict | None = None):
         raise SpikediffError(f"NIR type check failed for the exported {type(model).__name__}: {exc}") from None
 
 
-def vq_graphs(model) -> dict:
-    """A ``SpikingVQDiffusion`` as its two deployed networks: ``{"sdid": ..., "decoder": ...}`` NIR graphs.
+def sampler_graphs(model, schedule=None) -> dict:
+    """A loaded sampler as the NIR graphs it deploys, {role: graph}, each carrying its kind and role and the
+    host-side facts its kind needs (``diffusion.kinds``); the files alone are enough to sample."""
+    from ..diffusion import kinds
 
-    The decoder is exported as a ``TokenDecoder`` (one-hot input, codebook folded into its first synapses),
-    so the NIR files alone are enough to sample."""
-    from ..models.spiking_vq import TokenDecoder
-
-    decoder = TokenDecoder(model.vq.decoder, model.vq.quantizer.codebook.weight.detach())
-    return {"sdid": to_nir(model.sdid, metadata={"mask_schedule": model.mask_schedule}), "decoder": to_nir(decoder)}
+    kind = kinds.of_model(model)
+    return {role: to_nir(net, schedule if role == "denoiser" else None,
+                         metadata={"kind": kind.name, "role": role, **extra})
+            for role, (net, extra) in kind.networks(model).items()}
 
 
 SAMPLING_METADATA = ("snn_steps", "time_features", "max_period", "image_shape", "readout_shape", "patch",

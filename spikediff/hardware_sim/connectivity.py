@@ -18,8 +18,6 @@ class Connectivity:
     def __init__(self, folded, fx=None, dense: bool = False):
         """``fx``: a FixedPoint whose nonzero integer weights are the synapses (None: the folded float weights);
         ``dense``: every connection of the layer, zero or not (an ANN's MACs)."""
-        from ..export.nir_to_lava import conv_out_shape
-
         self.folded, self.plan = folded, folded.plan
         self.masks, self.masks32, self.out_shapes = {}, {}, {}
         for f in folded.synapses:
@@ -28,7 +26,7 @@ class Connectivity:
             self.masks[f.syn.name] = torch.as_tensor(mask, dtype=torch.float64)
             self.masks32[f.syn.name] = torch.as_tensor(mask, dtype=torch.float32)  # for 0/1 counts (exact)
             if f.conv is not None:
-                self.out_shapes[f.syn.name] = conv_out_shape(f.conv, self.plan.shapes[f.syn.src])
+                self.out_shapes[f.syn.name] = f.op.out_shape(f.src_shape)
 
     def size(self, name: str) -> int:
         return int(np.prod(self.plan.shapes[name]))

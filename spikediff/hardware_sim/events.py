@@ -1,4 +1,5 @@
-"""Event counts per generated image, from a bit-exact simulator run: what a chip would do, not estimates.
+"""Event counts per generated image (or per inference of any network), from a bit-exact simulator run: what a
+chip would do, not estimates.
 
 - spikes per neuron (the simulator's counts);
 - synaptic ops per target neuron: each spike reaches every synapse (nonzero integer weight) of its source,
@@ -69,44 +70,54 @@ class Events:
                 "totals": self.totals()}
 
 
-def lava_steps(folded, num_steps: int, images: int, denoising_steps: int) -> tuple:
-    """(Lava steps per image when ``images`` are pipelined, Lava steps of one image alone): the schedule
-    ``sample_lava`` runs (``runtime.pipeline``)."""
-    from ..export.nir_to_lava import timing
+def lava_steps(dep, images: int, evaluations: int) -> tuple:
+    """(Lava steps per item when ``images`` items of ``evaluations`` evaluations each are pipelined, Lava steps of
+    one item alone): the schedule the Lava runtime runs (``runtime.pipeline``)."""
     from ..runtime.pipeline import Pipeline
 
-    window, period = timing(folded.plan, num_steps)
-    many = Pipeline(images, denoising_steps, num_steps, period, window)
-    one = Pipeline(1, denoising_steps, num_steps, period, window)
+    t = dep.timing
+    many = Pipeline(images, evaluations, t.num_steps, t.period, t.window)
+    one = Pipeline(1, evaluations, t.num_steps, t.period, t.window)
     return many.lava_steps / images, one.lava_steps
 
 
-def count_events(sim: dict, conn: Connectivity | None = None) -> Events:
-    """``sim``: a ``fixed_sampler.sample_fixed`` result (it carries the folded graph and its fixed point)."""
-    folded, fx = sim["folded"], sim["fixed_point"]
+def count_events(part: dict, conn: Connectivity | None = None) -> Events:
+    """``part``: one network's events from a simulator run (``sampler.sample_sim``'s ``parts[role]``, or
+    ``run_graph``'s): its ``deployment``, ``items``, ``evaluations`` per item, ``counters``, ``neuron_spikes``,
+    ``active_updates`` and ``input_values``."""
+    from ..export.plan import CONST
+
+    dep = part["deployment"]
+    folded, fx = dep.folded, dep.fixed
     p = folded.plan
     conn = conn or Connectivity(folded, fx)
     dense = Connectivity(folded, None, dense=True)
-    n, steps, t = len(sim["images"]), int(sim["denoising_steps"]), int(sim["num_steps"])
-    per_image = {k: v / n for k, v in sim["neuron_spikes"].items()}
+    n, steps, t = int(part["items"]), int(part["evaluations"]), dep.num_steps
+    per_image = {k: v / n for k, v in part["neuron_spikes"].items()}
+    per_image[CONST] = np.full(1, float(steps * t))  # the constant source fires at every step
     neurons = {k: conn.size(k) for k in p.populations}
     synops = {k: np.zeros(neurons[k]) for k in p.populations}
     input_synops = {k: np.zeros(neurons[k]) for k in p.populations}
     ann = {k: 0.0 for k in p.populations}
     input_macs = 0.0
+    offsets, at = {}, 0
+    for name, shape in p.inputs.items():
+        size = int(np.prod(shape))
+        offsets[name] = slice(at, at + size)
+        at += size
     for f in folded.synapses:
         macs = dense.synapses(f)
         if f.syn.src != f.syn.dst:  # the twin is one pass: no recurrent synapses (as export.onnx_export)
             ann[f.syn.dst] += macs
-        if f.syn.src == p.input:
-            input_synops[f.syn.dst] += conn.deliver(f, sim["input_values"] / n)
+        if f.syn.src in p.inputs:
+            input_synops[f.syn.dst] += conn.deliver(f, part["input_values"][offsets[f.syn.src]] / n)
             input_macs += macs
         else:
             synops[f.syn.dst] += conn.deliver(f, per_image[f.syn.src])
-    many, one = lava_steps(folded, t, n, steps)
+    many, one = lava_steps(dep, n, steps)
     return Events(
         images=n, denoising_steps=steps, num_steps=t, lava_steps_per_image=many, lava_steps_single_image=one,
-        neurons=neurons, spikes=per_image, synops=synops, input_synops=input_synops,
-        active_updates={k: sim["active_updates"][k] / n for k in p.populations},
-        spikes_per_step={k: c["active"].mean(0) for k, c in sim["counters"].items()},
+        neurons=neurons, spikes={k: v for k, v in per_image.items() if k != CONST}, synops=synops,
+        input_synops=input_synops, active_updates={k: part["active_updates"][k] / n for k in p.populations},
+        spikes_per_step={k: c["active"].mean(0) for k, c in part["counters"].items()},
         ann_macs_per_evaluation=ann, input_macs_per_evaluation=input_macs)

@@ -96,7 +96,7 @@ def map_to_cores(folded, conn, profile) -> Mapping:
     if not profile.is_chip:
         raise SpikediffError(f"profile {profile.name}: it has no core limits (it is not a chip); it cannot be mapped")
     p = folded.plan
-    from ..export.nir_to_lava import population_perms
+    from ..export.layout import population_perms
 
     caps = {name: int(profile.get("max_neurons_per_core")) for name in p.populations}
     perms = population_perms(folded)

@@ -20,51 +20,59 @@ DEFAULT_PROFILES = ("loihi1", "loihi2", "ac_mac_45nm")
 
 def make_report(model, schedule, out_dir, n: int = 16, steps: int = 20, profiles=DEFAULT_PROFILES,
                 overrides: dict | None = None, device: str = "cpu", seed: int = 0, batch_size: int | None = None,
-                compare_float: bool = True, progress: bool = True, source: str = "") -> dict:
+                compare_float: bool = True, progress: bool = True, source: str = "", **options) -> dict:
+    """The report of any sampler: its networks compiled once in fixed point, sampled with the bit-exact
+    simulator, each network's events priced; an image costs the sum (the loop network ``steps`` times, a
+    final decoder once), all networks resident on the chip together."""
     import torch
 
     from .. import SpikediffError
-    from ..diffusion.sampler import initial_noise, sample_torch
-    from ..export.folded import fold
-    from ..export.nir_graph import to_nir
+    from ..diffusion import kinds
+    from ..export.deployment import compile_sampler
+    from ..export.nir_graph import sampler_graphs
     from ..images import save_grid
-    from .fixed_sampler import sample_fixed
     from .plots import plot_activity, plot_energy, plot_raster
+    from .sampler import sample_sim
 
     loaded = load_profiles(profiles, overrides)  # bad names fail before any work
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SpikediffError(f"output {out}: exists and is not a directory")
-    cfg = model.config
-    noise = initial_noise(n, (cfg.in_channels, cfg.image_size, cfg.image_size), seed)
-    graph = to_nir(model, schedule)
-    plan = fold(graph).plan
-    every_neuron = {k: np.arange(int(np.prod(plan.shapes[k]))) for k in plan.populations if k != plan.readout}
+    kind = kinds.of_model(model)
+    options = kind.options(**options)
+    sd = compile_sampler(sampler_graphs(model, schedule), fixed_point=True)
+    plan = sd.loop.plan
+    every_neuron = {k: np.arange(pop.size) for k, pop in plan.populations.items() if pop.spiking}
     t0 = time.perf_counter()
-    sim = sample_fixed(graph, noise.numpy(), steps, progress=progress, device=device, batch_size=batch_size,
-                       record=every_neuron)  # image 0's spikes of every neuron, for the raster
+    sim = sample_sim(sd, n, steps, seed=seed, device=device, batch_size=batch_size, progress=progress,
+                     record=every_neuron, **options)  # image 0's spikes of every neuron, for the raster
     sim_s = time.perf_counter() - t0
-    ev, costs, mappings = price(sim, loaded)
-
+    events, costs, mappings = {}, {}, {}
+    for role, part in sim["parts"].items():
+        events[role], costs[role], mappings[role] = price(part, loaded)
+    combined = combine(costs) if len(costs) > 1 else costs["denoiser"]
     result = {
-        "source": source, "images": n, "denoising_steps": steps, "snn_steps": ev.num_steps, "seed": seed,
+        "source": source, "kind": kind.name, "images": n, "denoising_steps": sim["program"].steps,
+        "snn_steps": {role: sd.networks[role].num_steps for role in sim["parts"]}, "seed": seed, **options,
         "simulator": {"device": str(device), "seconds": sim_s, "images_per_s": n / sim_s},
-        "events_per_image": ev.to_dict(), "mapping": mappings, "cost": costs,
-        "quantization": _quantization(sim["fixed_point"]),
+        "events_per_image": {role: ev.to_dict() for role, ev in events.items()},
+        "mapping": mappings, "chips": chips_together(mappings), "cost": combined,
+        "cost_by_network": costs if len(costs) > 1 else None,
+        "quantization": {role: _quantization(sd.networks[role].fixed) for role in sim["parts"]},
         "profiles": {prof.name: prof.to_dict() for prof in loaded},
     }
     if compare_float:
-        with torch.no_grad():
-            floating = sample_torch(model, schedule, n, steps, noise=noise, progress=False).numpy()
-        diff = np.abs(sim["images"] - floating)
+        floating = kind.sample_torch(model, schedule, n, steps, seed=seed, progress=False, **options)
+        diff = np.abs(sim["images"] - floating.numpy())
         result["fixed_vs_float"] = {"mean_abs_pixel_diff": float(diff.mean()), "max_abs_pixel_diff": float(diff.max()),
                                     "pixel_range": 2.0}
     out.mkdir(parents=True, exist_ok=True)
     files = {
         "samples": save_grid(torch.from_numpy(sim["images"][:64]), out / "samples.png"),
-        "energy": plot_energy(costs, out / "energy.png"),
-        "raster": plot_raster(sim["raster"], ev.num_steps, out / "raster.png", steps_shown=min(steps, 3)),
-        "activity": plot_activity(ev, out / "activity.png"),
+        "energy": plot_energy(combined, out / "energy.png"),
+        "raster": plot_raster(sim["raster"], sd.loop.num_steps, out / "raster.png",
+                              steps_shown=min(sim["program"].steps, 3)),
+        "activity": plot_activity(events["denoiser"], out / "activity.png"),
     }
     result["files"] = {k: v.name for k, v in files.items()}
     write_json_atomic(result, out / "report.json")
@@ -72,6 +80,76 @@ def make_report(model, schedule, out_dir, n: int = 16, steps: int = 20, profiles
         tmp.write_text(to_markdown(result))
     result["dir"] = str(out)
     return result
+
+
+def make_graph_report(dep, inputs, out_dir, profiles=DEFAULT_PROFILES, overrides: dict | None = None,
+                      device: str = "cpu", source: str = "", progress: bool = True) -> dict:
+    """The report of any compiled fixed-point network on given inputs: per inference (one evaluation of T
+    steps per input), the same events, mapping and prices as for a sampler."""
+    from .. import SpikediffError
+    from .plots import plot_activity, plot_energy
+    from .simulator import EventTally, Simulator
+
+    loaded = load_profiles(profiles, overrides)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise SpikediffError(f"output {out}: exists and is not a directory")
+    sim = Simulator(dep, device)
+    tally = EventTally(dep.plan)
+    res = sim.evaluate(inputs)
+    tally.add(res)
+    n = len(next(iter(res["spikes"].values()))) if res["spikes"] else len(next(iter(res["states"].values())))
+    counters = {k: {"active": c.sum(1).cpu().numpy()[:, None]} for k, c in res["spikes"].items()}
+    part = {**tally.to_dict(), "deployment": dep, "items": n, "evaluations": 1, "counters": counters}
+    ev, costs, mappings = price(part, loaded)
+    result = {"source": source, "kind": "graph", "images": n, "denoising_steps": 1,
+              "snn_steps": {"network": dep.num_steps}, "events_per_image": {"network": ev.to_dict()},
+              "mapping": {"network": mappings}, "chips": chips_together({"network": mappings}), "cost": costs,
+              "cost_by_network": None, "quantization": {"network": _quantization(dep.fixed)},
+              "profiles": {prof.name: prof.to_dict() for prof in loaded}, "per": "inference"}
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"energy": plot_energy(costs, out / "energy.png"), "activity": plot_activity(ev, out / "activity.png")}
+    result["files"] = {k: v.name for k, v in files.items()}
+    write_json_atomic(result, out / "report.json")
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(to_markdown(result))
+    result["dir"] = str(out)
+    return result
+
+
+def combine(costs: dict) -> list:
+    """Per profile, one cost for the image: categories summed over the networks, layers prefixed by role."""
+    roles = list(costs)
+    combined = []
+    for per_part in zip(*(costs[r] for r in roles)):
+        c = {"profile": per_part[0]["profile"], "title": per_part[0]["title"], "by_category_J": {}, "by_layer_J": {},
+             "left_out": sorted(set().union(*(x["left_out"] for x in per_part)))}
+        for role, x in zip(roles, per_part):
+            for cat, joules in x["by_category_J"].items():
+                c["by_category_J"][cat] = c["by_category_J"].get(cat, 0.0) + joules
+            c["by_layer_J"].update({f"{role}/{k}": v for k, v in x["by_layer_J"].items()})
+        c["energy_per_image_J"] = float(sum(c["by_category_J"].values()))
+        if all("time" in x for x in per_part):
+            c["time"] = {"per_image_s": sum(x["time"]["per_image_s"] for x in per_part),
+                         "single_image_latency_s": sum(x["time"]["single_image_latency_s"] for x in per_part)}
+        if all("ann_twin" in x for x in per_part):
+            macs = sum(x["ann_twin"]["macs_per_image"] for x in per_part)
+            joules = sum(x["ann_twin"]["energy_per_image_J"] for x in per_part)
+            c["ann_twin"] = {"macs_per_image": macs, "energy_per_image_J": joules}
+        combined.append(c)
+    return combined
+
+
+def chips_together(mappings: dict) -> dict:
+    """Per chip profile: cores and chips with every network resident at once."""
+    roles = list(mappings)
+    chips = {}
+    for prof in mappings[roles[0]]:
+        m = [mappings[r][prof] for r in roles]
+        cores = sum(x["cores"] for x in m)
+        chips[prof] = {"cores": cores, "chips": -(-cores // m[0]["cores_per_chip"]),
+                       "fits_one_chip": cores <= m[0]["cores_per_chip"], **{r: x["cores"] for r, x in zip(roles, m)}}
+    return chips
 
 
 def load_profiles(profiles, overrides: dict | None) -> list:
@@ -88,18 +166,19 @@ def load_profiles(profiles, overrides: dict | None) -> list:
     return [p.with_overrides(overrides.get(p.name, {})) for p in loaded]
 
 
-def price(sim: dict, profiles: list) -> tuple:
+def price(part: dict, profiles: list) -> tuple:
     """(events per image, cost per profile, chip mapping per chip profile) of one network's simulator run."""
     from .connectivity import Connectivity
     from .cost import estimate
     from .events import count_events
     from .mapping import map_to_cores
 
-    conn = Connectivity(sim["folded"], sim["fixed_point"])
-    ev = count_events(sim, conn)
+    dep = part["deployment"]
+    conn = Connectivity(dep.folded, dep.fixed)
+    ev = count_events(part, conn)
     costs, mappings = [], {}
     for prof in profiles:
-        mapping = map_to_cores(sim["folded"], conn, prof) if prof.is_chip else None
+        mapping = map_to_cores(dep.folded, conn, prof) if prof.is_chip else None
         if mapping is not None:
             mappings[prof.name] = mapping.summary()
         costs.append(estimate(ev, prof, mapping))
@@ -107,7 +186,8 @@ def price(sim: dict, profiles: list) -> tuple:
 
 
 def _quantization(fx) -> dict:
-    return {"input_scale": fx.input_scale, "per_layer": {k: {kk: (float(vv) if vv is not None else None)
+    scales = fx.input_scales
+    return {"input_scale": next(iter(scales.values())) if len(scales) == 1 else scales, "per_layer": {k: {kk: (float(vv) if vv is not None else None)
                                                              for kk, vv in v.items()} for k, v in fx.errors.items()}}
 
 
@@ -133,66 +213,97 @@ def cost_notes(costs: list, twin_runs: str) -> list:
 
 
 def to_markdown(r: dict) -> str:
-    ev = r["events_per_image"]
-    lines = [f"# Hardware report{': ' + r['source'] if r['source'] else ''}", "",
-             f"{r['images']} images x {r['denoising_steps']} DDIM steps x T = {r['snn_steps']}, Loihi fixed point, "
-             f"bit-exact simulator ({r['simulator']['device']}, {r['simulator']['images_per_s']:.3g} images/s). "
-             "Figures are per generated image.", "",
-             "![samples](samples.png)", "", "## Energy and time per image", "",
-             "| profile | energy / image | " + " | ".join(["synaptic", "input", "neuron", "routing", "static"])
-             + " | time / image (pipelined) | latency (one image) | cores | chips | fits one chip |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    roles = list(r["events_per_image"])
+    per = r.get("per", "image")
+    t = r["snn_steps"]
+    if r["kind"] == "graph":
+        what = (f"{r['images']} inferences of T = {t['network']} steps, Loihi fixed point, bit-exact simulator. "
+                f"Figures are per inference.")
+    else:
+        steps = f"{r['denoising_steps']} denoising steps of the {roles[0]} network (T = {t[roles[0]]})"
+        rest = "".join(f", then one pass of the {role} (T = {t[role]})" for role in roles[1:])
+        what = (f"{r['images']} images of the {r['kind']} sampler: {steps}{rest}; Loihi fixed point, bit-exact "
+                f"simulator ({r['simulator']['device']}, {r['simulator']['images_per_s']:.3g} images/s). Figures are "
+                f"per generated image.")
+    lines = [f"# Hardware report{': ' + r['source'] if r['source'] else ''}", "", what, ""]
+    if "samples" in r.get("files", {}):
+        lines += ["![samples](samples.png)", ""]
+    lines += [f"## Energy and time per {per}", "",
+              f"| profile | energy / {per} | " + " | ".join(["synaptic", "input", "neuron", "routing", "static"])
+              + f" | time / {per} (pipelined) | latency (one {per}) | cores | chips | fits one chip |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for c in r["cost"]:
         cat = c["by_category_J"]
         inp = cat.get("input synaptic", cat.get("input MAC"))
-        m = r["mapping"].get(c["profile"])
-        t = c.get("time")
+        m = r["chips"].get(c["profile"])
+        tm = c.get("time")
         cells = [_si(cat[k], "J") if k in cat else "-" for k in ("synaptic",)] + [_si(inp, "J") if inp else "-"] + [
             _si(cat[k], "J") if k in cat else "-" for k in ("neuron", "routing", "static")]
+        cores = (f"{m['cores']}" + (f" ({' + '.join(str(m[x]) for x in roles)})" if len(roles) > 1 else "")) if m else "-"
         lines.append(f"| {c['profile']} | **{_si(c['energy_per_image_J'], 'J')}** | " + " | ".join(cells)
-                     + f" | {_si(t['per_image_s'], 's') if t else '-'} | {_si(t['single_image_latency_s'], 's') if t else '-'}"
-                     + f" | {m['cores'] if m else '-'} | {m['chips'] if m else '-'} | "
-                     + f"{('yes' if m['fits_one_chip'] else 'no') if m else '-'} |")
+                     + f" | {_si(tm['per_image_s'], 's') if tm else '-'} | "
+                     + f"{_si(tm['single_image_latency_s'], 's') if tm else '-'}"
+                     + f" | {cores} | {m['chips'] if m else '-'} | {('yes' if m['fits_one_chip'] else 'no') if m else '-'} |")
     lines.append("")
-    lines += cost_notes(r["cost"], "once per DDIM step")
-    lines += ["", "![energy per layer and category](energy.png)", "", "## Events per image", "",
-              "| layer | neurons | firing rate | spikes | synaptic ops | graded input ops | neuron updates (active) "
-              "| ANN twin MACs |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, pop in ev["populations"].items():
-        rate = f"{pop['firing_rate']:.3f}" if pop["firing_rate"] is not None else "(readout)"
-        lines.append(f"| {name} | {pop['neurons']} | {rate} | {pop['spikes']:.4g} | {pop['synaptic_ops']:.4g} | "
-                     f"{pop['input_synaptic_ops']:.4g} | {pop['neuron_updates']:.4g} ({pop['active_neuron_updates']:.4g}) "
-                     f"| {pop['ann_twin_macs']:.4g} |")
-    tot = ev["totals"]
-    lines += [f"| total | | | {tot['spikes']:.4g} | {tot['synaptic_ops']:.4g} | {tot['input_synaptic_ops']:.4g} | "
-              f"{tot['neuron_updates']:.4g} ({tot['active_neuron_updates']:.4g}) | {tot['ann_twin_macs']:.4g} |", "",
-              f"Lava steps per image: {ev['lava_steps_per_image']:.4g} with {r['images']} images pipelined, "
-              f"{ev['lava_steps_single_image']} for one image alone.", "",
-              "![activity per denoising step](activity.png)", "", "![spike raster](raster.png)", ""]
-    if r["mapping"]:
-        lines += ["## Chip mapping", "", "| profile | layer | cores | neurons | synapses | core size bound by |",
-                  "|---|---|---:|---:|---:|---|"]
-        for prof, m in r["mapping"].items():
-            for name, s in m["populations"].items():
-                lines.append(f"| {prof} | {name} | {s['cores']} | {s['neurons']} | {s['synapses']} | {s['bound_by']} |")
+    if r.get("cost_by_network"):
+        lines += ["| profile | " + " | ".join(roles) + " |", "|---|" + "---:|" * len(roles)]
+        for i, c in enumerate(r["cost"]):
+            lines.append(f"| {c['profile']} | " + " | ".join(_si(r["cost_by_network"][role][i]["energy_per_image_J"], "J")
+                                                          for role in roles) + " |")
         lines.append("")
-    q = r["quantization"]
-    lines += ["## Fixed point", "", f"Host input sent as round(x * {q['input_scale']}).", ""]
+    lines += cost_notes(r["cost"], "once per evaluation")
+    lines += ["", "![energy per layer and category](energy.png)", "", f"## Events per {per}", "",
+              "| network | layer | neurons | firing rate | spikes | synaptic ops | graded input ops | neuron updates "
+              "(active) | ANN twin MACs |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for role in roles:
+        ev = r["events_per_image"][role]
+        for name, pop in ev["populations"].items():
+            rate = f"{pop['firing_rate']:.3f}" if pop["firing_rate"] is not None else "(readout)"
+            lines.append(f"| {role} | {name} | {pop['neurons']} | {rate} | {pop['spikes']:.4g} | {pop['synaptic_ops']:.4g} "
+                         f"| {pop['input_synaptic_ops']:.4g} | {pop['neuron_updates']:.4g} "
+                         f"({pop['active_neuron_updates']:.4g}) | {pop['ann_twin_macs']:.4g} |")
+        tot = ev["totals"]
+        lines.append(f"| {role} | total | | | {tot['spikes']:.4g} | {tot['synaptic_ops']:.4g} | "
+                     f"{tot['input_synaptic_ops']:.4g} | {tot['neuron_updates']:.4g} ({tot['active_neuron_updates']:.4g}) "
+                     f"| {tot['ann_twin_macs']:.4g} |")
+    ev0 = r["events_per_image"][roles[0]]
+    lines += ["", f"Lava steps per {per} of the {roles[0]} network: {ev0['lava_steps_per_image']:.4g} with "
+              f"{r['images']} pipelined, {ev0['lava_steps_single_image']} for one alone.", "",
+              "![activity per denoising step](activity.png)", ""]
+    if "raster" in r.get("files", {}):
+        lines += ["![spike raster](raster.png)", ""]
+    if any(r["mapping"][role] for role in roles):
+        lines += ["## Chip mapping", "", "| profile | network | layer | cores | neurons | synapses | core size bound by |",
+                  "|---|---|---|---:|---:|---:|---|"]
+        for role in roles:
+            for prof, m in r["mapping"][role].items():
+                for name, s in m["populations"].items():
+                    lines.append(f"| {prof} | {role} | {name} | {s['cores']} | {s['neurons']} | {s['synapses']} | "
+                                 f"{s['bound_by']} |")
+        lines.append("")
+    lines += ["## Fixed point", ""]
     if "fixed_vs_float" in r:
         d = r["fixed_vs_float"]
-        lines += [f"Fixed point against the float model on the same noise: mean |pixel difference| "
+        lines += [f"Fixed point against the float model on the same noise and draws: mean |pixel difference| "
                   f"{d['mean_abs_pixel_diff']:.4f}, max {d['max_abs_pixel_diff']:.3f} (pixels span 2).", ""]
-    lines += ["| weight node | max abs error | rms error | largest weight | largest integer |", "|---|---:|---:|---:|---:|"]
-    for name, e in q["per_layer"].items():
-        if "max_abs_error" in e:
-            lines.append(f"| {name} | {e['max_abs_error']:.3g} | {e['rms_error']:.3g} | {e['max_abs_weight']:.3g} | "
-                         f"{int(e['max_int'])} |")
-    lines += ["", "| layer | scale | threshold (integer) | threshold error | max bias error |", "|---|---:|---:|---:|---:|"]
-    for name, e in q["per_layer"].items():
-        if "scale" in e:
-            vth = "-" if e["vth"] is None else int(e["vth"])
-            lines.append(f"| {name} | {int(e['scale'])} | {vth} | {e['threshold_error']:.3g} | {e['max_bias_error']:.3g} |")
-    lines += ["", "## Profiles", ""]
+    for role in roles:
+        q = r["quantization"][role]
+        lines += [f"**{role}**: host input sent as round(x * {q['input_scale']}).", "",
+                  "| weight node | max abs error | rms error | largest weight | largest integer |", "|---|---:|---:|---:|---:|"]
+        for name, e in q["per_layer"].items():
+            if "max_abs_error" in e:
+                lines.append(f"| {name} | {e['max_abs_error']:.3g} | {e['rms_error']:.3g} | {e['max_abs_weight']:.3g} | "
+                             f"{int(e['max_int'])} |")
+        lines += ["", "| layer | scale | threshold (integer) | threshold error | max bias error | decay error |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name, e in q["per_layer"].items():
+            if "scale" in e:
+                vth = "-" if e["vth"] is None else int(e["vth"])
+                decay = max(e.get("du_error", 0.0), e.get("dv_error", 0.0))
+                lines.append(f"| {name} | {int(e['scale'])} | {vth} | {e['threshold_error']:.3g} | "
+                             f"{e['max_bias_error']:.3g} | {decay:.3g} |")
+        lines.append("")
+    lines += ["## Profiles", ""]
     for prof in r["profiles"].values():
         lines += [f"**{prof['name']}**: {prof['title']}", "", "| quantity | value | source |", "|---|---:|---|"]
         for key, qv in prof["quantities"].items():

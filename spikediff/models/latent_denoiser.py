@@ -97,11 +97,6 @@ class _KeepInputs(nn.Module):
         return w * self.mask.to(w)
 
 
-def deployable(layer: nn.Module) -> nn.Module:
-    """The plain Conv2d / Linear a synapse layer equals at inference (batch norm folded)."""
-    return layer.fused() if isinstance(layer, ConvBN) else layer
-
-
 class SpikingLatentDenoiser(SpikingGraph):
     def __init__(self, config: LatentDenoiserConfig | None = None):
         super().__init__()

@@ -25,6 +25,11 @@ from torch import nn
 from .neurons import lava_lif
 
 
+def deployable(layer: nn.Module) -> nn.Module:
+    """The plain Conv2d / Linear a synapse layer equals at inference (a ``fused()`` layer folds its batch norm)."""
+    return layer.fused() if hasattr(layer, "fused") else layer
+
+
 class SpikingGraph(nn.Module):
     graph: dict = {}
     neuron_params: dict = {}  # population -> (beta, threshold) where it differs from the config

@@ -1,6 +1,6 @@
 """Lava processes that Lava's library lacks: a spike delay line, a LIF that clears itself between
-evaluations, a readout that sends its state, spike counters and the DDIM sampler; each with a
-``floating_pt`` and a ``fixed_pt`` model (Loihi integers).
+evaluations, a float64 convolution, a readout that sends its state, spike counters and the host loop of
+every sampler; each with a ``floating_pt`` and a ``fixed_pt`` model (Loihi integers).
 
 Importing this module imports Lava (through ``lava_compat``); the rest of spikediff imports it only
 when it builds a Lava network. Lava finds the process models because they live in the same module.
@@ -30,11 +30,16 @@ class SpikeDelay(AbstractProcess):
     """Passes spikes on ``delay`` steps later (what Loihi 2 does with synaptic delays).
 
     Used to align skip paths: every Lava synapse layer adds one step, so a short path that meets a
-    long one must wait for it.
+    long one must wait for it; and for NIR Delay nodes. With ``reset_interval``, the line is emptied at the
+    steps where ``time_step % reset_interval == reset_offset`` before that step's spikes enter it: an
+    evaluation then starts with nothing of the previous one (or of the steps before its first input) in
+    flight, as a NIR delay starts from zeros.
     """
 
-    def __init__(self, *, shape: tuple, delay: int, name: str | None = None):
-        super().__init__(shape=shape, delay=delay, name=name)
+    def __init__(self, *, shape: tuple, delay: int, reset_interval: int = 0, reset_offset: int = 0,
+                 name: str | None = None):
+        super().__init__(shape=shape, delay=delay, reset_interval=reset_interval, reset_offset=reset_offset,
+                         name=name)
         self.s_in = InPort(shape=shape)
         self.s_out = OutPort(shape=shape)
         self.buffer = Var(shape=(delay, *shape), init=np.zeros((delay, *shape)))
@@ -42,7 +47,10 @@ class SpikeDelay(AbstractProcess):
 
 class _SpikeDelayModel(PyLoihiProcessModel):
     def run_spk(self):
+        p = self.proc_params
         slot = self.time_step % self.buffer.shape[0]
+        if p["reset_interval"] and self.time_step % p["reset_interval"] == p["reset_offset"]:
+            self.buffer[:] = 0
         self.s_out.send(self.buffer[slot].copy())  # arrived `delay` steps ago
         self.buffer[slot] = self.s_in.recv()
 
@@ -63,6 +71,29 @@ class PySpikeDelayFixed(_SpikeDelayModel):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, bool, precision=1)
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, bool, precision=1)
     buffer: np.ndarray = LavaPyType(np.ndarray, bool, precision=1)
+
+
+class GradedDelay(SpikeDelay):
+    """A ``SpikeDelay`` for graded values: the host input on its way to a layer deeper than the first (a
+    synapse from the input into a population at latency L > 1 must see the input L - 1 steps late)."""
+
+
+@implements(proc=GradedDelay, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyGradedDelayFloat(_SpikeDelayModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    buffer: np.ndarray = LavaPyType(np.ndarray, float)
+
+
+@implements(proc=GradedDelay, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyGradedDelayFixed(_SpikeDelayModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    buffer: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)
 
 
 class LIFClear(LIFReset):
@@ -245,31 +276,47 @@ class PySpikeCounterFixed(_SpikeCounterModel):
     idle: np.ndarray = LavaPyType(np.ndarray, float)
 
 
-def host_ports(proc, input_shape_lava: tuple, readout_shape_lava: tuple) -> None:
-    """The ports and readout accumulator every pipelined host process has (``PipelinedHostModel``)."""
-    proc.s_out = OutPort(shape=input_shape_lava)
-    proc.a_in = InPort(shape=readout_shape_lava)
-    proc.acc = Var(shape=readout_shape_lava, init=np.zeros(readout_shape_lava))
+class HostLoop(AbstractProcess):
+    """The host side of a sampler's denoising loop as one Lava process, for every kind of sampler: it feeds
+    a ``Pipeline`` of network evaluations and runs the kind's ``HostProgram`` (``diffusion.kinds``).
+
+    In the T steps of each evaluation slot it sends the program's input for that slot's image (Lava layout;
+    graded integers in fixed point); it adds up the readout state over the T steps the readout computes that
+    evaluation and hands the mean (float units, NIR layout) to the program, which updates that image's
+    state. The states are in ``state`` when the run ends: no host round trip per step.
+    """
+
+    def __init__(self, *, program, pipeline, state: np.ndarray, input_shape: tuple, readout_shape: tuple,
+                 readout_perm, readout_latency: int, input_scale: int = 1, readout_scale: int = 1,
+                 name: str | None = None):
+        super().__init__(program=program, pipeline=pipeline, input_shape=tuple(input_shape),
+                         readout_shape=tuple(readout_shape), readout_perm=readout_perm,
+                         readout_latency=readout_latency, input_scale=input_scale, readout_scale=readout_scale,
+                         name=name)
+        from ..export.layout import lava_shape
+
+        self.s_out = OutPort(shape=lava_shape(input_shape))
+        self.a_in = InPort(shape=lava_shape(readout_shape))
+        self.acc = Var(shape=lava_shape(readout_shape), init=np.zeros(lava_shape(readout_shape)))
+        flat = np.asarray(state, dtype=np.float64).reshape(len(state), -1)
+        self.state = Var(shape=flat.shape, init=flat)
 
 
-class PipelinedHostModel(PyLoihiProcessModel):
-    """The host side of a ``Pipeline`` of evaluations (proc_params ``pipeline``, ``readout_latency``,
-    ``readout_scale``): in each slot's T steps it sends ``host_input(image, step)`` (float, Lava layout),
-    adds up the readout state over the T steps the readout computes that slot, and hands the mean (float
-    units) to ``finish(image, step, mean)``. The DDIM and token samplers differ only in those two."""
-
-    def host_input(self, image: int, step: int) -> np.ndarray:
-        raise NotImplementedError
-
-    def finish(self, image: int, step: int, mean: np.ndarray) -> None:
-        raise NotImplementedError
+class _HostLoopModel(PyLoihiProcessModel):
+    def _state(self, image: int) -> np.ndarray:
+        p = self.proc_params
+        return self.state[image:image + 1].reshape(1, *p["program"].state_shape)
 
     def run_spk(self):
+        from ..export.layout import from_lava_layout, to_lava_layout
+
         p = self.proc_params
-        pipe = p["pipeline"]
+        pipe, program = p["pipeline"], p["program"]
         sending = pipe.phase(self.time_step, 0)
         if sending is not None:
-            self.s_out.send(self.encode(self.host_input(*pipe.job(sending[0]))))
+            image, step = pipe.job(sending[0])
+            x = program.inputs(self._state(image), np.array([image]), step)[0]
+            self.s_out.send(self.encode(to_lava_layout(x, x.shape)))
         else:
             self.s_out.send(np.zeros(self.s_out.shape))
         v = self.a_in.recv()
@@ -280,86 +327,36 @@ class PipelinedHostModel(PyLoihiProcessModel):
         if reading[1] == pipe.num_steps - 1:
             mean = self.acc / (pipe.num_steps * p["readout_scale"])
             self.acc[:] = 0
-            self.finish(*pipe.job(reading[0]), mean)
+            image, step = pipe.job(reading[0])
+            state = self._state(image).copy()
+            readout = from_lava_layout(mean, p["readout_shape"], p["readout_perm"])
+            program.update(state, np.array([image]), step, readout[None])
+            self.state[image] = state.reshape(-1)
 
 
-class FloatHostInput:
-    """Pipelined host models that send host input as it is and read the float readout state."""
-
+@implements(proc=HostLoop, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyHostLoopFloat(_HostLoopModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
     acc: np.ndarray = LavaPyType(np.ndarray, float)
+    state: np.ndarray = LavaPyType(np.ndarray, float)
 
     def encode(self, x):
         return x
 
 
-class FixedHostInput:
-    """Pipelined host models that send host input as graded 24-bit integers (``proc_params["input_scale"]``)
-    and read the integer readout state."""
-
+@implements(proc=HostLoop, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyHostLoopFixed(_HostLoopModel):
     s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
     a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
     acc: np.ndarray = LavaPyType(np.ndarray, float)
+    state: np.ndarray = LavaPyType(np.ndarray, float)
 
     def encode(self, x):
-        from ..export.fixed_point import encode_input
+        from ..export.quantize import encode_input
 
         return encode_input(x, self.proc_params["input_scale"])
-
-
-class DDIMSampler(AbstractProcess):
-    """The host side of the denoising loop, as a Lava process: it feeds a ``Pipeline`` of evaluations.
-
-    In the T steps of each evaluation slot it sends [x_t, time planes of t] of that slot's image as input
-    currents; it adds up the readout state over the T steps the readout computes that evaluation,
-    decodes the mean into the model's output and applies the DDIM update to that image. The finished
-    images are in ``images`` when the run ends: no host round trip per step.
-    """
-
-    def __init__(self, *, noise: np.ndarray, pipeline, input_shape_lava: tuple, readout_shape_lava: tuple,
-                 decode: dict, schedule: dict, readout_latency: int, input_scale: int = 1, readout_scale: int = 1,
-                 name: str | None = None):
-        super().__init__(pipeline=pipeline, decode=decode, schedule=schedule, readout_latency=readout_latency,
-                         input_scale=input_scale, readout_scale=readout_scale, name=name)
-        host_ports(self, input_shape_lava, readout_shape_lava)
-        self.x = Var(shape=noise.shape, init=noise.copy())
-        self.images = Var(shape=noise.shape, init=np.zeros(noise.shape))
-
-
-class _DDIMSamplerModel(PipelinedHostModel):
-    def __init__(self, proc_params):
-        super().__init__(proc_params)
-        from ..diffusion.schedule import DDIMScheduler, NoiseSchedule
-        from .decode import Decoder
-
-        s = proc_params["schedule"]
-        self.pipeline = proc_params["pipeline"]
-        self.scheduler = DDIMScheduler(NoiseSchedule(s["num_train_timesteps"], s["prediction_type"]))
-        self.scheduler.set_timesteps(self.pipeline.steps)
-        self.decoder = Decoder(**proc_params["decode"])
-
-    def host_input(self, image: int, step: int) -> np.ndarray:
-        return self.decoder.input(self.x[image], int(self.scheduler.timesteps[step]))
-
-    def finish(self, image: int, step: int, mean: np.ndarray) -> None:
-        t = int(self.scheduler.timesteps[step])
-        self.x[image], _ = self.scheduler.step(self.decoder.output(mean), t, self.x[image])
-        if step == self.pipeline.steps - 1:
-            self.images[image] = self.x[image].clip(-1, 1)
-
-
-@implements(proc=DDIMSampler, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("floating_pt")
-class PyDDIMSamplerFloat(FloatHostInput, _DDIMSamplerModel):
-    x: np.ndarray = LavaPyType(np.ndarray, float)
-    images: np.ndarray = LavaPyType(np.ndarray, float)
-
-
-@implements(proc=DDIMSampler, protocol=LoihiProtocol)
-@requires(CPU)
-@tag("fixed_pt")
-class PyDDIMSamplerFixed(FixedHostInput, _DDIMSamplerModel):
-    x: np.ndarray = LavaPyType(np.ndarray, float)
-    images: np.ndarray = LavaPyType(np.ndarray, float)

@@ -1,4 +1,5 @@
-"""Loihi 2 fixed point for a folded network: integer weights, thresholds, biases and decays, per population.
+"""Loihi 2 fixed point for a folded network: integer weights, thresholds, biases and decays, per population
+(the third stage of the deployment compiler).
 
 What the integers mean is fixed by Lava's bit-accurate models (``lava.proc.lif.models``,
 ``lava.proc.dense.models``, ``lava.proc.conv.models``): a synapse sends sum(w_int * s) for binary spikes s
@@ -11,8 +12,13 @@ current). Its threshold is vth = theta * S_P, and the largest incoming weight us
 S_P = floor(254 / max |w|), lowered if the worst case input (every positive or every negative input
 active) could wrap the 24-bit current. The host input is sent as graded integers x_int = x * Q with one
 power-of-two Q for the whole input; Q is the largest that keeps the calibrated input current of the
-first layer, with a 2x margin, inside the 24-bit current. Lava's Conv has no weight exponent, so none
-is used; the per-layer exponent is S_P.
+first layer, with a 2x margin, inside the 24-bit current (one Q per Input). Lava's Conv has no weight
+exponent, so none is used; the per-layer exponent is S_P.
+
+What cannot be represented is rounded to the nearest value that can, and the error is reported per layer
+(``FixedPoint.errors``): decays that are not multiples of 1/4096, thresholds theta * S_P that are not
+integers. ``strict=True`` refuses such a graph instead, naming the node (for thresholds it first looks for a
+scale at which the threshold is exact).
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .nir_to_lava import NirGraphError
+from .plan import CONST, NirGraphError
 
 DECAY_BITS = 12
 ACT_SHIFT = 6  # a_in and vth are shifted left by 6 bits inside the neuron
@@ -34,7 +40,7 @@ BIAS_EXP_NETX = 6  # lava-dl netx loads biases as mantissas << 6
 INPUT_MARGIN = 2.0
 
 
-@dataclass
+@dataclass(frozen=True)
 class FixedPopulation:
     scale: int  # integer current units per unit of float current
     du: int  # Lava's 12-bit du (the model decays u by (4096 - du - 1) / 4096)
@@ -44,12 +50,19 @@ class FixedPopulation:
     bias_exp: np.ndarray
 
 
-@dataclass
+@dataclass(frozen=True)
 class FixedPoint:
-    input_scale: int  # Q: host input x is sent as round(x * Q)
+    input_scales: dict  # Input -> Q: host input x is sent as round(x * Q)
     populations: dict  # name -> FixedPopulation
-    weights: dict  # synapse (weight node) name -> integer weights, layout of the folded synapse
+    weights: dict  # synapse name -> integer weights, layout of the folded synapse
     errors: dict = field(default_factory=dict)  # per synapse / population: quantization error report
+
+    @property
+    def input_scale(self) -> int:
+        """Q of the one Input (samplers have one)."""
+        if len(self.input_scales) != 1:
+            raise NirGraphError(f"this network has {len(self.input_scales)} inputs, each with its own scale")
+        return next(iter(self.input_scales.values()))
 
     def readout_scale(self, readout: str) -> int:
         """Readout v units per unit of float v (the current scale shifted by 6)."""
@@ -61,12 +74,13 @@ def encode_input(x: np.ndarray, scale: int) -> np.ndarray:
     return np.clip(np.round(np.asarray(x, dtype=np.float64) * scale), -(1 << 23), (1 << 23) - 1).astype(np.int32)
 
 
-def decay_to_lava(decay: float, key: str, node: str) -> int:
-    """Float decay (fraction lost per step) -> Lava's 12-bit parameter; du carries Lava's offset of 1."""
+def decay_to_lava(decay: float, key: str, node: str, strict: bool = True) -> int:
+    """Float decay (fraction lost per step) -> Lava's 12-bit parameter; du carries Lava's offset of 1. Off the
+    1/4096 grid: an error with ``strict``, else the nearest grid value."""
     grid = decay * (1 << DECAY_BITS)
-    if abs(grid - round(grid)) > 1e-9:
+    if strict and abs(grid - round(grid)) > 1e-9:
         raise NirGraphError(f"NIR node {node!r}: {key} = {decay!r} is not a multiple of 1/4096; Loihi's 12-bit decay "
-                            f"cannot represent it exactly")
+                            f"cannot represent it exactly (without --strict it is rounded, and the error reported)")
     value = int(round(grid)) - (1 if key == "du" else 0)
     if not 0 <= value < (1 << DECAY_BITS):
         hint = "a current that never decays" if key == "du" else "a voltage that forgets everything each step"
@@ -94,38 +108,41 @@ def bias_to_lava(bias_v: np.ndarray, min_exp: int = BIAS_EXP_NETX) -> tuple:
     return np.round(bias_v / (1 << exp)).astype(np.int64), exp
 
 
-def quantize(folded, input_current_max: dict | None = None) -> FixedPoint:
-    """Fixed-point parameters for ``folded`` (``export.folded``).
+def quantize(folded, input_current_max: dict | None = None, strict: bool = False) -> FixedPoint:
+    """Fixed-point parameters for ``folded`` (``export.fold``).
 
-    ``input_current_max``: for each population fed by the host input, the largest |current| that input
-    gives it on calibration data (``calibrate``); without it, the input is assumed to be at most 1.
+    ``input_current_max``: for each population fed by a host input, the largest |current| that input gives it
+    on calibration data (``calibrate``); without it, the worst case of an input of at most 1.
     """
     p = folded.plan
     populations, weights, errors = {}, {}, {}
-    graded = {f.syn.dst for f in folded.synapses if f.syn.src == p.input}
+    inputs = set(p.inputs)
     spiking_max = {name: 0.0 for name in p.populations}
-    input_max = {name: 0.0 for name in p.populations}
+    input_max = {name: {} for name in p.populations}  # population -> {input: max |w|}
     worst = {name: np.zeros(int(np.prod(p.shapes[name]))) for name in p.populations}
     for f in folded.synapses:
         m = float(np.abs(f.weight).max()) if f.weight.size else 0.0
-        if f.syn.src == p.input:
-            input_max[f.syn.dst] = max(input_max[f.syn.dst], m)
+        if f.syn.src in inputs:
+            input_max[f.syn.dst][f.syn.src] = max(input_max[f.syn.dst].get(f.syn.src, 0.0), m)
             continue
         spiking_max[f.syn.dst] = max(spiking_max[f.syn.dst], m)
         worst[f.syn.dst] = worst[f.syn.dst] + _worst_case(folded, f)
 
-    # Input scale: the largest power of two that leaves the calibrated first-layer current inside u.
-    q = 1 << 20
-    for name in graded:
+    # Input scale per Input: the largest power of two that leaves the calibrated current inside u.
+    scales = {name: 1 << 20 for name in p.inputs}
+    for f in folded.synapses:
+        if f.syn.src not in inputs:
+            continue
+        name, src = f.syn.dst, f.syn.src
         current = (input_current_max or {}).get(name)
         if current is None:
-            current = float(sum(np.abs(f.weight).reshape(f.weight.shape[0], -1).sum(1).max()
-                                for f in folded.incoming(name) if f.syn.src == p.input))
-        limit = CURRENT_MAX * input_max[name] / (WEIGHT_MAX * INPUT_MARGIN * max(current, 1e-12))
-        q = min(q, 1 << max(0, int(np.floor(np.log2(max(limit, 1.0))))))
+            current = float(sum(np.abs(g.weight).reshape(g.weight.shape[0], -1).sum(1).max()
+                                for g in folded.incoming(name) if g.syn.src in inputs))
+        limit = CURRENT_MAX * input_max[name][src] / (WEIGHT_MAX * INPUT_MARGIN * max(current, 1e-12))
+        scales[src] = min(scales[src], 1 << max(0, int(np.floor(np.log2(max(limit, 1.0))))))
 
     for name, n in folded.neurons.items():
-        m = max(spiking_max[name], input_max[name] / q)
+        m = max([spiking_max[name]] + [w / scales[src] for src, w in input_max[name].items()])
         scale = int(np.floor(WEIGHT_MAX / m)) if m > 0 else 1
         peak = float(worst[name].max()) if worst[name].size else 0.0
         if peak * scale > CURRENT_MAX:
@@ -133,26 +150,40 @@ def quantize(folded, input_current_max: dict | None = None) -> FixedPoint:
         if scale < 1:
             raise NirGraphError(f"NIR node {name!r}: its input weights are too large for Loihi's 24-bit current")
         vth = None
+        theta = folded.scalar(name, "v_threshold") if n.spiking else 0.0
         if n.spiking:
-            theta = float(np.ravel(n.v_threshold)[0])
+            scale = min(scale, max(1, int(VTH_MAX // theta)))  # tiny weights: the threshold still fits 17 bits
+            scale = _exact_threshold_scale(name, theta, scale) if strict else scale
             vth = int(round(theta * scale))
             if not 0 <= vth <= VTH_MAX:
                 raise NirGraphError(f"NIR node {name!r}: threshold {theta} at scale {scale} is outside Loihi's 17 bits")
         mant, exp = bias_to_lava(folded.bias[name] * (scale << ACT_SHIFT))
-        populations[name] = FixedPopulation(scale, decay_to_lava(float(np.ravel(n.du)[0]), "du", name),
-                                            decay_to_lava(float(np.ravel(n.dv)[0]), "dv", name), vth, mant, exp)
+        du, dv = folded.scalar(name, "du"), folded.scalar(name, "dv")
+        q_du, q_dv = decay_to_lava(du, "du", name, strict), decay_to_lava(dv, "dv", name, strict)
+        populations[name] = FixedPopulation(scale, q_du, q_dv, vth, mant, exp)
         bias_err = np.abs(mant * (1 << exp) / (scale << ACT_SHIFT) - folded.bias[name])
         errors[name] = {"scale": scale, "vth": vth, "threshold_error": abs(vth / scale - theta) if vth else 0.0,
-                        "max_bias_error": float(bias_err.max()) if bias_err.size else 0.0}
+                        "max_bias_error": float(bias_err.max()) if bias_err.size else 0.0,
+                        "du_error": abs((q_du + 1) / (1 << DECAY_BITS) - du),
+                        "dv_error": abs(q_dv / (1 << DECAY_BITS) - dv)}
 
     for f in folded.synapses:
-        scale = populations[f.syn.dst].scale / (q if f.syn.src == p.input else 1)
+        scale = populations[f.syn.dst].scale / (scales[f.syn.src] if f.syn.src in inputs else 1)
         w_int = quantize_weights(f.weight, scale)
         weights[f.syn.name] = w_int
         err = np.abs(w_int / scale - f.weight)
         errors[f.syn.name] = {"max_abs_error": float(err.max()), "rms_error": float(np.sqrt((err ** 2).mean())),
                               "max_abs_weight": float(np.abs(f.weight).max()), "max_int": int(np.abs(w_int).max())}
-    return FixedPoint(q, populations, weights, errors)
+    return FixedPoint(scales, populations, weights, errors)
+
+
+def _exact_threshold_scale(name: str, theta: float, scale: int) -> int:
+    """The largest scale <= ``scale`` at which theta * scale is an integer (``strict``), or an error."""
+    for s in range(scale, max(0, scale // 4), -1):
+        if abs(theta * s - round(theta * s)) <= 1e-9 * max(1.0, theta * s):
+            return s
+    raise NirGraphError(f"NIR node {name!r}: threshold {theta} is not an integer at any weight scale from {scale // 4 + 1} "
+                        f"to {scale}; Loihi's integer threshold cannot represent it (without --strict it is rounded)")
 
 
 def _worst_case(folded, f) -> np.ndarray:
@@ -165,53 +196,17 @@ def _worst_case(folded, f) -> np.ndarray:
     return worst
 
 
-def calibrate(folded, inputs: np.ndarray) -> dict:
-    """Largest |current| the host ``inputs`` (N, *input shape, NIR layout) send into each population they feed."""
-    from .folded import synaptic_input
+def calibrate(folded, inputs) -> dict:
+    """Largest |current| host inputs send into each population they feed: ``inputs`` is {Input: (N, *shape)}
+    in NIR layout, or one array for a graph with one Input (a time axis, if any, folded into N)."""
+    from .fold import synaptic_input
 
+    if not isinstance(inputs, dict):
+        inputs = {folded.plan.input: inputs}
     out: dict = {}
     for f in folded.synapses:
-        if f.syn.src == folded.plan.input:
-            cur = synaptic_input(f, inputs)
+        if f.syn.src in inputs:
+            x = np.asarray(inputs[f.syn.src], dtype=np.float64).reshape(-1, *f.src_shape)
+            cur = synaptic_input(f, x)
             out[f.syn.dst] = out.get(f.syn.dst, 0.0) + (float(np.abs(cur).max()) if cur.size else 0.0)
     return out
-
-
-def for_graph(graph, folded=None) -> FixedPoint:
-    """The fixed point of a graph written by ``spikediff export``, its input scale calibrated on a fixed set
-    of inputs that depends on the graph alone, not on what a run is asked for: for a DDIM denoiser standard
-    normal images at ten time steps; for the SDID random token grids (masks included) at ten masked
-    fractions; for the token decoder every code on the whole grid."""
-    from .folded import fold
-
-    folded = folded if folded is not None else fold(graph)
-    return quantize(folded, calibrate(folded, calibration_inputs(graph)))
-
-
-def calibration_inputs(graph) -> np.ndarray:
-    """The host inputs ``for_graph`` calibrates the input scale on (NIR layout, float64)."""
-    from ..runtime.decode import host_input
-    from .nir_graph import read_metadata
-
-    network = (graph.metadata or {}).get("network")
-    rng = np.random.default_rng(0)
-    if network == "SpikingTokenDenoiser":
-        from ..models.token_denoiser import token_input
-
-        meta = read_metadata(graph, ("codebook_size", "grid", "time_features", "max_period"))
-        k, g = int(meta["codebook_size"]), int(meta["grid"])
-        tokens = rng.integers(0, k + 1, (16, g, g))
-        return np.concatenate([token_input(tokens, r, k, int(meta["time_features"]), float(meta["max_period"]),
-                                           "float64") for r in np.linspace(0, 1, 10)])
-    if network == "TokenDecoder":
-        from ..models.spiking_vq import token_onehot
-
-        meta = read_metadata(graph, ("codebook_size", "image_shape", "patch"))
-        k, g = int(meta["codebook_size"]), int(meta["image_shape"][-1]) // int(meta["patch"])
-        return token_onehot(np.repeat(np.arange(k), g * g).reshape(k, g, g), k, "float64")
-    meta = read_metadata(graph, ("image_shape", "num_train_timesteps", "time_features", "max_period"))
-    c, h, w = (int(d) for d in meta["image_shape"])
-    x = rng.standard_normal((16, c, h, w))
-    ts = np.linspace(0, int(meta["num_train_timesteps"]) - 1, 10).round().astype(int)
-    return np.concatenate([host_input(x, int(t), int(meta["time_features"]), float(meta["max_period"]), "float64")
-                           for t in ts])
