@@ -21,9 +21,9 @@ from spikediff.data import load_images
 from spikediff.diffusion import sample_torch
 from spikediff.diffusion.absorbing import resolve_temperature
 from spikediff.diffusion.sampler import initial_noise
-from spikediff.export.nir_graph import to_nir, vq_graphs
-from spikediff.hardware_sim.fixed_sampler import sample_fixed
-from spikediff.hardware_sim.vq_fixed_sampler import sample_vq_fixed
+from spikediff.export.deployment import compile_sampler
+from spikediff.export.nir_graph import sampler_graphs
+from spikediff.hardware_sim.sampler import sample_sim
 from spikediff.metrics import digit_probe_score, fit_digit_probe
 
 
@@ -45,15 +45,15 @@ def main() -> None:
     for steps in args.steps:
         x = sample_torch(model, schedule, args.n, num_inference_steps=steps, seed=args.seed, progress=False)
         rows[f"shipped checkpoint, {steps} DDIM steps"] = ((x + 1) / 2).clamp(0, 1).numpy()[:, 0]
-    graph = to_nir(model, schedule)
+    sd = compile_sampler(sampler_graphs(model, schedule), fixed_point=True)
     noise = initial_noise(args.n, (1, model.config.image_size, model.config.image_size), args.seed).numpy()
     for steps in args.fixed_steps:
-        x = sample_fixed(graph, noise, steps, progress=True)["images"]
+        x = sample_sim(sd, args.n, steps, noise=noise, progress=True)["images"]
         rows[f"shipped checkpoint, fixed point, {steps} DDIM steps"] = np.clip((x + 1) / 2, 0, 1)[:, 0]
     vq = load_model("mnist-vq")[0]  # the spiking-vq sampler: float, then the deployed fixed point
     x = vq.sample(args.n, 20, seed=args.seed, progress=False)
     rows[f"mnist-vq, 20 unmasking steps, temperature {resolve_temperature(None):g}"] = ((x + 1) / 2).clamp(0, 1).numpy()[:, 0]
-    x = sample_vq_fixed(vq_graphs(vq), args.n, 20, seed=args.seed)["images"]
+    x = sample_sim(compile_sampler(sampler_graphs(vq), fixed_point=True), args.n, 20, seed=args.seed)["images"]
     rows["mnist-vq, fixed point, 20 unmasking steps"] = np.clip((x + 1) / 2, 0, 1)[:, 0]
     scores = {name: digit_probe_score(clf, images) for name, images in rows.items()}
     for name, score in scores.items():

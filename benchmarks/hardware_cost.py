@@ -16,10 +16,11 @@ from _report import write_report
 
 from spikediff.checkpoint import load_model
 from spikediff.diffusion.sampler import initial_noise
-from spikediff.export.nir_graph import to_nir
-from spikediff.hardware_sim.fixed_sampler import same_as_lava, sample_fixed
+from spikediff.export.deployment import compile_sampler
+from spikediff.export.nir_graph import sampler_graphs
 from spikediff.hardware_sim.report import make_report
-from spikediff.runtime.lava_sampler import sample_lava
+from spikediff.hardware_sim.sampler import same_as_lava, sample_sim
+from spikediff.runtime.run import sample_lava
 
 
 def _mj(joules) -> str:
@@ -37,13 +38,12 @@ def main() -> None:
 
     model, schedule, _ = load_model()
     cfg = model.config
-    graph = to_nir(model, schedule)
+    sd = compile_sampler(sampler_graphs(model, schedule), fixed_point=True)
     noise = initial_noise(args.n_lava, (cfg.in_channels, cfg.image_size, cfg.image_size), 0).numpy()
     start = time.perf_counter()
-    lava = sample_lava(graph, noise, args.steps, progress=True, fixed_point=True, target="sim")
+    lava = sample_lava(sd, args.n_lava, args.steps, noise=noise, progress=True, target="sim")
     lava_s = time.perf_counter() - start
-    exact = same_as_lava(sample_fixed(graph, noise, args.steps, fixed=lava["network"].fixed_point,
-                                      device=args.device), lava)
+    exact = same_as_lava(sample_sim(sd, args.n_lava, args.steps, noise=noise, device=args.device), lava)
 
     report = make_report(model, schedule, args.out.parent / "hardware_report", n=args.n, steps=args.steps,
                          device=args.device, source="shipped checkpoint")
@@ -52,7 +52,8 @@ def main() -> None:
     payload = {"images_lava": args.n_lava, "images_sim": args.n, "ddim_steps": args.steps,
                "lava_fixed_s_per_image": lava_s / args.n_lava, "sim_images_per_s": sim_rate,
                "sim_device": args.device, "speedup": sim_rate / lava_rate, "bit_exact": exact,
-               "fixed_vs_float": report["fixed_vs_float"], "mapping": report["mapping"], "cost": report["cost"]}
+               "fixed_vs_float": report["fixed_vs_float"], "mapping": report["mapping"]["denoiser"],
+               "cost": report["cost"]}
     body = [f"Shipped checkpoint, Loihi fixed point, {args.steps} DDIM steps, T = {cfg.num_steps}. Energy and events "
             f"from the bit-exact simulator over {args.n} images; full report: "
             f"[hardware_report/report.md](hardware_report/report.md).", "",
@@ -61,7 +62,7 @@ def main() -> None:
             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     twin = ""
     for c in report["cost"]:
-        cat, m, t = c["by_category_J"], report["mapping"].get(c["profile"]), c.get("time")
+        cat, m, t = c["by_category_J"], report["chips"].get(c["profile"]), c.get("time")
         parts = [cat.get("synaptic"), cat.get("input synaptic", cat.get("input MAC")), cat.get("neuron"),
                  cat.get("routing"), cat.get("static")]
         row = [c["profile"], f"**{_mj(c['energy_per_image_J'])}**", *map(_mj, parts),

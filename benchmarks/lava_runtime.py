@@ -20,22 +20,23 @@ from _report import write_report
 
 from spikediff.checkpoint import load_model
 from spikediff.diffusion.sampler import initial_noise, sample_torch
-from spikediff.export.nir_graph import to_nir
-from spikediff.hardware_sim.fixed_sampler import sample_fixed
-from spikediff.runtime.lava_sampler import sample_lava
+from spikediff.export.deployment import compile_graph, compile_sampler
+from spikediff.export.nir_graph import sampler_graphs, to_nir
+from spikediff.hardware_sim.sampler import sample_sim
+from spikediff.runtime.run import sample_lava
 
 
 def single_calls(model, n: int = 3) -> dict:
     """Independent denoiser calls (no feedback through the DDIM loop): readout and spikes per layer."""
-    from spikediff.export.nir_to_lava import build
-    from spikediff.runtime.lava_eval import run_windows
+    from spikediff.runtime.build import build
+    from spikediff.runtime.run import run_windows
 
     gen = torch.Generator().manual_seed(0)
     cfg = model.config
     x = torch.randn(n, cfg.in_channels, cfg.image_size, cfg.image_size, generator=gen).double()
     t = torch.linspace(999, 0, n).round().long()
     model = copy.deepcopy(model).double()  # the float path computes in float64
-    res = run_windows(build(to_nir(model), cfg.num_steps), model.make_input(x, t).numpy(), record_spikes=True)
+    res = run_windows(build(compile_graph(to_nir(model))), model.make_input(x, t).numpy(), record_spikes=True)
     diff, equal = 0.0, True
     for i in range(n):
         stats = {}
@@ -48,8 +49,8 @@ def single_calls(model, n: int = 3) -> dict:
 
 def lava_run(model, schedule, noise, steps: int, pipelined: bool, fixed_point: bool = False) -> tuple:
     start = time.perf_counter()
-    result = sample_lava(to_nir(model, schedule), noise.numpy(), steps, progress=True, pipelined=pipelined,
-                         fixed_point=fixed_point, target="sim")
+    sd = compile_sampler(sampler_graphs(model, schedule), fixed_point=fixed_point, pipelined=pipelined)
+    result = sample_lava(sd, len(noise), steps, noise=noise.numpy(), progress=True, target="sim")
     return result, time.perf_counter() - start
 
 
@@ -107,7 +108,8 @@ def main() -> None:
     # Fixed point: Lava's fixed_pt models (netx chains inside) against the bit-exact simulator
     fixed, lava_s = lava_run(model, schedule, noise, args.steps, True, fixed_point=True)
     start = time.perf_counter()
-    sim = sample_fixed(to_nir(model, schedule), noise.numpy(), args.steps)
+    sim = sample_sim(compile_sampler(sampler_graphs(model, schedule), fixed_point=True), args.n, args.steps,
+                     noise=noise.numpy())
     sim_s = time.perf_counter() - start
     equal = all(np.array_equal(fixed["counters"][k]["active"], sim["counters"][k]["active"]) for k in sim["counters"])
     rows["fixed point, pipelined"] = _row(args, fixed, lava_s, float(np.abs(fixed["images"] - sim["images"]).max()),

@@ -1,6 +1,6 @@
 """The headline table: per model and backend, FID/KID, activity, energy per image on every hardware
 profile and for the ANN twin, cores, and the speed of every runtime (Lava CPU, bit-exact simulator,
-PyTorch, onnxruntime for the unrolled SNN and the ANN twin; spiking-vq models have no ONNX export yet).
+PyTorch, onnxruntime for the unrolled SNN and the ANN twin).
 
 Usage: python benchmarks/model_table.py --out benchmarks/results/model_table.md [-n 1000 10000] [--ref-n 5000 10000]
        [--model mnist=runs/mnist/model.pt --model mnist-vq=runs/vq-mnist/model.pt ...]   (default: every
@@ -30,17 +30,14 @@ import torch
 from _report import write_report
 
 from spikediff.checkpoint import SHIPPED_MODELS, load_model, resolve
-from spikediff.diffusion.sampler import initial_noise, sample_torch
-from spikediff.export.nir_graph import to_nir
+from spikediff.diffusion import kinds
+from spikediff.export.deployment import compile_sampler
+from spikediff.export.nir_graph import sampler_graphs
 from spikediff.export.onnx_export import export_onnx, run_onnx
-from spikediff.hardware_sim.fixed_sampler import sample_fixed
 from spikediff.hardware_sim.report import make_report
-from spikediff.hardware_sim.vq_fixed_sampler import sample_vq_fixed
-from spikediff.hardware_sim.vq_report import make_vq_report
-from spikediff.export.nir_graph import vq_graphs
+from spikediff.hardware_sim.sampler import sample_sim
 from spikediff.metrics.evaluation import evaluate
-from spikediff.runtime.lava_sampler import sample_lava
-from spikediff.runtime.vq_sampler import sample_vq_lava
+from spikediff.runtime.run import sample_lava
 
 
 # the speed columns of a row (None where a runtime is not measured)
@@ -56,32 +53,25 @@ def _rate(fn, n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def vq_speeds(model, steps: int, n_lava: int) -> dict:
-    graphs = vq_graphs(model)
-    return {**dict.fromkeys(SPEEDS),  # spiking-vq has no ONNX export: those stay None
-            "torch_images_per_s": _rate(lambda: model.sample(64, steps, progress=False), 64),
-            "sim_images_per_s": _rate(lambda: sample_vq_fixed(graphs, 64, steps), 64),
-            "lava_s_per_image": 1 / _rate(lambda: sample_vq_lava(graphs, n_lava, steps, fixed_point=True, target="sim",
-                                                                progress=False), n_lava)}
-
-
 def speeds(model, schedule, steps: int, n_lava: int) -> dict:
-    if schedule is None:
-        return vq_speeds(model, steps, n_lava)
-    noise = initial_noise(64, model.image_shape, 0)
-    graph = to_nir(model, schedule)
-    out = {"torch_images_per_s": _rate(lambda: sample_torch(model, schedule, 64, steps, noise=noise,
-                                                            progress=False), 64),
-           "sim_images_per_s": _rate(lambda: sample_fixed(graph, noise.numpy(), steps), 64),
-           "lava_s_per_image": 1 / _rate(lambda: sample_lava(graph, noise[:n_lava].numpy(), steps, progress=False,
-                                                             fixed_point=True, target="sim"), n_lava)}
-    inp = model.make_input(noise, torch.full((64,), 500)).numpy()
+    """Images per second (Lava: seconds per image) of every runtime; ONNX: each network's evaluations of an
+    image (the loop network ``steps`` times, a decoder once) on its calibration inputs."""
+    kind = kinds.of_model(model)
+    sd = compile_sampler(sampler_graphs(model, schedule), fixed_point=True)
+    out = {"torch_images_per_s": _rate(lambda: kind.sample_torch(model, schedule, 64, steps, progress=False), 64),
+           "sim_images_per_s": _rate(lambda: sample_sim(sd, 64, steps), 64),
+           "lava_s_per_image": 1 / _rate(lambda: sample_lava(sd, n_lava, steps, target="sim", progress=False), n_lava)}
+    networks = kind.networks(model)
     with tempfile.TemporaryDirectory() as tmp:
         for key, twin in (("onnx_snn_images_per_s", False), ("onnx_twin_images_per_s", True)):
-            path = export_onnx(model, Path(tmp) / f"{key}.onnx", twin=twin)
-            run_onnx(path, inp[:2])
-            # one network evaluation per DDIM step; the host-side DDIM update is negligible beside it
-            out[key] = _rate(lambda: run_onnx(path, inp), 64) / steps
+            seconds = 0.0
+            for role, (net, _extra) in networks.items():
+                inp = kind.calibration(role, dict(sd.networks[role].metadata))[:64].astype(np.float32)
+                path = export_onnx(net, Path(tmp) / f"{key}-{role}.onnx", twin=twin)
+                run_onnx(path, inp[:2])
+                per_eval = 1 / _rate(lambda: run_onnx(path, inp), len(inp))
+                seconds += per_eval * (steps if role == "denoiser" else 1)
+            out[key] = 1 / seconds  # the host-side updates are negligible beside the networks
     return out
 
 
@@ -93,9 +83,10 @@ PUBLISHED = {("fsddim", "mnist"): "FSDDIM 3.99, SDDPM 29.48",
 
 
 def kind(model, schedule) -> str:
-    """fsddim, with its lateral-selection parts if any (the ablation's variants), or spiking-vq."""
-    if schedule is None:
-        return "spiking-vq"
+    """The sampler kind, fsddim with its lateral-selection parts if any (the ablation's variants)."""
+    name = kinds.of_model(model).name
+    if name != "fsddim":
+        return name
     cfg = model.config
     return " + ".join(["fsddim"] + [part for part in ("lateral", "selection") if getattr(cfg, part)])
 
@@ -160,6 +151,9 @@ def table_body(rows: list, command: str) -> list:
     if any(r.get("kind") == "spiking-vq" for r in rows):
         prose += (" spiking-vq rows (Spiking-Diffusion): denoising steps are unmasking steps of the SDID network, "
                   "and an image also costs one pass of the token decoder (included in every figure).")
+    if any(r.get("kind") == "latent-ddim" for r in rows):
+        prose += (" latent-ddim rows: DDIM steps of the latent denoiser, and an image also costs one pass of the "
+                  "autoencoder's spiking decoder (included in every figure).")
     if timed:
         prose += (" Speeds on this machine: Lava = `Loihi2SimCfg` fixed point (--n-lava images in one run, Lava's "
                   "start-up included), sim = bit-exact simulator, onnx = onnxruntime CPU network evaluations "
@@ -216,16 +210,12 @@ def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, 
     model, schedule, raw = load_model(ckpt)
     data = raw["train"]["data"]
     cache = cache_dir(ckpt)
-    if schedule is None:  # spiking-vq: two networks, one image costs both
-        report = make_vq_report(model, cache / "report", n=64, steps=steps, compare_float=False,
-                                progress=False, source=str(ckpt))
-        totals = [report["events_per_image"][p]["totals"] for p in ("sdid", "decoder")]
-        ev = {k: sum(t[k] for t in totals) for k in ("spikes", "synaptic_ops")}
-        cores = report["chips"]
-    else:
-        report = make_report(model, schedule, cache / "report", n=64, steps=steps, compare_float=False,
-                             progress=False, source=str(ckpt))
-        ev, cores = report["events_per_image"]["totals"], report["mapping"]
+    # every network of the sampler: an image costs the loop network's runs and a decoder's pass
+    report = make_report(model, schedule, cache / "report", n=64, steps=steps, compare_float=False,
+                         progress=False, source=str(ckpt))
+    totals = [ev["totals"] for ev in report["events_per_image"].values()]
+    ev = {k: sum(t[k] for t in totals) for k in ("spikes", "synaptic_ops")}
+    cores = report["chips"]
     speed = speeds(model, schedule, steps, n_lava) if timing else dict.fromkeys(SPEEDS)
     rows, grids = [], {}
     sizes = list(zip(np.atleast_1d(n).tolist(), np.atleast_1d(ref_n).tolist()))

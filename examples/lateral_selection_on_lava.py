@@ -15,11 +15,12 @@ import torch
 
 from spikediff.checkpoint import load_model
 from spikediff.diffusion.sampler import initial_noise, sample_torch
+from spikediff.export.deployment import compile_sampler
 from spikediff.export.nir_graph import to_nir, write_nir
-from spikediff.hardware_sim.fixed_sampler import sample_fixed
+from spikediff.hardware_sim.sampler import sample_sim
 from spikediff.images import save_grid
 from spikediff.models import DenoiserConfig
-from spikediff.runtime.lava_sampler import sample_lava
+from spikediff.runtime.run import sample_lava
 from spikediff.train import TrainConfig, train
 
 parser = argparse.ArgumentParser()
@@ -40,12 +41,13 @@ graph = nir.read(path)  # everything below needs only the file
 print("recurrent synapses in the NIR graph:", [f"{a} -> {b} -> {a}" for a, b in graph.edges if (b, a) in graph.edges])
 
 noise = initial_noise(args.n, model.image_shape, 0)
-lava = sample_lava(graph, noise.numpy(), args.ddim_steps)
+lava = sample_lava(compile_sampler({"denoiser": graph}), args.n, args.ddim_steps, noise=noise.numpy())
 with torch.no_grad():
     ref = sample_torch(model.double(), schedule, args.n, args.ddim_steps, noise=noise.double(), progress=False)
 print("float: max |Lava - PyTorch| pixel difference:", float(np.abs(lava["images"] - ref.numpy()).max()))
-fixed = sample_lava(graph, noise.numpy(), args.ddim_steps, fixed_point=True)
-sim = sample_fixed(graph, noise.numpy(), args.ddim_steps)
+sd = compile_sampler({"denoiser": graph}, fixed_point=True)  # compiled once for Lava and the simulator
+fixed = sample_lava(sd, args.n, args.ddim_steps, noise=noise.numpy())
+sim = sample_sim(sd, args.n, args.ddim_steps, noise=noise.numpy())
 print("fixed point: Lava equals the bit-exact simulator:", bool(np.array_equal(fixed["images"], sim["images"])))
 print("grid:", save_grid(torch.from_numpy(fixed["images"]), args.out / "samples.png", scale=8))
 for name, c in fixed["counters"].items():

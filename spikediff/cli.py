@@ -131,54 +131,74 @@ def _print_spike_table(neurons: dict, spikes_per_image: dict, updates_per_neuron
     print(f"{'total':8s} {sum(neurons.values()):8d} {sum(spikes_per_image.values()):13.0f}   {footer}")
 
 
+class _Sampler:
+    """What a CKPT argument names: a checkpoint (a model: every backend) or a sampler's NIR file (Lava and the
+    simulator), its kind, and its graphs, exported once."""
+
+    def __init__(self, arg):
+        from .checkpoint import load_model, resolve
+        from .diffusion import kinds
+
+        self.path = resolve(arg)
+        self.model = self.schedule = self.ckpt = None
+        if self.path.suffix == ".nir":
+            from .export.nir_graph import read_sampler
+
+            self._graphs = read_sampler(self.path)
+            self.kind = kinds.of_metadata(dict(self._graphs["denoiser"].metadata or {}))
+        else:
+            self.model, self.schedule, self.ckpt = load_model(self.path)
+            self.kind = kinds.of_model(self.model)
+            self._graphs = None
+
+    @property
+    def graphs(self) -> dict:
+        if self._graphs is None:
+            from .export.nir_graph import sampler_graphs
+
+            self._graphs = sampler_graphs(self.model, self.schedule)
+        return self._graphs
+
+    def need_model(self, what: str):
+        if self.model is None:
+            raise SpikediffError(f"{what} needs a checkpoint; {self.path} is a NIR file (use --backend lava or sim)")
+        return self.model
+
+    def compile(self, fixed_point: bool):
+        from .export.deployment import compile_sampler
+
+        return compile_sampler(self.graphs, fixed_point=fixed_point)
+
+
 def cmd_sample(args) -> int:
-    from .checkpoint import load_model
     from .images import check_png_path, save_grid
 
     args.output = check_png_path(args.output)
     if args.fixed_point and args.backend != "lava":
         raise SpikediffError("--fixed-point needs --backend lava (the torch backend is the float model)")
-    model, schedule, _ = load_model(args.checkpoint)
-    if schedule is None:
-        return _sample_spiking_vq(args, model)
-    if args.temperature is not None:
-        raise SpikediffError("--temperature applies to spiking-vq checkpoints (token sampling), not to DDIM")
+    sampler = _Sampler(args.checkpoint)
+    options = sampler.kind.options(temperature=args.temperature)
     if args.backend == "lava":
-        return _sample_lava(args, model, schedule)
-    from .diffusion import sample_torch
+        return _sample_lava(args, sampler, options)
+    import torch
+
     from .train.trainer import resolve_device
 
-    device = resolve_device(args.device)
+    model = sampler.need_model("--backend torch")
     stats: dict = {}
-    images = sample_torch(model, schedule, args.num, num_inference_steps=args.steps, seed=args.seed,
-                          batch_size=args.batch_size, device=device, progress=not args.quiet, stats=stats)
-    out = save_grid(images, args.output)
+    images = sampler.kind.sample_torch(model, sampler.schedule, args.num, args.steps, seed=args.seed,
+                                       batch_size=args.batch_size, device=resolve_device(args.device),
+                                       progress=not args.quiet, stats=stats, **options)
+    out = save_grid(torch.as_tensor(images), args.output)
     print(f"wrote {len(images)} samples to {out}")
     if not args.quiet:
-        _print_spike_table(model.neuron_counts(), {k: v / args.num for k, v in stats.items()},
-                           args.steps * model.config.num_steps, f"({args.steps} DDIM steps x T={model.config.num_steps})")
-    return 0
-
-
-def _sample_spiking_vq(args, model) -> int:
-    from .images import save_grid
-    from .train.trainer import resolve_device
-
-    if args.backend == "lava":
-        return _sample_spiking_vq_lava(args, model)
-    stats: dict = {}
-    images = model.sample(args.num, args.steps, seed=args.seed, temperature=args.temperature,
-                          batch_size=args.batch_size, device=resolve_device(args.device), progress=not args.quiet,
-                          stats=stats)
-    out = save_grid(images, args.output)
-    print(f"wrote {len(images)} samples to {out}")
-    if not args.quiet:
-        sdid, dec = model.sdid, model.vq.decoder
-        for net, updates, what in ((sdid, args.steps * sdid.config.num_steps,
-                                    f"SDID: {args.steps} unmasking steps x T={sdid.config.num_steps}"),
-                                   (dec, dec.config.num_steps, f"decoder: one pass x T={dec.config.num_steps}")):
+        for role, (net, _extra) in sampler.kind.networks(model).items():
+            t = net.config.num_steps
             counts = net.neuron_counts()
-            _print_spike_table(counts, {k: stats[k] / args.num for k in counts}, updates, f"({what})")
+            calls = args.steps if role == "denoiser" else 1
+            what = f"{calls} {sampler.kind.step_name}" if role == "denoiser" else "one pass"
+            _print_spike_table(counts, {k: stats.get(k, 0.0) / args.num for k in counts}, calls * t,
+                               f"({role}: {what} x T={t})")
     return 0
 
 
@@ -189,82 +209,46 @@ def _say_where_lava_runs(args) -> None:
         print("Intel's Lava extension for Loihi is not installed: running on Lava's CPU simulator (Loihi2SimCfg)")
 
 
-def _sample_spiking_vq_lava(args, model) -> int:
+def _sample_lava(args, sampler, options) -> int:
     import torch
 
     from .atomic import write_json_atomic
-    from .export.nir_graph import vq_graphs
     from .images import save_grid
     from .runtime.counters import counters_report
-    from .runtime.vq_sampler import sample_vq_lava
+    from .runtime.run import sample_lava
 
     _say_where_lava_runs(args)
-    graphs = vq_graphs(model)
-    result = sample_vq_lava(graphs, args.num, args.steps, seed=args.seed, temperature=args.temperature,
-                            target=args.lava_target, fixed_point=args.fixed_point, progress=not args.quiet)
+    sd = sampler.compile(args.fixed_point)  # compiled once: Lava and the simulator run the same integers
+    result = sample_lava(sd, args.num, args.steps, seed=args.seed, target=args.lava_target, progress=not args.quiet,
+                         **options)
     out = save_grid(torch.from_numpy(result["images"]), args.output)
     report = counters_report(result)
-    dnet = result["decoder_network"]
-    report["decoder"] = {name: {"neurons": int(dnet.populations[name][1]),
-                                "spikes_per_image": float(c.mean())} for name, c in result["decoder_counters"].items()}
-    if args.fixed_point:
-        from .hardware_sim.vq_fixed_sampler import same_as_lava, sample_vq_fixed
-
-        sim = sample_vq_fixed(graphs, args.num, args.steps, seed=args.seed, temperature=args.temperature,
-                              fixed=result["fixed_point"])
-        report["bit_exact_vs_simulator"] = exact = same_as_lava(sim, result)
-    counters_path = write_json_atomic(report, out.with_suffix(".counters.json"))
-    print(f"wrote {args.num} samples to {out} and counters to {counters_path}")
-    if not args.quiet:
-        pops = report["populations"]
-        _print_spike_table({k: v["neurons"] for k, v in pops.items()},
-                           {k: v["spikes_in_active_steps_per_image"] for k, v in pops.items()},
-                           args.steps * result["network"].num_steps,
-                           f"(SDID on Lava: {args.steps} unmasking steps x T={result['network'].num_steps})")
-        _print_spike_table({k: v["neurons"] for k, v in report["decoder"].items()},
-                           {k: v["spikes_per_image"] for k, v in report["decoder"].items()}, dnet.num_steps,
-                           f"(decoder on Lava: one pass x T={dnet.num_steps})")
-    if args.fixed_point:
-        print("fixed point: tokens, images and spike counts " + ("identical to spikediff's bit-exact simulator"
-              if exact else "DIFFER from spikediff's bit-exact simulator (please report this)"))
-        if not exact:
-            return 1
-    return 0
-
-
-def _sample_lava(args, model, schedule) -> int:
-    import torch
-
-    from .atomic import write_json_atomic
-    from .diffusion.sampler import initial_noise
-    from .export.nir_graph import to_nir
-    from .images import save_grid
-    from .runtime.counters import counters_report
-    from .runtime.lava_sampler import sample_lava
-
-    cfg = model.config
-    noise = initial_noise(args.num, (cfg.in_channels, cfg.image_size, cfg.image_size), args.seed).numpy()
-    _say_where_lava_runs(args)
-    graph = to_nir(model, schedule)
-    result = sample_lava(graph, noise, args.steps, progress=not args.quiet, target=args.lava_target,
-                         fixed_point=args.fixed_point)
-    out = save_grid(torch.from_numpy(result["images"]), args.output)
-    report = counters_report(result)
+    report["kind"] = sd.kind.name
+    exact = True
     if args.fixed_point:  # a deployment is only as good as its exactness: check it against the simulator
-        from .hardware_sim.fixed_sampler import same_as_lava, sample_fixed
+        from .hardware_sim.sampler import same_as_lava, sample_sim
 
-        exact = same_as_lava(sample_fixed(graph, noise, args.steps, fixed=result["network"].fixed_point), result)
+        exact = same_as_lava(sample_sim(sd, args.num, args.steps, seed=args.seed, **options), result)
         report["bit_exact_vs_simulator"] = exact
     counters_path = write_json_atomic(report, out.with_suffix(".counters.json"))
     print(f"wrote {args.num} samples to {out} and counters to {counters_path}")
     if not args.quiet:
         pops = report["populations"]
-        _print_spike_table({k: v["neurons"] for k, v in pops.items()}, {k: v["spikes_in_active_steps_per_image"] for k, v in pops.items()},
-                           args.steps * cfg.num_steps,
-                           f"({args.steps} DDIM steps x T={cfg.num_steps}; Lava: {report['images_in_flight']} images in "
-                           f"flight, one evaluation every {report['period']} steps, {report['lava_steps']} steps in all)")
+        net = result["network"]
+        _print_spike_table({k: v["neurons"] for k, v in pops.items()},
+                           {k: v["spikes_in_active_steps_per_image"] for k, v in pops.items()},
+                           args.steps * net.num_steps,
+                           f"({args.steps} {sd.kind.step_name} x T={net.num_steps}; Lava: {report['images_in_flight']} "
+                           f"images in flight, one evaluation every {report['period']} steps, {report['lava_steps']} "
+                           f"steps in all)")
+        if result["final_network"] is not None:
+            fin = report["decoder"]
+            _print_spike_table({k: v["neurons"] for k, v in fin.items()}, {k: v["spikes_per_image"] for k, v in fin.items()},
+                               result["final_network"].num_steps,
+                               f"(decoder on Lava: one pass x T={result['final_network'].num_steps})")
     if args.fixed_point:
-        print("fixed point: images and spike counts " + ("identical to spikediff's bit-exact simulator" if exact else
+        what = "tokens, images" if "tokens" in result else "images"
+        print(f"fixed point: {what} and spike counts " + ("identical to spikediff's bit-exact simulator" if exact else
               "DIFFER from spikediff's bit-exact simulator (please report this)"))
         if not exact:
             return 1
@@ -275,42 +259,35 @@ def cmd_export(args) -> int:
     for path in (args.onnx, args.onnx_twin):
         if path is not None and path.suffix != ".onnx":
             raise SpikediffError(f"output {path}: must end in .onnx")
-    from .checkpoint import load_model
-    from .export.nir_graph import to_nir, write_nir
-
-    model, schedule, _ = load_model(args.checkpoint)
-    if schedule is None:
-        return _export_spiking_vq(args, model)
-    out = write_nir(to_nir(model, schedule), args.output)
-    print(f"wrote {out}")
-    if args.onnx is not None or args.onnx_twin is not None:
-        from .export.onnx_export import export_onnx
-
-        for path, twin in ((args.onnx, False), (args.onnx_twin, True)):
-            if path is not None:
-                what = "ANN twin (ReLU, one pass)" if twin else f"spiking denoiser unrolled over T={model.config.num_steps}"
-                print(f"wrote {export_onnx(model, path, twin=twin)} (ONNX, {what}; onnx.checker passed)")
-    if args.netx_dir is not None:
-        import nir
-
-        from .export.netx_hdf5 import export_chains
-
-        for path in export_chains(nir.read(out), args.netx_dir):
-            print(f"wrote {path} (lava-dl netx, Loihi fixed point)")
-    return 0
-
-
-def _export_spiking_vq(args, model) -> int:
-    from .export.nir_graph import vq_graphs, write_nir
-
-    if args.onnx or args.onnx_twin or args.netx_dir:
-        raise SpikediffError("--onnx, --onnx-twin and --netx-dir: not available for spiking-vq checkpoints yet "
-                             "(sample, eval, report and export to NIR are)")
     if args.output.suffix != ".nir":
         raise SpikediffError(f"output {args.output}: NIR files end in .nir")
-    for name, graph in vq_graphs(model).items():
-        path = write_nir(graph, args.output.with_suffix(f".{name}.nir"))
-        print(f"wrote {path} ({'SDID denoiser' if name == 'sdid' else 'token decoder, codebook folded in'})")
+    from .checkpoint import load_model
+    from .diffusion import kinds
+    from .export.nir_graph import export_sampler
+
+    model, schedule, _ = load_model(args.checkpoint)
+    kind = kinds.of_model(model)
+    networks = kind.networks(model)
+    for path in export_sampler(model, schedule, args.output):
+        print(f"wrote {path}")
+    for path, twin in ((args.onnx, False), (args.onnx_twin, True)):
+        if path is None:
+            continue
+        from .export.onnx_export import export_onnx
+
+        for role, (net, _extra) in networks.items():
+            target = path if len(networks) == 1 else path.with_suffix(f".{role}.onnx")
+            what = "ANN twin (ReLU, one pass)" if twin else f"spiking {role} unrolled over T={net.config.num_steps}"
+            print(f"wrote {export_onnx(net, target, twin=twin)} (ONNX, {what}; onnx.checker passed)")
+    if args.netx_dir is not None:
+        from .export.deployment import compile_sampler
+        from .export.netx_hdf5 import export_chains
+        from .export.nir_graph import sampler_graphs
+
+        sd = compile_sampler(sampler_graphs(model, schedule), fixed_point=True)
+        for role, dep in sd.networks.items():
+            for path in export_chains(dep, args.netx_dir / role if len(sd.networks) > 1 else args.netx_dir):
+                print(f"wrote {path} (lava-dl netx, Loihi fixed point)")
     return 0
 
 
@@ -324,52 +301,140 @@ def _checkpoint_and_output(args, folder: str):
     return ckpt, out
 
 
+def _load_inputs(path, what: str = "--input"):
+    """An .npy file of host inputs (no pickles)."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise SpikediffError(f"{what} {path}: no such file" if not path.exists() else f"{what} {path}: not a regular file")
+    try:
+        x = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise SpikediffError(f"{what} {path}: not a readable .npy array ({type(exc).__name__})") from None
+    if not np.issubdtype(x.dtype, np.number) and x.dtype != bool:
+        raise SpikediffError(f"{what} {path}: holds {x.dtype} values, not numbers")
+    if not np.all(np.isfinite(x)):
+        raise SpikediffError(f"{what} {path}: holds non-finite values (NaN or inf)")
+    return x.astype(np.float64)
+
+
+def _compile_graph_with_input(args):
+    """(deployment, inputs (N, T, ...) or (N, ...)) for a NIR file and an --input array."""
+    from .export.deployment import compile_graph
+    from .export.nir_graph import read_graph
+
+    graph = read_graph(args.graph)
+    x = _load_inputs(args.input)
+    from .export.plan import plan as make_plan
+    from .export.deployment import graph_dt
+
+    p = make_plan(graph, graph_dt(graph, args.dt))
+    shape = p.inputs[p.input] if len(p.inputs) == 1 else None
+    if shape is None:
+        raise SpikediffError(f"NIR file {args.graph}: has {len(p.inputs)} Input nodes; --input feeds one (use the "
+                             f"Python API, runtime.run.run_windows, for several)")
+    if x.shape == tuple(shape) or (x.ndim == len(shape) + 1 and tuple(x.shape[1:]) == tuple(shape)):
+        x = x[None] if x.shape == tuple(shape) else x  # (T, ...) : one inference
+        x = x[None] if x.ndim == len(shape) + 1 else x
+    if x.ndim != len(shape) + 2 or tuple(x.shape[2:]) != tuple(shape):
+        raise SpikediffError(f"--input {args.input}: shape {x.shape}; the graph's input {p.input!r} has shape "
+                             f"{tuple(shape)}: give (T, {', '.join(map(str, shape))}) or (N, T, "
+                             f"{', '.join(map(str, shape))})")
+    calibration = x.reshape(-1, *shape) if args.fixed_point else None
+    dep = compile_graph(graph, fixed_point=args.fixed_point, num_steps=x.shape[1], calibration=calibration,
+                        strict=args.strict, dt=args.dt)
+    return dep, x
+
+
 def cmd_report(args) -> int:
-    from .checkpoint import load_model
     from .hardware_sim.profiles import parse_overrides
+
+    if args.checkpoint is not None and str(args.checkpoint).endswith(".nir"):
+        return _report_graph(args)
+    if args.input is not None:
+        raise SpikediffError("--input is for NIR graphs (spikediff report GRAPH.nir --input X.npy); a sampler makes "
+                             "its own inputs")
+    from .checkpoint import load_model
     from .hardware_sim.report import make_report
 
     ckpt, out = _checkpoint_and_output(args, "report")
     model, schedule, _ = load_model(ckpt)
-    if schedule is None:
-        from .hardware_sim.vq_report import make_vq_report as make
-    else:
-        from functools import partial
+    result = make_report(model, schedule, out_dir=out or Path("report"), n=args.num, steps=args.steps,
+                         profiles=args.profile or None, overrides=parse_overrides(args.set), device=args.device,
+                         seed=args.seed, batch_size=args.batch_size, compare_float=not args.no_float,
+                         progress=not args.quiet, source=str(ckpt), temperature=args.temperature)
+    _print_costs(result, args.quiet)
+    return 0
 
-        make = partial(make_report, schedule=schedule)
-    result = make(model, out_dir=out or Path("report"), n=args.num, steps=args.steps,
-                  profiles=args.profile or None, overrides=parse_overrides(args.set), device=args.device,
-                  seed=args.seed, batch_size=args.batch_size, compare_float=not args.no_float,
-                  progress=not args.quiet, source=str(ckpt))
-    chips = result.get("chips", result["mapping"])  # spiking-vq: both networks on the chip together
-    if not args.quiet:
-        print(f"{'profile':12s} {'energy/image':>13s} {'time/image':>11s} {'cores':>6s} {'chips':>5s}")
+
+def _print_costs(result: dict, quiet: bool) -> None:
+    if not quiet:
+        per = result.get("per", "image")
+        print(f"{'profile':12s} {'energy/' + per:>16s} {'time/' + per:>14s} {'cores':>6s} {'chips':>5s}")
         for c in result["cost"]:
-            m = chips.get(c["profile"])
+            m = result["chips"].get(c["profile"])
             t = c.get("time", {}).get("per_image_s")
-            print(f"{c['profile']:12s} {c['energy_per_image_J'] * 1e3:10.4g} mJ "
-                  f"{(f'{t * 1e3:8.3g} ms') if t else '-':>11s} {m['cores'] if m else '-':>6} {m['chips'] if m else '-':>5}")
+            print(f"{c['profile']:12s} {c['energy_per_image_J'] * 1e3:13.4g} mJ "
+                  f"{(f'{t * 1e3:11.3g} ms') if t else '-':>14s} {m['cores'] if m else '-':>6} {m['chips'] if m else '-':>5}")
     print(f"wrote {result['dir']}/report.md, report.json and figures")
+
+
+def _report_graph(args) -> int:
+    from .hardware_sim.profiles import parse_overrides
+    from .hardware_sim.report import make_graph_report
+
+    if args.input is None:
+        raise SpikediffError(f"spikediff report {args.checkpoint}: a NIR graph needs --input X.npy (what to play "
+                             f"through it: (T, ...) or (N, T, ...))")
+    args.graph, args.fixed_point = args.checkpoint, True
+    dep, x = _compile_graph_with_input(args)
+    result = make_graph_report(dep, x, out_dir=args.output or Path("report"), profiles=args.profile or None,
+                               overrides=parse_overrides(args.set), device=args.device, source=str(args.graph),
+                               progress=not args.quiet)
+    _print_costs(result, args.quiet)
     return 0
 
 
 def cmd_eval(args) -> int:
     from .checkpoint import load_model
+    from .diffusion import kinds
     from .metrics.evaluation import evaluate
 
     ckpt, out = _checkpoint_and_output(args, "eval")
     model, schedule, raw = load_model(ckpt)
+    kind = kinds.of_model(model)
+    options = kind.options(temperature=args.temperature)
     data = args.data or raw.get("train", {}).get("data") or "mnist"
-    if schedule is not None and args.temperature is not None:
-        raise SpikediffError("--temperature applies to spiking-vq checkpoints (token sampling), not to DDIM")
     r = evaluate(model, schedule, out or Path("eval"), data, args.num, args.steps, args.backend, seed=args.seed,
-                 temperature=args.temperature,
                  ref_split=args.ref_split, ref_n=args.ref_n, device=args.device, progress=not args.quiet,
-                 source=str(ckpt))
+                 source=str(ckpt), **options)
+    extra = "".join(f", {k} {v:g}" for k, v in options.items())
     print(f"FID {r['fid']:.2f}  KID {r['kid'] * 1e3:.2f} +- {r['kid_std'] * 1e3:.2f} (x1e-3)  "
-          f"{r['n']} samples ({args.backend}, {args.steps} {'DDIM' if schedule is not None else 'unmasking'} steps"
-          f"{'' if schedule is not None else ', temperature ' + format(r['temperature'], 'g')}) against {r['reference']}")
+          f"{r['n']} samples ({args.backend}, {args.steps} steps{extra}) against {r['reference']}")
     print(f"wrote {r['json']}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from .inspect import inspect_path
+
+    print(inspect_path(args.path, fixed_point=args.fixed_point, strict=args.strict, dt=args.dt,
+                       num_steps=args.snn_steps, target=args.target))
+    return 0
+
+
+def cmd_run(args) -> int:
+    from .export.layout import lava_shape  # noqa: F401  (a light import: fail early on a broken install)
+    from .runtime.graph_run import run_graph
+
+    dep, x = _compile_graph_with_input(args)
+    result = run_graph(dep, x, backend=args.backend, out_dir=args.output, progress=not args.quiet,
+                       source=str(args.graph))
+    print(f"wrote {result['outputs']} and {result['counters']}")
+    if not args.quiet:
+        for pop, info in result["summary"]["populations"].items():
+            print(f"{pop:16s} {info['neurons']:8d} neurons  {info['spikes_per_inference']:12.1f} spikes/inference")
     return 0
 
 
@@ -474,7 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=cmd_train)
 
     sa = sub.add_parser("sample", help="generate images from a checkpoint")
-    sa.add_argument("checkpoint", nargs="?", type=Path, help=ckpt_help)
+    sa.add_argument("checkpoint", nargs="?", type=Path, help=ckpt_help + "; or a sampler's NIR file (spikediff "
+                                                                     "export)")
     sa.add_argument("--backend", default="torch", choices=["torch", "lava"],
                     help="torch: PyTorch; lava: the NIR export run on Lava (see --lava-target, --fixed-point)")
     sa.add_argument("-n", "--num", type=_positive_int, default=64, help="number of images")
@@ -496,13 +562,15 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--quiet", action="store_true")
     sa.set_defaults(func=cmd_sample)
 
-    ex = sub.add_parser("export", help="write a checkpoint's denoiser as a NIR graph")
+    ex = sub.add_parser("export", help="write a checkpoint's networks as NIR graphs (and ONNX, netx)")
     ex.add_argument("checkpoint", nargs="?", type=Path, help=ckpt_help)
-    ex.add_argument("-o", "--output", type=Path, default=Path("denoiser.nir"), help="NIR file to write")
+    ex.add_argument("-o", "--output", type=Path, default=Path("denoiser.nir"),
+                    help="NIR file to write; a sampler with a decoder writes STEM.denoiser.nir and STEM.decoder.nir")
     ex.add_argument("--netx-dir", type=Path, help="also write the fixed-point lava-dl netx HDF5 file of every "
                                                   "sequential chain of layers into this directory")
-    ex.add_argument("--onnx", type=Path, help="also write the spiking denoiser, unrolled over its T steps, as ONNX")
-    ex.add_argument("--onnx-twin", type=Path, help="also write its ANN twin (same layers, ReLU) as ONNX")
+    ex.add_argument("--onnx", type=Path, help="also write each spiking network, unrolled over its T steps, as ONNX "
+                                              "(STEM.<role>.onnx for a sampler with a decoder)")
+    ex.add_argument("--onnx-twin", type=Path, help="also write their ANN twins (same layers, ReLU) as ONNX")
     ex.set_defaults(func=cmd_export)
 
     from .hardware_sim.profiles import builtin_names
@@ -511,7 +579,7 @@ def build_parser() -> argparse.ArgumentParser:
     re_ = sub.add_parser("report", help="energy, time and chip mapping per image on Loihi-class hardware",
                          formatter_class=_DefaultsHelp)
     re_.add_argument("checkpoint", nargs="?", type=Path,
-                     help=ckpt_help + "; or a training run directory")
+                     help=ckpt_help + "; or a training run directory; or GRAPH.nir with --input")
     re_.add_argument("-o", "--output", type=Path, help="report directory (default: RUN_DIR/report or ./report)")
     re_.add_argument("-n", "--num", type=_positive_int, default=16, help="images to generate and count")
     re_.add_argument("--steps", type=_positive_int, default=DEFAULT_INFERENCE_STEPS, help="DDIM denoising steps")
@@ -524,8 +592,39 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--batch-size", type=_positive_int, help="images simulated at once (default 32 CPU, 1024 CUDA)")
     re_.add_argument("--seed", type=int, default=0)
     re_.add_argument("--no-float", action="store_true", help="skip the comparison with the float model")
+    re_.add_argument("--temperature", type=float, help="spiking-vq: softmax temperature of the token draws")
+    re_.add_argument("--input", type=Path, help="GRAPH.nir: the inputs to play through it, an .npy array (T, ...) "
+                                                "or (N, T, ...)")
+    re_.add_argument("--strict", action="store_true", help="GRAPH.nir: refuse values fixed point cannot represent "
+                                                           "instead of rounding them")
+    re_.add_argument("--dt", type=float, help="GRAPH.nir: its time step (default: its metadata's, else 1e-4)")
     re_.add_argument("--quiet", action="store_true")
     re_.set_defaults(func=cmd_report)
+
+    ins = sub.add_parser("inspect", help="what a NIR graph or a checkpoint maps to on Lava and Loihi, without "
+                                         "running anything", formatter_class=_DefaultsHelp)
+    ins.add_argument("path", type=Path, help="GRAPH.nir, or a checkpoint (" + ", ".join(SHIPPED_MODELS) + ")")
+    ins.add_argument("--fixed-point", action="store_true", help="also quantize: scales and rounding errors per layer")
+    ins.add_argument("--strict", action="store_true", help="refuse values fixed point cannot represent")
+    ins.add_argument("--dt", type=float, help="the graph's time step (default: its metadata's, else 1e-4)")
+    ins.add_argument("--snn-steps", type=_positive_int, help="T, steps per evaluation (default: the metadata's)")
+    ins.add_argument("--target", choices=["loihi2"], help="also say where each process would run on a chip")
+    ins.set_defaults(func=cmd_inspect)
+
+    rn = sub.add_parser("run", help="play inputs through a NIR graph on Lava or the simulator",
+                        formatter_class=_DefaultsHelp)
+    rn.add_argument("graph", type=Path, help="GRAPH.nir (from spikediff or any NIR exporter)")
+    rn.add_argument("--input", type=Path, required=True,
+                    help=".npy array: spikes or currents per step, (T, ...) for one inference or (N, T, ...)")
+    rn.add_argument("--backend", default="lava", choices=["lava", "sim"],
+                    help="lava: Lava's CPU simulator; sim: spikediff's simulator (bit-exact in fixed point)")
+    rn.add_argument("--fixed-point", action="store_true", help="Loihi fixed point instead of floating point")
+    rn.add_argument("--strict", action="store_true", help="refuse values fixed point cannot represent")
+    rn.add_argument("--dt", type=float, help="the graph's time step (default: its metadata's, else 1e-4)")
+    rn.add_argument("-o", "--output", type=Path, default=Path("run"), help="directory for outputs.npz and "
+                                                                          "counters.json")
+    rn.add_argument("--quiet", action="store_true")
+    rn.set_defaults(func=cmd_run)
 
     from .metrics.evaluation import BACKENDS
 

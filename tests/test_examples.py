@@ -17,6 +17,6 @@ def test_export_and_run_on_lava_example_runs(tmp_path):
                           "--out", str(tmp_path), "--fixed-point"], cwd=ROOT, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == 0, res.stderr
-    assert (tmp_path / "denoiser.nir").stat().st_size > 0 and (tmp_path / "samples.png").stat().st_size > 0
+    assert (tmp_path / "sampler.nir").stat().st_size > 0 and (tmp_path / "samples.png").stat().st_size > 0
     assert "total synaptic ops per image" in res.stdout
     assert "bit-exact simulator gives the same images: True" in res.stdout

@@ -6,10 +6,17 @@ import pytest
 import torch
 
 from conftest import run_cli
+from spikediff.export.deployment import compile_graph
 from spikediff.export.nir_graph import to_nir
-from spikediff.export.nir_to_lava import NirGraphError, build, plan
 from spikediff.export.nir_torch import to_torch
+from spikediff.export.plan import NirGraphError, plan
+from spikediff.runtime.build import build as lava_build
 from spikediff.models import DenoiserConfig, SpikingDenoiser
+
+
+def build(graph, num_steps, fixed_point=False, **kw):
+    """The Lava network of a NIR graph, compiled as every command compiles it."""
+    return lava_build(compile_graph(graph, num_steps=num_steps, fixed_point=fixed_point), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +52,7 @@ def test_nir_file_reads_back_and_runs_like_the_model(tiny, tmp_path):
 
 def test_lava_float_run_equals_pytorch_spike_for_spike(tiny):
     """Three denoiser calls in one Lava run on Loihi2SimCfg: resets separate them, delays align the skips."""
-    from spikediff.runtime.lava_eval import run_windows
+    from spikediff.runtime.run import run_windows
 
     net = build(to_nir(tiny), tiny.config.num_steps)
     assert net.latency["readout"] == 6 and net.window == 10
@@ -91,16 +98,18 @@ def _out(n):
 
 
 def test_unsupported_node_is_named():
-    g = _chain(_inp(4), nir.Linear(weight=np.eye(4)), nir.Delay(delay=np.ones(4)), _lif(4),
+    g = _chain(_inp(4), nir.Linear(weight=np.eye(4)), nir.Threshold(threshold=np.ones(4)), _lif(4),
                nir.Linear(weight=np.eye(4)), _li(4), _out(4))
-    with pytest.raises(NirGraphError, match=r"'n2': Delay is not supported"):
+    with pytest.raises(NirGraphError, match=r"'n2': Threshold is not supported"):
         plan(g)
 
 
-def test_two_weight_layers_in_a_row_are_named():
-    g = _chain(_inp(4), nir.Linear(weight=np.eye(4)), nir.Linear(weight=np.eye(4)), _li(4), _out(4))
-    with pytest.raises(NirGraphError, match=r"'n1' -> 'n2': two weight layers in a row"):
-        plan(g)
+def test_two_weight_layers_in_a_row_compose_into_one_synapse():
+    a, b = np.arange(16.0).reshape(4, 4), np.eye(4)[::-1] * 2
+    g = _chain(_inp(4), nir.Linear(weight=a), nir.Linear(weight=b), _li(4), _out(4))
+    (syn,) = plan(g).synapses
+    assert syn.name == "n1+n2" and syn.src == "n0" and syn.dst == "n3"
+    np.testing.assert_allclose(syn.op.weight, b @ a)
 
 
 def test_long_cycle_is_refused_with_the_node():
@@ -113,10 +122,10 @@ def test_long_cycle_is_refused_with_the_node():
         plan(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
 
 
-def test_spiking_output_is_refused():
+def test_a_spiking_population_may_feed_the_output():
     g = _chain(_inp(4), nir.Linear(weight=np.eye(4)), _lif(4), _out(4))
-    with pytest.raises(NirGraphError, match="non-spiking neuron"):
-        plan(g)
+    p = plan(g)
+    assert p.outputs == {"n3": "n2"} and p.populations["n2"].spiking
 
 
 def test_export_cli_writes_a_readable_nir_file(tmp_path):
@@ -168,7 +177,7 @@ def _hand_built_graph():
 
 
 def test_hand_built_recurrent_branching_graph_runs_on_lava_like_nirtorch():
-    from spikediff.runtime.lava_eval import run_windows
+    from spikediff.runtime.run import run_windows
 
     graph = _hand_built_graph()
     steps = 6
@@ -214,7 +223,7 @@ def _pooling_graph():
 
 
 def test_pooling_and_scale_nodes_run_on_lava_like_nirtorch():
-    from spikediff.runtime.lava_eval import run_windows
+    from spikediff.runtime.run import run_windows
 
     graph, x = _pooling_graph()
     steps = 5

@@ -10,14 +10,15 @@ import torch
 from conftest import run_cli
 from spikediff.diffusion import NoiseSchedule
 from spikediff.diffusion.sampler import initial_noise, sample_torch
-from spikediff.export.fixed_point import bias_to_lava, decay_to_lava, for_graph, quantize, quantize_weights
-from spikediff.export.folded import fold
-from spikediff.export.nir_graph import to_nir
-from spikediff.export.nir_to_lava import NirGraphError, build
+from spikediff.export.deployment import compile_graph, compile_sampler
+from spikediff.export.nir_graph import sampler_graphs, to_nir
+from spikediff.export.plan import NirGraphError
+from spikediff.export.quantize import bias_to_lava, decay_to_lava, quantize_weights
 from spikediff.hardware_sim import loihi_arith
-from spikediff.hardware_sim.fixed_sampler import sample_fixed
-from spikediff.hardware_sim.fixed_sim import evaluate
+from spikediff.hardware_sim.sampler import sample_sim
+from spikediff.hardware_sim.simulator import evaluate
 from spikediff.models import DenoiserConfig, SpikingDenoiser
+from spikediff.runtime.build import build
 from test_export import _chain, _hand_built_graph, _inp, _li, _lif, _out, _pooling_graph
 
 
@@ -75,10 +76,15 @@ def tiny():
     return model, to_nir(model, NoiseSchedule(1000, "v_prediction"))
 
 
+def _fixed_sampler(model):
+    """The tiny denoiser compiled as ``spikediff`` compiles a sampler: calibrated fixed point."""
+    return compile_sampler(sampler_graphs(model, NoiseSchedule(1000, "v_prediction")), fixed_point=True)
+
+
 def test_quantizer_uses_the_whole_mantissa_and_keeps_currents_inside_24_bits(tiny):
     _model, graph = tiny
-    folded = fold(graph)
-    fx = for_graph(graph, folded)
+    dep = _fixed_sampler(_model).loop
+    folded, fx = dep.folded, dep.fixed
     assert fx.input_scale >= 8 and fx.input_scale & (fx.input_scale - 1) == 0
     for name in folded.plan.populations:  # the largest weight into each population uses the whole mantissa
         assert max(np.abs(fx.weights[f.syn.name]).max() for f in folded.incoming(name)) >= 250, name
@@ -88,14 +94,14 @@ def test_quantizer_uses_the_whole_mantissa_and_keeps_currents_inside_24_bits(tin
     for name, q in fx.populations.items():
         assert q.vth is None or q.vth == q.scale  # threshold 1 at every scale
     x = torch.randn(8, 1, 8, 8) * 1.5
-    res = evaluate(folded, fx, _model.make_input(x, torch.randint(0, 1000, (8,))).numpy(), 4)
+    res = evaluate(dep, _model.make_input(x, torch.randint(0, 1000, (8,))).numpy())
     assert all(peak < (1 << 17) for peak in res["max_input"].values())
 
 
-def _lava_eval(graph_or_folded, fx, inputs, steps, chains=None, **kw):
-    from spikediff.runtime.lava_eval import run_windows
+def _lava_eval(dep, inputs, chains=None, **kw):
+    from spikediff.runtime.run import run_windows
 
-    net = build(graph_or_folded, steps, fixed_point=fx, **kw)
+    net = build(dep, **kw)
     if chains is not None:
         assert net.netx_chains == chains
     return run_windows(net, inputs, record_spikes=True)
@@ -103,13 +109,12 @@ def _lava_eval(graph_or_folded, fx, inputs, steps, chains=None, **kw):
 
 def test_lava_fixed_point_equals_the_simulator_bit_for_bit(tiny):
     model, graph = tiny
-    folded = fold(graph)
-    fx = for_graph(graph, folded)
+    dep = _fixed_sampler(model).loop
     x, t = torch.randn(3, 1, 8, 8), torch.tensor([999, 500, 0])
     inputs = model.make_input(x, t).numpy()
-    ref = evaluate(folded, fx, inputs, 4)
+    ref = evaluate(dep, inputs)
     # the two sequential chains run as lava-dl netx networks loaded from the HDF5 files we write
-    got = _lava_eval(folded, fx, inputs, 4, chains=[["e0", "e1"], ["d1", "d2"]])
+    got = _lava_eval(dep, inputs, chains=[["e0", "e1"], ["d1", "d2"]])
     np.testing.assert_array_equal(got["readout"], ref["readout"])
     for name, counts in ref["spikes"].items():
         assert counts.sum() > 0, name
@@ -128,26 +133,26 @@ def test_lava_fixed_point_equals_the_simulator_bit_for_bit(tiny):
 def test_hand_built_graphs_in_fixed_point_equal_the_simulator(make, chains, tmp_path):
     made = make()
     graph, x = made if isinstance(made, tuple) else (made, np.random.default_rng(4).uniform(0, 1.5, (2, 4)))
-    folded = fold(graph)
-    fx = quantize(folded)
-    ref = evaluate(folded, fx, x, 5)
-    got = _lava_eval(folded, fx, x, 5, chains=chains, netx_dir=tmp_path)
+    dep = compile_graph(graph, fixed_point=True, num_steps=5)
+    ref = evaluate(dep, x)
+    got = _lava_eval(dep, x, chains=chains, netx_dir=tmp_path)
     assert sorted(f.name for f in tmp_path.iterdir()) == [f"{c[0]}-{c[-1]}.net" for c in chains]
     assert np.abs(ref["readout"]).max() > 0 and sum(c.sum() for c in ref["spikes"].values()) > 0
     np.testing.assert_array_equal(got["readout"], ref["readout"])
     for name, counts in ref["spikes"].items():
         np.testing.assert_array_equal(got["spikes"][name], counts, err_msg=name)
-    plain = _lava_eval(folded, fx, x, 5, chains=[], netx=False)  # the same without netx
+    plain = _lava_eval(dep, x, chains=[], netx=False)  # the same without netx
     np.testing.assert_array_equal(plain["readout"], ref["readout"])
 
 
 def test_lava_fixed_point_sampler_equals_the_simulator_images_and_spikes(tiny):
-    from spikediff.runtime.lava_sampler import sample_lava
+    from spikediff.runtime.run import sample_lava
 
     model, graph = tiny
     noise = initial_noise(4, (1, 8, 8), 0).numpy()
-    lava = sample_lava(graph, noise, 3, progress=False, fixed_point=True, target="sim")
-    sim = sample_fixed(graph, noise, 3)
+    sd = _fixed_sampler(model)
+    lava = sample_lava(sd, 4, 3, noise=noise, progress=False, target="sim")
+    sim = sample_sim(sd, 4, 3, noise=noise)
     np.testing.assert_array_equal(lava["images"], sim["images"])
     for name, c in sim["counters"].items():
         assert c["active"].sum() > 0
@@ -162,7 +167,8 @@ def test_shipped_model_in_fixed_point_stays_close_to_float():
 
     model, schedule, _ = load_model()
     noise = initial_noise(8, (1, 28, 28), 1)
-    fixed = sample_fixed(to_nir(model, schedule), noise.numpy(), 10)["images"]
+    sd = compile_sampler(sampler_graphs(model, schedule), fixed_point=True)
+    fixed = sample_sim(sd, 8, 10, noise=noise.numpy())["images"]
     floating = sample_torch(model, schedule, 8, 10, noise=noise, progress=False).numpy()
     assert np.abs(fixed - floating).mean() < 0.05  # measured: 0.026 at 20 steps
 

@@ -12,13 +12,12 @@ from conftest import run_cli
 from spikediff import SpikediffError
 from spikediff.diffusion import NoiseSchedule
 from spikediff.diffusion.sampler import initial_noise
-from spikediff.export.fixed_point import quantize
-from spikediff.export.folded import fold
-from spikediff.export.nir_graph import to_nir
+from spikediff.export.deployment import compile_graph, compile_sampler
+from spikediff.export.nir_graph import sampler_graphs
 from spikediff.hardware_sim.connectivity import Connectivity
 from spikediff.hardware_sim.cost import barrier_time, estimate
 from spikediff.hardware_sim.events import Events, count_events
-from spikediff.hardware_sim.fixed_sampler import sample_fixed
+from spikediff.hardware_sim.sampler import sample_sim
 from spikediff.hardware_sim.mapping import Core, Mapping, map_to_cores
 from spikediff.hardware_sim.profiles import builtin_names, load_profile, parse_overrides
 from spikediff.models import DenoiserConfig, SpikingDenoiser
@@ -39,9 +38,16 @@ def _profile(tmp_path, name="hand", **values):
 
 @pytest.fixture(scope="module")
 def tiny_graph():
+    """The tiny denoiser, compiled in fixed point as every command compiles it."""
     torch.manual_seed(0)
     model = SpikingDenoiser(DenoiserConfig(image_size=8, channels=4, hidden=16)).eval()
-    return to_nir(model, NoiseSchedule(1000, "v_prediction"))
+    return compile_sampler(sampler_graphs(model, NoiseSchedule(1000, "v_prediction")), fixed_point=True)
+
+
+def sample_fixed(sd, noise, steps, **kw):
+    """The whole-run simulator result with the loop network's event tallies at the top, as before."""
+    sim = sample_sim(sd, len(noise), steps, noise=noise, **kw)
+    return {**sim, **sim["parts"]["denoiser"]}
 
 
 def test_simulator_results_do_not_depend_on_the_batch_size(tiny_graph):
@@ -69,7 +75,7 @@ def test_simulator_on_cuda_equals_cpu(tiny_graph):
 
 
 def test_connectivity_counts_a_padded_convolution_exactly():
-    folded = fold(_pooling_graph()[0])
+    folded = compile_graph(_pooling_graph()[0], num_steps=1).folded
     conn = Connectivity(folded, None)
     conv = next(f for f in folded.synapses if f.syn.name == "conv")  # 2 -> 3 channels, 3x3, padding 1, 8x8
     fanout = conn.pull(conv, np.ones(conn.size("a"))).reshape(2, 8, 8)
@@ -95,8 +101,9 @@ def _two_layer_graph():
 
 
 def test_chip_mapping_respects_each_per_core_limit(tmp_path):
-    folded = fold(_two_layer_graph())
-    conn = Connectivity(folded, quantize(folded))
+    dep = compile_graph(_two_layer_graph(), num_steps=1, fixed_point=True)
+    folded = dep.folded
+    conn = Connectivity(folded, dep.fixed)
     assert conn.fan_in("n2").tolist() == [4] * 6 and conn.fan_in("n4").tolist() == [6] * 2
     base = dict(cores_per_chip=4, max_neurons_per_core=4, bits_per_synapse=8, neuron_state_bytes=0,
                 max_fan_in_axons_per_core=100)
@@ -219,9 +226,9 @@ def test_bad_profiles_and_overrides_give_clear_errors(tmp_path):
 def test_events_of_a_run_add_up(tiny_graph):
     noise = initial_noise(3, (1, 8, 8), 0).numpy()
     sim = sample_fixed(tiny_graph, noise, 2)
-    conn = Connectivity(sim["folded"], sim["fixed_point"])
+    conn = Connectivity(sim["deployment"].folded, sim["deployment"].fixed)
     ev = count_events(sim, conn)
-    folded = sim["folded"]
+    folded = sim["deployment"].folded
     # synaptic ops = spikes x fan-out, summed over the source neurons (a second way to count them)
     by_source = sum((sim["neuron_spikes"][f.syn.src] / 3 * conn.pull(f, np.ones(conn.size(f.syn.dst)))).sum()
                     for f in folded.synapses if f.syn.src != folded.plan.input)
@@ -249,7 +256,7 @@ def test_cli_report_writes_markdown_json_and_figures(tmp_path):
         assert c["energy_per_image_J"] == pytest.approx(sum(c["by_category_J"].values()))
     assert rep["profiles"]["loihi2"]["quantities"]["static_power"] == {"value": 0.5, "unit": "W",
                                                                        "source": "user override"}
-    assert rep["mapping"]["loihi2"]["cores"] > 0 and rep["fixed_vs_float"]["mean_abs_pixel_diff"] < 0.2
+    assert rep["mapping"]["denoiser"]["loihi2"]["cores"] > 0 and rep["fixed_vs_float"]["mean_abs_pixel_diff"] < 0.2
     md = (out / "report.md").read_text()
     assert "| loihi1 |" in md and "Davies et al. 2018, Table 2" in md and "![spike raster](raster.png)" in md
     r = run_cli("report", "-n", "1", "--steps", "1", "--profile", "loihi9", "-o", tmp_path / "x")

@@ -117,28 +117,32 @@ def test_bad_groups_are_named():
 def test_lateral_selection_sampler_on_lava_equals_pytorch_and_the_simulator():
     """Float Lava = PyTorch image for image and spike for spike; fixed-point Lava = the bit-exact simulator.
     Four images pipelined (period T + 1) through two recurrent populations cleared between evaluations."""
-    from spikediff.export.nir_to_lava import build
-    from spikediff.hardware_sim.fixed_sampler import sample_fixed
+    from spikediff.export.deployment import compile_sampler
+    from spikediff.export.nir_graph import sampler_graphs
+    from spikediff.hardware_sim.sampler import sample_sim
+    from spikediff.runtime.build import build
     from spikediff.runtime.lava_processes import LIFClear
-    from spikediff.runtime.lava_sampler import sample_lava
+    from spikediff.runtime.run import sample_lava
 
     model = _model()
     schedule = NoiseSchedule(1000, "v_prediction")
     graph = to_nir(model, schedule)
     assert ("u", "lateral") in graph.edges and ("lateral", "u") in graph.edges and ("sel_rec", "sel") in graph.edges
-    net = build(graph, model.config.num_steps)
+    sd = compile_sampler(sampler_graphs(model, schedule))
+    net = build(sd.loop)
     assert net.period == model.config.num_steps + 1
     assert isinstance(net.processes["u"], LIFClear) and isinstance(net.processes["sel"], LIFClear)
     noise = initial_noise(4, (1, 8, 8), 0)
-    result = sample_lava(graph, noise.numpy(), 3, progress=False)
+    result = sample_lava(sd, 4, 3, noise=noise.numpy(), progress=False)
     for i in range(len(noise)):
         stats = {}
         expected = sample_torch(model, schedule, 1, 3, noise=noise[i:i + 1].double(), progress=False, stats=stats)
         np.testing.assert_allclose(result["images"][i], expected[0].numpy(), rtol=0, atol=1e-6)
         for name in ("u", "m", "sel", "ug"):
             assert result["counters"][name]["active"].sum(1)[i] == stats[name], name
-    fixed = sample_lava(graph, noise.numpy(), 3, progress=False, fixed_point=True)
-    sim = sample_fixed(graph, noise.numpy(), 3)
+    sd = compile_sampler(sampler_graphs(model, schedule), fixed_point=True)
+    fixed = sample_lava(sd, 4, 3, noise=noise.numpy(), progress=False)
+    sim = sample_sim(sd, 4, 3, noise=noise.numpy())
     np.testing.assert_array_equal(fixed["images"], sim["images"])
     for name in ("u", "m", "sel", "ug"):
         np.testing.assert_array_equal(fixed["counters"][name]["active"], sim["counters"][name]["active"])

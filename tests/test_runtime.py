@@ -10,7 +10,6 @@ from PIL import Image
 from conftest import run_cli
 from spikediff.diffusion import NoiseSchedule
 from spikediff.diffusion.sampler import initial_noise, sample_torch
-from spikediff.export.nir_graph import to_nir
 from spikediff.models import DenoiserConfig, SpikingDenoiser
 
 
@@ -39,13 +38,16 @@ def test_pipeline_runs_every_step_of_every_image_once_and_in_order(images, perio
 
 
 def test_lava_sampler_equals_pytorch_images_and_spikes():
-    from spikediff.runtime.lava_sampler import sample_lava
+    from spikediff.export.deployment import compile_sampler
+    from spikediff.export.nir_graph import sampler_graphs
+    from spikediff.runtime.run import sample_lava
 
     torch.manual_seed(0)
     model = SpikingDenoiser(DenoiserConfig(image_size=8, channels=4, hidden=16)).eval()
     schedule = NoiseSchedule(1000, "v_prediction")
     noise = initial_noise(4, (1, 8, 8), 0)  # 3 images in flight, then a second round with idle slots
-    result = sample_lava(to_nir(model, schedule), noise.numpy(), 3, progress=False)
+    sd = compile_sampler(sampler_graphs(model, schedule))
+    result = sample_lava(sd, 4, 3, noise=noise.numpy(), progress=False)
     expected, stats = [], []
     model64 = model.double()  # the float path computes in float64 throughout
     for i in range(len(noise)):

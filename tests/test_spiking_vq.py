@@ -216,7 +216,7 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     capsys.readouterr()
     assert main(["sample", str(run / "model.pt"), "-n", "3", "--steps", "4", "-o", str(tmp_path / "g.png")]) == 0
     out = capsys.readouterr().out
-    assert "wrote 3 samples" in out and "SDID: 4 unmasking steps" in out and "asg" in out
+    assert "wrote 3 samples" in out and "denoiser: 4 unmasking steps" in out and "asg" in out
     assert (tmp_path / "g.png").stat().st_size > 0
     assert main(["sample", str(run / "model.pt"), "--backend", "lava", "--fixed-point", "-n", "2", "--steps", "2",
                  "--lava-target", "sim", "-o", str(tmp_path / "l.png")]) == 0
@@ -225,19 +225,19 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     report = json.loads((tmp_path / "l.counters.json").read_text())
     assert report["bit_exact_vs_simulator"] and set(report["decoder"]) == {"asg", "h1", "h2", "h3"}
     assert main(["export", str(run / "model.pt"), "-o", str(tmp_path / "m.nir")]) == 0
-    assert (tmp_path / "m.sdid.nir").is_file() and (tmp_path / "m.decoder.nir").is_file()
+    assert (tmp_path / "m.denoiser.nir").is_file() and (tmp_path / "m.decoder.nir").is_file()
     capsys.readouterr()
     assert main(["report", str(run / "model.pt"), "-n", "3", "--steps", "2", "-o", str(tmp_path / "rep")]) == 0
     printed = capsys.readouterr().out
     assert "loihi2" in printed and "ac_mac_45nm" in printed
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     by_profile = {c["profile"]: c for c in rep["cost"]}
-    parts = {p: {c["profile"]: c for c in rep["cost_by_network"][p]} for p in ("sdid", "decoder")}
+    parts = {p: {c["profile"]: c for c in rep["cost_by_network"][p]} for p in ("denoiser", "decoder")}
     for prof, c in by_profile.items():  # an image costs both networks' runs
-        total = parts["sdid"][prof]["energy_per_image_J"] + parts["decoder"][prof]["energy_per_image_J"]
+        total = parts["denoiser"][prof]["energy_per_image_J"] + parts["decoder"][prof]["energy_per_image_J"]
         assert c["energy_per_image_J"] == pytest.approx(total) and total > 0
-    assert rep["chips"]["loihi2"]["cores"] == rep["chips"]["loihi2"]["sdid"] + rep["chips"]["loihi2"]["decoder"]
-    assert rep["events_per_image"]["sdid"]["denoising_steps"] == 2
+    assert rep["chips"]["loihi2"]["cores"] == rep["chips"]["loihi2"]["denoiser"] + rep["chips"]["loihi2"]["decoder"]
+    assert rep["events_per_image"]["denoiser"]["denoising_steps"] == 2
     assert rep["events_per_image"]["decoder"]["denoising_steps"] == 1
     assert (tmp_path / "rep" / "report.md").read_text().startswith("# Hardware report (spiking-vq)")
     assert main(["eval", str(run), "-n", "4", "--steps", "2", "--backend", "sim", "--ref-split", "test",
@@ -245,8 +245,8 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     res = json.loads((run / "eval" / "eval-sim-2steps-temp0.6.json").read_text())
     assert res["n"] == 4 and res["data"] == "digits" and res["fid"] > 0 and res["snn_steps"] == 4
     assert res["temperature"] == 0.6 and (run / "eval" / "samples-sim-2steps-seed0-temp0.6").is_dir()
-    assert main(["export", str(run / "model.pt"), "--onnx", str(tmp_path / "m.onnx")]) == 2
-    assert "not available for spiking-vq checkpoints yet" in capsys.readouterr().err
+    assert main(["export", str(run / "model.pt"), "--onnx", str(tmp_path / "m.onnx")]) == 0
+    assert (tmp_path / "m.denoiser.onnx").is_file() and (tmp_path / "m.decoder.onnx").is_file()
     assert main(["sample", str(run / "model.pt"), "--steps", "5", "-o", str(tmp_path / "s.png")]) == 2
     assert "1 to 4 steps" in capsys.readouterr().err
 
@@ -268,10 +268,11 @@ def test_deployable_parts_export_to_nir_and_run_on_lava_like_pytorch(part, tmp_p
     """NIR file round trip (nirtorch interpreter), then Lava's float simulator spike for spike."""
     import nir
 
+    from spikediff.export.deployment import compile_graph
     from spikediff.export.nir_graph import to_nir
-    from spikediff.export.nir_to_lava import build
     from spikediff.export.nir_torch import to_torch
-    from spikediff.runtime.lava_eval import run_windows
+    from spikediff.runtime.build import build
+    from spikediff.runtime.run import run_windows
 
     net, inp = _deployable_parts()[part]
     nir.write(tmp_path / "part.nir", to_nir(net))
@@ -288,7 +289,7 @@ def test_deployable_parts_export_to_nir_and_run_on_lava_like_pytorch(part, tmp_p
     torch.testing.assert_close(torch.stack(outs).mean(0), torch.from_numpy(np.stack(expected)), rtol=0, atol=1e-5)
     assert np.abs(expected).max() > 0.01
 
-    result = run_windows(build(graph, net.config.num_steps), inp.numpy(), record_spikes=True)
+    result = run_windows(build(compile_graph(graph)), inp.numpy(), record_spikes=True)
     for i in range(len(inp)):
         np.testing.assert_allclose(result["readout"][i].mean(0).reshape(-1), expected[i], rtol=0, atol=1e-5)
     for name in net.spiking_layers:
@@ -311,12 +312,13 @@ def tiny_vq_model():
 
 
 def test_float_lava_sampler_equals_pytorch_token_for_token(tiny_vq_model):
-    from spikediff.export.nir_graph import vq_graphs
+    from spikediff.export.deployment import compile_sampler
+    from spikediff.export.nir_graph import sampler_graphs
     from spikediff.models.spiking_vq import TokenDecoder
-    from spikediff.runtime.vq_sampler import sample_vq_lava
+    from spikediff.runtime.run import sample_lava
 
-    graphs = vq_graphs(tiny_vq_model)
-    lava = sample_vq_lava(graphs, 3, steps=3, seed=5, target="sim", progress=False)
+    sd = compile_sampler(sampler_graphs(tiny_vq_model))
+    lava = sample_lava(sd, 3, 3, seed=5, target="sim", progress=False)
     stats = {}
     expected = sample_tokens(tiny_vq_model.sdid, 3, steps=3, seed=5, progress=False, stats=stats)
     assert torch.equal(torch.from_numpy(lava["tokens"]), expected)
@@ -332,14 +334,14 @@ def test_float_lava_sampler_equals_pytorch_token_for_token(tiny_vq_model):
 
 
 def test_fixed_point_lava_sampler_equals_the_simulator(tiny_vq_model):
-    from spikediff.export.nir_graph import vq_graphs
-    from spikediff.hardware_sim.vq_fixed_sampler import same_as_lava, sample_vq_fixed
-    from spikediff.runtime.vq_sampler import sample_vq_lava
+    from spikediff.export.deployment import compile_sampler
+    from spikediff.export.nir_graph import sampler_graphs
+    from spikediff.hardware_sim.sampler import same_as_lava, sample_sim
+    from spikediff.runtime.run import sample_lava
 
-    graphs = vq_graphs(copy.deepcopy(tiny_vq_model).float())
-    sim = sample_vq_fixed(graphs, 3, steps=3, seed=2, batch_size=2)
-    lava = sample_vq_lava(graphs, 3, steps=3, seed=2, target="sim", fixed_point=True, fixed=sim["fixed_point"],
-                          progress=False)
+    sd = compile_sampler(sampler_graphs(copy.deepcopy(tiny_vq_model).float()), fixed_point=True)
+    sim = sample_sim(sd, 3, 3, seed=2, batch_size=2)
+    lava = sample_lava(sd, 3, 3, seed=2, target="sim", progress=False)
     assert same_as_lava(sim, lava)
     assert sum(c["active"].sum() for c in sim["counters"].values()) > 0
-    assert sum(c.sum() for c in sim["decoder_counters"].values()) > 0
+    assert sum(c.sum() for c in sim["final_counters"].values()) > 0

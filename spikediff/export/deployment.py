@@ -166,9 +166,11 @@ class SamplerDeployment:
         return self.kind.program(self.metas, n, steps, seed=seed, first=first, dtype=dtype, **options)
 
 
-def compile_sampler(graphs: dict, *, fixed_point: bool = False, strict: bool = False) -> SamplerDeployment:
+def compile_sampler(graphs: dict, *, fixed_point: bool = False, strict: bool = False,
+                    pipelined: bool = True) -> SamplerDeployment:
     """Compile a spikediff sampler's graphs ({role: NIR graph}, as ``nir_graph.sampler_graphs`` writes them);
-    in fixed point each network's input scale is calibrated on its kind's fixed inputs."""
+    in fixed point each network's input scale is calibrated on its kind's fixed inputs. ``pipelined=False``:
+    one evaluation at a time on Lava (for comparison)."""
     from ..diffusion import kinds
 
     if "denoiser" not in graphs:
@@ -185,5 +187,6 @@ def compile_sampler(graphs: dict, *, fixed_point: bool = False, strict: bool = F
     for role in kind.roles:
         graph = graphs[role]
         calibration = kind.calibration(role, dict(graph.metadata or {})) if fixed_point else None
-        deps[role] = compile_graph(graph, fixed_point=fixed_point, calibration=calibration, strict=strict)
+        deps[role] = compile_graph(graph, fixed_point=fixed_point, calibration=calibration, strict=strict,
+                                   pipelined=pipelined)
     return SamplerDeployment(kind, MappingProxyType(deps))

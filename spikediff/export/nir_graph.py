@@ -130,18 +130,51 @@ def sampler_graphs(model, schedule=None) -> dict:
             for role, (net, extra) in kind.networks(model).items()}
 
 
-SAMPLING_METADATA = ("snn_steps", "time_features", "max_period", "image_shape", "readout_shape", "patch",
-                     "num_train_timesteps", "prediction_type")
+def read_graph(path: str | Path):
+    """A NIR file, read with NIR's type check, and without it if that fails (other tools' files do not
+    always pass it: Rockpool's Output shapes, for one); errors name the file."""
+    import nir
+
+    path = Path(path)
+    if not path.exists():
+        raise SpikediffError(f"NIR file {path}: no such file")
+    if not path.is_file():
+        raise SpikediffError(f"NIR file {path}: not a regular file")
+    try:
+        return nir.read(path)
+    except Exception:  # nir raises many kinds for bad files; retry without the type check
+        pass
+    try:
+        return nir.read(path, type_check=False)
+    except Exception as exc:
+        raise SpikediffError(f"NIR file {path}: not a readable NIR graph ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
 
 
-def read_metadata(graph, needed=SAMPLING_METADATA) -> dict:
-    """The host-side facts ``to_nir`` writes into a graph's metadata; a clear error if some are missing."""
+def read_sampler(path: str | Path) -> dict:
+    """A spikediff sampler's graphs, {role: graph}, from one of its NIR files: the other roles are read from the
+    files beside it (``NAME.denoiser.nir``, ``NAME.decoder.nir``, as ``spikediff export`` writes them)."""
+    from ..diffusion import kinds
+
+    path = Path(path)
+    graph = read_graph(path)
     meta = dict(graph.metadata or {})
-    missing = [k for k in needed if k not in meta]
-    if missing:
-        raise SpikediffError(f"NIR graph: metadata lacks {missing}; sampling needs a graph written by "
-                             f"`spikediff export` (or to_nir(model, schedule))")
-    return meta
+    kind = kinds.of_metadata(meta)
+    if kind is None:
+        raise SpikediffError(f"NIR file {path}: not a spikediff sampler (its metadata names no kind); run it with "
+                             f"`spikediff run {path} --input X.npy`")
+    role = meta.get("role", "denoiser" if meta.get("network") != "TokenDecoder" else "decoder")
+    graphs = {role: graph}
+    stem = path.name[:-len(f".{role}.nir")] if path.name.endswith(f".{role}.nir") else None
+    for other in kind.roles:
+        if other in graphs:
+            continue
+        sibling = path.with_name(f"{stem}.{other}.nir") if stem is not None else None
+        if sibling is None or not sibling.exists():
+            raise SpikediffError(f"NIR file {path}: a {kind.name} sampler also needs its {other} graph "
+                                 f"({sibling or 'NAME.' + other + '.nir'})")
+        graphs[other] = read_graph(sibling)
+    return graphs
 
 
 def write_nir(graph, out: str | Path) -> Path:
@@ -156,9 +189,13 @@ def write_nir(graph, out: str | Path) -> Path:
     return out
 
 
-def export_checkpoint(ckpt_path: str | Path | None, out: str | Path) -> Path:
-    """Checkpoint (None: the shipped one) -> NIR file, written atomically."""
-    from ..checkpoint import load_model
-
-    model, schedule, _ckpt = load_model(ckpt_path)
-    return write_nir(to_nir(model, schedule), out)
+def export_sampler(model, schedule, out: str | Path) -> list:
+    """A loaded sampler's graphs as NIR files: ``out`` itself for a one-network sampler, else
+    ``STEM.<role>.nir`` beside it for each network; written atomically. Returns the paths."""
+    out = Path(out)
+    if out.suffix != ".nir":
+        raise SpikediffError(f"output {out}: NIR files end in .nir")
+    graphs = sampler_graphs(model, schedule)
+    if len(graphs) == 1:
+        return [write_nir(next(iter(graphs.values())), out)]
+    return [write_nir(graph, out.with_suffix(f".{role}.nir")) for role, graph in graphs.items()]

@@ -1,8 +1,9 @@
-"""ONNX for conventional runtimes: the spiking denoiser unrolled over its T steps, and its ANN twin.
+"""ONNX for conventional runtimes: any spiking network of a sampler (a denoiser, a decoder) unrolled over its T
+steps, and its ANN twin.
 
-Both take the host input (image channels plus time planes, ``SpikingDenoiser.make_input``) and return the
-flat readout (``readout_current``'s layout; the host applies ``pixel_shuffle``), so the same host code
-drives them. The unrolled SNN writes the LIF as plain tensor ops (the surrogate gradient only matters in
+Both take the network's host input (for a denoiser: the image or latent channels plus time planes, its
+``make_input``) and return the flat readout (the host reads it as the other backends do), so the same host
+code drives them. The unrolled SNN writes the LIF as plain tensor ops (the surrogate gradient only matters in
 training), which is snnTorch's zero-reset ``Leaky`` step for step. The ANN twin has the same layers with
 ReLU instead of LIF and runs once per denoiser call: the conventional network the SNN is measured
 against (in MACs and images/s); a recurrent synapse has no place in one pass and is left out. It carries
@@ -50,9 +51,8 @@ class AnnTwin(nn.Module):
 
 
 def example_input(model, batch: int = 1) -> torch.Tensor:
-    cfg = model.config
-    x = torch.zeros(batch, cfg.in_channels, cfg.image_size, cfg.image_size)
-    return model.make_input(x, torch.zeros(batch, dtype=torch.long))
+    x = model.example_input()
+    return x.expand(batch, *x.shape[1:]).contiguous()
 
 
 def export_onnx(model, path, twin: bool = False) -> Path:

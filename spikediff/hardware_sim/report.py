@@ -225,7 +225,7 @@ def to_markdown(r: dict) -> str:
         what = (f"{r['images']} images of the {r['kind']} sampler: {steps}{rest}; Loihi fixed point, bit-exact "
                 f"simulator ({r['simulator']['device']}, {r['simulator']['images_per_s']:.3g} images/s). Figures are "
                 f"per generated image.")
-    lines = [f"# Hardware report{': ' + r['source'] if r['source'] else ''}", "", what, ""]
+    lines = [f"# Hardware report ({r['kind']}){': ' + r['source'] if r['source'] else ''}", "", what, ""]
     if "samples" in r.get("files", {}):
         lines += ["![samples](samples.png)", ""]
     lines += [f"## Energy and time per {per}", "",

@@ -50,33 +50,30 @@ def chunk_features(folder: Path, samples: np.ndarray, extractor, chunk: int = CH
 
 
 def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, seed: int = 0, device: str = "cpu",
-             chunk: int = CHUNK, progress: bool = True, log=print, temperature: float | None = None) -> np.ndarray:
-    """(n, C, H, W) samples in [-1, 1], generated chunk by chunk into ``out_dir`` (reused when present).
-    ``temperature``: spiking-vq only (None: its default)."""
+             chunk: int = CHUNK, progress: bool = True, log=print, **options) -> np.ndarray:
+    """(n, C, H, W) samples in [-1, 1], generated chunk by chunk into ``out_dir`` (reused when present). Image i
+    of a chunk starting at ``start`` is image ``start + i`` of the run (its noise and draws), so chunks add up to
+    one run. ``options``: the kind's sampling options (spiking-vq: temperature)."""
     import torch
     from tqdm.auto import tqdm
 
     from ..atomic import save_npy_atomic
-    from ..diffusion.sampler import initial_noise, sample_torch
-    from ..export.nir_graph import to_nir
+    from ..diffusion import kinds
 
     if backend not in BACKENDS:
         raise SpikediffError(f"--backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    vq = schedule is None  # a spiking-vq sampler (checkpoint.load_model gives it no noise schedule)
+    kind = kinds.of_model(model)
+    options = kind.options(**options)
     shape = model.image_shape
-    noise = None if vq else initial_noise(n, shape, seed)
-    if vq:
-        from ..diffusion.absorbing import resolve_temperature
-
-        temperature = resolve_temperature(temperature)
-    folder = samples_folder(out_dir, backend, steps, seed, temperature if vq else None)
+    folder = samples_folder(out_dir, backend, steps, seed, options.get("temperature"))
     folder.mkdir(parents=True, exist_ok=True)
-    if backend == "torch":
-        graph = None
-    else:
-        from ..export.nir_graph import vq_graphs
+    noise = _run_noise(model, kind, n, seed)
+    sd = None
+    if backend != "torch":  # compiled once for every chunk
+        from ..export.deployment import compile_sampler
+        from ..export.nir_graph import sampler_graphs
 
-        graph = vq_graphs(model) if vq else to_nir(model, schedule)
+        sd = compile_sampler(sampler_graphs(model, schedule), fixed_point=True)
     out = np.zeros((n, *shape), np.float32)
     reused = 0
     with tqdm(total=n, desc=f"samples ({backend}, {steps} steps)", unit="image", disable=not progress) as bar:
@@ -89,31 +86,21 @@ def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, s
                     out[start:stop], reused = got, reused + len(got)
                     bar.update(len(got))
                     continue
-            x = None if vq else noise[start:stop]
-            if vq and backend == "torch":
-                images = model.sample(stop - start, steps, seed=seed, temperature=temperature, device=device,
-                                      progress=False, first=start).numpy()
-            elif vq and backend == "sim":
-                from ..hardware_sim.vq_fixed_sampler import sample_vq_fixed
-
-                images = sample_vq_fixed(graph, stop - start, steps, seed=seed, temperature=temperature, device=device,
-                                         first=start)["images"]
-            elif vq:
-                from ..runtime.vq_sampler import sample_vq_lava
-
-                images = sample_vq_lava(graph, stop - start, steps, seed=seed, temperature=temperature, fixed_point=True,
-                                        target="sim", progress=False, first=start)["images"]
-            elif backend == "torch":
+            extra = dict(options, first=start)
+            if noise is not None:
+                extra["noise"] = noise[start:stop]
+            if backend == "torch":
                 with torch.no_grad():
-                    images = sample_torch(model, schedule, len(x), steps, noise=x, device=device, progress=False).numpy()
+                    images = kind.sample_torch(model, schedule, stop - start, steps, seed=seed, device=device,
+                                               progress=False, **extra).numpy()
             elif backend == "sim":
-                from ..hardware_sim.fixed_sampler import sample_fixed
+                from ..hardware_sim.sampler import sample_sim
 
-                images = sample_fixed(graph, x.numpy(), steps, device=device)["images"]
+                images = sample_sim(sd, stop - start, steps, seed=seed, device=device, **extra)["images"]
             else:
-                from ..runtime.lava_sampler import sample_lava
+                from ..runtime.run import sample_lava
 
-                images = sample_lava(graph, x.numpy(), steps, progress=False, fixed_point=True, target="sim")["images"]
+                images = sample_lava(sd, stop - start, steps, seed=seed, target="sim", progress=False, **extra)["images"]
             save_npy_atomic(images.astype(np.float32), path)
             _features_path(path).unlink(missing_ok=True)  # features of an older chunk under this name
             out[start:stop] = images
@@ -123,9 +110,17 @@ def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, s
     return out
 
 
+def _run_noise(model, kind, n: int, seed: int):
+    """The initial noise of a whole run of a DDIM kind (drawn once, so chunks are slices of one run), or None."""
+    from ..diffusion.sampler import initial_noise
+
+    shape = getattr(model, "latent_shape", None) or (model.image_shape if kind.name == "fsddim" else None)
+    return None if shape is None else initial_noise(n, tuple(shape), seed).numpy()
+
+
 def evaluate(model, schedule, out_dir, data: str, n: int, steps: int, backend: str, seed: int = 0,
              ref_split: str = "train", ref_n: int = 10000, device: str = "cpu", progress: bool = True,
-             kid_subsets: int = 100, source: str = "", log=print, temperature: float | None = None) -> dict:
+             kid_subsets: int = 100, source: str = "", log=print, **options) -> dict:
     """Generate (or reuse) n samples, score them against ``ref_n`` images of ``data``/``ref_split``; writes
     ``eval-<backend>-<steps>steps.json`` and a grid of the first 64 samples into ``out_dir``."""
     import torch
@@ -143,21 +138,20 @@ def evaluate(model, schedule, out_dir, data: str, n: int, steps: int, backend: s
                              f"{model.image_shape[-1]} px")
     extractor = InceptionFeatures(device=device)
     reference = reference_features(data, ref_split, ref_n, extractor=extractor, progress=progress)
-    samples = generate(model, schedule, out, n, steps, backend, seed=seed, device=device, progress=progress, log=log,
-                       temperature=temperature)
-    vq = schedule is None
-    if vq:
-        from ..diffusion.absorbing import resolve_temperature
+    from ..diffusion import kinds
 
-        temperature = resolve_temperature(temperature)
-    feats = chunk_features(samples_folder(out, backend, steps, seed, temperature if vq else None), samples,
+    options = kinds.of_model(model).options(**options)
+    samples = generate(model, schedule, out, n, steps, backend, seed=seed, device=device, progress=progress, log=log,
+                       **options)
+    temperature = options.get("temperature")
+    feats = chunk_features(samples_folder(out, backend, steps, seed, temperature), samples,
                            extractor, progress=progress)
     result = {"source": source, "backend": backend, "denoising_steps": steps,
               "snn_steps": model.num_steps,
               "seed": seed, "data": data, "reference": f"{data} {ref_split}, first {len(reference)} images",
               **scores(feats, reference, kid_subsets=kid_subsets)}
     name = f"eval-{backend}-{steps}steps"
-    if vq:
+    if temperature is not None:
         result["temperature"] = temperature
         name += f"-temp{temperature:g}"
     save_grid(torch.from_numpy(samples[:64]), out / f"{name}.png")

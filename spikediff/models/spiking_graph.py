@@ -84,13 +84,13 @@ class SpikingGraph(nn.Module):
             if readout:
                 current = None
                 for t in range(steps):
-                    d_t = drive[min(t, len(drive) - 1)]
+                    d_t = drive[min(t, drive.shape[0] - 1)]
                     current = d_t if current is None else cfg.readout_alpha * current + d_t
                     total = current if total is None else total + current
                 continue
             out, mem = [], None
             for t in range(steps):
-                d_t = drive[min(t, len(drive) - 1)]
+                d_t = drive[min(t, drive.shape[0] - 1)]
                 for syn in recurrent:
                     if t:
                         d_t = d_t + self._synapse(syn, out[-1], False)

@@ -12,7 +12,8 @@ import numpy as np
 
 
 def counters_report(result: dict) -> dict:
-    """The JSON report of a ``sample_lava`` result; spikes outside any evaluation are shared over the images."""
+    """The JSON report of a ``run.sample_lava`` result; spikes outside any evaluation are shared over the images.
+    A final network (a decoder, one pass per image) is reported under its role (``decoder``)."""
     net, pipe, counts = result["network"], result["pipeline"], result["counters"]
     n_images, num_inference_steps = pipe.images, pipe.steps
     lava_steps = pipe.lava_steps / n_images
@@ -32,8 +33,17 @@ def counters_report(result: dict) -> dict:
             "synaptic_ops_per_image": float(spikes * fanout),
             "neuron_updates_per_image": float(neurons * lava_steps),
         }
+    final = {}
+    fnet = result.get("final_network")
+    if fnet is not None:
+        for name, c in result["final_counters"].items():
+            spikes = float(np.mean(c))
+            fanout = fnet.synapse_fanout.get(name, 0)
+            final[name] = {"neurons": int(fnet.populations[name][1]), "spikes_per_image": spikes, "fanout": int(fanout),
+                           "synaptic_ops_per_image": spikes * fanout}
     return {
         "backend": f"lava: {result['target']}",
+        **({"decoder": final} if final else {}),
         "images": n_images,
         "denoising_steps": num_inference_steps,
         "snn_steps": net.num_steps,

@@ -45,7 +45,7 @@ def run_windows(net, inputs, record_spikes: bool = False, target: str = "sim", p
     ``record_spikes`` also ``"spikes": {population: (N, T) spike counts}``.
     """
     from .. import lava_compat
-    from ..export.layout import lava_shape, to_lava_layout
+    from ..export.layout import from_lava_layout, lava_shape, to_lava_layout
     from .session import lava_session, run_config
 
     lava_compat.import_lava()
@@ -99,9 +99,7 @@ def run_windows(net, inputs, record_spikes: bool = False, target: str = "sim", p
     for pop, v in data.items():
         v = np.moveaxis(v, -1, 0)
         if plan.populations[pop].spiking:
-            rows = [v[i * period + lat[pop] + 1: i * period + lat[pop] + 1 + t] for i in range(n)]
-            from ..export.layout import from_lava_layout
-
+            rows = [v[i * period + lat[pop]: i * period + lat[pop] + t] for i in range(n)]
             result["outputs"][pop] = np.stack([from_lava_layout(r.astype(np.float64), plan.shapes[pop], net.perms[pop])
                                                for r in rows])
             spikes[pop] = None

@@ -64,6 +64,7 @@ class Kind:
     name: str
     roles: tuple = ("denoiser",)
     description: str = ""
+    step_name: str = "DDIM steps"  # what one evaluation of the loop network is, for people
 
     def networks(self, model) -> dict:
         """{role: (SpikingGraph, extra metadata)} of a loaded sampler."""

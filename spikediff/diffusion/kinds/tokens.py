@@ -64,6 +64,7 @@ class TokenKind(Kind):
     name = "spiking-vq"
     roles = ("denoiser", "decoder")
     description = "Spiking-Diffusion: absorbing diffusion over VQ-SVAE tokens, then the spiking decoder"
+    step_name = "unmasking steps"
 
     def owns(self, model) -> bool:
         from ...models import SpikingVQDiffusion
