@@ -18,7 +18,7 @@ from _report import write_report
 
 from spikediff.checkpoint import load_model
 from spikediff.data import load_images
-from spikediff.diffusion import sample_torch
+from spikediff.diffusion import kinds, sample_torch
 from spikediff.diffusion.absorbing import resolve_temperature
 from spikediff.diffusion.sampler import initial_noise
 from spikediff.export.deployment import compile_sampler
@@ -51,7 +51,7 @@ def main() -> None:
         x = sample_sim(sd, args.n, steps, noise=noise, progress=True)["images"]
         rows[f"shipped checkpoint, fixed point, {steps} DDIM steps"] = np.clip((x + 1) / 2, 0, 1)[:, 0]
     vq = load_model("mnist-vq")[0]  # the spiking-vq sampler: float, then the deployed fixed point
-    x = vq.sample(args.n, 20, seed=args.seed, progress=False)
+    x = kinds.get("spiking-vq").sample_torch(vq, None, args.n, 20, seed=args.seed, progress=False)
     rows[f"mnist-vq, 20 unmasking steps, temperature {resolve_temperature(None):g}"] = ((x + 1) / 2).clamp(0, 1).numpy()[:, 0]
     x = sample_sim(compile_sampler(sampler_graphs(vq), fixed_point=True), args.n, 20, seed=args.seed)["images"]
     rows["mnist-vq, fixed point, 20 unmasking steps"] = np.clip((x + 1) / 2, 0, 1)[:, 0]

@@ -192,13 +192,14 @@ def cmd_sample(args) -> int:
     out = save_grid(torch.as_tensor(images), args.output)
     print(f"wrote {len(images)} samples to {out}")
     if not args.quiet:
-        for role, (net, _extra) in sampler.kind.networks(model).items():
+        networks = sampler.kind.networks(model)
+        for role, (net, _extra) in networks.items():
             t = net.config.num_steps
             counts = net.neuron_counts()
             calls = args.steps if role == "denoiser" else 1
             what = f"{calls} {sampler.kind.step_name}" if role == "denoiser" else "one pass"
             _print_spike_table(counts, {k: stats.get(k, 0.0) / args.num for k in counts}, calls * t,
-                               f"({role}: {what} x T={t})")
+                               f"({role + ': ' if len(networks) > 1 else ''}{what} x T={t})")
     return 0
 
 
@@ -426,7 +427,7 @@ def cmd_inspect(args) -> int:
 
 def cmd_run(args) -> int:
     from .export.layout import lava_shape  # noqa: F401  (a light import: fail early on a broken install)
-    from .runtime.graph_run import run_graph
+    from .run_graph import run_graph
 
     dep, x = _compile_graph_with_input(args)
     result = run_graph(dep, x, backend=args.backend, out_dir=args.output, progress=not args.quiet,

@@ -29,13 +29,10 @@ def _dataset(name):
 
 @functools.cache
 def _samples(name):
-    from spikediff.diffusion import sample_torch
+    from spikediff.diffusion import kinds
 
     model, schedule, _ = load_model(name)
-    if schedule is None:
-        x = model.sample(64, 20, seed=1, progress=False)
-    else:
-        x = sample_torch(model, schedule, 64, num_inference_steps=20, seed=1, progress=False)
+    x = kinds.of_model(model).sample_torch(model, schedule, 64, 20, seed=1, progress=False)
     return ((x + 1) / 2).clamp(0, 1).numpy()[:, 0]
 
 

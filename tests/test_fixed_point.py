@@ -14,7 +14,7 @@ from spikediff.export.deployment import compile_graph, compile_sampler
 from spikediff.export.nir_graph import sampler_graphs, to_nir
 from spikediff.export.plan import NirGraphError
 from spikediff.export.quantize import bias_to_lava, decay_to_lava, quantize_weights
-from spikediff.hardware_sim import loihi_arith
+from spikediff.export import loihi_arith
 from spikediff.hardware_sim.sampler import sample_sim
 from spikediff.hardware_sim.simulator import evaluate
 from spikediff.models import DenoiserConfig, SpikingDenoiser

@@ -16,7 +16,7 @@ from spikediff.models import DenoiserConfig, SpikingDenoiser
 @pytest.mark.parametrize("images,period,window", [(1, 4, 10), (2, 4, 10), (5, 4, 10), (8, 4, 10), (3, 10, 10),
                                                   (4, 3, 3)])
 def test_pipeline_runs_every_step_of_every_image_once_and_in_order(images, period, window):
-    from spikediff.runtime.pipeline import Pipeline
+    from spikediff.export.pipeline import Pipeline
 
     pipe = Pipeline(images=images, steps=3, num_steps=min(period, 4), period=period, window=window)
     slots = {}

@@ -12,6 +12,7 @@ from spikediff import SpikediffError
 from spikediff.checkpoint import CheckpointError, load_model, load_raw
 from spikediff.cli import main
 from spikediff.data import load_images, to_model_range
+from spikediff.diffusion import kinds
 from spikediff.diffusion.absorbing import (UnmaskDraws, corrupt, masked_counts, masked_cross_entropy,
                                            sample_tokens, unmask_step)
 from spikediff.models import SpikingTokenDenoiser, SpikingVQVAE, TokenDenoiserConfig, VQConfig
@@ -185,9 +186,10 @@ def test_two_stage_training_learns_resumes_and_samples(tmp_path):
     assert sdid_log[-1]["loss_avg"] < math.log(16)  # better than a uniform guess over the codes
     model, schedule, ckpt = load_model(path)
     assert schedule is None and ckpt["train"]["step"] == 120 and ckpt["train"]["vq_step"] == 120
-    images = model.sample(5, steps=4, seed=0, progress=False)
+    sample = kinds.get("spiking-vq").sample_torch
+    images = sample(model, None, 5, 4, seed=0, progress=False)
     assert images.shape == (5, 1, 8, 8) and images.abs().max() <= 1
-    assert torch.equal(images, model.sample(5, steps=4, seed=0, progress=False))
+    assert torch.equal(images, sample(model, None, 5, 4, seed=0, progress=False))
 
     # an interrupted second stage resumes to the same weights as the straight run
     train_spiking_vq(_tiny_cfg(steps=50), tmp_path / "resumed", progress=False, log=lambda _m: None)

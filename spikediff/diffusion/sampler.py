@@ -1,4 +1,4 @@
-"""DDIM sampling with the PyTorch backend."""
+"""DDIM sampling with the PyTorch backend (images, or the latents of a latent sampler)."""
 
 from __future__ import annotations
 
@@ -19,11 +19,13 @@ def initial_noise(n: int, shape: tuple, seed: int) -> torch.Tensor:
 @torch.no_grad()
 def sample_torch(model, schedule: NoiseSchedule, n: int, num_inference_steps: int = DEFAULT_INFERENCE_STEPS, seed: int = 0,
                  batch_size: int = 64, device: str | torch.device = "cpu", progress: bool = True,
-                 stats: dict | None = None, noise: torch.Tensor | None = None) -> torch.Tensor:
-    """Generate n images in [-1, 1], shape (n, C, H, W), on CPU, from ``noise`` if given (else from seed)."""
-    cfg = model.config
-    x = initial_noise(n, (cfg.in_channels, cfg.image_size, cfg.image_size), seed) if noise is None else noise
-    scheduler = DDIMScheduler(schedule)
+                 stats: dict | None = None, noise: torch.Tensor | None = None, shape: tuple | None = None,
+                 clip_sample: bool = True) -> torch.Tensor:
+    """Generate n samples with the denoiser ``model`` on CPU, from ``noise`` if given (else from seed): images
+    in [-1, 1], shape (n, C, H, W); or with ``shape`` and ``clip_sample=False`` unbounded latents."""
+    shape = tuple(shape or model.image_shape)
+    x = initial_noise(n, shape, seed) if noise is None else torch.as_tensor(noise)
+    scheduler = DDIMScheduler(schedule, clip_sample=clip_sample)
     scheduler.set_timesteps(num_inference_steps)
     model = model.to(device).eval()
     out = []
@@ -35,6 +37,6 @@ def sample_torch(model, schedule: NoiseSchedule, n: int, num_inference_steps: in
             pred = model(xb, torch.full((xb.shape[0],), int(t), device=device), stats=stats)
             xb, _ = scheduler.step(pred, t, xb)
             bar.update(1)
-        out.append(xb.clamp(-1, 1).cpu())
+        out.append((xb.clamp(-1, 1) if clip_sample else xb).cpu())
     bar.close()
     return torch.cat(out)

@@ -84,6 +84,17 @@ class Deployment:
         return {} if self.fixed is None else dict(self.fixed.errors)
 
 
+def input_series(x: np.ndarray, shape: tuple, num_steps: int, name: str) -> np.ndarray:
+    """Inputs (N, *shape) constant over the T steps, or (N, T, *shape) -> (N, T, *shape)."""
+    shape = tuple(shape)
+    if x.ndim >= 1 and tuple(x.shape[1:]) == shape:
+        return np.broadcast_to(x[:, None], (len(x), num_steps, *shape))
+    if x.ndim >= 2 and tuple(x.shape[2:]) == shape and x.shape[1] == num_steps:
+        return x
+    raise SpikediffError(f"input {name!r}: expected shape (N, {', '.join(map(str, shape))}) or (N, {num_steps}, "
+                         f"{', '.join(map(str, shape))}), got {tuple(x.shape)}")
+
+
 def timing(p: Plan, num_steps: int, pipelined: bool = True) -> Timing:
     window = max(p.latency[pop] for pop in p.outputs.values()) + num_steps
     if p.max_delay > 0 or not pipelined:

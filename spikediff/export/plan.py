@@ -223,6 +223,10 @@ def _node_op(name: str, node, in_shape: tuple):
             raise NirGraphError(f"NIR node {name!r}: bias has {bias.size} values for {w.shape[0]} outputs")
         op = DenseOp(w)
         return op, (None if bias is None else np.broadcast_to(bias, (w.shape[0],)).copy()), op.out_shape(in_shape)
+    if kind == "Scale" and len(in_shape) == 1:  # on a flat input: a diagonal matrix
+        scale = np.broadcast_to(_finite(name, "scale", node.scale).reshape(-1), in_shape)
+        op = DenseOp(np.diag(scale))
+        return op, None, in_shape
     if len(in_shape) != 3:
         raise NirGraphError(f"NIR node {name!r}: {kind} needs an image-shaped (C, H, W) input, got shape {in_shape}")
     c = in_shape[0]
@@ -271,6 +275,11 @@ def _compose(names: list, nodes: dict, src_shape: tuple, dt: float, label: str) 
             shape = (int(np.prod(shape)),)
             continue
         if kind == "Delay":
+            biased = [s[0] for s in steps if s[2] is not None and np.any(s[2] != 0)]
+            if biased:
+                raise NirGraphError(f"NIR node {biased[0]!r}: its bias passes through the Delay {name!r}; a delayed "
+                                    f"constant current (zero for the first steps) has no exact synapse form "
+                                    f"(move the Delay before the weights)")
             d = _finite(name, "delay", node.delay)
             k = np.unique(np.round(d / dt))
             if len(k) != 1 or np.abs(d / dt - k[0]).max() > 1e-6 or k[0] < 0:
@@ -448,9 +457,9 @@ def plan(graph, dt: float = 1e-4) -> Plan:
         if kind_of(node) in NONSPIKING and not any(p in f for f in feeds_output.values()):
             raise NirGraphError(f"NIR node {p!r}: a non-spiking {kind_of(node)} that feeds no Output: Lava neurons "
                                 f"send spikes, so nothing downstream could read it")
-        if kind_of(node) in NONSPIKING and any(src == p and dst != p for src, dst, _b in paths):
-            raise NirGraphError(f"NIR node {p!r}: a non-spiking {kind_of(node)} feeds other neurons; only spikes "
-                                f"travel between populations")
+        if kind_of(node) in NONSPIKING and any(src == p for src, _dst, _b in paths):
+            raise NirGraphError(f"NIR node {p!r}: a non-spiking {kind_of(node)} feeds neurons (itself or others); only "
+                                f"spikes travel between populations")
 
     # shapes: inputs as declared (or from their first weight), populations from parameters or weights
     shapes: dict = {}

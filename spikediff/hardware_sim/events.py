@@ -73,7 +73,7 @@ class Events:
 def lava_steps(dep, images: int, evaluations: int) -> tuple:
     """(Lava steps per item when ``images`` items of ``evaluations`` evaluations each are pipelined, Lava steps of
     one item alone): the schedule the Lava runtime runs (``runtime.pipeline``)."""
-    from ..runtime.pipeline import Pipeline
+    from ..export.pipeline import Pipeline
 
     t = dep.timing
     many = Pipeline(images, evaluations, t.num_steps, t.period, t.window)

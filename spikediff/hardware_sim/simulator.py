@@ -22,7 +22,7 @@ import torch
 
 from ..export.plan import CONST
 from ..export.quantize import encode_input
-from . import loihi_arith
+from ..export import loihi_arith
 
 FLOAT32_EXACT = 1 << 24
 
@@ -146,7 +146,7 @@ class Simulator:
         neurons with input or a nonzero state}; ``input_values`` (input size,): nonzero graded values sent
         per input neuron (summed over the Inputs' flat positions, first Input first); ``max_input``
         {population: max |a_in|}; ``raster`` {population: (T, len(indices))}."""
-        from ..runtime.run import input_series
+        from ..export.deployment import input_series
 
         p = self.plan
         t_steps = int(num_steps or self.dep.num_steps)
@@ -186,9 +186,13 @@ class Simulator:
                     for f in self.folded.incoming(name):
                         src = f.syn.src
                         if f.syn.name in constant:
+                            if f.syn.src in p.inputs and step < f.syn.delay:
+                                continue  # a NIR Delay: the input has not arrived yet
                             got = constant[f.syn.name]
                         elif src in p.inputs:
-                            got = self._deliver(f, encoded[src][:, step])
+                            if step < f.syn.delay:
+                                continue
+                            got = self._deliver(f, encoded[src][:, step - f.syn.delay])
                         else:
                             back = f.syn.delay + (1 if f.syn.recurrent else 0)
                             if back == 0:
@@ -242,6 +246,7 @@ def evaluate(dep, inputs, device="cpu") -> dict:
     out = {"outputs": outputs, "spikes": {k: c.cpu().numpy() for k, c in res["spikes"].items()},
            "max_input": res["max_input"]}
     if res["readout_int"] is not None:
+        (readout,) = res["states"]
         out["readout_int"] = res["readout_int"].cpu().numpy()
-        out["readout"] = out["readout_int"] / dep.readout_scale()
+        out["readout"] = outputs[readout]
     return out

@@ -53,38 +53,3 @@ class LatentDDIM(nn.Module):
     def decode(self, z: torch.Tensor, stats: dict | None = None) -> torch.Tensor:
         """Standardized latents -> images in [-1, 1] through the spiking decoder."""
         return self.vq.decoder(self.decoder_input(z), stats).clamp(-1, 1)
-
-    @torch.no_grad()
-    def sample_latents(self, schedule, n: int, steps: int, seed: int = 0, batch_size: int = 64, device="cpu",
-                       progress: bool = True, stats: dict | None = None, first: int = 0,
-                       noise=None) -> torch.Tensor:
-        """n standardized latents by deterministic DDIM (no clipping: latents are not bounded like pixels),
-        from ``noise`` or the seed's (image i gets the noise of image ``first + i``)."""
-        from tqdm.auto import tqdm
-
-        from ..diffusion.sampler import initial_noise
-        from ..diffusion.schedule import DDIMScheduler
-
-        x = initial_noise(first + n, self.latent_shape, seed)[first:] if noise is None else torch.as_tensor(noise)
-        scheduler = DDIMScheduler(schedule, clip_sample=False)
-        scheduler.set_timesteps(steps)
-        net = self.denoiser.to(device).eval()
-        out = []
-        bar = tqdm(total=-(-n // batch_size) * steps, desc="sampling latents", unit="step", disable=not progress)
-        for start in range(0, n, batch_size):
-            xb = x[start:start + batch_size].to(device)
-            for t in scheduler.timesteps:
-                pred = net(xb, torch.full((xb.shape[0],), int(t), device=device), stats=stats)
-                xb, _ = scheduler.step(pred, t, xb)
-                bar.update(1)
-            out.append(xb.cpu())
-        bar.close()
-        return torch.cat(out)
-
-    @torch.no_grad()
-    def sample(self, schedule, n: int, steps: int, seed: int = 0, batch_size: int = 64, device="cpu",
-               progress: bool = True, stats: dict | None = None, first: int = 0, noise=None) -> torch.Tensor:
-        """n images in [-1, 1]: latents by DDIM, then one pass of the spiking decoder."""
-        z = self.sample_latents(schedule, n, steps, seed, batch_size, device, progress, stats, first, noise)
-        self.to(device)
-        return torch.cat([self.decode(z[i:i + batch_size].to(device), stats).cpu() for i in range(0, n, batch_size)])

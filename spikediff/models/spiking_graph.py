@@ -11,7 +11,7 @@ population its own (beta, threshold).
 
 A synapse from a population to itself is a recurrent (lateral) synapse: at SNN step t it delivers the
 population's spikes of step t - 1 (nothing at t = 0), which is what a Lava synapse's one-step delay does
-to a self-loop, so it needs no alignment on Lava. Longer cycles are not allowed (see ``nir_to_lava``).
+to a self-loop, so it needs no alignment on Lava. Longer cycles are not allowed (see ``export.plan``).
 Synapse layers whose weight has ``requires_grad`` off are fixed wiring (``init_weights`` leaves them).
 """
 
@@ -70,7 +70,8 @@ class SpikingGraph(nn.Module):
         total = None
         for target, synapses in self.graph.items():
             readout = target == "readout"
-            drive = None  # (T or 1, N, ...)
+            drive = None  # (T, N, ...), or (1, N, ...) when only the constant input feeds it
+            varying = any(src not in ("input", target) for _syn, src in synapses)
             for syn, src in synapses:
                 if src == target:
                     continue  # a self-loop: added step by step below
@@ -84,13 +85,13 @@ class SpikingGraph(nn.Module):
             if readout:
                 current = None
                 for t in range(steps):
-                    d_t = drive[min(t, drive.shape[0] - 1)]
+                    d_t = drive[t] if varying else drive[0]
                     current = d_t if current is None else cfg.readout_alpha * current + d_t
                     total = current if total is None else total + current
                 continue
             out, mem = [], None
             for t in range(steps):
-                d_t = drive[min(t, drive.shape[0] - 1)]
+                d_t = drive[t] if varying else drive[0]
                 for syn in recurrent:
                     if t:
                         d_t = d_t + self._synapse(syn, out[-1], False)

@@ -28,19 +28,6 @@ class SpikingVQDiffusion(nn.Module):
         return self.sdid.config.num_steps
 
     @torch.no_grad()
-    def sample(self, n: int, steps: int, seed: int = 0, temperature: float | None = None, batch_size: int = 64,
-               device="cpu", progress: bool = True, stats: dict | None = None, first: int = 0) -> torch.Tensor:
-        """n images in [-1, 1]: tokens by absorbing diffusion, then the spiking decoder.
-
-        ``stats`` collects spike counts of both networks (their layer names differ); ``first`` as in
-        ``absorbing.sample_tokens``."""
-        from ..diffusion.absorbing import sample_tokens
-
-        tokens = sample_tokens(self.sdid, n, steps, seed=seed, schedule=self.mask_schedule, temperature=temperature,
-                               batch_size=batch_size, device=device, progress=progress, stats=stats, first=first)
-        return self.decode(tokens, batch_size, device, stats)
-
-    @torch.no_grad()
     def decode(self, tokens: torch.Tensor, batch_size: int = 64, device="cpu", stats: dict | None = None) -> torch.Tensor:
         """Token grids (N, G, G) -> images in [-1, 1] with the spiking decoder, a batch at a time."""
         self.vq.to(device).eval()

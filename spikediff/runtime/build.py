@@ -188,7 +188,8 @@ def build(dep, netx: bool = True, netx_dir=None) -> LavaNetwork:
         if s.src in p.inputs:
             delay = p.latency[s.dst] - 1 + s.delay
             if delay > 0:  # a layer deeper than the first reads the input late
-                line = lp.GradedDelay(shape=lava_shape(shapes[s.src]), delay=delay, name=f"{s.name}_delay")
+                reset = dict(reset_interval=period, reset_offset=1 % period) if s.delay else {}
+                line = lp.GradedDelay(shape=lava_shape(shapes[s.src]), delay=delay, name=f"{s.name}_delay", **reset)
                 procs[line.name] = line
                 line.s_out.connect(in_port)
                 in_port = line.s_in
@@ -201,8 +202,9 @@ def build(dep, netx: bool = True, netx_dir=None) -> LavaNetwork:
         delay = p.latency[s.dst] - p.latency[s.src] - 1 + s.delay if not s.recurrent else s.delay
         if delay > 0:
             reset = {}
-            if s.delay:  # a NIR Delay: cleared as each evaluation's first step enters it
-                reset = dict(reset_interval=period, reset_offset=(p.latency[s.src] + 1) % period)
+            if s.delay:  # a NIR Delay: cleared before what it sends can reach the evaluation's first step
+                first = p.latency[s.src] + 1 if not s.recurrent else p.latency[s.src]
+                reset = dict(reset_interval=period, reset_offset=first % period)
             line = lp.SpikeDelay(shape=lava_shape(shapes[s.src]), delay=delay, name=f"{s.name}_delay", **reset)
             procs[line.name] = line
             src_port.connect(line.s_in)

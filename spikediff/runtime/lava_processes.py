@@ -226,7 +226,7 @@ class PyReadoutFixed(_ReadoutModel):
     bias_exp: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=3)
 
     def update(self, a_in):
-        from ..hardware_sim.loihi_arith import cuba_update
+        from ..export.loihi_arith import cuba_update
 
         p = self.proc_params
         self.u[:], self.v[:] = cuba_update(self.u, self.v, a_in, p["du"], p["dv"], self.bias, self.bias_exp)

@@ -25,17 +25,6 @@ def _as_input_dict(net, inputs) -> dict:
     return {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
 
 
-def input_series(x: np.ndarray, shape: tuple, num_steps: int, name: str) -> np.ndarray:
-    """Inputs (N, *shape) constant over the T steps, or (N, T, *shape) -> (N, T, *shape)."""
-    shape = tuple(shape)
-    if x.ndim >= 1 and tuple(x.shape[1:]) == shape:
-        return np.broadcast_to(x[:, None], (len(x), num_steps, *shape))
-    if x.ndim >= 2 and tuple(x.shape[2:]) == shape and x.shape[1] == num_steps:
-        return x
-    raise SpikediffError(f"input {name!r}: expected shape (N, {', '.join(map(str, shape))}) or (N, {num_steps}, "
-                         f"{', '.join(map(str, shape))}), got {tuple(x.shape)}")
-
-
 def run_windows(net, inputs, record_spikes: bool = False, target: str = "sim", progress: bool = False) -> dict:
     """Run ``N`` network evaluations in one Lava run, inputs known up front (a ring buffer plays them).
 
@@ -45,6 +34,7 @@ def run_windows(net, inputs, record_spikes: bool = False, target: str = "sim", p
     ``record_spikes`` also ``"spikes": {population: (N, T) spike counts}``.
     """
     from .. import lava_compat
+    from ..export.deployment import input_series
     from ..export.layout import from_lava_layout, lava_shape, to_lava_layout
     from .session import lava_session, run_config
 
@@ -172,7 +162,7 @@ def sample_lava(sd, n: int, steps: int, seed: int = 0, first: int = 0, target: s
     network, ``pipeline``, ``network`` (the loop network's ``LavaNetwork``), ``final_network``, ``target``."""
     from . import lava_processes as lp
     from .build import build
-    from .pipeline import Pipeline
+    from ..export.pipeline import Pipeline
     from .session import run_config
 
     if int(n) < 1:

@@ -110,5 +110,15 @@ class LatentKind(Kind):
 
     def sample_torch(self, model, schedule, n, steps, seed=0, batch_size=64, device="cpu", progress=True, stats=None,
                      first=0, noise=None, **options):
-        return model.sample(schedule, n, steps, seed=seed, batch_size=batch_size, device=device, progress=progress,
-                            stats=stats, first=first, noise=noise)
+        """Standardized latents by DDIM with the spiking latent denoiser (no clipping), then one pass of the
+        spiking decoder per image."""
+        import torch
+
+        from ..sampler import initial_noise, sample_torch
+
+        if noise is None:
+            noise = initial_noise(first + n, model.latent_shape, seed)[first:]
+        z = sample_torch(model.denoiser, schedule, n, steps, batch_size=batch_size, device=device, progress=progress,
+                         stats=stats, noise=noise, shape=model.latent_shape, clip_sample=False)
+        model.to(device)
+        return torch.cat([model.decode(z[i:i + batch_size].to(device), stats).cpu() for i in range(0, n, batch_size)])

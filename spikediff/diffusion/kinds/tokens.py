@@ -100,5 +100,9 @@ class TokenKind(Kind):
 
     def sample_torch(self, model, schedule, n, steps, seed=0, batch_size=64, device="cpu", progress=True, stats=None,
                      first=0, temperature=None, **options):
-        return model.sample(n, steps, seed=seed, temperature=temperature, batch_size=batch_size, device=device,
-                            progress=progress, stats=stats, first=first)
+        """Tokens by absorbing diffusion with the SDID network, then the spiking decoder; ``stats`` collects
+        the spike counts of both networks (their layer names differ)."""
+        tokens = absorbing.sample_tokens(model.sdid, n, steps, seed=seed, schedule=model.mask_schedule,
+                                         temperature=temperature, batch_size=batch_size, device=device,
+                                         progress=progress, stats=stats, first=first)
+        return model.decode(tokens, batch_size, device, stats)

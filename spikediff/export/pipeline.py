@@ -6,7 +6,7 @@ Lava steps L+1 .. L+T and is free again afterwards, so a new evaluation can star
 its previous readout, which ends ``window`` = latency(readout) + T steps after its input began; so
 ``cycle`` = ceil(window / period) images take turns (lanes), one evaluation each per cycle. A graph
 with recurrent synapses has period T + 1: its looped populations are cleared in the extra step
-(``export.nir_to_lava``). Pure Python: the sampler process, the counters and the tests share it.
+(``export.deployment``). Pure Python: the Lava host process, the counters, the cost model and the tests share it.
 """
 
 from __future__ import annotations

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_path, write_json_atomic
+from .atomic import atomic_path, write_json_atomic
 
 
 def simulate(dep, x: np.ndarray, device="cpu") -> dict:
     """{"outputs": {population: (N, T, *shape)} (states in float units, spikes), "spikes": {population: (N, T)}}
     from the simulator."""
-    from ..hardware_sim.simulator import Simulator
+    from .hardware_sim.simulator import Simulator
 
     res = Simulator(dep, device).evaluate(x)
     outputs = {k: s.cpu().numpy() / dep.readout_scale(k) for k, s in res["states"].items()}
@@ -28,14 +28,14 @@ def run_graph(dep, x: np.ndarray, backend: str = "lava", out_dir=None, progress:
               target: str = "sim") -> dict:
     """Run ``x`` ((N, T, *input shape)) through deployment ``dep``; with ``out_dir``, write ``outputs.npz``
     (one array per Output node, and ``spikes/<population>`` counts per step) and ``counters.json``."""
-    from .. import SpikediffError
+    from . import SpikediffError
 
     if backend not in ("lava", "sim"):
         raise SpikediffError(f"--backend {backend!r}: choose lava or sim")
     p = dep.plan
     if backend == "lava":
-        from .build import build
-        from .run import run_windows
+        from .runtime.build import build
+        from .runtime.run import run_windows
 
         net = build(dep)
         res = run_windows(net, x, record_spikes=True, target=target, progress=progress)
@@ -43,7 +43,7 @@ def run_graph(dep, x: np.ndarray, backend: str = "lava", out_dir=None, progress:
         fanout = net.synapse_fanout
     else:
         got = simulate(dep, x)
-        from .build import _fanout
+        from .runtime.build import _fanout
 
         fanout = {}
         for f in dep.folded.synapses:
