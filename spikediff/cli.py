@@ -177,7 +177,7 @@ def cmd_sample(args) -> int:
     if args.fixed_point and args.backend != "lava":
         raise SpikediffError("--fixed-point needs --backend lava (the torch backend is the float model)")
     sampler = _Sampler(args.checkpoint)
-    options = sampler.kind.options(temperature=args.temperature)
+    options = sampler.kind.options(temperature=args.temperature, solver=args.solver)
     if args.backend == "lava":
         return _sample_lava(args, sampler, options)
     import torch
@@ -364,7 +364,8 @@ def cmd_report(args) -> int:
     result = make_report(model, schedule, out_dir=out or Path("report"), n=args.num, steps=args.steps,
                          profiles=args.profile or None, overrides=parse_overrides(args.set), device=args.device,
                          seed=args.seed, batch_size=args.batch_size, compare_float=not args.no_float,
-                         progress=not args.quiet, source=str(ckpt), temperature=args.temperature)
+                         progress=not args.quiet, source=str(ckpt), temperature=args.temperature,
+                         solver=args.solver)
     _print_costs(result, args.quiet)
     return 0
 
@@ -405,7 +406,7 @@ def cmd_eval(args) -> int:
     ckpt, out = _checkpoint_and_output(args, "eval")
     model, schedule, raw = load_model(ckpt)
     kind = kinds.of_model(model)
-    options = kind.options(temperature=args.temperature)
+    options = kind.options(temperature=args.temperature, solver=args.solver)
     data = args.data or raw.get("train", {}).get("data") or "mnist"
     r = evaluate(model, schedule, out or Path("eval"), data, args.num, args.steps, args.backend, seed=args.seed,
                  ref_split=args.ref_split, ref_n=args.ref_n, device=args.device, progress=not args.quiet,
@@ -451,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .checkpoint import SHIPPED_MODELS
     from .diffusion.absorbing import DEFAULT_TEMPERATURE
     from .diffusion.sampler import DEFAULT_INFERENCE_STEPS
+    from .diffusion.solvers import SOLVERS
     from .diffusion.schedule import PREDICTION_TYPES
     from .runtime.session import TARGETS
     from .models import DenoiserConfig
@@ -551,6 +553,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="DDIM denoising steps (spiking-vq: unmasking steps, at most the number of tokens)")
     sa.add_argument("--temperature", type=float, help=f"spiking-vq: softmax temperature of the token draws "
                                                       f"(default {DEFAULT_TEMPERATURE})")
+    sa.add_argument("--solver", choices=SOLVERS, help="DDIM samplers: ddim (default), or diffusers' multistep dpm++ "
+                                                     "(DPM-Solver++ 2M) or unipc, for fewer steps")
     sa.add_argument("--seed", type=int, default=0)
     sa.add_argument("--batch-size", type=_positive_int, default=64)
     sa.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (torch backend)")
@@ -594,6 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--seed", type=int, default=0)
     re_.add_argument("--no-float", action="store_true", help="skip the comparison with the float model")
     re_.add_argument("--temperature", type=float, help="spiking-vq: softmax temperature of the token draws")
+    re_.add_argument("--solver", choices=SOLVERS, help="DDIM samplers: ddim (default), dpm++ or unipc")
     re_.add_argument("--input", type=Path, help="GRAPH.nir: the inputs to play through it, an .npy array (T, ...) "
                                                 "or (N, T, ...)")
     re_.add_argument("--strict", action="store_true", help="GRAPH.nir: refuse values fixed point cannot represent "
@@ -644,6 +649,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ref-split", default="train", choices=["train", "test"])
     ev.add_argument("--ref-n", type=_positive_int, default=10000, help="reference images (the first N of the split)")
     ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--solver", choices=SOLVERS, help="DDIM samplers: ddim (default), dpm++ or unipc")
     ev.add_argument("--temperature", type=float, help=f"spiking-vq: softmax temperature of the token draws "
                                                       f"(default {DEFAULT_TEMPERATURE})")
     ev.add_argument("--device", default="cpu", help="cpu, cuda or auto")

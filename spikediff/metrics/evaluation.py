@@ -19,10 +19,16 @@ BACKENDS = ("torch", "sim", "lava")
 CHUNK = 256
 
 
-def samples_folder(out_dir, backend: str, steps: int, seed: int, temperature: float | None) -> Path:
-    """Where ``generate`` keeps its chunks; ``temperature`` only for spiking-vq samplers."""
-    temp = "" if temperature is None else f"-temp{temperature:g}"
-    return Path(out_dir) / f"samples-{backend}-{steps}steps-seed{seed}{temp}"
+def samples_folder(out_dir, backend: str, steps: int, seed: int, options: dict) -> Path:
+    """Where ``generate`` keeps its chunks, named by what changes the samples: the spiking-vq temperature, a
+    solver other than DDIM."""
+    return Path(out_dir) / f"samples-{backend}-{steps}steps-seed{seed}{_suffix(options)}"
+
+
+def _suffix(options: dict) -> str:
+    temp = "" if options.get("temperature") is None else f"-temp{options['temperature']:g}"
+    solver = "" if options.get("solver", "ddim") == "ddim" else f"-{options['solver']}"
+    return temp + solver
 
 
 def _features_path(chunk_path: Path) -> Path:
@@ -65,7 +71,7 @@ def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, s
     kind = kinds.of_model(model)
     options = kind.options(**options)
     shape = model.image_shape
-    folder = samples_folder(out_dir, backend, steps, seed, options.get("temperature"))
+    folder = samples_folder(out_dir, backend, steps, seed, options)
     folder.mkdir(parents=True, exist_ok=True)
     noise = _run_noise(model, kind, n, seed)
     sd = None
@@ -143,17 +149,14 @@ def evaluate(model, schedule, out_dir, data: str, n: int, steps: int, backend: s
     options = kinds.of_model(model).options(**options)
     samples = generate(model, schedule, out, n, steps, backend, seed=seed, device=device, progress=progress, log=log,
                        **options)
-    temperature = options.get("temperature")
-    feats = chunk_features(samples_folder(out, backend, steps, seed, temperature), samples,
+    feats = chunk_features(samples_folder(out, backend, steps, seed, options), samples,
                            extractor, progress=progress)
     result = {"source": source, "backend": backend, "denoising_steps": steps,
               "snn_steps": model.num_steps,
               "seed": seed, "data": data, "reference": f"{data} {ref_split}, first {len(reference)} images",
               **scores(feats, reference, kid_subsets=kid_subsets)}
-    name = f"eval-{backend}-{steps}steps"
-    if temperature is not None:
-        result["temperature"] = temperature
-        name += f"-temp{temperature:g}"
+    name = f"eval-{backend}-{steps}steps{_suffix(options)}"
+    result.update(options)
     save_grid(torch.from_numpy(samples[:64]), out / f"{name}.png")
     write_json_atomic(result, out / f"{name}.json")
     result["json"] = str(out / f"{name}.json")

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...models.denoiser import time_features
-from . import HostProgram, Kind
-from .pixel import ddim_scheduler, standard_calibration, unpatch
+from . import HostProgram
+from .pixel import DDIMKind, solver_for, standard_calibration, unpatch
 
 
 def latent_input(z: np.ndarray, t: int, time_dim: int, max_period: float, dtype="float32") -> np.ndarray:
@@ -37,13 +37,13 @@ def nearest_codes(z: np.ndarray, codebook: np.ndarray) -> np.ndarray:
 class LatentProgram(HostProgram):
     final = "decoder"
 
-    def __init__(self, metas: dict, noise: np.ndarray, steps: int, dtype="float32"):
+    def __init__(self, metas: dict, noise: np.ndarray, steps: int, dtype="float32", solver: str = "ddim"):
         ms, md = metas["denoiser"], metas["decoder"]
         self.dtype = np.dtype(dtype)
         self.state_shape = tuple(int(d) for d in ms["latent_shape"])
         self.time_dim, self.max_period = int(ms["time_features"]), float(ms["max_period"])
-        self.scheduler = ddim_scheduler(ms, steps, clip_sample=False)
-        self.steps = len(self.scheduler.timesteps)
+        self.solver = solver_for(ms, steps, solver, clip_sample=False)
+        self.steps = len(self.solver.timesteps)
         self.noise = np.asarray(noise, dtype=np.float32)
         d = self.state_shape[0]
         self.mean = np.asarray(ms["latent_mean"], np.float64).reshape(1, d, 1, 1)
@@ -55,11 +55,11 @@ class LatentProgram(HostProgram):
         return self.noise[index].astype(np.float64)
 
     def inputs(self, state, index, step):
-        return latent_input(state, int(self.scheduler.timesteps[step]), self.time_dim, self.max_period, self.dtype)
+        return latent_input(state, int(self.solver.timesteps[step]), self.time_dim, self.max_period, self.dtype)
 
     def update(self, state, index, step, readout):
         pred = np.asarray(readout, dtype=self.dtype).reshape(len(state), *self.state_shape)
-        state[...], _ = self.scheduler.step(pred, int(self.scheduler.timesteps[step]), state)
+        state[...] = self.solver.step(index, pred, int(self.solver.timesteps[step]), state)
 
     def final_inputs(self, state, index):
         z = state * self.std + self.mean
@@ -72,7 +72,7 @@ class LatentProgram(HostProgram):
         return {"latents": state.astype(np.float32)}
 
 
-class LatentKind(Kind):
+class LatentKind(DDIMKind):
     name = "latent-ddim"
     roles = ("denoiser", "decoder")
     description = "latent spiking DDIM over a spiking autoencoder's latents, then its spiking decoder"
@@ -100,16 +100,16 @@ class LatentKind(Kind):
         std = np.asarray(meta.get("latent_std", np.ones(d)), np.float64).reshape(1, d, 1, 1)
         return z * std + mean
 
-    def program(self, metas, n, steps, seed=0, first=0, dtype="float32", noise=None, **options):
+    def program(self, metas, n, steps, seed=0, first=0, dtype="float32", noise=None, solver="ddim", **options):
         from ..sampler import initial_noise
 
         shape = tuple(int(d) for d in metas["denoiser"]["latent_shape"])
         if noise is None:
             noise = initial_noise(first + n, shape, seed).numpy()[first:]
-        return LatentProgram(metas, noise, steps, dtype)
+        return LatentProgram(metas, noise, steps, dtype, solver)
 
     def sample_torch(self, model, schedule, n, steps, seed=0, batch_size=64, device="cpu", progress=True, stats=None,
-                     first=0, noise=None, **options):
+                     first=0, noise=None, solver="ddim", **options):
         """Standardized latents by DDIM with the spiking latent denoiser (no clipping), then one pass of the
         spiking decoder per image."""
         import torch
@@ -119,6 +119,6 @@ class LatentKind(Kind):
         if noise is None:
             noise = initial_noise(first + n, model.latent_shape, seed)[first:]
         z = sample_torch(model.denoiser, schedule, n, steps, batch_size=batch_size, device=device, progress=progress,
-                         stats=stats, noise=noise, shape=model.latent_shape, clip_sample=False)
+                         stats=stats, noise=noise, shape=model.latent_shape, clip_sample=False, solver=solver)
         model.to(device)
         return torch.cat([model.decode(z[i:i + batch_size].to(device), stats).cpu() for i in range(0, n, batch_size)])

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ...models.denoiser import time_features
-from ..schedule import DDIMScheduler, NoiseSchedule
+from ..schedule import NoiseSchedule
+from ..solvers import Solver, check_solver
 from . import HostProgram, Kind
 
 
@@ -35,11 +36,18 @@ def unpatch(state: np.ndarray, lead_dims: int, readout_shape: tuple, patch: int)
     return np.moveaxis(x, (-5, -4, -3, -2, -1), (-5, -3, -1, -4, -2)).reshape(*lead, c, hq * r, wq * r)
 
 
-def ddim_scheduler(meta: dict, steps: int, clip_sample: bool = True) -> DDIMScheduler:
-    scheduler = DDIMScheduler(NoiseSchedule(int(meta["num_train_timesteps"]), str(meta["prediction_type"])),
-                              clip_sample=clip_sample)
-    scheduler.set_timesteps(int(steps))
-    return scheduler
+def solver_for(meta: dict, steps: int, solver: str = "ddim", clip_sample: bool = True) -> Solver:
+    """The sampling solver of a run, on the noise schedule the graph's metadata names."""
+    schedule = NoiseSchedule(int(meta["num_train_timesteps"]), str(meta["prediction_type"]))
+    return Solver(solver, schedule, steps, clip_sample)
+
+
+class DDIMKind(Kind):
+    """What the two DDIM kinds share: the ``--solver`` option."""
+
+    def options(self, solver=None, **given) -> dict:
+        super().options(**given)
+        return {"solver": check_solver(solver or "ddim")}
 
 
 def standard_calibration(meta: dict, shape: tuple, make_input) -> np.ndarray:
@@ -53,31 +61,31 @@ def standard_calibration(meta: dict, shape: tuple, make_input) -> np.ndarray:
 
 
 class PixelProgram(HostProgram):
-    def __init__(self, meta: dict, noise: np.ndarray, steps: int, dtype="float32"):
+    def __init__(self, meta: dict, noise: np.ndarray, steps: int, dtype="float32", solver: str = "ddim"):
         self.dtype = np.dtype(dtype)
         self.shape = tuple(int(d) for d in meta["image_shape"])
         self.state_shape = self.shape
         self.time_dim, self.max_period = int(meta["time_features"]), float(meta["max_period"])
         self.readout_shape, self.patch = tuple(int(d) for d in meta["readout_shape"]), int(meta["patch"])
-        self.scheduler = ddim_scheduler(meta, steps)
-        self.steps = len(self.scheduler.timesteps)
+        self.solver = solver_for(meta, steps, solver)
+        self.steps = len(self.solver.timesteps)
         self.noise = np.asarray(noise, dtype=np.float32)
 
     def start(self, index):
         return self.noise[index].astype(np.float64)
 
     def inputs(self, state, index, step):
-        return host_input(state, int(self.scheduler.timesteps[step]), self.time_dim, self.max_period, self.dtype)
+        return host_input(state, int(self.solver.timesteps[step]), self.time_dim, self.max_period, self.dtype)
 
     def update(self, state, index, step, readout):
         pred = unpatch(np.asarray(readout, dtype=self.dtype), 1, self.readout_shape, self.patch)
-        state[...], _ = self.scheduler.step(pred, int(self.scheduler.timesteps[step]), state)
+        state[...] = self.solver.step(index, pred, int(self.solver.timesteps[step]), state)
 
     def images(self, state, final_readout=None):
         return state.clip(-1, 1).astype(np.float32)
 
 
-class PixelKind(Kind):
+class PixelKind(DDIMKind):
     name = "fsddim"
     description = "FSDDIM-style spiking DDIM over pixels"
 
@@ -92,17 +100,17 @@ class PixelKind(Kind):
     def calibration(self, role, meta):
         return standard_calibration(meta, tuple(int(d) for d in meta["image_shape"]), host_input)
 
-    def program(self, metas, n, steps, seed=0, first=0, dtype="float32", noise=None, **options):
+    def program(self, metas, n, steps, seed=0, first=0, dtype="float32", noise=None, solver="ddim", **options):
         from ..sampler import initial_noise
 
         meta = metas["denoiser"]
         shape = tuple(int(d) for d in meta["image_shape"])
         if noise is None:
             noise = initial_noise(first + n, shape, seed).numpy()[first:]
-        return PixelProgram(meta, noise, steps, dtype)
+        return PixelProgram(meta, noise, steps, dtype, solver)
 
     def sample_torch(self, model, schedule, n, steps, seed=0, batch_size=64, device="cpu", progress=True, stats=None,
-                     first=0, noise=None, **options):
+                     first=0, noise=None, solver="ddim", **options):
         import torch
 
         from ..sampler import initial_noise, sample_torch
@@ -111,4 +119,4 @@ class PixelKind(Kind):
             noise = initial_noise(first + n, model.image_shape, seed)[first:]
         with torch.no_grad():
             return sample_torch(model, schedule, n, steps, batch_size=batch_size, device=device, progress=progress,
-                                stats=stats, noise=torch.as_tensor(noise))
+                                stats=stats, noise=torch.as_tensor(noise), solver=solver)
