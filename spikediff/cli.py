@@ -214,14 +214,30 @@ def _sample_lava(args, sampler, options) -> int:
     import torch
 
     from .atomic import write_json_atomic
-    from .images import save_grid
+    from .images import check_png_path, save_grid
     from .runtime.counters import counters_report
     from .runtime.run import sample_lava
 
     _say_where_lava_runs(args)
     sd = sampler.compile(args.fixed_point)  # compiled once: Lava and the simulator run the same integers
+    profilers = None
+    if args.measure:
+        from .export.pipeline import Pipeline
+        from .runtime.loihi2 import Profilers
+        from .runtime.session import loihi2_available
+
+        if args.lava_target == "sim" or not loihi2_available():
+            raise SpikediffError("--measure reads a Loihi 2 chip's power, time and activity (loihi2_profiler): it needs "
+                                 "Intel's lava-loihi extension and --lava-target loihi2 or auto")
+        t = sd.loop.timing
+        profilers = Profilers(Pipeline(args.num, args.steps, t.num_steps, t.period, t.window).lava_steps + 1)
     result = sample_lava(sd, args.num, args.steps, seed=args.seed, target=args.lava_target, progress=not args.quiet,
-                         **options)
+                         profilers=profilers, **options)
+    if profilers is not None:
+        measured = profilers.summary(args.num, result["pipeline"].lava_steps + 1)
+        path = write_json_atomic(measured, check_png_path(args.output).with_suffix(".loihi2.json"))
+        print(f"Loihi 2: {measured['energy_per_image_J'] * 1e3:.4g} mJ and {measured['time_per_image_s'] * 1e3:.4g} "
+              f"ms per image (the denoising loop; {path})")
     out = save_grid(torch.from_numpy(result["images"]), args.output)
     report = counters_report(result)
     report["kind"] = sd.kind.name
@@ -564,6 +580,9 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--fixed-point", action="store_true",
                     help="lava backend: Loihi 2 fixed point (8-bit weights, 24-bit states; Lava's fixed_pt models) "
                          "instead of floating point")
+    sa.add_argument("--measure", action="store_true",
+                    help="on a Loihi 2 chip: measure power, time and activity with loihi2_profiler (written beside "
+                         "the counters as GRID.loihi2.json)")
     sa.add_argument("--quiet", action="store_true")
     sa.set_defaults(func=cmd_sample)
 

@@ -17,25 +17,32 @@ from . import SpikediffError
 from .export.plan import CONST, NirGraphError, kind_of
 
 # Lava processes by where they can run on a Loihi 2 system, with the public evidence (Lava 0.10 / lava-dl 0.6
-# sources: a process runs on a neurocore only if Lava ships a Loihi 2 (Nc) process model for it).
+# sources and tutorials: a process runs on a neurocore only if Lava ships a Loihi 2 (Nc) process model for it).
 CHIP = {
     "LIF": "neurocore: Lava's LIF has Loihi 2 NcModels (lava-loihi)",
-    "LIFReset": "neurocore: Lava's LIFReset has a Loihi 2 NcModel; its reset_interval must be a power of 2",
+    "LIFReset": "neurocore: Lava's LIFReset has a Loihi 2 NcModel (reset_interval a power of 2)",
     "Dense": "neurocore: Lava's Dense synapses (Loihi 2 NcModel)",
+    "DelayDense": "neurocore: Lava's DelayDense, synaptic delays of up to 62 steps (Loihi 2 NcModel)",
+    "DelaySparse": "neurocore: Lava's DelaySparse, synaptic delays of up to 62 steps (Loihi 2 NcModel)",
     "Conv": "neurocore: Lava's Conv (Loihi 2 NcModel, shared kernels)",
-    "netx": "neurocore: lava-dl netx blocks (Loihi 2 NcModels)",
+    "Network": "neurocore: a lava-dl netx network (its blocks have Loihi 2 NcModels, as in lava-dl's PilotNet)",
 }
 HOST = {
-    "Readout": "host CPU: spikediff's non-spiking readout has a Python model only (chip form: a LIF whose "
-               "threshold is never reached, read with embedded_io state reads)",
-    "LIFClear": "host CPU: spikediff's self-clearing LIF has a Python model only (chip form: LIFReset with a "
-                "power-of-two period)",
-    "SpikeDelay": "host CPU: spikediff's delay line has a Python model only (chip form: DelayDense synaptic delays "
-                  "of at most 62 steps, or network depth)",
-    "GradedDelay": "host CPU: spikediff's graded delay line has a Python model only (chip form: the host sends "
-                   "each layer's input at its own step)",
-    "Conv64": "host CPU: float64 convolution of the floating-point path (fixed point uses Lava's Conv)",
-    "HostLoop": "host CPU: the sampler's host program (by design; behind embedded_io adapters on a chip)",
+    "Readout": "host CPU: spikediff's non-spiking readout, Python model only (a CubaLI or a biased readout; an LI "
+               "readout is an on-chip LIFReset in the hardware form)",
+    "LIFClear": "host CPU: spikediff's self-clearing LIF, Python model only (a population with a self-loop; no "
+                "chip form yet: LIFReset cannot drop the step's input)",
+    "SpikeDelay": "host CPU: spikediff's delay line, Python model only (a NIR Delay, a wait beyond 62 steps, or "
+                  "the floating-point path)",
+    "Conv64": "host CPU: the float64 convolution of the floating-point path (fixed point uses Lava's Conv)",
+}
+BY_DESIGN = {
+    "HostLoop": "host CPU, by design: the sampler's host program (on a chip behind embedded_io adapters, "
+                "PyToNxAdapter / PyToN3ConvAdapter, as lava-dl's PilotNet does)",
+    "GradedDelay": "host CPU, by design: the host input staged for a deeper layer (the host's side of the adapter)",
+    "SumReader": "host CPU stand-in for embedded_io.state.Read: the readout's sum, read once per evaluation",
+    "SpikeCounter": "host CPU, simulator only: spike counters of the CPU path (a chip reports loihi2_profiler "
+                    "activity instead)",
 }
 
 
@@ -62,10 +69,13 @@ def describe_nodes(graph) -> list:
 
 
 def lava_process(dep, population: str) -> str:
+    from .runtime.build import _sums_on_chip
+
     p = dep.plan
     pop = p.populations[population]
     if not pop.spiking:
-        return "Readout"
+        hardware = dep.fixed is not None and _sums_on_chip(dep.folded, dep.fixed, population)
+        return "LIFReset (sums its state)" if hardware else "Readout"
     if population in p.recurrent:
         return "LIFClear"
     return "LIFReset"
@@ -108,8 +118,15 @@ def describe(dep, title: str, target: str | None = None, profile: str = "loihi2"
         elif s.src == CONST:
             line = "(constant source: a LIF that fires every step)"
         else:
-            delay = (p.latency[s.dst] - p.latency[s.src] - 1 if not s.recurrent else 0) + s.delay
-            line = f"SpikeDelay {delay}" if delay > 0 else ""
+            from .runtime.build import MAX_SYNAPTIC_DELAY, _alignment
+
+            delay = _alignment(p, s)
+            synaptic = dep.fixed is not None and s.delay == 0 and delay <= MAX_SYNAPTIC_DELAY
+            if delay > 0 and synaptic and proc != "netx":
+                proc = "DelaySparse" if f.conv is not None else "DelayDense"
+                line = f"synaptic delay {delay}"
+            else:
+                line = f"SpikeDelay {delay}" if delay > 0 else ""
         nodes = "+".join(s.nodes) if "+" in s.name else ""
         rows.append((s.name, f"{s.src} -> {s.dst}", op, proc, line, nodes))
     lines += ["Synapses"] + _table(rows, ["synapse", "from -> to", "weights", "Lava process", "delay line",
@@ -133,7 +150,7 @@ def describe(dep, title: str, target: str | None = None, profile: str = "loihi2"
         lines += [""] + _table(rows, ["synapse", "max weight error", "rms error", "largest integer"]) + [""]
         lines += [f"note: {n}" for n in dep.notes]
     if target == "loihi2":
-        lines += _placement(dep, chains)
+        lines += _placement(dep)
     return lines
 
 
@@ -151,45 +168,34 @@ def _cores(dep, profile_name: str) -> list:
     return [f"Cores on {profile_name}: {m['cores']} ({per}); {m['chips']} chip(s)", ""]
 
 
-def _placement(dep, chains) -> list:
-    """Where each Lava process of the deployed graph would run on a Loihi 2 system, and what stops it."""
+def _placement(dep) -> list:
+    """Where each process of the deployed graph would run on a Loihi 2 system, and what stops it: the processes
+    are those ``runtime.build`` makes for Lava (the hardware form in fixed point), by their Lava class."""
+    from .runtime.build import build
 
-
-    p = dep.plan
-    rows = []
-    procs = {}
-    for name in p.populations:
-        procs[name] = lava_process(dep, name)
-    for chain in chains:
-        for f in chain:
-            procs[f.syn.dst] = "netx"
-    for f in dep.folded.synapses:
-        s = f.syn
-        procs[s.name] = "Conv" if f.conv is not None and dep.fixed is not None else (
-            "Conv64" if f.conv is not None else "Dense")
-        if s.src in p.inputs and p.latency[s.dst] - 1 + s.delay > 0:
-            procs[f"{s.name}_delay"] = "GradedDelay"
-        elif s.src not in p.inputs and s.src != CONST:
-            delay = (p.latency[s.dst] - p.latency[s.src] - 1 if not s.recurrent else 0) + s.delay
-            if delay > 0:
-                procs[f"{s.name}_delay"] = "SpikeDelay"
-    if dep.folded.has_const:
-        procs[CONST] = "LIF"
-    procs["host"] = "HostLoop"
-    stops = []
-    for name, proc in procs.items():
-        where = CHIP.get(proc) or HOST.get(proc, "unknown")
-        if proc == "LIFReset" and dep.timing.period & (dep.timing.period - 1):
+    net = build(dep)
+    rows, stops = [], []
+    in_netx = {pop for chain in net.netx_chains for pop in chain}
+    for name, proc in net.processes.items():
+        if name in in_netx:
+            continue  # a block of a netx network (its row below)
+        kind = type(proc).__name__
+        where = CHIP.get(kind) or HOST.get(kind) or BY_DESIGN.get(kind, f"unknown ({kind})")
+        if kind == "LIFReset" and dep.timing.period & (dep.timing.period - 1):
             where += f" (here period {dep.timing.period}: not a power of 2)"
             stops.append(f"{name}: reset period {dep.timing.period} is not a power of 2")
-        if proc in HOST and proc != "HostLoop":
-            stops.append(f"{name}: {proc} runs on the host")
-        rows.append((name, proc, where))
+        if kind in HOST:
+            stops.append(f"{name}: {kind} runs on the host")
+        rows.append((name, kind, where))
+    for chain in net.netx_chains:
+        rows.append(("+".join(chain), "netx Network", CHIP["Network"]))
+    for kind in ("HostLoop", "SumReader") if net.accumulating else ("HostLoop",):
+        rows.append(("(host)", kind, BY_DESIGN[kind]))
     lines = ["Loihi 2 placement (read from Lava's public sources; not checked on a chip)"]
     lines += _table(rows, ["process", "Lava process", "where it runs"]) + [""]
     if not dep.fixed_point:
         stops.insert(0, "floating point: a chip runs fixed point only (use --fixed-point)")
-    lines += ["What stops this graph from running wholly on neurocores:"] + [f"  - {s}" for s in stops or ["nothing"]]
+    lines += ["Neurons or synapses left on the host:"] + [f"  - {s}" for s in stops or ["none"]]
     return lines + [""]
 
 

@@ -63,6 +63,26 @@ class ConvOp:
     def with_weight(self, weight: np.ndarray) -> "ConvOp":
         return ConvOp(weight, self.stride, self.padding, self.dilation, self.groups)
 
+    def matrix(self, in_shape: tuple):
+        """The convolution as a sparse (out, in) matrix over flat NIR-order arrays (scipy CSR; zero weights
+        dropped): for synapses that must be one matrix, such as Loihi's delayed sparse synapses."""
+        from scipy.sparse import csr_matrix
+
+        c_in, h, w = in_shape
+        co, ci_g, kh, kw = self.weight.shape
+        out = self.out_shape(in_shape)
+        o, oy, ox, j, ky, kx = np.meshgrid(np.arange(co), np.arange(out[1]), np.arange(out[2]), np.arange(ci_g),
+                                           np.arange(kh), np.arange(kw), indexing="ij")
+        y = oy * self.stride[0] - self.padding[0] + ky * self.dilation[0]
+        x = ox * self.stride[1] - self.padding[1] + kx * self.dilation[1]
+        ci = (o // (co // self.groups)) * ci_g + j
+        keep = (y >= 0) & (y < h) & (x >= 0) & (x < w)
+        values = self.weight[o, j, ky, kx]
+        keep &= values != 0
+        rows = ((o * out[1] + oy) * out[2] + ox)[keep]
+        cols = ((ci * h + y) * w + x)[keep]
+        return csr_matrix((values[keep], (rows, cols)), shape=(int(np.prod(out)), c_in * h * w))
+
 
 @dataclass(frozen=True)
 class DenseOp:

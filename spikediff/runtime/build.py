@@ -14,9 +14,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..export.layout import (conv_weight_to_lava, dense_rows_cols, from_lava_layout, lava_shape, population_perms,
-                             to_lava_layout)
+from ..export.layout import (chw_to_whc_perm, conv_weight_to_lava, dense_rows_cols, from_lava_layout, lava_shape,
+                             population_perms, to_lava_layout)
 from ..export.plan import CONST
+from ..export.quantize import VTH_MAX
 
 
 @dataclass
@@ -31,6 +32,8 @@ class LavaNetwork:
     populations: dict  # spiking population -> (Lava process, number of neurons)
     synapse_fanout: dict  # population -> synaptic fan-out per spike (for counters)
     netx_chains: list = field(default_factory=list)  # populations built as lava-dl netx networks, per chain
+    accumulating: set = field(default_factory=set)  # readouts built as on-chip neurons that sum their state
+    hardware: bool = False  # built in the hardware form (see ``build``)
 
     @property
     def plan(self):
@@ -99,18 +102,33 @@ class LavaNetwork:
         return x_lava if self.fixed_point is None else encode_input(x_lava, self.deployment.input_scale(name))
 
 
-def build(dep, netx: bool = True, netx_dir=None) -> LavaNetwork:
+MAX_SYNAPTIC_DELAY = 62  # Loihi 2 synapses delay by 6 bits; 62 leaves the top value free (lava-dl's limit)
+
+
+def build(dep, netx: bool = True, netx_dir=None, hardware: bool | None = None) -> LavaNetwork:
     """Lava processes for deployment ``dep``, not yet connected to a source. In fixed point, sequential
     chains become lava-dl netx networks unless ``netx=False``; their HDF5 files are kept in ``netx_dir`` when
-    one is given."""
+    one is given.
+
+    ``hardware`` (default: on in fixed point) builds the form whose neurons and synapses all have Loihi 2
+    models: a readout that is an LI neuron becomes a Lava ``LIFReset`` whose current is the readout's state
+    and whose voltage sums it over the T steps (no leak, a threshold it never reaches), read once per
+    evaluation by the host (``HostLoop``; ``StateReader`` per step in ``run_windows``); a short path's wait is
+    a synaptic delay (``DelayDense``, or ``DelaySparse`` holding a convolution's connections) instead of a
+    ``SpikeDelay`` process. It computes the same integers as the plain form, so it equals it and the
+    simulator bit for bit (the readout's sum stays inside 24 bits; the simulator checks that)."""
     from . import lava_processes as lp  # first: it makes Lava importable on Python 3.11
 
     from lava.proc.conv.process import Conv
     from lava.proc.dense.process import Dense
     from lava.proc.lif.process import LIF, LIFReset
 
+    from lava.proc.dense.process import DelayDense
+    from lava.proc.sparse.process import DelaySparse
+
     folded, p, fx, period = dep.folded, dep.plan, dep.fixed, dep.timing.period
     shapes = p.shapes
+    hardware = fx is not None if hardware is None else bool(hardware and fx is not None)
     looped = p.recurrent
     perm = population_perms(folded)
 
@@ -123,6 +141,7 @@ def build(dep, netx: bool = True, netx_dir=None) -> LavaNetwork:
     fanout: dict = {}
     chains = _netx_chains(dep, perm, procs, netx_dir) if fx is not None and netx else []
     in_chain = {f.syn.name for chain in chains for f in chain[0]}
+    synaptic_delay: dict = {}
     for f in folded.synapses:
         s = f.syn
         fanout[s.src] = fanout.get(s.src, 0) + _fanout(f)
@@ -130,6 +149,21 @@ def build(dep, netx: bool = True, netx_dir=None) -> LavaNetwork:
             continue
         w_nir = fx.weights[s.name] if fx is not None else f.weight
         bits = 24 if s.src in p.inputs else 0
+        wait = _alignment(p, s)
+        if hardware and s.delay == 0 and 0 < wait <= MAX_SYNAPTIC_DELAY:  # the wait: the synapses' own delay
+            if f.conv is not None:
+                rows, cols = _lava_order(shapes[s.dst], perm[s.dst]), _lava_order(shapes[s.src], perm.get(s.src))
+                matrix = f.conv.with_weight(np.asarray(w_nir, dtype=np.float64)).matrix(shapes[s.src])
+                proc = DelaySparse(weights=matrix[rows][:, cols].astype(np.int32), delays=wait, name=s.name)
+            else:
+                rows, cols = dense_rows_cols(f, perm, shapes)
+                proc = DelayDense(weights=np.asarray(w_nir)[rows][:, cols], delays=wait, name=s.name)
+            reshape = len(shapes[s.dst]) == 3
+            target = proc.a_out.reshape(lava_shape(shapes[s.dst])) if reshape else proc.a_out
+            synaptic_delay[s.name] = wait
+            procs[s.name] = proc
+            synapse_procs.append((s, proc, target))
+            continue
         if f.conv is not None:
             spec = f.conv
             out_shape = lava_shape(spec.out_shape(shapes[s.src]))
@@ -150,6 +184,7 @@ def build(dep, netx: bool = True, netx_dir=None) -> LavaNetwork:
         synapse_procs.append((s, proc, target))
 
     outputs = set(p.outputs.values())
+    accumulating: set = set()
     for name, n in folded.neurons.items():
         if name in procs:  # built inside a netx chain
             continue
@@ -163,7 +198,13 @@ def build(dep, netx: bool = True, netx_dir=None) -> LavaNetwork:
             params = dict(du=folded.scalar(name, "du"), dv=folded.scalar(name, "dv"),
                           bias_mant=to_lava(name, folded.bias[name]), bias_exp=0)
             vth = folded.scalar(name, "v_threshold") if n.spiking else None
-        if not n.spiking:
+        if not n.spiking and hardware and _sums_on_chip(folded, fx, name):
+            # the readout's state as the current of a neuron that sums it: du = the readout's decay, dv = 0
+            q = fx.populations[name]
+            proc = LIFReset(shape=shape, du=q.dv - 1, dv=0, vth=VTH_MAX, bias_mant=0, bias_exp=0,
+                            reset_interval=period, reset_offset=offset, name=name)
+            accumulating.add(name)
+        elif not n.spiking:
             proc = lp.Readout(shape=shape, du=params["du"], dv=params["dv"], bias=params["bias_mant"],
                               bias_exp=params["bias_exp"], reset_interval=period, reset_offset=offset, name=name)
         elif name in looped:  # cleared one step before its first input: see export.deployment
@@ -199,7 +240,10 @@ def build(dep, netx: bool = True, netx_dir=None) -> LavaNetwork:
         if s.src == CONST:  # constant in time: no alignment needed
             src_port.connect(in_port)
             continue
-        delay = p.latency[s.dst] - p.latency[s.src] - 1 + s.delay if not s.recurrent else s.delay
+        if s.name in synaptic_delay:  # the synapses wait themselves; a sparse matrix reads flat spikes
+            (src_port.flatten() if len(shapes[s.src]) > 1 else src_port).connect(in_port)
+            continue
+        delay = _alignment(p, s)
         if delay > 0:
             reset = {}
             if s.delay:  # a NIR Delay: cleared before what it sends can reach the evaluation's first step
@@ -215,7 +259,31 @@ def build(dep, netx: bool = True, netx_dir=None) -> LavaNetwork:
         deployment=dep, processes=procs, input_ports=input_ports,
         outputs={pop: procs[pop] for pop in outputs}, perms=perm,
         populations={n: (procs[n], int(np.prod(shapes[n]))) for n, pop in p.populations.items() if pop.spiking},
-        synapse_fanout=fanout, netx_chains=[[f.syn.dst for f in chain] for chain, _net in chains])
+        synapse_fanout=fanout, netx_chains=[[f.syn.dst for f in chain] for chain, _net in chains],
+        accumulating=accumulating, hardware=hardware)
+
+
+def _alignment(p, s) -> int:
+    """Steps a synapse's spikes must wait beyond Lava's one step: the latency gap of the paths that meet at
+    its destination, plus any NIR Delay (0 for the host input and the constant source, handled apart)."""
+    if s.src in p.inputs or s.src == CONST:
+        return 0
+    return (p.latency[s.dst] - p.latency[s.src] - 1 if not s.recurrent else 0) + s.delay
+
+
+def _lava_order(shape: tuple, perm) -> np.ndarray:
+    """Lava flat index -> NIR flat index of a population: an image's (W, H, C) order, a flat population's own
+    order (``population_perms``), else the identity."""
+    if len(shape) == 3:
+        return chw_to_whc_perm(shape)
+    return perm if perm is not None else np.arange(int(np.prod(shape)))
+
+
+def _sums_on_chip(folded, fx, name: str) -> bool:
+    """Whether a non-spiking readout can be an on-chip neuron that sums its state: an LI (no current of its
+    own, so its state can be a LIF's current), with a decay, and no bias (Lava's bias enters the voltage)."""
+    n, q = folded.neurons[name], fx.populations[name]
+    return bool(np.all(np.asarray(n.du) == 1) and q.dv >= 1 and not np.any(q.bias_mant))
 
 
 def _netx_chains(dep, perm: dict, procs: dict, netx_dir) -> list:

@@ -15,9 +15,9 @@ lava_compat.import_lava()
 import numpy as np  # noqa: E402
 from lava.magma.core.decorator import implements, requires, tag  # noqa: E402
 from lava.magma.core.model.py.model import PyLoihiProcessModel  # noqa: E402
-from lava.magma.core.model.py.ports import PyInPort, PyOutPort  # noqa: E402
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort, PyRefPort  # noqa: E402
 from lava.magma.core.model.py.type import LavaPyType  # noqa: E402
-from lava.magma.core.process.ports.ports import InPort, OutPort  # noqa: E402
+from lava.magma.core.process.ports.ports import InPort, OutPort, RefPort  # noqa: E402
 from lava.magma.core.process.process import AbstractProcess  # noqa: E402
 from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
@@ -281,18 +281,23 @@ class HostLoop(AbstractProcess):
     a ``Pipeline`` of network evaluations and runs the kind's ``HostProgram`` (``diffusion.kinds``).
 
     In the T steps of each evaluation slot it sends the program's input for that slot's image (Lava layout;
-    graded integers in fixed point); it adds up the readout state over the T steps the readout computes that
+    graded integers in fixed point); it takes the readout's sum over the T steps the readout computes that
     evaluation and hands the mean (float units, NIR layout) to the program, which updates that image's
     state. The states are in ``state`` when the run ends: no host round trip per step.
+
+    The readout arrives one of two ways (``sums``): in the hardware form (``runtime.build``) the readout is a
+    neuron that sums its state itself and a ``SumReader`` sends that sum once per evaluation, one step after
+    the readout's last step (on a chip: an ``embedded_io`` state read); otherwise a ``Readout`` process sends
+    its state every step and the host adds it up.
     """
 
     def __init__(self, *, program, pipeline, state: np.ndarray, input_shape: tuple, readout_shape: tuple,
                  readout_perm, readout_latency: int, input_scale: int = 1, readout_scale: int = 1,
-                 name: str | None = None):
+                 sums: bool = False, name: str | None = None):
         super().__init__(program=program, pipeline=pipeline, input_shape=tuple(input_shape),
                          readout_shape=tuple(readout_shape), readout_perm=readout_perm,
                          readout_latency=readout_latency, input_scale=input_scale, readout_scale=readout_scale,
-                         name=name)
+                         sums=bool(sums), name=name)
         from ..export.layout import lava_shape
 
         self.s_out = OutPort(shape=lava_shape(input_shape))
@@ -308,10 +313,11 @@ class _HostLoopModel(PyLoihiProcessModel):
         return self.state[image:image + 1].reshape(1, *p["program"].state_shape)
 
     def run_spk(self):
-        from ..export.layout import from_lava_layout, to_lava_layout
+        from ..export.layout import to_lava_layout
 
         p = self.proc_params
         pipe, program = p["pipeline"], p["program"]
+        self._receive(self.a_in.recv())  # first: an image's next input may be due in this very step
         sending = pipe.phase(self.time_step, 0)
         if sending is not None:
             image, step = pipe.job(sending[0])
@@ -319,19 +325,35 @@ class _HostLoopModel(PyLoihiProcessModel):
             self.s_out.send(self.encode(to_lava_layout(x, x.shape)))
         else:
             self.s_out.send(np.zeros(self.s_out.shape))
-        v = self.a_in.recv()
+
+    def _receive(self, v) -> None:
+        p = self.proc_params
+        pipe = p["pipeline"]
+        if p["sums"]:  # the sum of the evaluation whose last readout step was the previous one
+            done = pipe.phase(self.time_step - 1, p["readout_latency"])
+            if done is not None and done[1] == pipe.num_steps - 1:
+                self._finish(done[0], np.asarray(v, dtype=np.float64))
+            return
         reading = pipe.phase(self.time_step, p["readout_latency"])
         if reading is None:
             return
         self.acc += v
         if reading[1] == pipe.num_steps - 1:
-            mean = self.acc / (pipe.num_steps * p["readout_scale"])
+            total = self.acc.copy()
             self.acc[:] = 0
-            image, step = pipe.job(reading[0])
-            state = self._state(image).copy()
-            readout = from_lava_layout(mean, p["readout_shape"], p["readout_perm"])
-            program.update(state, np.array([image]), step, readout[None])
-            self.state[image] = state.reshape(-1)
+            self._finish(reading[0], total)
+
+    def _finish(self, slot: int, total: np.ndarray) -> None:
+        from ..export.layout import from_lava_layout
+
+        p = self.proc_params
+        pipe, program = p["pipeline"], p["program"]
+        mean = total / (pipe.num_steps * p["readout_scale"])
+        image, step = pipe.job(slot)
+        state = self._state(image).copy()
+        readout = from_lava_layout(mean, p["readout_shape"], p["readout_perm"])
+        program.update(state, np.array([image]), step, readout[None])
+        self.state[image] = state.reshape(-1)
 
 
 @implements(proc=HostLoop, protocol=LoihiProtocol)
@@ -360,3 +382,51 @@ class PyHostLoopFixed(_HostLoopModel):
         from ..export.quantize import encode_input
 
         return encode_input(x, self.proc_params["input_scale"])
+
+
+class SumReader(AbstractProcess):
+    """Reads an on-chip readout's voltage (the sum of its state over an evaluation) after the readout's last step
+    of each evaluation of a ``Pipeline`` and sends it on ``out`` in the next step (zeros in other steps); with
+    ``pipeline=None``, after every step. The CPU stand-in for a chip's ``embedded_io.state.Read``, which reads a
+    neuron's state at a fixed interval and offset (``runtime.build``'s hardware form)."""
+
+    def __init__(self, *, var, pipeline=None, latency: int = 0, name: str | None = None):
+        super().__init__(pipeline=pipeline, latency=latency, name=name)
+        self.state = RefPort(shape=var.shape)
+        self.state.connect_var(var)
+        self.out = OutPort(shape=var.shape)
+        self.held = Var(shape=var.shape, init=np.zeros(var.shape))
+
+
+class _SumReaderModel(PyLoihiProcessModel):
+    def run_spk(self):
+        self.out.send(self.held.copy())
+        self.held[:] = 0
+
+    def post_guard(self):
+        pipe = self.proc_params["pipeline"]
+        if pipe is None:
+            return True
+        at = pipe.phase(self.time_step, self.proc_params["latency"])
+        return at is not None and at[1] == pipe.num_steps - 1
+
+    def run_post_mgmt(self):
+        self.held[:] = self.state.read()
+
+
+@implements(proc=SumReader, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PySumReaderFloat(_SumReaderModel):
+    state: PyRefPort = LavaPyType(PyRefPort.VEC_DENSE, float)
+    out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, float)
+    held: np.ndarray = LavaPyType(np.ndarray, float)
+
+
+@implements(proc=SumReader, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PySumReaderFixed(_SumReaderModel):
+    state: PyRefPort = LavaPyType(PyRefPort.VEC_DENSE, np.int32, precision=24)
+    out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    held: np.ndarray = LavaPyType(np.ndarray, np.int32, precision=24)

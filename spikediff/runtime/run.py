@@ -48,7 +48,7 @@ def run_windows(net, inputs, record_spikes: bool = False, target: str = "sim", p
     if n < 1 or any(len(v) != n for v in inputs.values()):
         raise SpikediffError(f"inputs: every input needs the same number N >= 1 of evaluations, got "
                              f"{ {k: len(v) for k, v in inputs.items()} }")
-    total = (n - 1) * period + net.window
+    total = (n - 1) * period + net.window + 1  # + 1: a readout's sum arrives one step after it is read
     sources = []
     for name, x in inputs.items():
         shape = plan.inputs[name]
@@ -61,9 +61,16 @@ def run_windows(net, inputs, record_spikes: bool = False, target: str = "sim", p
         for port in net.input_ports[name]:
             source.s_out.connect(port)
         sources.append(source)
-    sinks = {}
+    from . import lava_processes as lp
+
+    sinks, readers = {}, set()
     for pop, proc in net.outputs.items():
-        port = proc.v_out if not plan.populations[pop].spiking else proc.s_out
+        if pop in net.accumulating:  # an on-chip readout: its running sum read after every step
+            reader = lp.SumReader(var=proc.v)
+            port = reader.out
+            readers.add(pop)
+        else:
+            port = proc.v_out if not plan.populations[pop].spiking else proc.s_out
         sinks[pop] = Sink(shape=port.shape, buffer=total)
         port.connect(sinks[pop].a_in)
     spike_sinks = {}
@@ -84,6 +91,14 @@ def run_windows(net, inputs, record_spikes: bool = False, target: str = "sim", p
                 bar.update(k)
         data = {pop: s.data.get() for pop, s in sinks.items()}
         spikes = {name: s.data.get() for name, s in spike_sinks.items()}
+    for pop in readers:  # running sums, a step late -> the readout's state per step
+        v = np.moveaxis(data[pop], -1, 0)[1:]
+        per_step = v.copy()
+        lat = net.latency[pop]
+        for i in range(n):
+            start = i * period + lat
+            per_step[start + 1:start + t] = v[start + 1:start + t] - v[start:start + t - 1]
+        data[pop] = np.moveaxis(per_step, 0, -1)
     lat = net.latency
     result: dict = {"outputs": {}}
     for pop, v in data.items():
@@ -120,20 +135,41 @@ def run_pipelined(net, pipe, host, output, run_cfg, desc: str, progress: bool) -
     from . import lava_processes as lp
     from .session import lava_session
 
+    on_chip = type(run_cfg).__name__ == "Loihi2HwCfg"
+    source = host.s_out
+    if on_chip:  # host -> chip through an embedded_io adapter (runtime.loihi2)
+        from .loihi2 import input_adapter
+
+        adapter = input_adapter(host.s_out.shape)
+        host.s_out.connect(adapter.inp)
+        source = adapter.out
     for port in net.input_ports[net.plan.input]:
-        host.s_out.connect(port)
-    net.readout.v_out.connect(host.a_in)
+        source.connect(port)
+    extra = 0
+    if net.plan.readout in net.accumulating:  # the readout sums itself; read once per evaluation
+        if on_chip:
+            from .loihi2 import state_reader
+
+            offset = (net.readout_latency + pipe.num_steps - 1) % pipe.period
+            reader = state_reader(net.readout.v, interval=pipe.period, offset=offset)
+        else:
+            reader = lp.SumReader(var=net.readout.v, pipeline=pipe, latency=net.readout_latency)
+        reader.out.connect(host.a_in)
+        extra = 1  # the last sum arrives one step after it is read
+    else:
+        net.readout.v_out.connect(host.a_in)
     counters = {}
-    for name, (proc, _count) in net.populations.items():
+    for name, (proc, _count) in ({} if on_chip else net.populations).items():  # a chip: loihi2_profiler instead
         counters[name] = lp.SpikeCounter(shape=proc.s_out.shape, pipeline=pipe, latency=net.latency[name])
         proc.s_out.connect(counters[name].s_in)
 
     chunk = pipe.cycle * pipe.period  # one step of every image in flight
-    with tqdm(total=pipe.lava_steps, desc=desc, unit="lava step", disable=not progress) as bar, \
+    total = pipe.lava_steps + extra
+    with tqdm(total=total, desc=desc, unit="lava step", disable=not progress) as bar, \
             lava_session(host, run_cfg) as run:
         done = 0
-        while done < pipe.lava_steps:  # chunks only move the bar; the loop itself stays inside Lava
-            k = min(chunk, pipe.lava_steps - done)
+        while done < total:  # chunks only move the bar; the loop itself stays inside Lava
+            k = min(chunk, total - done)
             run(k)
             done += k
             bar.update(k)
@@ -152,10 +188,11 @@ def run_pipelined(net, pipe, host, output, run_cfg, desc: str, progress: bool) -
 
 
 def sample_lava(sd, n: int, steps: int, seed: int = 0, first: int = 0, target: str = "auto", progress: bool = True,
-                **options) -> dict:
+                profilers=None, **options) -> dict:
     """Sample ``n`` images with a compiled sampler (``export.deployment.SamplerDeployment``) on Lava: the loop
     network and the kind's host program in one pipelined Lava run, then the final network (if any) in a
-    second. ``target``: "sim" (Lava's CPU simulator), "loihi2" or "auto" (``session.run_config``).
+    second. ``target``: "sim" (Lava's CPU simulator), "loihi2" or "auto" (``session.run_config``); on a chip,
+    ``profilers`` (``runtime.loihi2.Profilers``) measure the loop's run.
 
     Returns ``images`` (n, C, H, W), the program's ``extras`` (e.g. ``tokens``), ``counters`` {population:
     {"active": (n, steps), "idle"}} of the loop network, ``final_counters`` {population: (n,)} of the final
@@ -168,7 +205,7 @@ def sample_lava(sd, n: int, steps: int, seed: int = 0, first: int = 0, target: s
     if int(n) < 1:
         raise SpikediffError(f"number of images must be at least 1, got {n}")
     tag = "fixed_pt" if sd.fixed_point else "floating_pt"
-    run_cfg, where = run_config(target, tag)  # a missing chip is reported before the network is built
+    run_cfg, where = run_config(target, tag, profilers)  # a missing chip is reported before the network is built
     program = sd.program(n, steps, seed=seed, first=first, **options)
     dep = sd.loop
     net = build(dep)
@@ -177,7 +214,8 @@ def sample_lava(sd, n: int, steps: int, seed: int = 0, first: int = 0, target: s
     host = lp.HostLoop(program=program, pipeline=pipe, state=program.start(index),
                        input_shape=dep.plan.inputs[dep.plan.input], readout_shape=net.readout_shape,
                        readout_perm=net.readout_perm, readout_latency=net.readout_latency,
-                       input_scale=net.input_scale, readout_scale=net.readout_scale)
+                       input_scale=net.input_scale, readout_scale=net.readout_scale,
+                       sums=dep.plan.readout in net.accumulating)
     state, counts = run_pipelined(net, pipe, host, host.state, run_cfg,
                                   f"lava {sd.kind.name} ({n} images x {program.steps} steps)", progress)
     state = np.asarray(state, dtype=np.float64).reshape(n, *program.state_shape)

@@ -20,14 +20,16 @@ def loihi2_available() -> bool:
     return loihi.is_installed()
 
 
-def run_config(target: str = "auto", select_tag: str = "floating_pt"):
-    """(Lava run config, what it runs on): Loihi 2 when asked for or, with ``auto``, when it is there."""
+def run_config(target: str = "auto", select_tag: str = "floating_pt", profilers=None):
+    """(Lava run config, what it runs on): Loihi 2 when asked for or, with ``auto``, when it is there; on a chip
+    the hardware configuration of ``runtime.loihi2`` (fixed point only; ``profilers``: its power, time and
+    activity probes)."""
     from .. import lava_compat
 
     if target not in TARGETS:
         raise SpikediffError(f"--lava-target: expected one of {', '.join(TARGETS)}, got {target!r}")
     lava_compat.import_lava()
-    from lava.magma.core.run_configs import Loihi2HwCfg, Loihi2SimCfg
+    from lava.magma.core.run_configs import Loihi2SimCfg
 
     chip = target != "sim" and loihi2_available()
     if target == "loihi2" or chip:
@@ -35,7 +37,12 @@ def run_config(target: str = "auto", select_tag: str = "floating_pt"):
             raise SpikediffError("--lava-target loihi2: Intel's Lava extension for Loihi (lava-loihi, distributed to "
                                  "INRC members) is not installed here, so Lava cannot reach a chip; use --lava-target "
                                  "sim (Lava's CPU simulator, Loihi2SimCfg) or --lava-target auto")
-        return Loihi2HwCfg(select_tag=select_tag), f"Loihi 2 (Loihi2HwCfg, {select_tag})"
+        if select_tag != "fixed_pt":
+            raise SpikediffError("--lava-target loihi2: a Loihi 2 chip computes in fixed point only; add --fixed-point")
+        from .loihi2 import hardware_run_config, select_host
+
+        where = select_host()
+        return hardware_run_config(profilers), f"Loihi 2 (Loihi2HwCfg, {where})"
     return Loihi2SimCfg(select_tag=select_tag), f"Lava CPU simulator (Loihi2SimCfg, {select_tag})"
 
 
