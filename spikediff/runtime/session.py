@@ -93,6 +93,8 @@ def lava_session(process, run_cfg):
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Cannot import module", category=UserWarning)
+            # Lava's DelaySparse model splits its matrix by delay with a csr assignment scipy warns about
+            warnings.filterwarnings("ignore", message="Changing the sparsity structure")
             yield run
     except BaseException:
         _stop(process, quiet=True)  # the error that stopped the run is the one to report
