@@ -113,3 +113,34 @@ def test_no_lava_worker_outlives_its_parent(tmp_path, how):
         assert "stopped" in out and "Traceback" not in err, err
     else:
         assert proc.returncode == -signal.SIGKILL
+
+
+def test_sigterm_stops_spikediff_sample_on_lava_and_writes_nothing(tmp_path):
+    from spikediff.models import DenoiserConfig
+    from spikediff.train import TrainConfig, train
+
+    ckpt = train(TrainConfig(data="digits", steps=2, batch_size=4, model=DenoiserConfig(channels=4, hidden=16)),
+                 tmp_path / "run", progress=False, log=lambda _m: None)
+    out = tmp_path / "grid.png"
+    proc = subprocess.Popen([sys.executable, "-m", "spikediff", "sample", str(ckpt), "--backend", "lava", "-n", "50",
+                             "--steps", "50", "-o", str(out)], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while len(_alive_in_session(proc.pid)) < 5 and time.time() < deadline:  # Lava's workers are up
+            time.sleep(0.3)
+        assert len(_alive_in_session(proc.pid)) >= 5, "Lava never started"
+        time.sleep(1)
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        left = _wait_gone(proc.pid)
+    finally:
+        for pid in _alive_in_session(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert left == []
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == "spikediff: terminated" and "Traceback" not in err, err
+    assert not out.exists() and not list(tmp_path.glob("*.part"))  # nothing half-written
