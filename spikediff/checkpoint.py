@@ -256,9 +256,19 @@ def check_model_size(build, what: str, copies: int = 1, error=SpikediffError) ->
         check_memory(size * copies, what, error)
 
 
-def _build(path: Path, build, what: str = "the network it declares"):
-    """``build()`` after checking its size; errors name the file."""
+def feature_map_bytes(config) -> int:
+    """Bytes of the activations one image needs at least: a few (4) feature maps of the widest grid, the
+    image or the latent grid times the channels. A fully convolutional network's weights do not grow with
+    the image, so a declared image size of 10^12 passes the weight check; this one refuses it."""
+    side = getattr(config, "image_size", None) or getattr(config, "grid", 0)
+    width = max(getattr(config, "channels", 1), getattr(config, "in_channels", 1))
+    return 4 * 4 * side * side * width
+
+
+def _build(path: Path, build, config, what: str = "the network it declares"):
+    """``build()`` after checking its size (weights, and the activations of one image); errors name the file."""
     check_model_size(build, f"checkpoint {path}: {what}", error=CheckpointError)
+    check_memory(feature_map_bytes(config), f"checkpoint {path}: one image through {what}", CheckpointError)
     try:
         return build()
     except SpikediffError as exc:
@@ -288,7 +298,7 @@ def load_model(path: str | Path | None = None, weights: str = "ema"):
         return _load_vq(path, ckpt, kind), None, ckpt
     cfg = check_options(path, DenoiserConfig, ckpt["model_config"])
     schedule = _schedule(path, ckpt["diffusion"])
-    model = _build(path, lambda: SpikingDenoiser(cfg))
+    model = _build(path, lambda: SpikingDenoiser(cfg), cfg)
     _load_state(path, model, _weights(path, ckpt, weights))
     return model.eval(), schedule, ckpt
 
@@ -330,8 +340,8 @@ def _load_vq(path: Path, ckpt: dict, kind: str):
     if schedule not in MASK_SCHEDULES:
         raise CheckpointError(f"checkpoint {path}: diffusion mask_schedule={schedule!r} must be one of "
                               f"{', '.join(MASK_SCHEDULES)}")
-    vq = _build(path, lambda: SpikingVQVAE(vq_cfg), "its VQ-SVAE")
-    sdid = _build(path, lambda: SpikingTokenDenoiser(sdid_cfg), "its SDID")
+    vq = _build(path, lambda: SpikingVQVAE(vq_cfg), vq_cfg, "its VQ-SVAE")
+    sdid = _build(path, lambda: SpikingTokenDenoiser(sdid_cfg), sdid_cfg, "its SDID")
     _load_state(path, vq, state["vq"])
     _load_state(path, sdid, state["sdid"])
     return SpikingVQDiffusion(vq, sdid, schedule).eval()
@@ -361,8 +371,8 @@ def _load_latent(path: Path, ckpt: dict, weights: str):
         raise CheckpointError(f"checkpoint {path}: latent std must be positive")
     if not isinstance(latent.get("snap", False), bool):
         raise CheckpointError(f"checkpoint {path}: latent snap must be true or false")
-    vq = _build(path, lambda: SpikingVQVAE(vq_cfg), "its autoencoder")
-    denoiser = _build(path, lambda: SpikingLatentDenoiser(den_cfg), "its latent denoiser")
+    vq = _build(path, lambda: SpikingVQVAE(vq_cfg), vq_cfg, "its autoencoder")
+    denoiser = _build(path, lambda: SpikingLatentDenoiser(den_cfg), den_cfg, "its latent denoiser")
     _load_state(path, vq, ckpt["autoencoder"])
     _load_state(path, denoiser, _weights(path, ckpt, weights))
     return LatentDDIM(vq, denoiser, stats["mean"], stats["std"], latent.get("snap", False)).eval()
