@@ -149,7 +149,10 @@ def _check_training_size(args, builds, image_elements: int) -> None:
 
 
 def cmd_train(args) -> int:
+    from .train.trainer import resolve_device
+
     _check_outputs([(args.out, "--out", True)], quiet=True)  # an existing run is resumed: the trainer says so
+    resolve_device(args.device)
     if args.model != "latent-ddim":
         for option in ("resume_from", "init", "decay_steps"):
             if getattr(args, option) is not None:
@@ -206,15 +209,25 @@ def _run_training(train_fn, cfg, args, where: str) -> int:
 
 
 def _check_latent_inputs(args) -> None:
-    """The checkpoints a latent-ddim run reads, read now: the run reaches --resume-from and --init only after
-    encoding the training set with the autoencoder, minutes in."""
-    from .checkpoint import load_raw, resolve
+    """The checkpoints a latent-ddim run reads, loaded and checked now: the run reaches --resume-from and
+    --init only after encoding the training set with the autoencoder, minutes in."""
+    from .checkpoint import load_model, load_raw, resolve
+    from .models import SpikingVQDiffusion
 
-    for value in (args.autoencoder or f"{args.data}-vq", args.init):
-        if value is not None:
-            load_raw(resolve(value))
-    if args.resume_from is not None and "ema_half" not in load_raw(args.resume_from):
-        raise SpikediffError(f"--resume-from {args.resume_from}: not a compact resume file (a run's resume.pt)")
+    autoencoder = args.autoencoder or f"{args.data}-vq"
+    if not isinstance(load_model(resolve(autoencoder))[0], SpikingVQDiffusion):
+        raise SpikediffError(f"--autoencoder {autoencoder}: not a spiking-vq checkpoint (its VQ-SVAE is the "
+                             f"autoencoder)")
+    if args.init is not None and load_model(resolve(args.init))[2].get("kind") != "latent-ddim":
+        raise SpikediffError(f"--init {args.init}: not a latent-ddim checkpoint")
+    if args.resume_from is not None:
+        ckpt = load_raw(args.resume_from)
+        if "ema_half" not in ckpt:
+            raise SpikediffError(f"--resume-from {args.resume_from}: not a compact resume file (a run's resume.pt)")
+        if ckpt.get("kind") != "latent-ddim":
+            raise SpikediffError(f"--resume-from {args.resume_from}: the resume.pt of a {ckpt.get('kind') or 'fsddim'} "
+                                 f"run, not of a latent-ddim run")
+        load_model(args.resume_from)
 
 
 def _train_latent(args) -> int:

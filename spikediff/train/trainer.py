@@ -75,9 +75,12 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SpikediffError(f"--device {name}: CUDA is not available on this machine")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise SpikediffError(f"--device {name!r}: not a device name (use auto, cpu or cuda)") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SpikediffError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 class EMA:
@@ -184,18 +187,19 @@ def run_directory(out_dir: str | Path):
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SpikediffError(f"--out {out}: exists and is not a directory")
-    created = not out.exists()
+    created = [p for p in (out, *out.parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
     try:
         with _locked(out):
             yield out
     except BaseException:
-        if created:  # a run that failed before writing anything leaves no empty run directory behind
+        if created:  # a run that failed before writing anything leaves no empty folders behind
             (out / ".lock").unlink(missing_ok=True)
-            try:
-                out.rmdir()
-            except OSError:
-                pass  # it holds something: keep it
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break  # it holds something: keep it and the folders above
         raise
 
 
