@@ -484,6 +484,8 @@ def test_malformed_entries_are_one_line_errors_naming_the_file(tmp_path, tiny_ru
     ("sdid", {"threshold": float("nan")}, "model_config sdid option threshold=nan must be finite"),
     ("mask", "sideways", "mask_schedule='sideways' must be one of"),
     ("weights", {"vq": {}, "sdid": "x"}, "model.sdid is a str, not a tensor"),
+    # fully convolutional: its weights do not grow with the image, one image's activations do
+    ("vq", {"image_size": 4 * 10 ** 6}, "one image through its VQ-SVAE needs about"),
 ])
 def test_malformed_spiking_vq_checkpoints(tmp_path, part, value, needle):
     ckpt = torch.load(SHIPPED_MODELS["mnist-vq"], weights_only=True)
