@@ -656,9 +656,14 @@ def run_all(cases: list, subprocess_share: float, rng: random.Random, progress: 
 
 
 def summary(results: list) -> dict:
-    by_class = {}
+    """class -> distinct inputs, runs (an input through each command that reads it), clean runs, runs in a
+    fresh interpreter, seconds."""
+    by_class, inputs = {}, {}
     for r in results:
-        row = by_class.setdefault(r.case.cls, {"tried": 0, "clean": 0, "in_subprocess": 0, "seconds": 0.0})
+        row = by_class.setdefault(r.case.cls, {"inputs": 0, "tried": 0, "clean": 0, "in_subprocess": 0,
+                                                "seconds": 0.0})
+        inputs.setdefault(r.case.cls, set()).add((r.case.name, str(r.case.work)))
+        row["inputs"] = len(inputs[r.case.cls])
         row["tried"] += 1
         row["clean"] += r.clean
         row["in_subprocess"] += r.case.subprocess
@@ -685,6 +690,8 @@ def main(argv: list | None = None) -> int:
         _sources, cases = all_cases(Path(tmp), rng, args.per_class)
         results = run_all(cases, args.subprocess_share, rng, progress=True)
         total_s = time.perf_counter() - t0
+        for r in results:  # messages name files in the temporary folder: keep the part below it
+            r.stderr = r.stderr.replace(f"{tmp}/", "")
     by_class = summary(results)
     failures = [{"class": r.case.cls, "input": r.case.name, "command": " ".join(map(str, r.case.argv[:1])),
                  "status": str(r.status), "stderr": r.stderr, "problems": r.problems} for r in results if not r.clean]
@@ -693,24 +700,27 @@ def main(argv: list | None = None) -> int:
     for r in results:
         if r.clean:
             messages.setdefault(r.case.cls, r.stderr)
-    body = [f"{tried} bad inputs tried, {clean} gave a clean error ({100 * clean / max(1, tried):.1f} %), in "
-            f"{total_s:.0f} s; {sum(r.case.subprocess for r in results)} of them in a fresh interpreter "
-            f"(`python -m spikediff`), the rest through `spikediff.cli.main` in one process. Seed {args.seed}, "
-            f"{args.per_class} random variants per random class.", "",
+    n_inputs = sum(row["inputs"] for row in by_class.values())
+    body = [f"{n_inputs} generated bad inputs, each run through every command that reads it: {tried} runs, "
+            f"{clean} gave a clean error ({100 * clean / max(1, tried):.1f} %), in {total_s:.0f} s. "
+            f"{sum(r.case.subprocess for r in results)} runs in a fresh interpreter (`python -m spikediff`), the "
+            f"rest through `spikediff.cli.main` in one process. Seed {args.seed}, {args.per_class} random variants "
+            f"per random class.", "",
             "A clean error: exit status 2, exactly one line on stderr starting `spikediff: error:`, no traceback, "
             "nothing written (the work folder byte for byte as before: no `.part` file, no output).", "",
-            "| class of bad input | tried | clean errors | in a fresh process | an example message |",
-            "|---|---:|---:|---:|---|"]
+            "| class of bad input | inputs | runs | clean errors | in a fresh process | an example message |",
+            "|---|---:|---:|---:|---:|---|"]
     for cls, row in by_class.items():
         example = messages.get(cls, "").replace("|", "\\|")
-        example = example if len(example) < 140 else example[:137] + "..."
-        body.append(f"| {cls} | {row['tried']} | {row['clean']} | {row['in_subprocess']} | `{example}` |")
-    body += ["", f"**Total: {clean} of {tried} clean.**", ""]
+        example = example if len(example) < 160 else example[:157] + "..."
+        body.append(f"| {cls} | {row['inputs']} | {row['tried']} | {row['clean']} | {row['in_subprocess']} | "
+                    f"`{example}` |")
+    body += ["", f"**Total: {clean} of {tried} runs clean.**", ""]
     if failures:
         body += ["## Not clean", ""] + [f"- {f['class']}: {f['input']} (`spikediff {f['command']}`): "
                                         f"{'; '.join(f['problems'])}" for f in failures]
     write_report(args.out, "Bad inputs: generated, run through every command",
-                 {"tried": tried, "clean": clean, "seconds": total_s, "seed": args.seed,
+                 {"inputs": n_inputs, "tried": tried, "clean": clean, "seconds": total_s, "seed": args.seed,
                   "per_class": args.per_class, "classes": by_class, "failures": failures}, body)
     return 0 if not failures else 1
 

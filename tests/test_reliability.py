@@ -681,3 +681,14 @@ def test_a_plain_pickle_gives_our_error_and_no_torch_warning(tmp_path):
 def test_help_and_version_still_exit_0_in_process():
     assert cli("--version")[0] == 0
     assert cli("sample", "--help")[0] == 0
+
+
+@pytest.mark.parametrize("options, needle", [(dict(threshold=float("nan")), "threshold=nan must be finite"),
+                                             (dict(max_period=float("inf")), "max_period=inf must be finite"),
+                                             (dict(local_weight=float("nan")), "local_weight=nan must be finite")])
+def test_a_nan_option_through_the_python_api_is_named_not_blamed_on_the_learning_rate(tmp_path, options, needle):
+    with pytest.raises(SpikediffError) as exc:
+        train(TrainConfig(data="digits", steps=3, batch_size=4, model=DenoiserConfig(**TINY, **options)),
+              tmp_path / "run", progress=False, log=lambda _m: None)
+    assert needle in str(exc.value) and "--lr" not in str(exc.value)
+    assert not (tmp_path / "run").exists()

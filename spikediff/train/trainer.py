@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from .. import SpikediffError
 from ..atomic import atomic_path, remove_stale_parts
-from ..checkpoint import FORMAT, VERSION, check_model_size, check_tensors, load_raw, save_atomic
+from ..checkpoint import FORMAT, VERSION, check_model_size, check_tensors, load_raw, option_problem, save_atomic
 from ..data import load_images, to_model_range
 from ..data.datasets import image_size as dataset_image_size
 from ..diffusion import NoiseSchedule
@@ -65,8 +65,20 @@ class TrainConfig:
             raise SpikediffError(f"--lr must be in (0, 1), got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise SpikediffError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if not (self.grad_clip > 0 and math.isfinite(self.grad_clip)) or self.warmup < 0:
+            raise SpikediffError(f"grad_clip={self.grad_clip} must be positive and finite, warmup={self.warmup} >= 0")
+        check_model_options(self.model)
         self.model.validate()
         return self
+
+
+def check_model_options(config) -> None:
+    """Every option of a model config typed, finite and in range (``checkpoint.option_problem``): the
+    configs' own checks compare, and a NaN threshold passes every comparison."""
+    for name, spec in type(config).__dataclass_fields__.items():
+        problem = option_problem(name, getattr(config, name), str(spec.type))
+        if problem:
+            raise SpikediffError(f"model option {name}={getattr(config, name)!r} {problem}")
 
 
 def resolve_device(name: str) -> torch.device:
