@@ -317,8 +317,17 @@ def _load_state(path: Path, model, state) -> None:
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, KeyError, ValueError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"checkpoint {path}: weights do not fit the model ({first})") from None
+        raise CheckpointError(f"checkpoint {path}: weights do not fit the model ({first_reason(exc)})") from None
+
+
+def first_reason(exc: BaseException, limit: int = 200) -> str:
+    """The first informative line of an exception, shortened: torch's state-dict errors open with a line that
+    only says there are errors."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Error(s) in loading"):
+        lines = lines[1:]
+    reason = lines[0] if lines else type(exc).__name__
+    return reason if len(reason) <= limit else reason[:limit - 3] + "..."
 
 
 def _load_vq(path: Path, ckpt: dict, kind: str):

@@ -454,7 +454,7 @@ def test_missing_folders_are_created_and_an_overwrite_is_announced(tmp_path, tin
     (dict(model_config=[1, 2]), "entry 'model_config' is a list, not a dict"),
     (dict(model=[1, 2]), "entry 'model' is a list, not a dict"),
     (dict(model={"conv_in.weight": "abc"}), "model.conv_in.weight is a str, not a tensor"),
-    (dict(model={"conv_in.weight": torch.zeros(1)}), "weights do not fit the model"),
+    (dict(model={"conv_in.weight": torch.zeros(1)}), "weights do not fit the model (Missing key(s) in state_dict"),
     (dict(kind=7), "entry 'kind' is a int, not a name"),
     (dict(kind="spiking-vq"), "a spiking-vq checkpoint needs 'vq' and 'sdid'"),
     (dict(kind="latent-ddim"), "a latent-ddim checkpoint needs"),

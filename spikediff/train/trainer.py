@@ -28,7 +28,8 @@ from tqdm.auto import tqdm
 
 from .. import SpikediffError
 from ..atomic import atomic_path, remove_stale_parts
-from ..checkpoint import FORMAT, VERSION, check_model_size, check_tensors, load_raw, option_problem, save_atomic
+from ..checkpoint import (FORMAT, VERSION, check_model_size, check_tensors, first_reason, load_raw, option_problem,
+                          save_atomic)
 from ..data import load_images, to_model_range
 from ..data.datasets import image_size as dataset_image_size
 from ..diffusion import NoiseSchedule
@@ -392,8 +393,7 @@ def _restore(path: Path, what: str, load) -> None:
     try:
         load()
     except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise SpikediffError(f"{path}: cannot restore {what} ({first})") from None
+        raise SpikediffError(f"{path}: cannot restore {what} ({first_reason(exc)})") from None
 
 
 def trim_log(path: Path, step: int) -> None:
