@@ -3,20 +3,112 @@
 from __future__ import annotations
 
 import argparse
+import math
+import signal
 import sys
 from pathlib import Path
 
 from . import SpikediffError, __version__
 
 
-def _positive_int(text: str) -> int:
+def _integer(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def _positive_int(text: str) -> int:
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be >= 1")
     return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
+def _seed(text: str) -> int:
+    """Seeds feed torch and numpy generators: both take integers in [0, 2**63)."""
+    value = _integer(text)
+    if not 0 <= value < 2 ** 63:
+        raise argparse.ArgumentTypeError(f"{value} must be in [0, 2**63)")
+    return value
+
+
+def _finite(text: str) -> float:
+    """A float that is a number: NaN and infinities pass every comparison check downstream unnoticed."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text} is not a finite number")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _finite(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text} must be positive")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = _finite(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} must be >= 0")
+    return value
+
+
+def _interval(low: float, high: float, closed_low: bool, closed_high: bool):
+    """A type function for a finite float in an interval, e.g. the learning rate in (0, 1)."""
+    def check(text: str) -> float:
+        value = _finite(text)
+        if not ((value >= low if closed_low else value > low) and (value <= high if closed_high else value < high)):
+            raise argparse.ArgumentTypeError(f"{text} must be in {'[' if closed_low else '('}{low:g}, "
+                                             f"{high:g}{']' if closed_high else ')'}")
+        return value
+
+    check.__name__ = "number"
+    return check
+
+
+def _decay(name: str):
+    """A type function for a Lava decay (beta, readout alpha): in [0, 1], a multiple of 1/4096."""
+    def check(text: str) -> float:
+        from .models.neurons import check_dyadic
+
+        value = _finite(text)
+        try:
+            check_dyadic(name, value)
+        except SpikediffError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+        return value
+
+    check.__name__ = "number"
+    return check
+
+
+def _check_outputs(outputs, quiet: bool = False) -> None:
+    """Check every output before the work starts (``atomic.check_output``); say which will be overwritten."""
+    from .atomic import check_output
+
+    for path, what, directory in outputs:
+        if path is not None and check_output(path, what, directory) and not quiet:
+            print(f"{what} {path} exists: {'writing into it' if directory else 'it will be overwritten'}")
+
+
+def _check_images_memory(n: int, shape, what: str) -> None:
+    """``n`` images of ``shape`` are held at once (the noise, the samples, the grid): refuse before allocating
+    what cannot fit."""
+    from .checkpoint import check_memory
+
+    check_memory(n * math.prod(shape) * 4 * 4, what)
 
 
 def cmd_data_fetch(args) -> int:
@@ -45,7 +137,22 @@ def cmd_data_info(args) -> int:
 MODELS = ("fsddim", "spiking-vq", "latent-ddim")
 
 
+def _check_training_size(args, builds, image_elements: int) -> None:
+    """Refuse sizes that cannot fit before a trainer allocates them: each network's weights with their
+    gradients, Adam's moments and the EMA (5 copies), and a batch's images (noise, inputs, targets)."""
+    from .checkpoint import check_memory, check_model_size
+
+    for build in builds:
+        check_model_size(build, "the network these options declare (--channels, --hidden, ...)", copies=5)
+    batch = args.batch_size or 0
+    check_memory(batch * image_elements * 4 * 4, f"--batch-size {batch}")
+
+
 def cmd_train(args) -> int:
+    from .train.trainer import resolve_device
+
+    _check_outputs([(args.out, "--out", True)], quiet=True)  # an existing run is resumed: the trainer says so
+    resolve_device(args.device)
     if args.model != "latent-ddim":
         for option in ("resume_from", "init", "decay_steps"):
             if getattr(args, option) is not None:
@@ -67,6 +174,13 @@ def cmd_train(args) -> int:
                            selection=args.selection, groups=args.groups, local_weight=args.local_weight,
                            lateral_decay=args.lateral_decay)
     cfg = TrainConfig(**_train_options(args, TrainConfig), prediction_type=args.prediction, model=model)
+    from dataclasses import replace
+
+    from .data.datasets import image_size
+    from .models import SpikingDenoiser
+
+    size = image_size(args.data)
+    _check_training_size(args, [lambda: SpikingDenoiser(replace(model, image_size=size))], size * size)
     return _run_training(train, cfg, args, "")
 
 
@@ -79,18 +193,48 @@ def _train_options(args, config_class) -> dict:
                 checkpoint_every=args.checkpoint_every, device=args.device)
 
 
+def _interrupt_status(exc: KeyboardInterrupt) -> int:
+    """128 + the signal that stopped the run (``KeyboardInterrupt(signum)``; a plain one is Ctrl-C)."""
+    signum = exc.args[0] if exc.args and isinstance(exc.args[0], int) else int(signal.SIGINT)
+    return 128 + signum
+
+
 def _run_training(train_fn, cfg, args, where: str) -> int:
     try:
         path = train_fn(cfg, args.out, progress=not args.quiet)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupt_status(exc)
     print(f"checkpoint: {path}{where}")
     return 0
+
+
+def _check_latent_inputs(args) -> None:
+    """The checkpoints a latent-ddim run reads, loaded and checked now: the run reaches --resume-from and
+    --init only after encoding the training set with the autoencoder, minutes in."""
+    from .checkpoint import load_model, load_raw, resolve
+    from .models import SpikingVQDiffusion
+
+    autoencoder = args.autoencoder or f"{args.data}-vq"
+    if not isinstance(load_model(resolve(autoencoder))[0], SpikingVQDiffusion):
+        raise SpikediffError(f"--autoencoder {autoencoder}: not a spiking-vq checkpoint (its VQ-SVAE is the "
+                             f"autoencoder)")
+    if args.init is not None and load_model(resolve(args.init))[2].get("kind") != "latent-ddim":
+        raise SpikediffError(f"--init {args.init}: not a latent-ddim checkpoint")
+    if args.resume_from is not None:
+        ckpt = load_raw(args.resume_from)
+        if "ema_half" not in ckpt:
+            raise SpikediffError(f"--resume-from {args.resume_from}: not a compact resume file (a run's resume.pt)")
+        if ckpt.get("kind") != "latent-ddim":
+            raise SpikediffError(f"--resume-from {args.resume_from}: the resume.pt of a {ckpt.get('kind') or 'fsddim'} "
+                                 f"run, not of a latent-ddim run")
+        load_model(args.resume_from)
 
 
 def _train_latent(args) -> int:
     from .models.latent_denoiser import LatentDenoiserConfig
     from .train.latent_trainer import LatentTrainConfig, train_latent_ddim
+
+    _check_latent_inputs(args)
 
     d = LatentDenoiserConfig()
     model = LatentDenoiserConfig(channels=args.channels or d.channels, hidden=args.hidden or d.hidden,
@@ -100,11 +244,14 @@ def _train_latent(args) -> int:
     cfg = LatentTrainConfig(**_train_options(args, LatentTrainConfig), prediction_type=args.prediction,
                             autoencoder=args.autoencoder or f"{args.data}-vq", lr_min=args.lr_min,
                             decay_steps=args.decay_steps, snap=args.snap, model=model)
+    from .models.latent_denoiser import SpikingLatentDenoiser
+
+    _check_training_size(args, [lambda: SpikingLatentDenoiser(model)], model.latent_channels * model.grid ** 2)
     try:
         path = train_latent_ddim(cfg, args.out, progress=not args.quiet, resume_from=args.resume_from,
                                  init=args.init)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as exc:
+        return _interrupt_status(exc)
     print(f"checkpoint: {path}")
     return 0
 
@@ -120,6 +267,14 @@ def _train_spiking_vq(args) -> int:
                                time_features=args.time_features or d.time_features, **neuron)
     cfg = VQTrainConfig(**_train_options(args, VQTrainConfig), vq_steps=args.vq_steps,
                         mask_schedule=args.mask_schedule, vq=vq, sdid=sdid)
+    from dataclasses import replace
+
+    from .data.datasets import image_size
+    from .models import SpikingTokenDenoiser, SpikingVQVAE
+
+    vq_sized = replace(vq, image_size=image_size(args.data))
+    _check_training_size(args, [lambda: SpikingVQVAE(vq_sized), lambda: SpikingTokenDenoiser(
+        replace(sdid, codebook_size=vq.codebook_size, grid=vq_sized.grid))], vq_sized.image_size ** 2)
     return _run_training(train_spiking_vq, cfg, args,
                          f" (VQ-SVAE and SDID; the stages' runs are in {args.out}/vq and {args.out}/sdid)")
 
@@ -176,7 +331,11 @@ def cmd_sample(args) -> int:
     args.output = check_png_path(args.output)
     if args.fixed_point and args.backend != "lava":
         raise SpikediffError("--fixed-point needs --backend lava (the torch backend is the float model)")
+    counters = args.output.with_suffix(".counters.json") if args.backend == "lava" else None
+    _check_outputs([(args.output, "output", False), (counters, "output", False)], args.quiet)
     sampler = _Sampler(args.checkpoint)
+    if sampler.model is not None:
+        _check_images_memory(args.num, sampler.model.image_shape, f"-n {args.num}")
     options = sampler.kind.options(temperature=args.temperature, solver=args.solver)
     if args.backend == "lava":
         return _sample_lava(args, sampler, options)
@@ -278,6 +437,8 @@ def cmd_export(args) -> int:
             raise SpikediffError(f"output {path}: must end in .onnx")
     if args.output.suffix != ".nir":
         raise SpikediffError(f"output {args.output}: NIR files end in .nir")
+    _check_outputs([(args.output, "output", False), (args.onnx, "--onnx", False),
+                    (args.onnx_twin, "--onnx-twin", False), (args.netx_dir, "--netx-dir", True)])
     from .checkpoint import load_model
     from .diffusion import kinds
     from .export.nir_graph import export_sampler
@@ -376,7 +537,10 @@ def cmd_report(args) -> int:
     from .hardware_sim.report import make_report
 
     ckpt, out = _checkpoint_and_output(args, "report")
+    parse_overrides(args.set)  # a bad --set fails before any work
+    _check_outputs([(out or Path("report"), "report folder", True)], args.quiet)
     model, schedule, _ = load_model(ckpt)
+    _check_images_memory(args.num, model.image_shape, f"-n {args.num}")
     result = make_report(model, schedule, out_dir=out or Path("report"), n=args.num, steps=args.steps,
                          profiles=args.profile or None, overrides=parse_overrides(args.set), device=args.device,
                          seed=args.seed, batch_size=args.batch_size, compare_float=not args.no_float,
@@ -420,10 +584,16 @@ def cmd_eval(args) -> int:
     from .metrics.evaluation import evaluate
 
     ckpt, out = _checkpoint_and_output(args, "eval")
+    _check_outputs([(out or Path("eval"), "eval folder", True)], args.quiet)
     model, schedule, raw = load_model(ckpt)
+    _check_images_memory(args.num, model.image_shape, f"-n {args.num}")
     kind = kinds.of_model(model)
     options = kind.options(temperature=args.temperature, solver=args.solver)
     data = args.data or raw.get("train", {}).get("data") or "mnist"
+    from .data.datasets import ALL_NAMES
+
+    if data not in ALL_NAMES:
+        raise SpikediffError(f"checkpoint {ckpt}: trained on {data!r}, not a dataset spikediff knows; pass --data")
     r = evaluate(model, schedule, out or Path("eval"), data, args.num, args.steps, args.backend, seed=args.seed,
                  ref_split=args.ref_split, ref_n=args.ref_n, device=args.device, progress=not args.quiet,
                  source=str(ckpt), **options)
@@ -456,6 +626,15 @@ def cmd_run(args) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line, ``spikediff: error: ...`` with exit status 2, like every other bad input (the
+    usage text of a subcommand buries the message; ``--help`` shows it)."""
+
+    def error(self, message: str):
+        message = " ".join(message.split())
+        self.exit(2, f"spikediff: error: {message} (see {self.prog} --help)\n")
+
+
 class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
     """Shows defaults, except "None" (options whose default depends on others say so in their help)."""
 
@@ -476,7 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ckpt_help = f"checkpoint .pt, or a shipped model by name: {', '.join(SHIPPED_MODELS)} (default: mnist)"
 
-    parser = argparse.ArgumentParser(prog="spikediff", description=__doc__)
+    parser = _Parser(prog="spikediff", description=__doc__)
     parser.add_argument("--version", action="version", version=f"spikediff {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -508,9 +687,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--steps", type=_positive_int, help=f"optimizer steps in total (spiking-vq: of the SDID stage) "
                                                         f"[default: {t.steps}; spiking-vq {vt.steps}]")
     tr.add_argument("--batch-size", type=_positive_int, help=f"[default: {t.batch_size}; spiking-vq {vt.batch_size}]")
-    tr.add_argument("--lr", type=float, default=t.lr)
-    tr.add_argument("--warmup", type=int, default=t.warmup)
-    tr.add_argument("--ema-decay", type=float, default=t.ema_decay)
+    tr.add_argument("--lr", type=_interval(0, 1, False, False), default=t.lr)
+    tr.add_argument("--warmup", type=_non_negative_int, default=t.warmup)
+    tr.add_argument("--ema-decay", type=_interval(0, 1, True, False), default=t.ema_decay)
     tr.add_argument("--prediction", default=t.prediction_type, choices=PREDICTION_TYPES,
                     help="fsddim training target (why v: see spikediff/train/trainer.py)")
     tr.add_argument("--channels", type=_positive_int,
@@ -520,9 +699,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                          f"spiking-vq SDID {d.hidden}]")
     tr.add_argument("--snn-steps", type=_positive_int, default=m.num_steps, help="T, SNN steps per denoiser call")
     tr.add_argument("--time-features", type=_positive_int, help=f"[default: {m.time_features}; latent-ddim 16]")
-    tr.add_argument("--beta", type=float, default=m.beta, help="membrane decay (1 - Lava dv), multiple of 1/4096")
-    tr.add_argument("--threshold", type=float, default=m.threshold)
-    tr.add_argument("--readout-alpha", type=float, default=m.readout_alpha, help="readout current decay (1 - Lava du)")
+    tr.add_argument("--beta", type=_decay("beta"), default=m.beta,
+                    help="membrane decay (1 - Lava dv), multiple of 1/4096")
+    tr.add_argument("--threshold", type=_positive_float, default=m.threshold)
+    tr.add_argument("--readout-alpha", type=_decay("readout_alpha"), default=m.readout_alpha,
+                    help="readout current decay (1 - Lava du)")
     vqo = tr.add_argument_group("spiking-vq options")
     vqo.add_argument("--vq-steps", type=_positive_int, default=vt.vq_steps, help="optimizer steps of the VQ-SVAE stage")
     vqo.add_argument("--codebook-size", type=_positive_int, default=v.codebook_size, help="K, codes in the codebook")
@@ -536,7 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--blocks", type=_positive_int, default=2, help="residual blocks of the latent denoiser")
     ld.add_argument("--snap", action="store_true", help="decode the nearest code vectors of a sampled latent")
     ld.add_argument("--decay-steps", type=_positive_int, help="cosine learning-rate decay to --lr-min at this step")
-    ld.add_argument("--lr-min", type=float, default=1e-4)
+    ld.add_argument("--lr-min", type=_interval(0, 1, True, False), default=1e-4)
     ld.add_argument("--resume-from", type=Path, help="a run's compact resume.pt: continue it in an empty --out")
     ld.add_argument("--init", help="start from the weights of this latent-ddim checkpoint")
     lat = tr.add_argument_group("lateral-selection options (fsddim; the design: spikediff/models/lateral.py)")
@@ -547,10 +728,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "signal with --lateral)")
     lat.add_argument("--groups", type=_positive_int, default=m.groups, help="substructures: channel groups of the "
                                                                              "decoder layer")
-    lat.add_argument("--local-weight", type=float, default=m.local_weight,
+    lat.add_argument("--local-weight", type=_non_negative_float, default=m.local_weight,
                      help="weight of the lateral matrix's local objective (0: backpropagation only)")
-    lat.add_argument("--lateral-decay", type=float, default=m.lateral_decay, help="weight decay in that objective")
-    tr.add_argument("--seed", type=int, default=t.seed)
+    lat.add_argument("--lateral-decay", type=_non_negative_float, default=m.lateral_decay,
+                     help="weight decay in that objective")
+    tr.add_argument("--seed", type=_seed, default=t.seed)
     tr.add_argument("--data-limit", type=_positive_int, help="use only the first N training images")
     tr.add_argument("--checkpoint-every", type=_positive_int, default=t.checkpoint_every)
     tr.add_argument("--device", default=t.device, help="auto, cpu, cuda or cuda:N")
@@ -567,11 +749,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="PNG grid to write, or a directory (samples.png and its counters go there)")
     sa.add_argument("--steps", type=_positive_int, default=DEFAULT_INFERENCE_STEPS,
                     help="DDIM denoising steps (spiking-vq: unmasking steps, at most the number of tokens)")
-    sa.add_argument("--temperature", type=float, help=f"spiking-vq: softmax temperature of the token draws "
-                                                      f"(default {DEFAULT_TEMPERATURE})")
+    sa.add_argument("--temperature", type=_positive_float,
+                    help=f"spiking-vq: softmax temperature of the token draws (default {DEFAULT_TEMPERATURE})")
     sa.add_argument("--solver", choices=SOLVERS, help="DDIM samplers: ddim (default), or diffusers' multistep dpm++ "
                                                      "(DPM-Solver++ 2M) or unipc, for fewer steps")
-    sa.add_argument("--seed", type=int, default=0)
+    sa.add_argument("--seed", type=_seed, default=0)
     sa.add_argument("--batch-size", type=_positive_int, default=64)
     sa.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (torch backend)")
     sa.add_argument("--lava-target", default="auto", choices=list(TARGETS),
@@ -614,9 +796,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="override one number of a profile, e.g. loihi2.static_power=0.3 (repeatable)")
     re_.add_argument("--device", default="cpu", help="where the bit-exact simulator runs: cpu, cuda or auto")
     re_.add_argument("--batch-size", type=_positive_int, help="images simulated at once (default 32 CPU, 1024 CUDA)")
-    re_.add_argument("--seed", type=int, default=0)
+    re_.add_argument("--seed", type=_seed, default=0)
     re_.add_argument("--no-float", action="store_true", help="skip the comparison with the float model")
-    re_.add_argument("--temperature", type=float, help="spiking-vq: softmax temperature of the token draws")
+    re_.add_argument("--temperature", type=_positive_float, help="spiking-vq: softmax temperature of the token draws")
     re_.add_argument("--solver", choices=SOLVERS, help="DDIM samplers: ddim (default), dpm++ or unipc")
     re_.add_argument("--input", type=Path, help="GRAPH.nir: the inputs to play through it, an .npy array (T, ...) "
                                                 "or (N, T, ...)")
@@ -667,10 +849,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                       "or ./eval); reruns reuse the samples there")
     ev.add_argument("--ref-split", default="train", choices=["train", "test"])
     ev.add_argument("--ref-n", type=_positive_int, default=10000, help="reference images (the first N of the split)")
-    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--seed", type=_seed, default=0)
     ev.add_argument("--solver", choices=SOLVERS, help="DDIM samplers: ddim (default), dpm++ or unipc")
-    ev.add_argument("--temperature", type=float, help=f"spiking-vq: softmax temperature of the token draws "
-                                                      f"(default {DEFAULT_TEMPERATURE})")
+    ev.add_argument("--temperature", type=_positive_float,
+                    help=f"spiking-vq: softmax temperature of the token draws (default {DEFAULT_TEMPERATURE})")
     ev.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ev.add_argument("--quiet", action="store_true")
     ev.set_defaults(func=cmd_eval)
@@ -678,15 +860,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; returns the exit status: 0, 2 for bad input (one line on stderr), 1 when the machine
+    fails the command (out of memory, a full disk: one line too), 128 + the signal after Ctrl-C or SIGTERM."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help and --version (0), or a usage error, already printed
+        return exc.code if isinstance(exc.code, int) else 0 if exc.code is None else 2
     try:
         return args.func(args)
     except SpikediffError as exc:
         print(f"spikediff: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("spikediff: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        status = _interrupt_status(exc)
+        print(f"spikediff: {'interrupted' if status == 128 + signal.SIGINT else 'terminated'}", file=sys.stderr)
+        return status
+    except MemoryError:
+        print("spikediff: error: out of memory", file=sys.stderr)
+        return 1
+    except OSError as exc:  # the machine, not the input: a full disk, a file system gone read-only
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        print(f"spikediff: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

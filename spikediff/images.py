@@ -30,15 +30,16 @@ def grid(images, ncols: int | None = None, pad: int = 2) -> np.ndarray:
 
 
 def check_png_path(path: str | Path) -> Path:
-    """Reject a bad output path before any work is done. A directory (or a name without a suffix) means
-    ``samples.png`` inside it."""
+    """Reject a bad output path before any work is done. A name without a suffix, or an existing directory
+    whose name does not end in .png, means ``samples.png`` inside it; a ``.png`` name must be a file (an
+    existing directory called ``grid.png`` is an error, not a folder to write into)."""
     path = Path(path)
-    if path.is_dir() or path.suffix == "":
+    if path.suffix == "" or (path.is_dir() and path.suffix.lower() != ".png"):
         path = path / "samples.png"
     if path.suffix.lower() != ".png":
         raise SpikediffError(f"output {path}: must end in .png (or name a directory)")
     if path.is_dir():
-        raise SpikediffError(f"output {path}: is a directory")
+        raise SpikediffError(f"output {path}: is a directory, not a PNG file")
     return path
 
 

@@ -83,6 +83,8 @@ def _read_verified(path: Path, expected_sha: str, dataset: str) -> np.ndarray:
     hint = f"run `spikediff data fetch {dataset}` to fetch it again"
     try:
         raw = read_raw(path)
+    except IdxFormatError as exc:
+        raise DatasetNotFoundError(f"{exc}; {hint}") from None
     except (OSError, EOFError, zlib.error) as exc:
         raise DatasetNotFoundError(f"{path}: cannot be read ({exc}); {hint}") from None
     if sha256_hex(raw) != expected_sha:

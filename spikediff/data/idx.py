@@ -42,6 +42,23 @@ def encode_idx(array: np.ndarray) -> bytes:
 
 
 def read_raw(path: Path) -> bytes:
-    """Uncompressed bytes of an IDX file, gzip or not."""
-    data = Path(path).read_bytes()
-    return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+    """Uncompressed bytes of an IDX file, gzip or not; only from a regular file (a FIFO would block)."""
+    from ..atomic import read_regular
+
+    data = read_regular(path, "data file", IdxFormatError)
+    return gunzip(data, str(path)) if data[:2] == b"\x1f\x8b" else data
+
+
+MAX_IDX_BYTES = 256 * 2 ** 20  # the largest official file (train images) holds 47 MB: more is not MNIST-style data
+
+
+def gunzip(data: bytes, name: str = "<bytes>", limit: int = MAX_IDX_BYTES) -> bytes:
+    """Decompressed gzip bytes, at most ``limit`` of them: a small file that inflates to gigabytes is refused
+    rather than allowed to fill the memory."""
+    import io
+
+    with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+        out = gz.read(limit + 1)
+    if len(out) > limit:
+        raise IdxFormatError(f"{name}: decompresses to more than {limit} bytes; not an IDX data file")
+    return out

@@ -28,6 +28,24 @@ UNITS = {
     "bits_per_synapse": "bits", "max_fan_in_axons_per_core": "axons", "max_fan_out_axons_per_core": "axons",
 }
 CHIP_KEYS = ("cores_per_chip", "max_neurons_per_core")  # a profile that maps onto cores needs at least these
+COUNT_UNITS = ("cores", "tiles", "neurons", "axons", "bits")  # a whole number, at least one (divisors, capacities)
+
+
+def check_value(where: str, key: str, value) -> float:
+    """A quantity's value as a float, or a one-line error: every number finite and >= 0 (energies, times,
+    power, bytes), counts whole numbers >= 1 (a NaN or negative number would pass into every total)."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise SpikediffError(f"{where}: quantity {key!r} must be a finite number, got {value!r}")
+    if value < 0:
+        raise SpikediffError(f"{where}: quantity {key!r} must be >= 0, got {value!r}")
+    unit = UNITS.get(key)
+    if unit in COUNT_UNITS and (value < 1 or value != int(value)):
+        raise SpikediffError(f"{where}: quantity {key!r} counts {unit}: a whole number >= 1, got {value!r}")
+    if unit == "bytes" and value != int(value):
+        raise SpikediffError(f"{where}: quantity {key!r} counts bytes: a whole number, got {value!r}")
+    return float(value)
 
 
 @dataclass
@@ -61,7 +79,8 @@ class Profile:
         for key, value in overrides.items():
             if key not in UNITS:
                 raise SpikediffError(f"profile {self.name}: unknown quantity {key!r} (known: {', '.join(sorted(UNITS))})")
-            out.quantities[key] = Quantity(float(value), UNITS[key], "user override")
+            out.quantities[key] = Quantity(check_value(f"profile {self.name}", key, value), UNITS[key],
+                                           "user override")
         return out
 
     def to_dict(self) -> dict:
@@ -81,8 +100,14 @@ def load_profile(name_or_path: str) -> Profile:
     if name_or_path in builtin_names():
         text = resources.files(__package__).joinpath("profiles", f"{name_or_path}.toml").read_text()
         where = f"built-in profile {name_or_path}"
-    elif path.suffix == ".toml" and path.is_file():
-        text, where = path.read_text(), str(path)
+    elif path.suffix == ".toml" and path.exists():
+        from ..atomic import read_regular
+
+        raw, where = read_regular(path, "hardware profile"), str(path)
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SpikediffError(f"{where}: not a UTF-8 text file") from None
     else:
         raise SpikediffError(f"hardware profile {name_or_path!r}: not a built-in profile ({', '.join(builtin_names())}) "
                              f"nor a .toml file")
@@ -91,6 +116,8 @@ def load_profile(name_or_path: str) -> Profile:
     except tomllib.TOMLDecodeError as exc:
         raise SpikediffError(f"{where}: not valid TOML ({exc})") from None
     quantities = {}
+    if not isinstance(data.get("quantity", {}), dict):
+        raise SpikediffError(f"{where}: 'quantity' must be a table of quantities")
     for key, q in (data.get("quantity") or {}).items():
         if key not in UNITS:
             raise SpikediffError(f"{where}: unknown quantity {key!r} (known: {', '.join(sorted(UNITS))})")
@@ -98,13 +125,14 @@ def load_profile(name_or_path: str) -> Profile:
             raise SpikediffError(f"{where}: quantity {key!r} needs value, unit and source")
         if q["unit"] != UNITS[key]:
             raise SpikediffError(f"{where}: quantity {key!r} must be in {UNITS[key]}, got {q['unit']!r}")
-        if not isinstance(q["value"], (int, float)) or q["value"] < 0:
-            raise SpikediffError(f"{where}: quantity {key!r} must be a number >= 0, got {q['value']!r}")
+        value = check_value(where, key, q["value"])
         if not str(q["source"]).strip():
             raise SpikediffError(f"{where}: quantity {key!r} has an empty source")
-        quantities[key] = Quantity(float(q["value"]), q["unit"], str(q["source"]))
+        quantities[key] = Quantity(value, q["unit"], str(q["source"]))
     if "name" not in data:
         raise SpikediffError(f"{where}: missing 'name'")
+    if not isinstance(data["name"], str) or not data["name"].strip():
+        raise SpikediffError(f"{where}: 'name' must be a non-empty string")
     return Profile(str(data["name"]), str(data.get("title", data["name"])), quantities, where)
 
 
@@ -117,7 +145,10 @@ def parse_overrides(items: list) -> dict:
         if not sep or not dot:
             raise SpikediffError(f"--set {item!r}: expected PROFILE.QUANTITY=VALUE, e.g. loihi2.static_power=0.3")
         try:
-            out.setdefault(profile, {})[key] = float(value)
+            number = float(value)
         except ValueError:
             raise SpikediffError(f"--set {item!r}: {value!r} is not a number") from None
+        if key not in UNITS:
+            raise SpikediffError(f"--set {item!r}: unknown quantity {key!r} (known: {', '.join(sorted(UNITS))})")
+        out.setdefault(profile, {})[key] = check_value(f"--set {item}", key, number)
     return out

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import warnings
 from contextlib import contextmanager
 
@@ -46,6 +48,61 @@ def run_config(target: str = "auto", select_tag: str = "floating_pt", profilers=
     return Loihi2SimCfg(select_tag=select_tag), f"Lava CPU simulator (Loihi2SimCfg, {select_tag})"
 
 
+# Workers die with the process that forked them (Linux): while a session is active, every child forked from
+# the main thread asks the kernel for SIGKILL when its parent dies (PR_SET_PDEATHSIG), so neither SIGKILL
+# nor a crash of spikediff leaves Lava's workers running. The kernel ties the signal to the forking
+# *thread*; Lava forks from the main thread, which lives as long as the process, and forks from any other
+# thread are left alone. ``os.register_at_fork`` cannot be undone, so the hook is installed once and acts
+# only while ``_ACTIVE`` counts an open session.
+_PR_SET_PDEATHSIG = 1
+_ACTIVE = [0]
+_FORK = {"pid": 0, "main": False}
+_HOOKED = []
+
+
+def _before_fork() -> None:
+    import threading
+
+    _FORK["pid"] = os.getpid()
+    _FORK["main"] = threading.current_thread() is threading.main_thread()
+
+
+def _after_fork_in_child() -> None:
+    """In a Lava worker: die with the parent; leave SIGINT and SIGTERM to the parent, which stops the run."""
+    if not _ACTIVE[0] or not _FORK["main"]:
+        return
+    if not die_with_parent(_FORK["pid"]):
+        return
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        try:
+            signal.signal(signum, signal.SIG_IGN)
+        except (ValueError, OSError):
+            pass
+
+
+def die_with_parent(parent_pid: int) -> bool:
+    """Ask the kernel to SIGKILL this process when its parent dies; exit at once if it already has.
+
+    Returns False where the kernel offers no such request (not Linux)."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0) != 0:
+            return False
+    except (OSError, AttributeError):
+        return False
+    if os.getppid() != parent_pid:  # the parent died before the request: nobody would send the signal
+        os._exit(1)
+    return True
+
+
+def _install_fork_hook() -> None:
+    if not _HOOKED:
+        os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
+        _HOOKED.append(True)
+
+
 @contextmanager
 def lava_session(process, run_cfg):
     """Yield ``run(num_steps)`` for the graph that ``process`` belongs to, run with ``run_cfg`` (from
@@ -54,15 +111,16 @@ def lava_session(process, run_cfg):
     Lava forks its worker processes and its Conv runs torch inside them: a parent with a running
     OpenMP pool can deadlock them, so the parent is single-threaded for the session. Lava also scans
     sibling files for process models and warns that it cannot import them by path; that warning is
-    dropped. ``stop()`` runs on errors and Ctrl-C too, so no worker outlives the session.
+    dropped. ``stop()`` runs on errors, Ctrl-C and SIGTERM too, and every worker is forked with a
+    parent-death signal, so no worker outlives the session, not even after ``kill -9`` of the parent.
 
-    Ctrl-C is taken between two ``run`` calls: a KeyboardInterrupt raised in the middle of Lava's
-    command/reply exchange can be lost or leave a stray reply that breaks ``stop()``. The first Ctrl-C
-    lets the current call finish (callers keep calls short) and then raises KeyboardInterrupt; a second
-    one raises at once. Forked workers inherit the handler, so a terminal's Ctrl-C, which reaches the
-    whole process group, does not kill them behind the runtime's back.
+    Ctrl-C and SIGTERM are taken between two ``run`` calls: a KeyboardInterrupt raised in the middle of
+    Lava's command/reply exchange can be lost or leave a stray reply that breaks ``stop()``. The first
+    signal lets the current call finish (callers keep calls short) and then raises
+    ``KeyboardInterrupt(signum)``; a second one raises at once. Workers ignore both signals (a terminal's
+    Ctrl-C reaches the whole process group, a service manager's SIGTERM the whole group too): the parent
+    stops them, or the kernel kills them when the parent dies.
     """
-    import signal
     import threading
 
     import torch
@@ -77,19 +135,21 @@ def lava_session(process, run_cfg):
 
     interrupted = []
 
-    def on_sigint(signum, frame):
+    def on_signal(signum, frame):
         if interrupted:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(signum)
         interrupted.append(signum)
 
     def run(num_steps: int) -> None:
         if not interrupted:
             process.run(condition=RunSteps(num_steps=num_steps), run_cfg=run_cfg)
         if interrupted:
-            raise KeyboardInterrupt
+            raise KeyboardInterrupt(interrupted[0])
 
     main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, on_sigint) if main else None
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    _install_fork_hook()
+    _ACTIVE[0] += 1
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Cannot import module", category=UserWarning)
@@ -102,21 +162,22 @@ def lava_session(process, run_cfg):
     else:
         _stop(process, quiet=False)
     finally:
+        _ACTIVE[0] -= 1
         torch.set_num_threads(threads)
-        if main:
-            signal.signal(signal.SIGINT, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def _stop(process, quiet: bool) -> None:
     """Stop the run; if Lava's own stop fails (Ctrl-C can leave a reply to an interrupted command in its
-    queues), terminate its workers so that none survives."""
+    queues), kill its workers (they ignore SIGTERM) so that none survives."""
     import multiprocessing
 
     try:
         process.stop()
     except Exception:
         for child in multiprocessing.active_children():
-            child.terminate()
+            child.kill()
             child.join(timeout=5)
         if not quiet:
             raise

@@ -11,6 +11,28 @@ from ..atomic import atomic_path
 BASE_KEYS = {"step", "loss", "loss_avg", "rates", "elapsed_s"}
 
 
+def read_log(log_path: str | Path, max_step: int | None = None) -> list:
+    """The records of a log.jsonl, one per step in step order (the last record of a step wins: a run killed
+    and resumed writes its steps again), at most ``max_step``; torn or foreign lines are skipped."""
+    try:
+        text = Path(log_path).read_text(errors="replace")
+    except FileNotFoundError:
+        return []
+    by_step = {}
+    for line in text.splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if not (isinstance(record, dict) and isinstance(record.get("step"), int)
+                and isinstance(record.get("rates"), dict)
+                and all(isinstance(record.get(k), (int, float)) for k in ("loss", "loss_avg"))):
+            continue
+        if max_step is None or record["step"] <= max_step:
+            by_step[record["step"]] = record
+    return [by_step[k] for k in sorted(by_step)]
+
+
 def plot_training_log(log_path: str | Path, png_path: str | Path, loss_name: str = "MSE loss",
                       title: str = "denoising loss") -> Path | None:
     """Write the plot atomically; returns None when the log has no records yet. Numbers a stage logs beside
@@ -20,7 +42,7 @@ def plot_training_log(log_path: str | Path, png_path: str | Path, loss_name: str
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [json.loads(line) for line in Path(log_path).read_text().splitlines() if line.strip()]
+    records = read_log(log_path)
     if not records:
         return None
     steps = [r["step"] for r in records]

@@ -15,6 +15,8 @@ import json
 import math
 import os
 import signal
+import stat
+import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -25,12 +27,14 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import SpikediffError
-from ..checkpoint import FORMAT, VERSION, load_raw, save_atomic
+from ..atomic import atomic_path, remove_stale_parts
+from ..checkpoint import (FORMAT, VERSION, check_model_size, check_tensors, first_reason, load_raw, option_problem,
+                          save_atomic)
 from ..data import load_images, to_model_range
 from ..data.datasets import image_size as dataset_image_size
 from ..diffusion import NoiseSchedule
 from ..models import DenoiserConfig, SpikingDenoiser
-from .plots import plot_training_log
+from .plots import plot_training_log, read_log
 
 
 @dataclass
@@ -62,8 +66,20 @@ class TrainConfig:
             raise SpikediffError(f"--lr must be in (0, 1), got {self.lr}")
         if not 0 <= self.ema_decay < 1:
             raise SpikediffError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if not (self.grad_clip > 0 and math.isfinite(self.grad_clip)) or self.warmup < 0:
+            raise SpikediffError(f"grad_clip={self.grad_clip} must be positive and finite, warmup={self.warmup} >= 0")
+        check_model_options(self.model)
         self.model.validate()
         return self
+
+
+def check_model_options(config) -> None:
+    """Every option of a model config typed, finite and in range (``checkpoint.option_problem``): the
+    configs' own checks compare, and a NaN threshold passes every comparison."""
+    for name, spec in type(config).__dataclass_fields__.items():
+        problem = option_problem(name, getattr(config, name), str(spec.type))
+        if problem:
+            raise SpikediffError(f"model option {name}={getattr(config, name)!r} {problem}")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,9 +88,12 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise SpikediffError(f"--device {name}: CUDA is not available on this machine")
     try:
-        return torch.device(name)
+        device = torch.device(name)
     except RuntimeError:
         raise SpikediffError(f"--device {name!r}: not a device name (use auto, cpu or cuda)") from None
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise SpikediffError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
 
 
 class EMA:
@@ -109,14 +128,50 @@ class EMA:
         self.num_updates = state["num_updates"]
 
 
-def _signals_raise_interrupt():
-    def handler(signum, frame):
-        raise KeyboardInterrupt
+class StepBoundary:
+    """Ctrl-C (SIGINT) and SIGTERM take effect at the next step boundary, so what is saved is a state that
+    an uninterrupted run also passes through: the weights, the optimizer, the EMA and the random generator
+    all after the same step. (A KeyboardInterrupt raised anywhere could land after the batch was drawn
+    and before the step counted, leaving the generator one batch ahead of the saved step.)
 
-    try:
-        return signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        return None
+    A second signal stops at once without saving (the last checkpoint stays what resumes), except during a
+    save, which finishes first so that the run's files always belong together. Signals a shell set to be
+    ignored (a background job's SIGINT) stay ignored; off the main thread nothing is installed."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum = None  # the first signal, once received
+        self.forced = None  # a second one held back during a save
+        self.saving = False
+        self._previous = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                if signal.getsignal(signum) is not signal.SIG_IGN:
+                    self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+        return False
+
+    def _handle(self, signum, frame):
+        if self.signum is None:
+            self.signum = signum
+        elif self.saving:
+            self.forced = signum
+        else:
+            raise KeyboardInterrupt(signum)
+
+    def saved(self) -> None:
+        """After a save: a second signal that came during it now stops the run."""
+        self.saving = False
+        if self.forced is not None:
+            raise KeyboardInterrupt(self.forced)
 
 
 def _header(cfg: TrainConfig) -> dict:
@@ -145,8 +200,35 @@ def run_directory(out_dir: str | Path):
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SpikediffError(f"--out {out}: exists and is not a directory")
+    created = [p for p in (out, *out.parents) if not p.exists()]
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / ".lock", "a+") as lock:
+    try:
+        with _locked(out):
+            yield out
+    except BaseException:
+        if created:  # a run that failed before writing anything leaves no empty folders behind
+            (out / ".lock").unlink(missing_ok=True)
+            for folder in created:
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break  # it holds something: keep it and the folders above
+        raise
+
+
+@contextmanager
+def _locked(out: Path):
+    """The run directory's lock (``.lock``, holding the pid), taken without waiting."""
+    lock_path = out / ".lock"
+    try:  # never blocks, even if .lock were a FIFO
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0), 0o644)
+    except OSError as exc:
+        raise SpikediffError(f"--out {out}: cannot create its lock file ({exc.strerror or exc})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SpikediffError(f"--out {out}: {lock_path} is not a regular file")
+    os.set_blocking(fd, True)
+    with os.fdopen(fd, "r+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -157,7 +239,31 @@ def run_directory(out_dir: str | Path):
         lock.truncate(0)
         lock.write(str(os.getpid()))
         lock.flush()
+        clean_run_directory(out)
         yield out
+
+
+#: the files a training run writes (atomically, through ``name.*.part`` temporaries) in its directory and in
+#: the directories of its stages
+RUN_FILES = ("last.pt", "resume.pt", "model.pt", "training.png", "log.jsonl", "tokens.pt", "latents.pt")
+
+
+def clean_run_directory(out: Path) -> list:
+    """Remove the temporary ``.part`` files a killed run left behind. Only a run holding the directory's lock
+    writes the run's files, so under the lock every temporary of theirs is stale; other ``.part`` files
+    (an ``eval`` or ``report`` writing into the run directory) go only if their writer is gone."""
+    removed = []
+    folders = [out] + sorted(d for d in out.iterdir() if d.is_dir() and not d.is_symlink())
+    for folder in folders:
+        for name in RUN_FILES:
+            for part in folder.glob(f"{name}*.part"):
+                try:
+                    part.unlink()
+                    removed.append(part)
+                except OSError:
+                    pass
+        removed += remove_stale_parts(folder)
+    return removed
 
 
 def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log) -> Path:
@@ -169,6 +275,8 @@ def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log) -> Path:
     if len(data) < 1:
         raise SpikediffError(f"dataset {cfg.data}: no training images")
 
+    # weights, gradients, Adam's two moments and the EMA: refused before allocating if they cannot fit
+    check_model_size(lambda: SpikingDenoiser(cfg.model), "the network these options declare", copies=5)
     torch.manual_seed(cfg.seed)
     model = SpikingDenoiser(cfg.model).to(device)
     schedule = NoiseSchedule(cfg.num_train_timesteps, cfg.prediction_type)
@@ -234,6 +342,31 @@ def _full(state: dict) -> dict:
     return {k: v.float() if torch.is_floating_point(v) else v for k, v in state.items()}
 
 
+def _describe(kind) -> str:
+    return "fsddim" if kind is None else repr(kind)
+
+
+#: what each kind of file a run writes holds beyond the header, to tell them apart
+_RESUME_ENTRIES = {"last.pt": ("model", "ema_full", "optimizer", "generator", "step", "train_config"),
+                   "resume.pt": ("model", "ema_half", "ema_updates", "generator", "step", "train_config")}
+
+
+def _check_resume_file(stage: Stage, ckpt: dict, path: Path, expected: str) -> None:
+    """``path`` is the ``expected`` file ("last.pt" or "resume.pt") of a run of this stage's kind: not a
+    sampler (model.pt), not the other resume file, not another model's run."""
+    kind, want = ckpt.get("kind"), stage.header.get("kind")
+    if kind != want:
+        raise SpikediffError(f"{path}: a checkpoint of a {_describe(kind)} model, not the {expected} of a "
+                             f"{_describe(want)} run; use another --out directory")
+    missing = [k for k in _RESUME_ENTRIES[expected] if k not in ckpt]
+    if missing:
+        what = ("a compact resume file (resume.pt)" if "ema_half" in ckpt else "a run's last.pt" if "optimizer" in ckpt
+                else "a sampler checkpoint (model.pt)" if "train" in ckpt else "not a training checkpoint")
+        raise SpikediffError(f"{path}: {what}, not a run's {expected} (it lacks {', '.join(missing)})")
+    if expected == "last.pt":
+        check_tensors(path, ckpt["optimizer"].get("state", {}), "optimizer.state")
+
+
 def _check_resume(stage: Stage, ckpt: dict, path: Path) -> None:
     """A run resumes only with the options it was started with."""
     saved = ckpt["train_config"]
@@ -243,12 +376,57 @@ def _check_resume(stage: Stage, ckpt: dict, path: Path) -> None:
                 f"{path}: was trained with {key}={saved.get(key)!r}, this command asks for "
                 f"{stage.options.get(key)!r}; use another --out directory or the same options"
             )
-    was, asked = stage.model_options(ckpt["model_config"]), stage.model_options(stage.header["model_config"])
+    try:
+        was = stage.model_options(ckpt["model_config"])
+    except (SpikediffError, TypeError, ValueError, KeyError) as exc:
+        raise SpikediffError(f"{path}: bad model_config ({exc})") from None
+    asked = stage.model_options(stage.header["model_config"])
     differ = [f"{k}={was[k]!r} (this command: {asked[k]!r})" for k in sorted(set(was) & set(asked))
               if was[k] != asked[k]]  # options only one side uses follow from a switch that differs
     if differ or was != asked:
         raise SpikediffError(f"{path}: was trained with other model options: {', '.join(differ)}; use another "
                              f"--out directory or the same options")
+
+
+def _restore(path: Path, what: str, load) -> None:
+    """``load()`` (a load_state_dict, a set_state), any failure a one-line error naming the file."""
+    try:
+        load()
+    except (RuntimeError, KeyError, ValueError, TypeError, IndexError, AttributeError) as exc:
+        raise SpikediffError(f"{path}: cannot restore {what} ({first_reason(exc)})") from None
+
+
+def trim_log(path: Path, step: int) -> None:
+    """Keep ``log.jsonl`` to the steps a resumed run has (at most ``step``, one record each, whole lines):
+    a run killed after logging steps its checkpoint does not hold logs them again when it resumes."""
+    if not path.exists():
+        return
+    records = read_log(path, max_step=step)
+    lines = [json.dumps(r) for r in records]
+    if path.read_text(errors="replace").splitlines() != lines:
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(line + "\n" for line in lines))
+
+
+def _nonfinite_loss(value: float, step: int, model: torch.nn.Module, cfg, first_step: int) -> str:
+    """Which of the likely causes of a loss that is not finite apply (options were checked on entry, so
+    it is the run itself)."""
+    bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    named = f"{bad[0]}{' and others' if len(bad) > 1 else ''}" if bad else ""
+    if bad and step == first_step:
+        cause = f"the weights this run started from are not finite ({named})"
+    elif bad:
+        cause = f"the weights stopped being finite ({named}): the updates diverged"
+    else:
+        biggest = max((float(p.detach().abs().max()) for p in model.parameters() if p.numel()), default=0.0)
+        cause = f"the weights are finite (largest |w| {biggest:.3g}) but the forward pass overflowed"
+    hints = [f"a lower --lr (now {cfg.lr:g})"]
+    if getattr(cfg, "warmup", 0) < 100:
+        hints.append(f"a longer --warmup (now {cfg.warmup})")
+    model_cfg = getattr(cfg, "model", None)
+    if getattr(model_cfg, "lateral", False) and getattr(model_cfg, "local_weight", 0) > 0:
+        hints.append(f"a lower --local-weight (now {model_cfg.local_weight:g})")
+    return f"loss became {value} at step {step}; {cause}; try {' or '.join(hints)}"
 
 
 def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | None = None) -> None:
@@ -257,7 +435,10 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
 
     Each checkpoint also writes ``out/resume.pt``: weights and EMA in float16, the step and the data order,
     small enough to commit. ``resume_from`` such a file continues a run in an empty ``out`` (on another
-    machine): not bit for bit, since the optimizer restarts (with a fresh warm-up) and weights were rounded."""
+    machine): not bit for bit, since the optimizer restarts (with a fresh warm-up) and weights were rounded.
+
+    Ctrl-C and SIGTERM stop the run at the next step boundary and save it there (``StepBoundary``), so a
+    resumed run equals an uninterrupted one bit for bit; they then raise ``KeyboardInterrupt(signum)``."""
     model = stage.model
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -269,28 +450,27 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
         ckpt = load_raw(resume_from)
         if "ema_half" not in ckpt:
             raise SpikediffError(f"--resume-from {resume_from}: not a compact resume file (a run's resume.pt)")
+        _check_resume_file(stage, ckpt, resume_from, "resume.pt")
         _check_resume(stage, ckpt, resume_from)
-        try:
-            model.load_state_dict(_full(ckpt["model"]))
-            ema.load_state_dict({"module": _full(ckpt["ema_half"]), "num_updates": ckpt["ema_updates"]})
-        except (RuntimeError, KeyError) as exc:
-            raise SpikediffError(f"--resume-from {resume_from}: weights do not fit the model "
-                                 f"({str(exc).splitlines()[0]})") from None
-        gen.set_state(ckpt["generator"])
+        _restore(resume_from, "the weights", lambda: model.load_state_dict(_full(ckpt["model"])))
+        _restore(resume_from, "the EMA weights", lambda: ema.load_state_dict(
+            {"module": _full(ckpt["ema_half"]), "num_updates": ckpt["ema_updates"]}))
+        _restore(resume_from, "the random generator state", lambda: gen.set_state(ckpt["generator"]))
         step = warm_start = ckpt["step"]
         loss_avg = ckpt.get("loss_avg")
         log(f"continuing from the compact file {resume_from} at step {step}/{cfg.steps} (fresh optimizer, "
             f"{cfg.warmup} warm-up steps)")
     elif not last.exists() and stage.init_state is not None:
-        model.load_state_dict(stage.init_state)
+        _restore(Path("--init"), "the weights", lambda: model.load_state_dict(stage.init_state))
         ema = EMA(model, cfg.ema_decay)
     if last.exists():
         ckpt = load_raw(last)
+        _check_resume_file(stage, ckpt, last, "last.pt")
         _check_resume(stage, ckpt, last)
-        model.load_state_dict(ckpt["model"])
-        ema.load_state_dict(ckpt["ema_full"])
-        opt.load_state_dict(ckpt["optimizer"])
-        gen.set_state(ckpt["generator"])
+        _restore(last, "the weights", lambda: model.load_state_dict(ckpt["model"]))
+        _restore(last, "the EMA weights", lambda: ema.load_state_dict(ckpt["ema_full"]))
+        _restore(last, "the optimizer state", lambda: opt.load_state_dict(ckpt["optimizer"]))
+        _restore(last, "the random generator state", lambda: gen.set_state(ckpt["generator"]))
         step = ckpt["step"]
         loss_avg = ckpt.get("loss_avg")
         warm_start = ckpt.get("warm_start", 0)
@@ -298,6 +478,7 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
         if step >= cfg.steps:
             log("already trained to the requested number of steps")
             return
+    trim_log(out / "log.jsonl", step)
 
     def save(loss_value):
         save_atomic({**stage.header, "model": model.state_dict(), "ema_full": ema.state_dict(),
@@ -311,18 +492,18 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
                      "train": {**stage.options, "step": step, "loss": loss_value}}, out / "model.pt")
         plot_training_log(out / "log.jsonl", out / "training.png", stage.loss_name, stage.desc)
 
-    previous_handler = _signals_raise_interrupt()
     bar = tqdm(total=cfg.steps, initial=step, desc=stage.desc, unit="step", disable=not progress)
     t_start = time.perf_counter()
+    saved_step, first_step = None, step
     try:
-        with open(out / "log.jsonl", "a") as log_file:
-            while step < cfg.steps:
+        with StepBoundary() as boundary, open(out / "log.jsonl", "a") as log_file:
+            while step < cfg.steps and boundary.signum is None:
                 for group in opt.param_groups:
                     group["lr"] = learning_rate(cfg, step, warm_start)
                 stats = {} if (step + 1) % cfg.log_every == 0 else None
                 loss = stage.batch_loss(model, gen, stats)
                 if not torch.isfinite(loss):
-                    raise SpikediffError(f"loss became {loss.item()} at step {step}; try a lower --lr")
+                    raise SpikediffError(_nonfinite_loss(loss.item(), step, model, cfg, first_step))
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -341,14 +522,19 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
                     log_file.write(json.dumps({"step": step, "loss": value, "loss_avg": loss_avg, "rates": rates,
                                                **extra, "elapsed_s": time.perf_counter() - t_start}) + "\n")
                     log_file.flush()
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps or boundary.signum is not None:
+                    boundary.saving = True
                     save(loss_avg)
+                    saved_step = step
+                    boundary.saved()
+            if boundary.signum is not None:
+                raise KeyboardInterrupt(boundary.signum)
     except KeyboardInterrupt:
         bar.close()
-        save(loss_avg)
-        log(f"\ninterrupted: saved step {step} to {last}; run the same command to resume")
+        if saved_step == step:
+            log(f"\ninterrupted: saved step {step} to {last}; run the same command to resume")
+        else:  # a second signal: stopped at once, nothing of the current step saved
+            log(f"\ninterrupted again: stopped without saving step {step}; {last} resumes from its own step")
         raise
     finally:
         bar.close()
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)

@@ -1,0 +1,146 @@
+"""No Lava worker outlives its parent: SIGTERM stops the run cleanly, SIGKILL takes the workers with it.
+
+Real Lava processes (Loihi2SimCfg on the CPU), no mocks: a tiny graph run in short chunks through
+``spikediff.runtime.session.lava_session``, the session every spikediff Lava run goes through.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+SCRIPT = r'''
+import sys
+
+import numpy as np
+
+from spikediff import lava_compat
+
+lava_compat.import_lava()
+from lava.proc.dense.process import Dense
+from lava.proc.io.sink import RingBuffer as Sink
+from lava.proc.io.source import RingBuffer as Source
+from lava.proc.lif.process import LIF
+
+from spikediff.runtime.session import lava_session, run_config
+
+src = Source(data=np.ones((4, 16)))
+dense = Dense(weights=np.eye(4) * 2.0)
+lif = LIF(shape=(4,), du=1.0, dv=0.25, vth=1.0)
+sink = Sink(shape=(4,), buffer=16)
+src.s_out.connect(dense.s_in)
+dense.a_out.connect(lif.a_in)
+lif.s_out.connect(sink.a_in)
+cfg, _ = run_config("sim")
+try:
+    with lava_session(src, cfg) as run:
+        for i in range(100000):
+            run(16)
+            if i == 0:
+                print("running", flush=True)
+except KeyboardInterrupt as exc:
+    print("stopped", flush=True)
+    sys.exit(128 + (exc.args[0] if exc.args else 2))
+'''
+
+
+def _alive_in_session(sid: int) -> list:
+    """Pids of the processes of session ``sid`` that are not zombies, from /proc (no psutil needed)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2:].split()  # after "pid (comm) ": state ppid pgrp session ...
+        if int(fields[3]) == sid and fields[0] not in "ZX":
+            pids.append(int(entry.name))
+    return pids
+
+
+def _start(tmp_path):
+    script = tmp_path / "lava_forever.py"
+    script.write_text(SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()  # after the first chunk: every worker is up
+    assert line.strip() == "running", proc.stderr.read() if proc.poll() is not None else line
+    workers = [pid for pid in _alive_in_session(proc.pid) if pid != proc.pid]
+    assert len(workers) >= 4, workers  # the runtime service, one per process model, the shared-memory manager
+    return proc, workers
+
+
+def _wait_gone(sid: int, timeout: float = 15.0) -> list:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        left = _alive_in_session(sid)
+        if not left:
+            return []
+        time.sleep(0.2)
+    return _alive_in_session(sid)
+
+
+@pytest.mark.parametrize("how", ["SIGTERM to the parent", "SIGTERM to the whole group", "SIGKILL to the parent"])
+def test_no_lava_worker_outlives_its_parent(tmp_path, how):
+    proc, workers = _start(tmp_path)
+    try:
+        if how == "SIGTERM to the parent":
+            os.kill(proc.pid, signal.SIGTERM)
+        elif how == "SIGTERM to the whole group":  # what a service manager or `kill -- -PGID` does
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            os.kill(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate(timeout=30)
+        left = _wait_gone(proc.pid)
+    finally:
+        for pid in _alive_in_session(proc.pid):  # never leave anything behind, even when the test fails
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert left == [], f"{len(left)} of {len(workers)} Lava workers still running after {how}"
+    if how.startswith("SIGTERM"):  # stopped cleanly at the end of a chunk, exit status 128 + 15
+        assert proc.returncode == 128 + signal.SIGTERM, err
+        assert "stopped" in out and "Traceback" not in err, err
+    else:
+        assert proc.returncode == -signal.SIGKILL
+
+
+def test_sigterm_stops_spikediff_sample_on_lava_and_writes_nothing(tmp_path):
+    from spikediff.models import DenoiserConfig
+    from spikediff.train import TrainConfig, train
+
+    ckpt = train(TrainConfig(data="digits", steps=2, batch_size=4, model=DenoiserConfig(channels=4, hidden=16)),
+                 tmp_path / "run", progress=False, log=lambda _m: None)
+    out = tmp_path / "grid.png"
+    proc = subprocess.Popen([sys.executable, "-m", "spikediff", "sample", str(ckpt), "--backend", "lava", "-n", "50",
+                             "--steps", "50", "-o", str(out)], cwd=ROOT, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while len(_alive_in_session(proc.pid)) < 5 and time.time() < deadline:  # Lava's workers are up
+            time.sleep(0.3)
+        assert len(_alive_in_session(proc.pid)) >= 5, "Lava never started"
+        time.sleep(1)
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+        left = _wait_gone(proc.pid)
+    finally:
+        for pid in _alive_in_session(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert left == []
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert err.strip().splitlines()[-1] == "spikediff: terminated" and "Traceback" not in err, err
+    assert not out.exists() and not list(tmp_path.glob("*.part"))  # nothing half-written
