@@ -5,15 +5,18 @@ Structure (every hidden population is a Lava-exact LIF; ``B`` residual blocks; D
 
     input    = [z_t (D planes), time planes]         host tensor, constant over the T SNN steps
     temb     = LIF(time_in(input))      1x1           the spiking time branch: reads only the time planes
-    s0       = LIF(BN(conv_in(input)) + cond_s0(temb))
+    x0       = LIF(BN(conv_in(input)))  3x3           the input, encoded in spikes
+    s0       = LIF(BN(conv_s(x0))      + cond_s0(temb))
     a_b      = LIF(BN(conv_a_b(s_b))   + cond_a_b(temb))                 b = 0 .. B-1
     s_{b+1}  = LIF(BN(conv_s_b(a_b))   + res_b(s_b) + cond_s_{b+1}(temb))  residual: a sum of synaptic input
     g        = LIF(fc_1(s_B))           dense         global context
-    readout  = CUBA(conv_ro(s_B) + fc_out(g) + lin_ro(input))            D x G x G, mean current over T
+    readout  = CUBA(conv_ro(s_B) + fc_out(g) + skip_ro(x0))             D x G x G, mean current over T
 
-Time reaches every block twice: through the spiking time branch (``cond_*``, a learned nonlinear function of
-t as current) and, at the input, as the sinusoidal planes themselves. ``lin_ro`` is a linear path from the
-noisy latent to the prediction (v-prediction near t = 0 is close to a linear function of z_t).
+Time reaches every block through the spiking time branch (``cond_*``, a learned nonlinear function of t as
+current), and the input through ``x0``. Only ``temb`` and ``x0`` read the host input, and nothing else feeds
+them: in Loihi fixed point a population has one weight scale, and its host-input synapses then keep the whole
+8-bit mantissa instead of sharing it with synapses of larger weights (the quantizer reports each synapse's
+integers: ``spikediff inspect --fixed-point``).
 
 Batch norm (``ConvBN``) normalizes each main convolution's drive with statistics over the batch and the T
 steps (threshold-dependent BN, as FSDDIM trains); at export it is folded into the convolution's weights and
@@ -108,9 +111,11 @@ class SpikingLatentDenoiser(SpikingGraph):
             conv = nn.Conv2d(cin, cout, 3, padding=1, bias=not cfg.norm)
             return ConvBN(conv) if cfg.norm else conv
 
-        graph = {"temb": [("time_in", "input")], "s0": [("conv_in", "input"), ("cond_s0", "temb")]}
+        graph = {"temb": [("time_in", "input")], "x0": [("conv_in", "input")],
+                 "s0": [("conv_s", "x0"), ("cond_s0", "temb")]}
         self.time_in = nn.Conv2d(n_in, tc, 1)
         self.conv_in = main(n_in, c)
+        self.conv_s = main(c, c)
         self.cond_s0 = nn.Conv2d(tc, c, 1, bias=False)
         for b in range(cfg.blocks):
             graph[f"a{b}"] = [(f"conv_a{b}", f"s{b}"), (f"cond_a{b}", "temb")]
@@ -122,17 +127,19 @@ class SpikingLatentDenoiser(SpikingGraph):
             setattr(self, f"cond_s{b + 1}", nn.Conv2d(tc, c, 1, bias=False))
         last = f"s{cfg.blocks}"
         graph["g"] = [("fc_1", last)]
-        graph["readout"] = [("conv_ro", last), ("fc_out", "g"), ("lin_ro", "input")]
+        graph["readout"] = [("conv_ro", last), ("fc_out", "g"), ("skip_ro", "x0")]
         self.fc_1 = nn.Linear(c * g * g, cfg.hidden)
         self.conv_ro = nn.Conv2d(c, d, 3, padding=1, bias=False)
         self.fc_out = nn.Linear(cfg.hidden, d * g * g, bias=False)
-        self.lin_ro = nn.Conv2d(n_in, d, 1, bias=False)
+        self.skip_ro = nn.Conv2d(c, d, 1, bias=False)
         self.graph = graph
         self._make_neurons()
         self._readout_shape = (d, g, g)
         self.init_weights()
         with torch.no_grad():
-            self.lin_ro.weight.zero_()  # the linear path starts closed: the readout starts near zero
+            for name, _src in (syn for synapses in graph.values() for syn in synapses):
+                if name.startswith("cond_"):  # time's currents start at the scale of the folded convolutions'
+                    nn.init.normal_(getattr(self, name).weight, 0.0, 1.0 / tc ** 0.5)
             for b in range(cfg.blocks):  # residual synapses start as a scaled identity
                 res = getattr(self, f"res_{b}").weight
                 res.zero_()
