@@ -18,6 +18,16 @@ def _integer(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
 
 
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be >= 0")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = _integer(text)
     if value < 1:
@@ -154,7 +164,7 @@ def cmd_train(args) -> int:
     _check_outputs([(args.out, "--out", True)], quiet=True)  # an existing run is resumed: the trainer says so
     resolve_device(args.device)
     if args.model != "latent-ddim":
-        for option in ("resume_from", "init", "decay_steps"):
+        for option in ("resume_from", "init", "decay_steps", "qat_from"):
             if getattr(args, option) is not None:
                 raise SpikediffError(f"--{option.replace('_', '-')} is a latent-ddim option for now")
     if args.model == "latent-ddim":
@@ -243,7 +253,7 @@ def _train_latent(args) -> int:
                                  threshold=args.threshold, readout_alpha=args.readout_alpha)
     cfg = LatentTrainConfig(**_train_options(args, LatentTrainConfig), prediction_type=args.prediction,
                             autoencoder=args.autoencoder or f"{args.data}-vq", lr_min=args.lr_min,
-                            decay_steps=args.decay_steps, snap=args.snap, model=model)
+                            decay_steps=args.decay_steps, snap=args.snap, qat_from=args.qat_from, model=model)
     from .models.latent_denoiser import SpikingLatentDenoiser
 
     _check_training_size(args, [lambda: SpikingLatentDenoiser(model)], model.latent_channels * model.grid ** 2)
@@ -720,6 +730,8 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--lr-min", type=_interval(0, 1, True, False), default=1e-4)
     ld.add_argument("--resume-from", type=Path, help="a run's compact resume.pt: continue it in an empty --out")
     ld.add_argument("--init", help="start from the weights of this latent-ddim checkpoint")
+    ld.add_argument("--qat-from", type=_nonnegative_int, help="quantization-aware training from this step on: the "
+                                                            "denoiser trains on its Loihi fixed-point weights")
     lat = tr.add_argument_group("lateral-selection options (fsddim; the design: spikediff/models/lateral.py)")
     lat.add_argument("--lateral", action="store_true", help="a learnable lateral matrix: recurrent synapses within "
                                                              "the decoder layer, with its local plasticity objective")

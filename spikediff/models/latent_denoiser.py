@@ -79,6 +79,14 @@ class ConvBN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.bn(self.conv(x))
 
+    def folded(self) -> tuple:
+        """(weight, bias) of the convolution with batch norm folded in with its running statistics, as
+        differentiable tensors (quantization-aware training runs this; ``fused`` is its plain-layer form)."""
+        bn = self.bn
+        gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = self.conv.bias if self.conv.bias is not None else torch.zeros_like(bn.running_mean)
+        return self.conv.weight * gain.reshape(-1, 1, 1, 1), (bias - bn.running_mean) * gain + bn.bias
+
     def fused(self) -> nn.Conv2d:
         conv = fuse_conv_bn_eval(self.conv.eval(), self.bn.eval())
         if parametrize.is_parametrized(conv):

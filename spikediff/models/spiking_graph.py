@@ -25,6 +25,26 @@ from torch import nn
 from .neurons import lava_lif
 
 
+def fake_quantize(w: torch.Tensor, scale: float) -> torch.Tensor:
+    """w on Loihi's weight grid at ``scale`` (even integers in [-256, 254], divided by the scale: the grid of
+    ``export.quantize``), with the straight-through estimator for the gradient (quantization-aware training)."""
+    q = torch.clamp(2 * torch.round(w * scale / 2), -256, 254) / scale
+    return w + (q - w).detach()
+
+
+def quantized_forward(layer: nn.Module, x: torch.Tensor, scale: float) -> torch.Tensor:
+    """A synapse layer run with its deployed weight fake-quantized: a batch-normalised convolution with its
+    statistics frozen and folded (the weight export writes), a plain layer as it is."""
+    import torch.nn.functional as F
+
+    w, b = layer.folded() if hasattr(layer, "folded") else (layer.weight, layer.bias)
+    w = fake_quantize(w, scale)
+    if isinstance(layer, nn.Linear):
+        return F.linear(x, w, b)
+    conv = getattr(layer, "conv", layer)
+    return F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
 def deployable(layer: nn.Module) -> nn.Module:
     """The plain Conv2d / Linear a synapse layer equals at inference (a ``fused()`` layer folds its batch norm)."""
     return layer.fused() if hasattr(layer, "fused") else layer
@@ -112,7 +132,9 @@ class SpikingGraph(nn.Module):
     def _synapse(self, name: str, spikes: torch.Tensor, flat_target: bool) -> torch.Tensor:
         layer = getattr(self, name)
         spikes = spikes.to(layer.weight.dtype)  # snnTorch emits float32 spikes; a float64 model needs float64
-        out = layer(spikes.flatten(1) if isinstance(layer, nn.Linear) else spikes)
+        x = spikes.flatten(1) if isinstance(layer, nn.Linear) else spikes
+        scale = (getattr(self, "qat_scales", None) or {}).get(name)
+        out = layer(x) if scale is None else quantized_forward(layer, x, scale)
         return out.flatten(1) if flat_target else out
 
     def depths(self) -> dict:

@@ -43,6 +43,8 @@ class LatentTrainConfig:
     prediction_type: str = "v_prediction"
     num_train_timesteps: int = 1000
     snap: bool = False  # decode the nearest code vectors of a sample rather than the sample itself
+    qat_from: int | None = None  # quantization-aware training from this step on (``train.qat``)
+    qat_refresh: int = 50  # steps between refreshes of the fixed-point scales
     seed: int = 0
     data_limit: int | None = None
     checkpoint_every: int = 250
@@ -58,6 +60,8 @@ class LatentTrainConfig:
             raise SpikediffError(f"--lr must be in (0, 1), got {self.lr}")
         if not 0 <= self.lr_min <= self.lr:
             raise SpikediffError(f"--lr-min must be in [0, --lr], got {self.lr_min}")
+        if self.qat_from is not None and self.qat_from < 0:
+            raise SpikediffError(f"--qat-from must be >= 0, got {self.qat_from}")
         if self.decay_steps is not None and self.decay_steps <= self.warmup:
             raise SpikediffError(f"--decay-steps {self.decay_steps} must be after the warm-up ({self.warmup} steps)")
         if not 0 <= self.ema_decay < 1:
@@ -153,8 +157,19 @@ def train_latent_ddim(cfg: LatentTrainConfig, out_dir: str | Path, progress: boo
             init_model, _, _ = load_model(resolve(init))
             init_state = getattr(init_model, "denoiser", init_model).state_dict()
         options = {**cfg.options(), "autoencoder_sha256": digest}
+        before_step = None
+        if cfg.qat_from is not None:
+            from ..models.latent_ddim import LatentDDIM
+            from .qat import QAT
+
+            qat = QAT(LatentDDIM(vq, model, mean, std, cfg.snap), schedule, refresh=cfg.qat_refresh)
+
+            def before_step(_model, step):
+                if step >= cfg.qat_from:
+                    qat.step(step)
+
         fit(Stage(model=model, header=header, options=options, resume_keys=RESUME_KEYS, batch_loss=batch_loss,
-                  desc=f"latent DDIM {cfg.data}",
+                  desc=f"latent DDIM {cfg.data}", before_step=before_step,
                   rate_norm={k: n * cfg.batch_size * cfg.model.num_steps for k, n in model.neuron_counts().items()},
                   model_options=lambda config: LatentDenoiserConfig.from_dict(config["denoiser"]).effective(),
                   init_state=init_state),

@@ -319,6 +319,8 @@ class Stage:
     model_options: Callable = lambda config: config
     # weights to start from when the run starts fresh (``--init``: e.g. a shorter run, another T)
     init_state: dict | None = None
+    # (model, step) before each step's batch: quantization-aware training refreshes its scales here
+    before_step: Callable | None = None
 
 
 def learning_rate(cfg, step: int, warm_start: int = 0) -> float:
@@ -474,6 +476,8 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
         step = ckpt["step"]
         loss_avg = ckpt.get("loss_avg")
         warm_start = ckpt.get("warm_start", 0)
+        if ckpt.get("qat_scales"):  # quantization-aware training: the grid the step before the stop used
+            model.qat_scales = dict(ckpt["qat_scales"])
         log(f"resuming {last} at step {step}/{cfg.steps}")
         if step >= cfg.steps:
             log("already trained to the requested number of steps")
@@ -483,7 +487,8 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
     def save(loss_value):
         save_atomic({**stage.header, "model": model.state_dict(), "ema_full": ema.state_dict(),
                      "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step, "loss_avg": loss_value,
-                     "warm_start": warm_start, "train_config": stage.options}, last)
+                     "warm_start": warm_start, "qat_scales": getattr(model, "qat_scales", None),
+                     "train_config": stage.options}, last)
         save_atomic({**stage.header, "model": _half(model.state_dict()), "ema_half": _half(ema.module.state_dict()),
                      "ema_updates": ema.num_updates, "generator": gen.get_state(), "step": step,
                      "loss_avg": loss_value, "train_config": stage.options}, out / "resume.pt")
@@ -501,6 +506,8 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
                 for group in opt.param_groups:
                     group["lr"] = learning_rate(cfg, step, warm_start)
                 stats = {} if (step + 1) % cfg.log_every == 0 else None
+                if stage.before_step is not None:
+                    stage.before_step(model, step)
                 loss = stage.batch_loss(model, gen, stats)
                 if not torch.isfinite(loss):
                     raise SpikediffError(_nonfinite_loss(loss.item(), step, model, cfg, first_step))
