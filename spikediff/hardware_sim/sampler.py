@@ -58,6 +58,7 @@ def sample_sim(sd, n: int, steps: int, seed: int = 0, first: int = 0, device="cp
             part = program.start(index)
             for step in range(program.steps):
                 res = loop.evaluate(program.inputs(part, index, step), record=record if start == 0 else None)
+                _check_sum(res, "the loop network")
                 for k in spiking:
                     counts[k][index, step] = res["spikes"][k].sum(1).cpu().numpy()
                 tallies["denoiser"].add(res)
@@ -69,6 +70,7 @@ def sample_sim(sd, n: int, steps: int, seed: int = 0, first: int = 0, device="cp
             final_readout = None
             if final is not None:
                 res = final.evaluate(program.final_inputs(part, index))
+                _check_sum(res, f"the {program.final}")
                 tallies[program.final].add(res)
                 for k in final_counts:
                     final_counts[k][index] = res["spikes"][k].sum(1).cpu().numpy()
@@ -88,6 +90,17 @@ def sample_sim(sd, n: int, steps: int, seed: int = 0, first: int = 0, device="cp
                                 "counters": {k: {"active": c[:, None]} for k, c in final_counts.items()}}
     return {"images": images, **program.extras(state), "counters": counters, "final_counters": final_counts,
             "raster": {k: np.concatenate(r) for k, r in raster.items()}, "parts": parts, "program": program}
+
+
+def _check_sum(res: dict, what: str) -> None:
+    """The hardware form's readout sums its state over T in Loihi's 24-bit voltage, below its threshold."""
+    from ..export.quantize import VTH_MAX
+
+    for name, peak in res["readout_sum_peak"].items():
+        if peak >= VTH_MAX << 6:
+            raise SpikediffError(f"readout {name!r} of {what}: its sum over the T steps ({peak:.0f}) reaches Loihi's "
+                                 f"24-bit voltage, which the hardware form's summing readout cannot hold (build the "
+                                 f"plain form: runtime.build.build(..., hardware=False))")
 
 
 def same_as_lava(sim: dict, lava: dict) -> bool:

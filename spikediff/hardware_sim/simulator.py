@@ -226,13 +226,15 @@ class Simulator:
                     past[name] = (past[name] + [spk])[-max(1, self.history):]
         values = torch.cat([(e != 0).sum(1).reshape(n, -1) for e in encoded.values()], dim=1).sum(0)
         states = {k: torch.stack(s, 1) for k, s in states.items()}
+        # the hardware form's readout sums its state over the T steps in a 24-bit voltage (runtime.build)
+        sum_peak = {k: float(s.cumsum(1).abs().max()) if s.numel() else 0.0 for k, s in states.items()}
         readouts = list(states)
         return {"readout_int": states[readouts[0]] if len(readouts) == 1 else None, "states": states,
                 "output_spikes": {k: torch.stack(s, 1) for k, s in out_spikes.items()},
                 "spikes": counts, "neuron_spikes": totals,
                 "active_updates": {k: int(b) for k, b in busy.items()},
                 "input_values": values,
-                "max_input": {k: float(v_) for k, v_ in peak.items()},
+                "max_input": {k: float(v_) for k, v_ in peak.items()}, "readout_sum_peak": sum_peak,
                 "raster": {k: torch.stack(r) for k, r in raster.items()}}
 
 
