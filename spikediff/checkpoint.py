@@ -284,23 +284,29 @@ def load_model(path: str | Path | None = None, weights: str = "ema"):
     """(model, noise schedule, checkpoint dict) from model.pt, last.pt or resume.pt; the shipped one if path
     is None.
 
-    weights="raw" takes a last.pt's un-averaged weights instead of the EMA. A ``spiking-vq`` checkpoint
-    gives a ``SpikingVQDiffusion`` and no noise schedule (its mask schedule is an attribute of the model).
+    weights="raw" takes a last.pt's un-averaged weights instead of the EMA. One loader per kind of sampler
+    (``LOADERS``, by the checkpoint's ``kind``; none is the pixel DDIM): a ``spiking-vq`` checkpoint gives a
+    ``SpikingVQDiffusion`` and no noise schedule (its mask schedule is an attribute of the model).
     """
-    from .models import DenoiserConfig, SpikingDenoiser
-
     path = resolve(path)
     ckpt = load_raw(path)
-    kind = ckpt.get("kind")
-    if kind is not None and kind.startswith("latent-ddim"):
-        return _load_latent(path, ckpt, weights), _schedule(path, ckpt["diffusion"]), ckpt
-    if kind is not None:
-        return _load_vq(path, ckpt, kind), None, ckpt
+    kind = ckpt.get("kind") or "fsddim"
+    base = kind.split(":")[0]
+    if base not in LOADERS:
+        raise CheckpointError(f"checkpoint {path}: a {kind.split(':')[-1]!r} checkpoint, not a sampler (samplers: "
+                              f"{', '.join(LOADERS)})")
+    model, schedule = LOADERS[base](path, ckpt, weights)
+    return model.eval(), schedule, ckpt
+
+
+def _load_fsddim(path: Path, ckpt: dict, weights: str):
+    from .models import DenoiserConfig, SpikingDenoiser
+
     cfg = check_options(path, DenoiserConfig, ckpt["model_config"])
     schedule = _schedule(path, ckpt["diffusion"])
     model = _build(path, lambda: SpikingDenoiser(cfg), cfg)
     _load_state(path, model, _weights(path, ckpt, weights))
-    return model.eval(), schedule, ckpt
+    return model, schedule
 
 
 def _weights(path: Path, ckpt: dict, weights: str) -> dict:
@@ -330,11 +336,12 @@ def first_reason(exc: BaseException, limit: int = 200) -> str:
     return reason if len(reason) <= limit else reason[:limit - 3] + "..."
 
 
-def _load_vq(path: Path, ckpt: dict, kind: str):
+def _load_vq(path: Path, ckpt: dict, weights: str):
     from .diffusion.absorbing import MASK_SCHEDULES
     from .models import SpikingTokenDenoiser, SpikingVQDiffusion, SpikingVQVAE, TokenDenoiserConfig, VQConfig
     from .models.vq_diffusion import KIND
 
+    kind = ckpt["kind"]
     if kind != KIND:
         stage = kind.split(":")[-1]
         hint = (f"; sample from the run's model.pt ({path.parent.parent / 'model.pt'})" if kind.startswith(KIND + ":")
@@ -353,7 +360,7 @@ def _load_vq(path: Path, ckpt: dict, kind: str):
     sdid = _build(path, lambda: SpikingTokenDenoiser(sdid_cfg), sdid_cfg, "its SDID")
     _load_state(path, vq, state["vq"])
     _load_state(path, sdid, state["sdid"])
-    return SpikingVQDiffusion(vq, sdid, schedule).eval()
+    return SpikingVQDiffusion(vq, sdid, schedule).eval(), None
 
 
 def _load_latent(path: Path, ckpt: dict, weights: str):
@@ -384,4 +391,9 @@ def _load_latent(path: Path, ckpt: dict, weights: str):
     denoiser = _build(path, lambda: SpikingLatentDenoiser(den_cfg), den_cfg, "its latent denoiser")
     _load_state(path, vq, ckpt["autoencoder"])
     _load_state(path, denoiser, _weights(path, ckpt, weights))
-    return LatentDDIM(vq, denoiser, stats["mean"], stats["std"], latent.get("snap", False)).eval()
+    model = LatentDDIM(vq, denoiser, stats["mean"], stats["std"], latent.get("snap", False))
+    return model, _schedule(path, ckpt["diffusion"])
+
+
+# the checkpoint format of each kind of sampler (``diffusion.kinds`` names the same kinds)
+LOADERS = {"fsddim": _load_fsddim, "spiking-vq": _load_vq, "latent-ddim": _load_latent}
