@@ -155,7 +155,7 @@ def checkpoint_variants(sources: dict, rng: random.Random, n: int) -> list:
     each random class."""
     out = []
     kinds = [k for k in sources if not k.endswith(("-last", "-resume"))]
-    for i in range(n):
+    for _ in range(n):
         src = sources[rng.choice(list(sources))]
         data = src.read_bytes()
         cut = rng.randrange(0, len(data))
@@ -177,7 +177,7 @@ def checkpoint_variants(sources: dict, rng: random.Random, n: int) -> list:
         mutate(ckpt)
         out.append((cls, f"{kind}: {desc}", _writer(_torch_bytes(ckpt))))
 
-    for i in range(n):
+    for _ in range(n):
         kind = rng.choice(kinds + ["fsddim-last", "fsddim-resume", "latent-resume"])
         ckpt = torch.load(sources[kind], weights_only=True)
         # wrong type of an entry

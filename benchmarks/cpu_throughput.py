@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from _report import write_report
 
 from spikediff.checkpoint import load_model

@@ -13,7 +13,6 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-
 from _report import write_report
 
 from spikediff.checkpoint import load_model

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _report import write_report
 
 from spikediff.checkpoint import load_model

@@ -25,8 +25,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
-
 from _report import write_report
 
 from spikediff.checkpoint import SHIPPED_MODELS, load_model, resolve
@@ -38,7 +36,6 @@ from spikediff.hardware_sim.report import make_report
 from spikediff.hardware_sim.sampler import sample_sim
 from spikediff.metrics.evaluation import evaluate
 from spikediff.runtime.run import sample_lava
-
 
 # the speed columns of a row (None where a runtime is not measured)
 SPEED_COLUMNS = (("Lava s / image", "lava_s_per_image"), ("sim images/s", "sim_images_per_s"),
@@ -69,7 +66,7 @@ def speeds(model, schedule, steps: int, n_lava: int) -> dict:
                 inp = kind.calibration(role, dict(sd.networks[role].metadata))[:64].astype(np.float32)
                 path = export_onnx(net, Path(tmp) / f"{key}-{role}.onnx", twin=twin)
                 run_onnx(path, inp[:2])
-                per_eval = 1 / _rate(lambda: run_onnx(path, inp), len(inp))
+                per_eval = 1 / _rate(lambda p=path, x=inp: run_onnx(p, x), len(inp))
                 seconds += per_eval * (steps if role == "denoiser" else 1)
             out[key] = 1 / seconds  # the host-side updates are negligible beside the networks
     return out

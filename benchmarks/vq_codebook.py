@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from _report import write_report
 
 from spikediff.checkpoint import SHIPPED_MODELS, load_model

@@ -27,8 +27,8 @@ from pathlib import Path
 import nir
 import numpy as np
 import snntorch as snn
-from snntorch import utils as snn_utils
 import torch
+from snntorch import utils as snn_utils
 from snntorch.export_nir import export_to_nir
 
 N_IN, N_HID, N_OUT, T = 12, 24, 2, 10
@@ -73,7 +73,7 @@ def run_snntorch(x: torch.Tensor) -> torch.Tensor:
 start = time.perf_counter()
 gen = torch.Generator().manual_seed(args.seed)
 opt = torch.optim.Adam(net.parameters(), lr=5e-3)
-for step in range(args.train_steps):
+for _ in range(args.train_steps):
     x, y = data(64, gen)
     loss = torch.nn.functional.cross_entropy(run_snntorch(x).sum(1), y)
     opt.zero_grad()

@@ -514,8 +514,8 @@ def _compile_graph_with_input(args):
 
     graph = read_graph(args.graph)
     x = _load_inputs(args.input)
-    from .export.plan import plan as make_plan
     from .export.deployment import graph_dt
+    from .export.plan import plan as make_plan
 
     p = make_plan(graph, graph_dt(graph, args.dt))
     shape = p.inputs[p.input] if len(p.inputs) == 1 else None
@@ -653,14 +653,14 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .data.datasets import ALL_NAMES, DATASETS
     from .checkpoint import SHIPPED_MODELS
+    from .data.datasets import ALL_NAMES, DATASETS
     from .diffusion.absorbing import DEFAULT_TEMPERATURE
     from .diffusion.sampler import DEFAULT_INFERENCE_STEPS
-    from .diffusion.solvers import SOLVERS
     from .diffusion.schedule import PREDICTION_TYPES
-    from .runtime.session import TARGETS
+    from .diffusion.solvers import SOLVERS
     from .models import DenoiserConfig
+    from .runtime.session import TARGETS
     from .train import TrainConfig
 
     ckpt_help = f"checkpoint .pt, or a shipped model by name: {', '.join(SHIPPED_MODELS)} (default: mnist)"

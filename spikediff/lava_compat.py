@@ -156,9 +156,9 @@ def import_lava():
     apply()
     try:
         # The compiler (var_model) and the runtime (multiprocessing) behind every Lava process:
+        import lava
         import lava.magma.core.process.process  # noqa: F401
         import lava.magma.core.run_configs  # noqa: F401
-        import lava
     except ImportError as exc:
         raise LavaUnavailableError(
             f"Lava is not installed or incomplete ({exc}); run `make install` (see README)"

@@ -3,9 +3,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 from PIL import Image
 
-from conftest import run_cli
 from spikediff.checkpoint import SHIPPED, SHIPPED_MODELS, CheckpointError, load_model, resolve
 
 

@@ -4,14 +4,14 @@ import nir
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
+
 from spikediff.export.deployment import compile_graph
 from spikediff.export.nir_graph import to_nir
 from spikediff.export.nir_torch import to_torch
 from spikediff.export.plan import NirGraphError, plan
-from spikediff.runtime.build import build as lava_build
 from spikediff.models import DenoiserConfig, SpikingDenoiser
+from spikediff.runtime.build import build as lava_build
 
 
 def build(graph, num_steps, fixed_point=False, **kw):

@@ -5,11 +5,17 @@ import json
 
 import numpy as np
 import pytest
-
 from conftest import run_cli
+
 from spikediff import SpikediffError
-from spikediff.metrics.fid import (InceptionFeatures, frechet_distance, kernel_inception_distance,
-                                   reference_features, scores, statistics)
+from spikediff.metrics.fid import (
+    InceptionFeatures,
+    frechet_distance,
+    kernel_inception_distance,
+    reference_features,
+    scores,
+    statistics,
+)
 
 N = 100
 

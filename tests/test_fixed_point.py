@@ -6,20 +6,20 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
+from test_export import _chain, _hand_built_graph, _inp, _li, _lif, _out, _pooling_graph
+
 from spikediff.diffusion import NoiseSchedule
 from spikediff.diffusion.sampler import initial_noise, sample_torch
+from spikediff.export import loihi_arith
 from spikediff.export.deployment import compile_graph, compile_sampler
 from spikediff.export.nir_graph import sampler_graphs, to_nir
 from spikediff.export.plan import NirGraphError
 from spikediff.export.quantize import bias_to_lava, decay_to_lava, quantize_weights
-from spikediff.export import loihi_arith
 from spikediff.hardware_sim.sampler import sample_sim
 from spikediff.hardware_sim.simulator import evaluate
 from spikediff.models import DenoiserConfig, SpikingDenoiser
 from spikediff.runtime.build import build
-from test_export import _chain, _hand_built_graph, _inp, _li, _lif, _out, _pooling_graph
 
 
 def _dense_chain_graph():
@@ -91,7 +91,7 @@ def test_quantizer_uses_the_whole_mantissa_and_keeps_currents_inside_24_bits(tin
     for f in folded.synapses:  # rounding to even integers: at most one step of 2 / scale
         scale = fx.populations[f.syn.dst].scale / (fx.input_scale if f.syn.src == folded.plan.input else 1)
         assert fx.errors[f.syn.name]["max_abs_error"] <= 1.0001 / scale
-    for name, q in fx.populations.items():
+    for q in fx.populations.values():
         assert q.vth is None or q.vth == q.scale  # threshold 1 at every scale
     x = torch.randn(8, 1, 8, 8) * 1.5
     res = evaluate(dep, _model.make_input(x, torch.randint(0, 1000, (8,))).numpy())

@@ -30,8 +30,8 @@ import nir
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
+
 from spikediff.export.deployment import compile_graph
 from spikediff.export.nir_graph import read_graph
 from spikediff.export.plan import NirGraphError
@@ -620,7 +620,7 @@ def test_rockpool_output_shape_fails_nirs_type_check_but_reads(tmp_path):
     """Rockpool's [1, 1, 1] Output of a 1-neuron layer: ``nir.read`` refuses the file, ``read_graph`` reads it
     and the Output carries that population's spikes."""
     graph, opts, path = _from_file(rockpool_cubalif, tmp_path)
-    with pytest.raises(Exception):
+    with pytest.raises(Exception):  # noqa: B017  (nir raises various types for this)
         nir.read(path)
     dep = compile_graph(graph, num_steps=opts["num_steps"], dt=opts["dt"])
     assert dep.plan.outputs == {"output": "3_LIFTorch"} and dep.plan.populations["3_LIFTorch"].spiking

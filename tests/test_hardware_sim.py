@@ -7,8 +7,9 @@ import nir
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
+from test_export import _chain, _inp, _li, _lif, _out, _pooling_graph
+
 from spikediff import SpikediffError
 from spikediff.diffusion import NoiseSchedule
 from spikediff.diffusion.sampler import initial_noise
@@ -17,11 +18,10 @@ from spikediff.export.nir_graph import sampler_graphs
 from spikediff.hardware_sim.connectivity import Connectivity
 from spikediff.hardware_sim.cost import barrier_time, estimate
 from spikediff.hardware_sim.events import Events, count_events
-from spikediff.hardware_sim.sampler import sample_sim
 from spikediff.hardware_sim.mapping import Core, Mapping, map_to_cores
 from spikediff.hardware_sim.profiles import builtin_names, load_profile, parse_overrides
+from spikediff.hardware_sim.sampler import sample_sim
 from spikediff.models import DenoiserConfig, SpikingDenoiser
-from test_export import _chain, _inp, _li, _lif, _out, _pooling_graph
 
 PROFILE_HEAD = 'name = "{name}"\ntitle = "hand-made"\n'
 

@@ -5,8 +5,8 @@ import nir
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
+
 from spikediff import SpikediffError
 from spikediff.diffusion import NoiseSchedule
 from spikediff.diffusion.sampler import initial_noise, sample_torch

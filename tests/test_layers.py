@@ -87,3 +87,19 @@ def test_the_rules_have_no_cycle():
 
     for layer in ALLOWED:
         visit(layer)
+
+
+def test_ruff_finds_nothing():
+    """The small things (unused imports, import order, shadowed loop variables, line length): ruff, as
+    configured in pyproject.toml."""
+    import shutil
+    import subprocess
+    import sys
+
+    ruff = shutil.which("ruff") or str(Path(sys.executable).with_name("ruff"))
+    if not Path(ruff).exists():
+        pytest.skip("ruff is not installed (make install installs it)")
+    root = PACKAGE.parent
+    res = subprocess.run([ruff, "check", "--output-format", "concise", "spikediff", "tests", "benchmarks", "examples"],
+                         cwd=root, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout[-3000:]

@@ -4,8 +4,8 @@ bit for bit the plain form and the simulator (checked on the CPU; no chip is rea
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
+
 from spikediff.diffusion import NoiseSchedule
 from spikediff.export.deployment import compile_sampler
 from spikediff.export.nir_graph import sampler_graphs

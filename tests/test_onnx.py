@@ -4,8 +4,8 @@ onnxruntime against PyTorch."""
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
+
 from spikediff.export.onnx_export import AnnTwin, UnrolledSNN, export_onnx, run_onnx
 from spikediff.models import DenoiserConfig, SpikingDenoiser
 

@@ -22,8 +22,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT
+
 from spikediff import SpikediffError
 from spikediff.checkpoint import SHIPPED_MODELS, load_model, load_raw
 from spikediff.cli import main

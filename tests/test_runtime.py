@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
 from PIL import Image
 
-from conftest import run_cli
 from spikediff.diffusion import NoiseSchedule
 from spikediff.diffusion.sampler import initial_noise, sample_torch
 from spikediff.models import DenoiserConfig, SpikingDenoiser

@@ -13,8 +13,14 @@ from spikediff.checkpoint import CheckpointError, load_model, load_raw
 from spikediff.cli import main
 from spikediff.data import load_images, to_model_range
 from spikediff.diffusion import kinds
-from spikediff.diffusion.absorbing import (UnmaskDraws, corrupt, masked_counts, masked_cross_entropy,
-                                           sample_tokens, unmask_step)
+from spikediff.diffusion.absorbing import (
+    UnmaskDraws,
+    corrupt,
+    masked_counts,
+    masked_cross_entropy,
+    sample_tokens,
+    unmask_step,
+)
 from spikediff.models import SpikingTokenDenoiser, SpikingVQVAE, TokenDenoiserConfig, VQConfig
 from spikediff.train.vq_trainer import VQTrainConfig, train_spiking_vq
 

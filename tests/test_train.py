@@ -5,8 +5,8 @@ import sys
 import time
 
 import torch
-
 from conftest import ROOT
+
 from spikediff.checkpoint import load_model, load_raw
 from spikediff.data import load_images, to_model_range
 from spikediff.diffusion import NoiseSchedule

@@ -1,6 +1,6 @@
 """Diffusion schedule, training targets and DDIM sampling."""
 
-from .schedule import DDIMScheduler, NoiseSchedule
 from .sampler import sample_torch
+from .schedule import DDIMScheduler, NoiseSchedule
 
 __all__ = ["DDIMScheduler", "NoiseSchedule", "sample_torch"]

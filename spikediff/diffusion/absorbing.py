@@ -85,7 +85,7 @@ class UnmaskDraws:
         self.order = np.stack([r.permutation(length) for r in rngs])  # (n, length)
         self.uniform = np.stack([r.random(length) for r in rngs])  # (n, length), float64
 
-    def __getitem__(self, sl: slice) -> "UnmaskDraws":
+    def __getitem__(self, sl: slice) -> UnmaskDraws:
         part = object.__new__(UnmaskDraws)
         part.order, part.uniform = self.order[sl], self.uniform[sl]
         return part

@@ -24,7 +24,6 @@ import numpy as np
 
 from .. import SpikediffError
 
-
 SPIKING = ("LIF", "IF", "CubaLIF")  # NIR neuron classes, by name
 NONSPIKING = ("LI", "CubaLI", "I")
 

@@ -60,7 +60,7 @@ class ConvOp:
         return torch.nn.functional.conv2d(torch.as_tensor(np.asarray(x, np.float64)), torch.as_tensor(self.weight),
                                           None, self.stride, self.padding, self.dilation, self.groups).numpy()
 
-    def with_weight(self, weight: np.ndarray) -> "ConvOp":
+    def with_weight(self, weight: np.ndarray) -> ConvOp:
         return ConvOp(weight, self.stride, self.padding, self.dilation, self.groups)
 
     def matrix(self, in_shape: tuple):
@@ -97,7 +97,7 @@ class DenseOp:
         x = np.asarray(x, np.float64)
         return x.reshape(len(x), -1) @ self.weight.T
 
-    def with_weight(self, weight: np.ndarray) -> "DenseOp":
+    def with_weight(self, weight: np.ndarray) -> DenseOp:
         return DenseOp(weight)
 
 

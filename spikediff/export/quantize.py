@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .plan import CONST, NirGraphError
+from .plan import NirGraphError
 
 DECAY_BITS = 12
 ACT_SHIFT = 6  # a_in and vth are shifted left by 6 bits inside the neuron

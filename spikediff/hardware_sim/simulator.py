@@ -20,9 +20,9 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
+from ..export import loihi_arith
 from ..export.plan import CONST
 from ..export.quantize import encode_input
-from ..export import loihi_arith
 
 FLOAT32_EXACT = 1 << 24
 

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import SpikediffError
-from .denoiser import PATCH
 from .config import ModelConfig
+from .denoiser import PATCH
 from .spiking_graph import SpikingGraph
 
 

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from .. import SpikediffError
-from .denoiser import time_features
 from .config import ModelConfig
+from .denoiser import time_features
 from .spiking_graph import SpikingGraph
 from .spiking_vq import token_onehot
 

@@ -14,8 +14,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..export.layout import (chw_to_whc_perm, conv_weight_to_lava, dense_rows_cols, from_lava_layout, lava_shape,
-                             population_perms, to_lava_layout)
+from ..export.layout import (
+    chw_to_whc_perm,
+    conv_weight_to_lava,
+    dense_rows_cols,
+    from_lava_layout,
+    lava_shape,
+    population_perms,
+    to_lava_layout,
+)
 from ..export.plan import CONST
 from ..export.quantize import VTH_MAX
 
@@ -117,14 +124,12 @@ def build(dep, netx: bool = True, netx_dir=None, hardware: bool | None = None) -
     a synaptic delay (``DelayDense``, or ``DelaySparse`` holding a convolution's connections) instead of a
     ``SpikeDelay`` process. It computes the same integers as the plain form, so it equals it and the
     simulator bit for bit (the readout's sum stays inside 24 bits; the simulator checks that)."""
-    from . import lava_processes as lp  # first: it makes Lava importable on Python 3.11
-
     from lava.proc.conv.process import Conv
-    from lava.proc.dense.process import Dense
+    from lava.proc.dense.process import DelayDense, Dense
     from lava.proc.lif.process import LIF, LIFReset
-
-    from lava.proc.dense.process import DelayDense
     from lava.proc.sparse.process import DelaySparse
+
+    from . import lava_processes as lp  # first: it makes Lava importable on Python 3.11
 
     folded, p, fx, period = dep.folded, dep.plan, dep.fixed, dep.timing.period
     shapes = p.shapes
@@ -220,7 +225,7 @@ def build(dep, netx: bool = True, netx_dir=None, hardware: bool | None = None) -
         else:
             procs[CONST] = LIF(shape=(1,), du=1.0, dv=1.0, vth=0.0, bias_mant=1.0, name=CONST)
 
-    for s, proc, target in synapse_procs:
+    for s, _proc, target in synapse_procs:
         target.connect(procs[s.dst].a_in)
     inputs = [(s, proc.s_in) for s, proc, _target in synapse_procs]
     inputs += [(chain[0].syn, net.inp) for chain, net in chains]

@@ -197,9 +197,9 @@ def sample_lava(sd, n: int, steps: int, seed: int = 0, first: int = 0, target: s
     Returns ``images`` (n, C, H, W), the program's ``extras`` (e.g. ``tokens``), ``counters`` {population:
     {"active": (n, steps), "idle"}} of the loop network, ``final_counters`` {population: (n,)} of the final
     network, ``pipeline``, ``network`` (the loop network's ``LavaNetwork``), ``final_network``, ``target``."""
+    from ..export.pipeline import Pipeline
     from . import lava_processes as lp
     from .build import build
-    from ..export.pipeline import Pipeline
     from .session import run_config
 
     if int(n) < 1:

@@ -52,7 +52,7 @@ class LatentTrainConfig:
     device: str = "auto"
     model: LatentDenoiserConfig = field(default_factory=LatentDenoiserConfig)
 
-    def validate(self) -> "LatentTrainConfig":
+    def validate(self) -> LatentTrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise SpikediffError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from ..atomic import atomic_path
 
-
 BASE_KEYS = {"step", "loss", "loss_avg", "rates", "elapsed_s"}
 
 

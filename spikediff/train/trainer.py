@@ -18,18 +18,26 @@ import signal
 import stat
 import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from tqdm.auto import tqdm
 
 from .. import SpikediffError
 from ..atomic import atomic_path, remove_stale_parts
-from ..checkpoint import (FORMAT, VERSION, check_model_size, check_tensors, first_reason, load_raw, option_problem,
-                          save_atomic)
+from ..checkpoint import (
+    FORMAT,
+    VERSION,
+    check_model_size,
+    check_tensors,
+    first_reason,
+    load_raw,
+    option_problem,
+    save_atomic,
+)
 from ..data import load_images, to_model_range
 from ..data.datasets import image_size as dataset_image_size
 from ..diffusion import NoiseSchedule
@@ -58,7 +66,7 @@ class TrainConfig:
     device: str = "auto"
     model: DenoiserConfig = field(default_factory=DenoiserConfig)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
             if getattr(self, name) < 1:
                 raise SpikediffError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

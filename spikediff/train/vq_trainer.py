@@ -48,7 +48,7 @@ class VQTrainConfig:
     vq: VQConfig = field(default_factory=VQConfig)
     sdid: TokenDenoiserConfig = field(default_factory=TokenDenoiserConfig)
 
-    def validate(self) -> "VQTrainConfig":
+    def validate(self) -> VQTrainConfig:
         for name in ("vq_steps", "steps", "batch_size", "checkpoint_every", "log_every", "restart_every"):
             if getattr(self, name) < 1:
                 raise SpikediffError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
