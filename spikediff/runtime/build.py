@@ -124,12 +124,15 @@ def build(dep, netx: bool = True, netx_dir=None, hardware: bool | None = None) -
     a synaptic delay (``DelayDense``, or ``DelaySparse`` holding a convolution's connections) instead of a
     ``SpikeDelay`` process. It computes the same integers as the plain form, so it equals it and the
     simulator bit for bit (the readout's sum stays inside 24 bits; the simulator checks that)."""
+    from .. import lava_compat
+
+    lava_compat.import_lava()  # before any Lava module: it makes Lava importable on Python 3.11
     from lava.proc.conv.process import Conv
     from lava.proc.dense.process import DelayDense, Dense
     from lava.proc.lif.process import LIF, LIFReset
     from lava.proc.sparse.process import DelaySparse
 
-    from . import lava_processes as lp  # first: it makes Lava importable on Python 3.11
+    from . import lava_processes as lp
 
     folded, p, fx, period = dep.folded, dep.plan, dep.fixed, dep.timing.period
     shapes = p.shapes
