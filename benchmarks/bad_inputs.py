@@ -94,7 +94,7 @@ def make_sources(folder: Path) -> dict:
     torch.save(latent, folder / "latent-ddim.pt")
     resume = {k: v for k, v in latent.items() if k != "train"}
     half = {k: v.half() if v.is_floating_point() else v for k, v in latent["model"].items()}
-    torch.save({**resume, "model": half, "ema_half": half, "ema_updates": 2, "generator": torch.Generator().get_state(),
+    torch.save({**resume, "model": half, "ema_half": dict(half), "ema_updates": 2, "generator": torch.Generator().get_state(),
                 "step": 2, "train_config": {}}, folder / "latent-resume.pt")
     return {"fsddim": run / "model.pt", "fsddim-last": run / "last.pt", "fsddim-resume": run / "resume.pt",
             "spiking-vq": folder / "spiking-vq.pt", "latent-ddim": folder / "latent-ddim.pt",

@@ -1,8 +1,10 @@
 """The VQ-SVAE of each spiking-vq model: how well it reconstructs test images through its codebook (the
 ceiling of the sampler's quality), how much of the codebook the test set uses, and a grid of test images
-above their reconstructions.
+above their reconstructions. With ``--fid N``: the reconstruction FID of the first N training images against
+themselves (standard Inception features), through the codebook (the spiking-vq sampler's ceiling) and from the
+continuous latents (the latent DDIM's ceiling: it decodes latents, not codes), float decoder.
 
-Usage: python benchmarks/vq_codebook.py --out benchmarks/results/vq_codebook.md [-n 2000]
+Usage: python benchmarks/vq_codebook.py --out benchmarks/results/vq_codebook.md [-n 2000] [--fid 10000]
        [--model mnist-vq=runs/vq-mnist/model.pt ...]   (default: the shipped spiking-vq models)
 """
 
@@ -38,11 +40,36 @@ def measure(model, data: str, n: int) -> dict:
             "_pair": torch.cat([x[:16], recon[:16]])}
 
 
+@torch.no_grad()
+def reconstruction_fid(model, data: str, n: int) -> dict:
+    """FID and KID of the first n training images' reconstructions against those images: through the codebook
+    and from the continuous latents."""
+    from spikediff.metrics.fid import InceptionFeatures, reference_features, scores
+
+    vq = model.vq
+    x = to_model_range(load_images(data, "train", limit=n)[0])
+    extractor = InceptionFeatures()
+    reference = reference_features(data, "train", n, extractor=extractor)
+    out = {}
+    for how in ("codebook", "continuous"):
+        parts = []
+        for i in range(0, n, 250):
+            z = vq.encoder(x[i:i + 250])
+            z = vq.quantizer.lookup(vq.quantizer.indices(z)) if how == "codebook" else z
+            parts.append(vq.decoder(z).clamp(-1, 1))
+        recon = torch.cat(parts).numpy()
+        feats = extractor((recon + 1) / 2, desc=f"inception features of {data} reconstructions ({how})")
+        s = scores(feats, reference, kid_subsets=100)
+        out[how] = {"fid": s["fid"], "kid": s["kid"]}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/vq_codebook.md"))
     ap.add_argument("--model", action="append", metavar="NAME=CKPT")
     ap.add_argument("-n", type=int, default=2000, help="test images")
+    ap.add_argument("--fid", type=int, help="also the reconstruction FID of this many training images")
     args = ap.parse_args()
     models = (dict(m.split("=", 1) for m in args.model) if args.model
               else {name: name for name in SHIPPED_MODELS if name.endswith("-vq")})
@@ -56,10 +83,21 @@ def main() -> None:
     for name, ckpt in models.items():
         model, _, raw = load_model(ckpt)
         r = measure(model, raw["train"]["data"], args.n)
+        if args.fid:
+            r["reconstruction_fid"] = {"n": args.fid, **reconstruction_fid(model, raw["train"]["data"], args.fid)}
         save_grid(r.pop("_pair"), images_dir / f"{name}.png", ncols=8)
         rows.append({"model": name, "checkpoint": str(ckpt), **r})
         body.append(f"| {name} | {r['n']} | {r['recon_mse']:.4f} | {r['recon_psnr_db']:.1f} dB | "
                     f"{r['codes_used']} / {r['codebook_size']} | {r['perplexity']:.1f} | {r['quantization_mse']:.4f} |")
+    if args.fid:
+        body += ["", f"Reconstruction FID (KID x 1e-3) of the first {args.fid} training images against themselves, float "
+                 "decoder: through the codebook (what the spiking-vq sampler can reach at best) and from the "
+                 "continuous latents (what the latent DDIM sampler can reach at best):", "",
+                 "| model | through the codebook | from the continuous latents |", "|---|---:|---:|"]
+        for row in rows:
+            f = row["reconstruction_fid"]
+            body.append(f"| {row['model']} | {f['codebook']['fid']:.2f} ({f['codebook']['kid'] * 1e3:.2f}) | "
+                        f"{f['continuous']['fid']:.2f} ({f['continuous']['kid'] * 1e3:.2f}) |")
     for row in rows:
         body += ["", f"{row['model']}: 16 test images (top two rows) and their reconstructions (bottom two):", "",
                  f"![{row['model']}](vq_codebook/{row['model']}.png)"]

@@ -607,7 +607,7 @@ def cmd_eval(args) -> int:
     r = evaluate(model, schedule, out or Path("eval"), data, args.num, args.steps, args.backend, seed=args.seed,
                  ref_split=args.ref_split, ref_n=args.ref_n, device=args.device, progress=not args.quiet,
                  source=str(ckpt), **options)
-    extra = "".join(f", {k} {v:g}" for k, v in options.items())
+    extra = "".join(f", {k} {v:g}" if isinstance(v, float) else f", {k} {v}" for k, v in options.items())
     print(f"FID {r['fid']:.2f}  KID {r['kid'] * 1e3:.2f} +- {r['kid_std'] * 1e3:.2f} (x1e-3)  "
           f"{r['n']} samples ({args.backend}, {args.steps} steps{extra}) against {r['reference']}")
     print(f"wrote {r['json']}")

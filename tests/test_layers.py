@@ -19,7 +19,7 @@ ALLOWED = {
     "runtime": {"export", "diffusion", "models"},
     "hardware_sim": {"export", "diffusion", "models"},
     "checkpoint": {"diffusion", "models"},
-    "train": {"models", "diffusion", "data", "checkpoint"},
+    "train": {"models", "diffusion", "data", "checkpoint", "export"},  # export: quantization-aware training
     "metrics": {"export", "runtime", "hardware_sim", "diffusion", "models", "data", "checkpoint"},
 }
 COMMANDS = {"cli", "inspect", "run_graph", "__main__"}  # the top: may import anything

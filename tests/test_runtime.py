@@ -140,7 +140,13 @@ def test_lava_target_selection(monkeypatch):
         session.run_config("gpu")
     monkeypatch.setattr(session, "loihi2_available", lambda: True)  # what a machine with the extension sees
     cfg, where = session.run_config("auto", "fixed_pt")
-    assert isinstance(cfg, Loihi2HwCfg) and cfg.select_tag == "fixed_pt" and "Loihi 2" in where
+    from spikediff.runtime import lava_processes as lp
+
+    # as lava-dl's PilotNet tutorials: no tag, the host processes' fixed-point models named in an exception map
+    assert isinstance(cfg, Loihi2HwCfg) and cfg.select_tag is None and "Loihi 2" in where
+    assert cfg.exception_proc_model_map[lp.HostLoop] is lp.PyHostLoopFixed
+    with pytest.raises(SpikediffError, match="fixed point only"):
+        session.run_config("loihi2", "floating_pt")
     assert isinstance(session.run_config("sim")[0], Loihi2SimCfg)
 
 

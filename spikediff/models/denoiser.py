@@ -16,8 +16,8 @@ The readout is non-spiking: its synaptic current averaged over the T SNN steps i
 prediction ("synaptic current learning", FSDDIM). Each readout location holds the 16 pixels of one 4x4
 patch (the readout is flat; ``fc_out`` writes the same order), so the decoder never upsamples: a U-Net's
 upsampling has no Conv2d form (NIR and Lava have no transposed convolution), while "patch layout" is only the
-order in which the host reads the readout currents. The diffusion time step enters as constant input planes (sinusoidal features of t), so the
-whole input is one tensor the Lava sampler can inject. Three paths meet at the readout: the two
+order in which the host reads the readout currents. The diffusion time step enters as constant input planes
+(sinusoidal features of t), so the whole input is one tensor the Lava sampler can inject. Three paths meet at the readout: the two
 full-resolution layers give every output pixel a spiking view of its own neighbourhood (without them
 samples keep a speckled background), the dense layer sees the whole digit, the decoder places strokes. Only
 Conv2d, LIF, a non-spiking CUBA readout and fan-in sums are used: every piece is a NIR node.
