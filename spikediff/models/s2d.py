@@ -1,0 +1,184 @@
+"""Synapses between feature maps held in space-to-depth (s2d) layout: trained on natural kernels, exported as
+one plain ``Conv2d`` each.
+
+A map of C channels at resolution r G x r G can be held as C r^2 channels on a G x G grid (``pixel_unshuffle``
+order: channel c, then the phase (py, px) inside each r x r cell). That is only an order of neurons, but it lets
+a decoder up-sample with convolutions: NIR and Lava have no up-sampling or transposed convolution, and a
+Conv2d never yields a finer grid than it reads, so a map computed from a 4 x 4 bottleneck must stay on a grid
+of at most 4 x 4, finer content held in its channels (the factor r of every decoder map of a U-Net is
+2^(number of up-samplings behind it)).
+
+Every synapse here is one *natural* operation on natural-layout maps, an optional nearest up-sampling by
+``upsample`` followed by a k x k convolution of stride ``stride`` (and optional batch norm), read from a map held
+with factor ``r_in`` and written to one held with factor ``r_out``. ``forward`` computes it the natural way
+(pixel shuffle, up-sample, convolve, pixel unshuffle), which is what training runs and is as cheap as the
+natural network; ``fused()`` gives the one Conv2d that computes the same on the s2d layouts, what export and
+the compiler see. Its weight is derived from the natural kernel by index arithmetic, one axis at a time: output
+phase p of a cell at Y reads natural tap j at fine input position e = floor((stride p + j - k // 2) / upsample)
+relative to the cell, i.e. coarse offset floor(e / r_in) and input phase e mod r_in; the coarse stride is
+stride r_out / (upsample r_in). Derived weights are r_out^2 / (upsample^2 ...) times larger than the natural
+kernel (each phase has its own copy of the taps it uses, and zeros for those it does not); a Loihi-class chip
+stores every position's synapses anyway, so the synapses that count are the same.
+
+A synapse from a *spatially constant* map (the time branch) writes the same current into every phase:
+``constant_source`` (exact because its source does not vary across the grid, which the U-Net's tests check).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import SpikediffError
+
+
+def axis_taps(r_in: int, r_out: int, k: int, stride: int = 1, upsample: int = 1, pad: int | None = None) -> tuple:
+    """Per axis, the derived convolution's (coarse stride, padding, kernel size) and its taps: a list of
+    (output phase p, input phase q, derived tap kk, natural tap j)."""
+    c = k // 2 if pad is None else pad
+    num = stride * r_out
+    if num % (upsample * r_in):
+        raise SpikediffError(f"no convolution reads a map of factor {r_in} into one of factor {r_out} through "
+                             f"stride {stride} and up-sampling {upsample}: the output grid would be finer")
+    s = num // (upsample * r_in)
+    raw = []
+    for p in range(r_out):
+        for j in range(k):
+            e = (stride * p + j - c) // upsample  # floor division: fine input position relative to the cell
+            raw.append((p, e % r_in, e // r_in, j))
+    lo, hi = min(t[2] for t in raw), max(t[2] for t in raw)
+    padding = max(-lo, hi + 1 - s, 0)
+    size = max(hi + padding + 1, 2 * padding + 1)
+    return s, padding, size, [(p, q, d + padding, j) for p, q, d, j in raw]
+
+
+def placement(r_in: int, r_out: int, k: int, stride: int = 1, upsample: int = 1, pad: int | None = None,
+              dtype=torch.float32) -> tuple:
+    """(coarse stride, padding, A) with A[p, q, kk, j] the number of times natural tap j lands on derived tap kk
+    between output phase p and input phase q (up-sampling lands two fine taps on one coarse pixel)."""
+    s, padding, size, taps = axis_taps(r_in, r_out, k, stride, upsample, pad)
+    a = torch.zeros(r_out, r_in, size, k, dtype=dtype)
+    for p, q, kk, j in taps:
+        a[p, q, kk, j] += 1
+    return s, padding, a
+
+
+class S2DSynapse(nn.Module):
+    """One natural operation (nearest up-sampling, k x k convolution, batch norm) between maps held in s2d layout.
+
+    ``weight`` (and ``bias``) are the natural kernel: what the optimizer trains and ``init_weights`` sees.
+    ``keep``: the input channels it reads (others masked: the time branch reads only the time planes).
+    ``depthwise``: a per-channel scale (a 1 x 1 depthwise kernel, no bias), exported as NIR's Scale.
+    ``constant_source``: the source is spatially constant; a 1 x 1 kernel on a grid ``stride`` times finer than
+    the target's, its current written into every phase of the target.
+    """
+
+    def __init__(self, c_in: int, c_out: int, k: int = 3, *, stride: int = 1, upsample: int = 1, r_in: int = 1,
+                 r_out: int = 1, bias: bool = True, norm: bool = False, keep: slice | None = None,
+                 depthwise: bool = False, constant_source: bool = False):
+        super().__init__()
+        if depthwise and (c_in != c_out or k != 1 or stride != 1 or upsample != 1 or r_in != r_out or bias or norm):
+            raise SpikediffError("a depthwise synapse is a per-channel scale between maps of one layout")
+        if constant_source and (k != 1 or upsample != 1 or r_in != 1):
+            raise SpikediffError("a constant-source synapse is a 1 x 1 kernel from a natural-layout map")
+        self.c_in, self.c_out, self.k = c_in, c_out, k
+        self.stride, self.upsample, self.r_in, self.r_out = stride, upsample, r_in, r_out
+        self.depthwise, self.constant_source = depthwise, constant_source
+        self.weight = nn.Parameter(torch.empty(c_out, 1 if depthwise else c_in, k, k))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        self.bias = nn.Parameter(torch.zeros(c_out)) if bias and not norm else None
+        self.bn = nn.BatchNorm2d(c_out) if norm else None
+        mask = torch.ones(1, c_in, 1, 1)
+        if keep is not None:
+            mask.zero_()
+            mask[:, keep] = 1.0
+        self.register_buffer("mask", mask, persistent=False)
+        if not (depthwise or constant_source):
+            self._geometry = axis_taps(r_in, r_out, k, stride, upsample)[:3]  # checks the layouts fit
+
+    # -- the natural form: what training runs --------------------------------------------------------------
+
+    def _kernel(self) -> torch.Tensor:
+        return self.weight if self.depthwise else self.weight * self.mask.to(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        w = self._kernel()
+        if self.depthwise:  # a per-channel scale is the same in every layout
+            return x * w.reshape(1, -1, 1, 1).repeat_interleave(self.r_in ** 2, 1)
+        if self.r_in > 1:
+            x = F.pixel_shuffle(x, self.r_in)
+        if self.constant_source:
+            y = F.conv2d(x, w, self.bias, self.stride)
+        else:
+            if self.upsample > 1:
+                x = F.interpolate(x, scale_factor=self.upsample, mode="nearest")
+            y = F.conv2d(x, w, self.bias, self.stride, self.k // 2)
+        if self.bn is not None:
+            y = self.bn(y)
+        if self.constant_source:
+            return y.repeat_interleave(self.r_out ** 2, 1)
+        return F.pixel_unshuffle(y, self.r_out) if self.r_out > 1 else y
+
+    def natural(self) -> tuple:
+        """(weight, bias) of the natural kernel with batch norm folded in with its running statistics
+        (differentiable); bias None when there is none."""
+        w, b = self._kernel(), self.bias
+        if self.bn is None:
+            return w, b
+        bn = self.bn
+        gain = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        b0 = b if b is not None else torch.zeros_like(bn.running_mean)
+        return w * gain.reshape(-1, 1, 1, 1), (b0 - bn.running_mean) * gain + bn.bias
+
+    # -- the derived form: what export writes --------------------------------------------------------------
+
+    def derived(self) -> tuple:
+        """(weight, bias, stride, padding, groups) of the one Conv2d that computes this synapse on the s2d
+        layouts (differentiable in the natural weights)."""
+        w, b = self.natural()
+        ro2 = self.r_out ** 2
+        bias = None if b is None else b.repeat_interleave(ro2)
+        if self.depthwise:
+            return w.repeat_interleave(ro2, 0), bias, 1, 0, self.c_out * ro2
+        if self.constant_source:
+            return w.repeat_interleave(ro2, 0), bias, self.stride, 0, 1
+        s, pad, a = placement(self.r_in, self.r_out, self.k, self.stride, self.upsample, dtype=w.dtype)
+        a = a.to(w.device)
+        # W[o, py, px, i, qy, qx, ky, kx] = sum_{jy, jx} w[o, i, jy, jx] A[py, qy, ky, jy] A[px, qx, kx, jx]
+        big = torch.einsum("oiab,pqya,PQxb->opPiqQyx", w, a, a)
+        size = a.shape[2]
+        return big.reshape(self.c_out * ro2, self.c_in * self.r_in ** 2, size, size), bias, s, pad, 1
+
+    def folded(self) -> tuple:
+        """(weight, bias) of ``fused()``, differentiable (the interface quantization-aware training reads)."""
+        w, b, *_ = self.derived()
+        return w, b
+
+    @property
+    def derived_shape(self) -> tuple:
+        """(out channels, in channels / groups, kernel, kernel) of the derived weight, without computing it."""
+        ro2, ri2 = self.r_out ** 2, self.r_in ** 2
+        if self.depthwise:
+            return (self.c_out * ro2, 1, 1, 1)
+        if self.constant_source:
+            return (self.c_out * ro2, self.c_in, 1, 1)
+        size = self._geometry[2]
+        return (self.c_out * ro2, self.c_in * ri2, size, size)
+
+    @torch.no_grad()
+    def fused(self) -> nn.Conv2d:
+        w, b, s, pad, groups = self.derived()
+        conv = nn.Conv2d(w.shape[1] * groups, w.shape[0], w.shape[2], stride=s, padding=pad, groups=groups,
+                         bias=b is not None).to(w)
+        conv.weight.copy_(w)
+        if b is not None:
+            conv.bias.copy_(b)
+        return conv.requires_grad_(False)
+
+    def extra_repr(self) -> str:
+        return (f"{self.c_in}->{self.c_out}, k={self.k}, stride={self.stride}, upsample={self.upsample}, "
+                f"r {self.r_in}->{self.r_out}" + (", depthwise" if self.depthwise else "")
+                + (", constant source" if self.constant_source else ""))

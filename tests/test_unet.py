@@ -1,0 +1,197 @@
+"""The spiking U-Net: its derived convolutions equal the natural operations exactly, batch norm folds, and the
+tiny preset runs on Lava spike for spike (float) and bit for bit (fixed point, against the simulator)."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from spikediff.diffusion import NoiseSchedule
+from spikediff.diffusion.sampler import initial_noise, sample_torch
+from spikediff.export.deployment import compile_graph, compile_sampler
+from spikediff.export.nir_graph import sampler_graphs, to_nir
+from spikediff.hardware_sim.sampler import sample_sim
+from spikediff.models.s2d import S2DSynapse, axis_taps
+from spikediff.models.spiking_graph import deployable
+from spikediff.models.unet import PRESETS, SpikingUNet, UNetConfig, preset
+
+
+def _ints(*shape, low=-3, high=4, seed=0):
+    """Small integers as float64: every sum is exact, so 'equal' means bit for bit."""
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(low, high, shape, generator=g).double()
+
+
+def _natural(x_nat, w, stride=1, upsample=1):
+    if upsample > 1:
+        x_nat = F.interpolate(x_nat, scale_factor=upsample, mode="nearest")
+    return F.conv2d(x_nat, w, None, stride, w.shape[-1] // 2)
+
+
+def _unshuffle(y, r):
+    return F.pixel_unshuffle(y, r) if r > 1 else y
+
+
+def _derived(layer, x_s2d):
+    return deployable(layer)(x_s2d)
+
+
+CASES = [  # (c_in, c_out, k, stride, upsample, r_in, r_out, coarse grid of the input)
+    (3, 2, 3, 1, 2, 1, 2, 4),  # (a) nearest up-sampling + 3x3 from a natural low-resolution map
+    (3, 2, 3, 1, 2, 2, 4, 3),  # (a') the same from a map already in s2d layout (a U-Net's second up-sampling)
+    (3, 2, 3, 1, 1, 2, 2, 3),  # (b) 3x3 between two s2d maps
+    (3, 2, 3, 1, 1, 4, 4, 2),  # (b') at factor 4
+    (3, 2, 3, 1, 1, 1, 2, 6),  # (c) a skip: natural high resolution into an s2d map
+    (3, 2, 1, 1, 1, 1, 4, 8),  # (c') a 1 x 1 skip (a shortcut or the readout) into factor 4
+    (3, 2, 3, 2, 1, 1, 1, 6),  # down-sampling, natural layout (the derived conv is the natural one)
+]
+
+
+@pytest.mark.parametrize("c_in,c_out,k,stride,up,r_in,r_out,grid", CASES)
+def test_derived_convolution_equals_the_natural_operation_exactly(c_in, c_out, k, stride, up, r_in, r_out, grid):
+    layer = S2DSynapse(c_in, c_out, k, stride=stride, upsample=up, r_in=r_in, r_out=r_out, bias=False).double()
+    with torch.no_grad():
+        layer.weight.copy_(_ints(c_out, c_in, k, k, seed=1))
+    x_nat = _ints(2, c_in, r_in * grid, r_in * grid, low=0, high=2, seed=2)  # spikes
+    x = _unshuffle(x_nat, r_in)
+    expected = _unshuffle(_natural(x_nat, layer.weight.detach(), stride, up), r_out)
+    got = _derived(layer, x)
+    assert got.shape == expected.shape and expected.abs().sum() > 0
+    assert torch.equal(got, expected)
+    assert torch.equal(layer(x), expected)  # the training path computes the same
+    conv = deployable(layer)
+    assert tuple(conv.weight.shape) == layer.derived_shape and isinstance(conv, torch.nn.Conv2d)
+
+
+def test_the_brief_s_forms_of_the_derived_convolutions():
+    # up-sampling + 3x3 from a low-resolution map: a 3x3 low-resolution conv with 4 C_out outputs
+    assert axis_taps(1, 2, 3, upsample=2)[:3] == (1, 1, 3)
+    # 3x3 between two s2d maps: a 3x3 conv on the coarse grid
+    assert axis_taps(2, 2, 3)[:3] == (1, 1, 3)
+    # a skip from a natural high-resolution map into an s2d map: stride 2, kernel 4, padding 1
+    assert axis_taps(1, 2, 3)[:3] == (2, 1, 4)
+    with pytest.raises(Exception, match="finer"):  # up-sampling into a natural map has no Conv2d form
+        axis_taps(1, 1, 3, upsample=2)
+
+
+def test_constant_source_and_depthwise_synapses():
+    cond = S2DSynapse(3, 2, 1, r_out=4, bias=False, constant_source=True).double()
+    with torch.no_grad():
+        cond.weight.copy_(_ints(2, 3, 1, 1))
+    planes = _ints(1, 3, 1, 1).expand(1, 3, 5, 5).contiguous()  # a spatially constant map
+    expected = F.pixel_unshuffle(F.conv2d(planes.repeat_interleave(4, 2).repeat_interleave(4, 3), cond.weight), 4)
+    assert torch.equal(_derived(cond, planes), expected) and torch.equal(cond(planes), expected)
+    scale = S2DSynapse(3, 3, 1, r_in=2, r_out=2, bias=False, depthwise=True).double()
+    with torch.no_grad():
+        scale.weight.copy_(_ints(3, 1, 1, 1))
+    x_nat = _ints(1, 3, 6, 6, seed=4)
+    expected = F.pixel_unshuffle(x_nat * scale.weight.reshape(1, 3, 1, 1), 2)
+    assert torch.equal(_derived(scale, F.pixel_unshuffle(x_nat, 2)), expected)
+
+
+def test_batch_norm_folds_into_the_derived_weights_and_biases():
+    layer = S2DSynapse(3, 2, 3, upsample=2, r_in=1, r_out=2, norm=True).double()
+    x = _ints(16, 3, 4, 4, low=0, high=2).double()
+    layer.train()
+    for _ in range(5):  # running statistics away from their initial values
+        layer(x)
+    with torch.no_grad():
+        layer.bn.weight.uniform_(0.5, 1.5)
+        layer.bn.bias.uniform_(-0.5, 0.5)
+    layer.eval()
+    conv = deployable(layer)
+    assert conv.bias is not None and conv.bias.abs().max() > 0
+    torch.testing.assert_close(conv(x), layer(x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    """The tiny preset with batch-norm statistics and affine parameters away from their initial values, so
+    that folding them is part of what the exactness tests check."""
+    torch.manual_seed(0)
+    model = SpikingUNet(preset("tiny", image_size=8)).train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(8, 1, 8, 8), torch.randint(0, 1000, (8,)))
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.weight.uniform_(0.8, 1.2)
+                module.bias.uniform_(-0.1, 0.1)
+    return model.eval()
+
+
+def test_presets_build_and_the_tiny_one_has_every_part(tiny):
+    assert set(PRESETS) == {"tiny", "small", "fsddim"}
+    g = tiny.graph
+    assert tiny._readout_shape == (4, 4, 4) and tiny.config.patch == 2
+    assert {"d1_up", "d0_out", "fa", "fb"} <= set(g)  # up-sampling, the top decoder map, the last block
+    layer = tiny.d1_up_conv
+    assert (layer.upsample, layer.r_in, layer.r_out) == (2, 1, 2)
+    assert ("d0_0_conv1_1", "e0_0b") in g["d0_0a"]  # a skip is a synapse into the decoder block (fan-in)
+    assert ("d0_0_skip_0", "d1_up") in g["d0_0b"]  # the residual: another synapse into the block's 2nd population
+    assert ("d0_0_cond", "t4") in g["d0_0a"] and ("e0_0_cond", "t8") in g["e0_0a"]
+    fsddim = UNetConfig(arch="fsddim", image_size=32, **PRESETS["fsddim"]).validate()
+    assert fsddim.channels == 128 and fsddim.channel_mult == (1, 2, 3, 4) and fsddim.blocks == 2
+    assert fsddim.num_steps == 8 and fsddim.patch == 8
+
+
+def test_time_maps_are_spatially_constant_and_the_model_is_its_export(tiny):
+    trains = {name: [] for name in tiny.graph if name.startswith("t")}
+    x, t = torch.randn(3, 1, 8, 8), torch.tensor([5, 400, 999])
+    with torch.no_grad():
+        tiny.run_graph(tiny.make_input(x, t), trains=trains)
+    for name, spikes in trains.items():
+        s = torch.stack(spikes)
+        assert s.sum() > 0 and torch.equal(s, s[..., :1, :1].expand_as(s)), name
+    # the exported graph, run by the NIR reference interpreter, is the trained network
+    from spikediff.export.nir_torch import to_torch
+
+    graph = to_nir(tiny)
+    executor = to_torch(graph)
+    inp = tiny.make_input(x, t)
+    state, outs = None, []
+    with torch.no_grad():
+        for _ in range(tiny.config.num_steps):
+            out, state = executor(inp, state)
+            outs.append(out)
+        expected = tiny.readout_current(x, t)
+    assert expected.abs().max() > 0.01
+    torch.testing.assert_close(torch.stack(outs).mean(0), expected, rtol=0, atol=1e-5)
+
+
+def test_lava_float_run_equals_pytorch_spike_for_spike(tiny):
+    """Three denoiser calls in one Lava run: delays align the skips of every depth, resets separate the calls."""
+    from spikediff.runtime.build import build
+    from spikediff.runtime.run import run_windows
+
+    net = build(compile_graph(to_nir(tiny), num_steps=tiny.config.num_steps))
+    x, t = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([999, 500, 20])
+    result = run_windows(net, tiny.make_input(x, t).numpy(), record_spikes=True)
+    per_call = []
+    for i in range(len(x)):
+        stats = {}
+        with torch.no_grad():
+            expected = tiny.readout_current(x[i:i + 1], t[i:i + 1], stats=stats)[0].numpy()
+        per_call.append(stats)
+        np.testing.assert_allclose(result["readout"][i].mean(0).reshape(-1), expected, rtol=0, atol=1e-5)
+    for name in tiny.spiking_layers:
+        counts = [s[name] for s in per_call]
+        assert sum(counts) > 0, name
+        np.testing.assert_array_equal(result["spikes"][name].sum(1), counts, err_msg=name)
+
+
+def test_lava_fixed_point_sampler_equals_the_simulator_images_and_spikes(tiny):
+    from spikediff.runtime.run import sample_lava
+
+    schedule = NoiseSchedule(1000, "v_prediction")
+    noise = initial_noise(3, (1, 8, 8), 0).numpy()
+    sd = compile_sampler(sampler_graphs(tiny, schedule), fixed_point=True)
+    assert sd.kind.name == "fsddim" and sd.metas["denoiser"]["patch"] == 2
+    lava = sample_lava(sd, 3, 2, noise=noise, progress=False, target="sim")
+    sim = sample_sim(sd, 3, 2, noise=noise)
+    np.testing.assert_array_equal(lava["images"], sim["images"])
+    for name, c in sim["counters"].items():
+        assert c["active"].sum() > 0, name
+        np.testing.assert_array_equal(lava["counters"][name]["active"], c["active"], err_msg=name)
+    floating = sample_torch(tiny, schedule, 3, 2, noise=torch.from_numpy(noise), progress=False).numpy()
+    assert 0 < np.abs(sim["images"] - floating).max() < 0.5
