@@ -300,11 +300,17 @@ def load_model(path: str | Path | None = None, weights: str = "ema"):
 
 
 def _load_fsddim(path: Path, ckpt: dict, weights: str):
-    from .models import DenoiserConfig, SpikingDenoiser
+    """The pixel-space DDIM denoiser: the patch denoiser, or a spiking U-Net when its config names an ``arch``."""
+    from .models import DenoiserConfig, UNetConfig
+    from .models.unet import build
 
-    cfg = check_options(path, DenoiserConfig, ckpt["model_config"])
+    options = ckpt["model_config"]
+    unet = isinstance(options, dict) and "arch" in options
+    if unet and isinstance(options.get("channel_mult"), list):  # a list once written as JSON elsewhere
+        options = {**options, "channel_mult": tuple(options["channel_mult"])}
+    cfg = check_options(path, UNetConfig if unet else DenoiserConfig, options)
     schedule = _schedule(path, ckpt["diffusion"])
-    model = _build(path, lambda: SpikingDenoiser(cfg), cfg)
+    model = _build(path, lambda: build(cfg), cfg)
     _load_state(path, model, _weights(path, ckpt, weights))
     return model, schedule
 

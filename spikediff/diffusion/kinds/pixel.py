@@ -90,9 +90,9 @@ class PixelKind(DDIMKind):
     description = "FSDDIM-style spiking DDIM over pixels"
 
     def owns(self, model) -> bool:
-        from ...models import SpikingDenoiser
+        from ...models import SpikingDenoiser, SpikingUNet
 
-        return isinstance(model, SpikingDenoiser)
+        return isinstance(model, (SpikingDenoiser, SpikingUNet))
 
     def networks(self, model) -> dict:
         return {"denoiser": (model, {})}
