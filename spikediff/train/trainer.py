@@ -5,6 +5,8 @@ only: the small file to sample, export and ship), ``log.jsonl`` (loss and firing
 ``training.png`` (the same as curves).
 Running the same command again on the same directory resumes; a larger ``--steps`` extends the run.
 The learning rate is constant after warm-up, so a run stopped at step N equals a run asked for N steps.
+Under ``torchrun`` the pixel denoisers train data-parallel (``distributed``): the same global batch, split over
+the processes; process 0 writes the files; a run resumes with any number of processes.
 """
 
 from __future__ import annotations
@@ -41,7 +43,9 @@ from ..checkpoint import (
 from ..data import load_images, to_model_range
 from ..data.datasets import image_size as dataset_image_size
 from ..diffusion import NoiseSchedule
-from ..models import DenoiserConfig, SpikingDenoiser
+from ..models import DenoiserConfig, UNetConfig
+from ..models.unet import build
+from . import distributed
 from .plots import plot_training_log, read_log
 
 
@@ -64,7 +68,8 @@ class TrainConfig:
     checkpoint_every: int = 250
     log_every: int = 25
     device: str = "auto"
-    model: DenoiserConfig = field(default_factory=DenoiserConfig)
+    amp: str | None = None  # mixed precision on CUDA: "bf16" or "fp16"
+    model: DenoiserConfig | UNetConfig = field(default_factory=DenoiserConfig)
 
     def validate(self) -> TrainConfig:
         for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
@@ -76,6 +81,8 @@ class TrainConfig:
             raise SpikediffError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if not (self.grad_clip > 0 and math.isfinite(self.grad_clip)) or self.warmup < 0:
             raise SpikediffError(f"grad_clip={self.grad_clip} must be positive and finite, warmup={self.warmup} >= 0")
+        if self.amp not in (None, "bf16", "fp16"):
+            raise SpikediffError(f"--amp {self.amp!r}: choose bf16 or fp16")
         check_model_options(self.model)
         self.model.validate()
         return self
@@ -192,14 +199,29 @@ def _train_options(cfg: TrainConfig) -> dict:
     return {k: v for k, v in asdict(cfg).items() if k != "model"}
 
 
+def model_config(options: dict):
+    """A pixel denoiser's config from a checkpoint's dict: a U-Net's names its ``arch``."""
+    if "arch" in options:
+        if isinstance(options.get("channel_mult"), list):
+            options = {**options, "channel_mult": tuple(options["channel_mult"])}
+        return UNetConfig.from_dict(options)
+    return DenoiserConfig.from_dict(options)
+
+
 def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, log=print) -> Path:
     """Train (or resume) into out_dir; returns the path of the small EMA checkpoint.
 
-    Ctrl-C (SIGINT) and SIGTERM save the current step before exiting.
+    Ctrl-C (SIGINT) and SIGTERM save the current step before exiting. Under ``torchrun``, data-parallel:
+    process 0 holds the run directory and writes to it, the others only train.
     """
     cfg.validate()
-    with run_directory(out_dir) as out:
-        return _train_locked(cfg, out, progress, log)
+    with distributed.group(resolve_device(cfg.device)) as g:
+        if g.main:
+            with run_directory(out_dir) as out:
+                g.barrier()  # the others start once the directory is this run's
+                return _train_locked(cfg, out, progress, log, g)
+        g.barrier()
+        return _train_locked(cfg, Path(out_dir), False, lambda _message: None, g)
 
 
 @contextmanager
@@ -274,28 +296,48 @@ def clean_run_directory(out: Path) -> list:
     return removed
 
 
-def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log) -> Path:
-    device = resolve_device(cfg.device)
-    cfg.model.image_size = dataset_image_size(cfg.data)  # the model's image size follows the dataset
+def pad_images(data: torch.Tensor, size: int) -> torch.Tensor:
+    """Images (N, C, h, w) in [-1, 1] padded with background (-1) to size x size (FSDDIM pads MNIST to 32)."""
+    h, w = data.shape[-2:]
+    if (h, w) == (size, size):
+        return data
+    top, left = (size - h) // 2, (size - w) // 2
+    return torch.nn.functional.pad(data, (left, size - w - left, top, size - h - top), value=-1.0)
+
+
+def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log, g: distributed.Group | None = None) -> Path:
+    g = g or distributed.Group(device=resolve_device(cfg.device))
+    device = g.device
+    size = dataset_image_size(cfg.data)
+    # the model's image size follows the dataset (a U-Net's, padded to a multiple of its down-sampling)
+    cfg.model.image_size = cfg.model.padded_size(size) if isinstance(cfg.model, UNetConfig) else size
 
     images, _ = load_images(cfg.data, "train", limit=cfg.data_limit)
-    data = to_model_range(images).to(device)
+    data = pad_images(to_model_range(images), cfg.model.image_size).to(device)
     if len(data) < 1:
         raise SpikediffError(f"dataset {cfg.data}: no training images")
 
     # weights, gradients, Adam's two moments and the EMA: refused before allocating if they cannot fit
-    check_model_size(lambda: SpikingDenoiser(cfg.model), "the network these options declare", copies=5)
+    check_model_size(lambda: build(cfg.model), "the network these options declare", copies=5)
     torch.manual_seed(cfg.seed)
-    model = SpikingDenoiser(cfg.model).to(device)
+    model = build(cfg.model).to(device)
     schedule = NoiseSchedule(cfg.num_train_timesteps, cfg.prediction_type)
+    rows = g.share(cfg.batch_size)
 
-    def batch_loss(model, gen, stats):
-        idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)
-        t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=gen)
-        noise = torch.randn((cfg.batch_size, *data.shape[1:]), generator=gen)
+    def batch_loss(net, gen, stats):
+        # every process draws the whole global batch from the same stream and trains on its rows of it
+        idx = torch.randint(0, len(data), (cfg.batch_size,), generator=gen)[rows]
+        t = torch.randint(0, cfg.num_train_timesteps, (cfg.batch_size,), generator=gen)[rows]
+        noise = torch.randn((cfg.batch_size, *data.shape[1:]), generator=gen)[rows]
         x0, t, noise = data[idx.to(device)], t.to(device), noise.to(device)
-        pred = model(schedule.add_noise(x0, noise, t), t, stats=stats)
-        loss = torch.nn.functional.mse_loss(pred, schedule.target(x0, noise, t))
+        with distributed.autocast(device, cfg.amp):
+            pred = net(schedule.add_noise(x0, noise, t), t, stats=stats)
+        target = schedule.target(x0, noise, t)
+        if g.active:  # this process's share of the global mean: DDP's average over processes is the mean
+            loss = torch.nn.functional.mse_loss(pred.float(), target, reduction="sum")
+            loss = loss * (g.world / (cfg.batch_size * target[0].numel()))
+        else:
+            loss = torch.nn.functional.mse_loss(pred.float(), target)
         if getattr(model, "local_loss", None) is not None:  # the lateral matrix's plasticity objective
             loss = loss + cfg.model.local_weight * model.local_loss
         return loss
@@ -304,8 +346,8 @@ def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log) -> Path:
               resume_keys=("data", "batch_size", "lr", "seed", "prediction_type", "num_train_timesteps", "data_limit"),
               batch_loss=batch_loss, desc=f"train {cfg.data}",
               rate_norm={k: n * cfg.batch_size * cfg.model.num_steps for k, n in model.neuron_counts().items()},
-              model_options=lambda config: DenoiserConfig.from_dict(config).effective()),
-        cfg, out, progress, log)
+              model_options=lambda config: model_config(config).effective()),
+        cfg, out, progress, log, group=g)
     return out / "model.pt"
 
 
@@ -439,7 +481,33 @@ def _nonfinite_loss(value: float, step: int, model: torch.nn.Module, cfg, first_
     return f"loss became {value} at step {step}; {cause}; try {' or '.join(hints)}"
 
 
-def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | None = None) -> None:
+class _NoLog:
+    """The log file of a process that writes none (data-parallel processes other than process 0)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write(self, _text):
+        pass
+
+    def flush(self):
+        pass
+
+
+def _summed(stats: dict, g: distributed.Group) -> dict:
+    """Spike counts (and other per-batch sums) added over the processes of a data-parallel run."""
+    if not g.active:
+        return stats
+    keys = sorted(stats)
+    totals = g.sum(torch.tensor([float(stats[k]) for k in keys], dtype=torch.float64))
+    return dict(zip(keys, totals.tolist()))
+
+
+def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | None = None,
+        group: distributed.Group | None = None) -> None:
     """Train ``stage.model`` to ``cfg.steps`` in ``out`` (resuming from ``out/last.pt``), Adam with linear
     warm-up (``learning_rate``), gradient clipping, EMA; checkpoints every ``cfg.checkpoint_every``.
 
@@ -448,10 +516,19 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
     machine): not bit for bit, since the optimizer restarts (with a fresh warm-up) and weights were rounded.
 
     Ctrl-C and SIGTERM stop the run at the next step boundary and save it there (``StepBoundary``), so a
-    resumed run equals an uninterrupted one bit for bit; they then raise ``KeyboardInterrupt(signum)``."""
+    resumed run equals an uninterrupted one bit for bit; they then raise ``KeyboardInterrupt(signum)``.
+
+    ``group``: a data-parallel run (``distributed``): every process steps the same weights on its share of the
+    batch; losses, firing rates and a stop signal are agreed over the processes; only process 0 writes."""
+    g = group or distributed.Group()
+    if not g.main:
+        log, progress = (lambda _message: None), False
     model = stage.model
+    net = distributed.wrap(model, g)  # what the training step calls
     ema = EMA(model, cfg.ema_decay)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    amp = getattr(cfg, "amp", None)
+    scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None  # fp16 gradients need loss scaling
     gen = torch.Generator().manual_seed(cfg.seed)
     step, loss_avg, warm_start = 0, None, 0
 
@@ -481,6 +558,8 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
         _restore(last, "the EMA weights", lambda: ema.load_state_dict(ckpt["ema_full"]))
         _restore(last, "the optimizer state", lambda: opt.load_state_dict(ckpt["optimizer"]))
         _restore(last, "the random generator state", lambda: gen.set_state(ckpt["generator"]))
+        if scaler is not None and isinstance(ckpt.get("grad_scaler"), dict):
+            _restore(last, "the gradient scaler", lambda: scaler.load_state_dict(ckpt["grad_scaler"]))
         step = ckpt["step"]
         loss_avg = ckpt.get("loss_avg")
         warm_start = ckpt.get("warm_start", 0)
@@ -490,13 +569,17 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
         if step >= cfg.steps:
             log("already trained to the requested number of steps")
             return
-    trim_log(out / "log.jsonl", step)
+    if g.main:
+        trim_log(out / "log.jsonl", step)
 
     def save(loss_value):
+        if not g.main:
+            return
+        extra = {"grad_scaler": scaler.state_dict()} if scaler is not None else {}
         save_atomic({**stage.header, "model": model.state_dict(), "ema_full": ema.state_dict(),
                      "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step, "loss_avg": loss_value,
                      "warm_start": warm_start, "qat_scales": getattr(model, "qat_scales", None),
-                     "train_config": stage.options}, last)
+                     "train_config": stage.options, **extra}, last)
         save_atomic({**stage.header, "model": _half(model.state_dict()), "ema_half": _half(ema.module.state_dict()),
                      "ema_updates": ema.num_updates, "generator": gen.get_state(), "step": step,
                      "loss_avg": loss_value, "train_config": stage.options}, out / "resume.pt")
@@ -508,42 +591,54 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
     bar = tqdm(total=cfg.steps, initial=step, desc=stage.desc, unit="step", disable=not progress)
     t_start = time.perf_counter()
     saved_step, first_step = None, step
+    stopping = False
     try:
-        with StepBoundary() as boundary, open(out / "log.jsonl", "a") as log_file:
-            while step < cfg.steps and boundary.signum is None:
-                for group in opt.param_groups:
-                    group["lr"] = learning_rate(cfg, step, warm_start)
+        with StepBoundary() as boundary, open(out / "log.jsonl", "a") if g.main else _NoLog() as log_file:
+            while step < cfg.steps and not stopping:
+                for param_group in opt.param_groups:
+                    param_group["lr"] = learning_rate(cfg, step, warm_start)
                 stats = {} if (step + 1) % cfg.log_every == 0 else None
                 if stage.before_step is not None:
                     stage.before_step(model, step)
-                loss = stage.batch_loss(model, gen, stats)
-                if not torch.isfinite(loss):
-                    raise SpikediffError(_nonfinite_loss(loss.item(), step, model, cfg, first_step))
+                loss = stage.batch_loss(net, gen, stats)
+                value = float(g.sum(loss.detach())) / g.world  # the global batch's loss, the same everywhere
+                if not math.isfinite(value):
+                    raise SpikediffError(_nonfinite_loss(value, step, model, cfg, first_step))
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-                opt.step()
+                if scaler is not None:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                    opt.step()
                 if stage.on_step is not None:
                     stage.on_step(model, step, gen)
                 ema.update(model)
                 step += 1
-                value = loss.item()
                 loss_avg = value if loss_avg is None else 0.98 * loss_avg + 0.02 * value
                 bar.update(1)
+                stopping = boundary.signum is not None
+                if g.active:  # a signal to any process stops them all at this step
+                    stopping = bool(g.sum(torch.tensor([float(stopping)])) > 0)
                 if stats is not None:
+                    stats = _summed(stats, g)
                     rates = {k: stats[k] / n for k, n in stage.rate_norm.items() if k in stats}
                     extra = {k: v for k, v in stats.items() if isinstance(v, float) and k not in stage.rate_norm}
                     bar.set_postfix(loss=f"{loss_avg:.4f}", rate=f"{sum(rates.values()) / max(1, len(rates)):.3f}")
                     log_file.write(json.dumps({"step": step, "loss": value, "loss_avg": loss_avg, "rates": rates,
                                                **extra, "elapsed_s": time.perf_counter() - t_start}) + "\n")
                     log_file.flush()
-                if step % cfg.checkpoint_every == 0 or step == cfg.steps or boundary.signum is not None:
+                if step % cfg.checkpoint_every == 0 or step == cfg.steps or stopping:
                     boundary.saving = True
                     save(loss_avg)
                     saved_step = step
                     boundary.saved()
-            if boundary.signum is not None:
-                raise KeyboardInterrupt(boundary.signum)
+            if stopping:
+                raise KeyboardInterrupt(boundary.signum or signal.SIGTERM)
     except KeyboardInterrupt:
         bar.close()
         if saved_step == step:
