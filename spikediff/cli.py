@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
 from pathlib import Path
@@ -159,10 +160,19 @@ def _check_training_size(args, builds, image_elements: int) -> None:
 
 
 def cmd_train(args) -> int:
+    from .models import DenoiserConfig
+    from .train.distributed import launched
     from .train.trainer import resolve_device
 
     _check_outputs([(args.out, "--out", True)], quiet=True)  # an existing run is resumed: the trainer says so
     resolve_device(args.device)
+    if launched() > 1 and args.model != "fsddim":
+        raise SpikediffError(f"data-parallel training (torchrun) is for --model fsddim; train {args.model} in one "
+                             f"process")
+    if args.model != "fsddim" and (args.arch != "patch" or args.amp is not None):
+        raise SpikediffError("--arch and --amp are fsddim options")
+    if args.snn_steps is None and args.arch == "patch":
+        args.snn_steps = DenoiserConfig().num_steps  # every model's default T but the U-Net presets'
     if args.model != "latent-ddim":
         for option in ("resume_from", "init", "decay_steps", "qat_from"):
             if getattr(args, option) is not None:
@@ -177,13 +187,15 @@ def cmd_train(args) -> int:
     from .models import DenoiserConfig
     from .train import TrainConfig, train
 
+    if args.arch != "patch":
+        return _train_unet(args)
     d = DenoiserConfig()
     model = DenoiserConfig(channels=args.channels or d.channels, hidden=args.hidden or d.hidden,
                            num_steps=args.snn_steps, time_features=args.time_features or d.time_features, beta=args.beta,
                            threshold=args.threshold, readout_alpha=args.readout_alpha, lateral=args.lateral,
                            selection=args.selection, groups=args.groups, local_weight=args.local_weight,
                            lateral_decay=args.lateral_decay)
-    cfg = TrainConfig(**_train_options(args, TrainConfig), prediction_type=args.prediction, model=model)
+    cfg = TrainConfig(**_train_options(args, TrainConfig), prediction_type=args.prediction, model=model, amp=args.amp)
     from dataclasses import replace
 
     from .data.datasets import image_size
@@ -191,6 +203,23 @@ def cmd_train(args) -> int:
 
     size = image_size(args.data)
     _check_training_size(args, [lambda: SpikingDenoiser(replace(model, image_size=size))], size * size)
+    return _run_training(train, cfg, args, "")
+
+
+def _train_unet(args) -> int:
+    """``--arch tiny|small|fsddim``: a spiking U-Net preset, its options overridden by those given."""
+    from .data.datasets import image_size
+    from .models.unet import SpikingUNet, preset, sized
+    from .train import TrainConfig, train
+
+    if args.lateral or args.selection or args.hidden is not None:
+        raise SpikediffError("--lateral, --selection and --hidden are options of the patch denoiser (--arch patch)")
+    model = preset(args.arch, channels=args.channels, blocks=args.blocks, num_steps=args.snn_steps,
+                   time_features=args.time_features, beta=args.beta, threshold=args.threshold,
+                   readout_alpha=args.readout_alpha).validate()
+    cfg = TrainConfig(**_train_options(args, TrainConfig), prediction_type=args.prediction, model=model, amp=args.amp)
+    size = model.padded_size(image_size(args.data))
+    _check_training_size(args, [lambda: SpikingUNet(sized(model, image_size(args.data)))], size * size)
     return _run_training(train, cfg, args, "")
 
 
@@ -210,11 +239,14 @@ def _interrupt_status(exc: KeyboardInterrupt) -> int:
 
 
 def _run_training(train_fn, cfg, args, where: str) -> int:
+    from .train.distributed import launched
+
     try:
         path = train_fn(cfg, args.out, progress=not args.quiet)
     except KeyboardInterrupt as exc:
         return _interrupt_status(exc)
-    print(f"checkpoint: {path}{where}")
+    if launched() <= 1 or os.environ.get("RANK", "0") == "0":
+        print(f"checkpoint: {path}{where}")
     return 0
 
 
@@ -248,7 +280,7 @@ def _train_latent(args) -> int:
 
     d = LatentDenoiserConfig()
     model = LatentDenoiserConfig(channels=args.channels or d.channels, hidden=args.hidden or d.hidden,
-                                 blocks=args.blocks, num_steps=args.snn_steps,
+                                 blocks=args.blocks or 2, num_steps=args.snn_steps,
                                  time_features=args.time_features or d.time_features, beta=args.beta,
                                  threshold=args.threshold, readout_alpha=args.readout_alpha)
     cfg = LatentTrainConfig(**_train_options(args, LatentTrainConfig), prediction_type=args.prediction,
@@ -684,6 +716,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Defaults come from the config dataclasses, so the CLI and the Python API cannot drift apart.
     from .diffusion.absorbing import MASK_SCHEDULES
     from .models import TokenDenoiserConfig, VQConfig
+    from .models.unet import PRESETS as UNET_PRESETS
     from .train.vq_trainer import VQTrainConfig
 
     t, m, v, d, vt = TrainConfig(), DenoiserConfig(), VQConfig(), TokenDenoiserConfig(), VQTrainConfig()
@@ -692,6 +725,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", default="fsddim", choices=MODELS,
                     help="fsddim: FSDDIM-style spiking DDPM denoiser; spiking-vq: Spiking-Diffusion (VQ-SVAE, then "
                          "absorbing diffusion over its tokens with the SDID denoiser)")
+    tr.add_argument("--arch", default="patch", choices=("patch",) + tuple(UNET_PRESETS),
+                    help="fsddim: patch is the small patch-readout denoiser; tiny, small and fsddim are spiking U-Net "
+                         "presets (fsddim: the published FSDDIM, 128 channels x 1 2 3 4, T = 8; see "
+                         "spikediff/models/unet.py)")
+    tr.add_argument("--amp", choices=("bf16", "fp16"), help="mixed precision on CUDA (fsddim)")
     tr.add_argument("--data", default=t.data, choices=ALL_NAMES)
     tr.add_argument("--out", type=Path, required=True, help="run directory (last.pt, model.pt, log.jsonl)")
     tr.add_argument("--steps", type=_positive_int, help=f"optimizer steps in total (spiking-vq: of the SDID stage) "
@@ -707,7 +745,8 @@ def build_parser() -> argparse.ArgumentParser:
                          f"{m.channels}]; spiking-vq: the VQ-SVAE's C (latent-grid layers 2C) [default: {v.channels}]")
     tr.add_argument("--hidden", type=_positive_int, help=f"neurons of the dense (global) layer [default: {m.hidden}; "
                                                          f"spiking-vq SDID {d.hidden}]")
-    tr.add_argument("--snn-steps", type=_positive_int, default=m.num_steps, help="T, SNN steps per denoiser call")
+    tr.add_argument("--snn-steps", type=_positive_int, help=f"T, SNN steps per denoiser call [default: {m.num_steps}; "
+                                                          f"the --arch preset's]")
     tr.add_argument("--time-features", type=_positive_int, help=f"[default: {m.time_features}; latent-ddim 16]")
     tr.add_argument("--beta", type=_decay("beta"), default=m.beta,
                     help="membrane decay (1 - Lava dv), multiple of 1/4096")
@@ -724,7 +763,8 @@ def build_parser() -> argparse.ArgumentParser:
     ld = tr.add_argument_group("latent-ddim options")
     ld.add_argument("--autoencoder", help="spiking-vq checkpoint whose VQ-SVAE encodes and decodes the latents "
                                           "[default: DATA-vq, the shipped one]")
-    ld.add_argument("--blocks", type=_positive_int, default=2, help="residual blocks of the latent denoiser")
+    ld.add_argument("--blocks", type=_positive_int, help="residual blocks of the latent denoiser [default: 2], or per "
+                                                         "level of an --arch U-Net [default: the preset's]")
     ld.add_argument("--snap", action="store_true", help="decode the nearest code vectors of a sampled latent")
     ld.add_argument("--decay-steps", type=_positive_int, help="cosine learning-rate decay to --lr-min at this step")
     ld.add_argument("--lr-min", type=_interval(0, 1, True, False), default=1e-4)
