@@ -16,9 +16,10 @@ natural network; ``fused()`` gives the one Conv2d that computes the same on the 
 the compiler see. Its weight is derived from the natural kernel by index arithmetic, one axis at a time: output
 phase p of a cell at Y reads natural tap j at fine input position e = floor((stride p + j - k // 2) / upsample)
 relative to the cell, i.e. coarse offset floor(e / r_in) and input phase e mod r_in; the coarse stride is
-stride r_out / (upsample r_in). Derived weights are r_out^2 / (upsample^2 ...) times larger than the natural
-kernel (each phase has its own copy of the taps it uses, and zeros for those it does not); a Loihi-class chip
-stores every position's synapses anyway, so the synapses that count are the same.
+stride r_out / (upsample r_in). A derived kernel holds, for each output phase, its own copy of the taps that
+phase uses and zeros for the others: (r_in r_out)^2 times the natural kernel's entries for a convolution between
+two maps of factor r. A Loihi-class chip stores every position's synapses anyway (no zeros), so the synapses that
+count are the natural network's; the compiler and Lava, which hold dense kernels, pay the difference.
 
 A synapse from a *spatially constant* map (the time branch) writes the same current into every phase:
 ``constant_source`` (exact because its source does not vary across the grid, which the U-Net's tests check).
