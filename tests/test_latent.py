@@ -6,8 +6,8 @@ import copy
 import numpy as np
 import pytest
 import torch
-
 from conftest import run_cli
+
 from spikediff.diffusion import NoiseSchedule, kinds
 from spikediff.diffusion.sampler import initial_noise
 from spikediff.export.deployment import compile_sampler
