@@ -116,8 +116,9 @@ def _bias(raw, shape: tuple, where: str) -> np.ndarray:
     raise NetxError(f"{where}/bias: {b.size} values for a layer of shape {shape}")
 
 
-def read_netx(path: str | Path) -> NetxNetwork:
-    """Read a netx HDF5 network; errors name the layer and the problem."""
+def read_netx(path: str | Path, input_shape: tuple | None = None) -> NetxNetwork:
+    """Read a netx HDF5 network; errors name the layer and the problem. ``input_shape`` (NIR order): for a file
+    without an input layer (netx's own ``input_shape`` argument), such as the chains ``netx_hdf5`` writes."""
     import h5py
 
     path = Path(path)
@@ -130,7 +131,8 @@ def read_netx(path: str | Path) -> NetxNetwork:
             raise NetxError(f"{path}: no 'layer' group; not a lava-dl netx network")
         group = h5["layer"]
         order = sorted(group, key=int)
-        layers, shape, flat_next, input_shape = [], None, False, None
+        layers, flat_next = [], False
+        shape = input_shape = tuple(int(d) for d in input_shape) if input_shape is not None else None
         for key in order:
             g, where = group[key], f"{path.name}: layer {key}"
             kind = _text(g["type"][()])
@@ -144,7 +146,7 @@ def read_netx(path: str | Path) -> NetxNetwork:
             raw_shape = tuple(int(d) for d in np.ravel(g["shape"][()]))
             neuron = _neuron(g["neuron"], where) if "neuron" in g else None
             if kind == "input":
-                if layers or input_shape is not None:
+                if layers or shape is not None:
                     raise NetxError(f"{where}: an input layer after the first layer")
                 input_shape = shape = raw_shape if len(raw_shape) == 3 else (int(np.prod(raw_shape)),)
                 if neuron is not None:
@@ -185,7 +187,7 @@ def read_netx(path: str | Path) -> NetxNetwork:
             shape, flat_next = layer_shape, False
         steps = int(h5["simulation/tSample"][()]) if "simulation/tSample" in h5 else None
     if input_shape is None:
-        raise NetxError(f"{path}: no input layer")
+        raise NetxError(f"{path}: no input layer (give input_shape)")
     if not any(layer.kind != "input" for layer in layers):
         raise NetxError(f"{path}: no conv or dense layer")
     return NetxNetwork(str(path), input_shape, tuple(layers), steps)

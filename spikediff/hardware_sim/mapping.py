@@ -362,28 +362,34 @@ def _map_once(folded, conn, rules: Rules, caps: dict, perms: dict, policy: str, 
     return m, sorted(over)
 
 
+def allocate(work: dict, minimum: dict, sizes: dict, budget: int) -> dict:
+    """Cores per population for a budget: from ``minimum``, each next core to the population with the most work
+    per core (which lowers the busiest core's work the most), never more cores than neurons."""
+    alloc = dict(minimum)
+    while sum(alloc.values()) < budget:
+        open_ = [k for k in alloc if alloc[k] < sizes[k] and work[k] > 0]
+        if not open_:
+            break
+        k = max(open_, key=lambda name: work[name] / alloc[name])
+        alloc[k] += 1
+    return alloc
+
+
 def balance(folded, conn, profile, work: dict, base: Mapping, price, chips_more: int = 1) -> tuple:
-    """The least-energy mapping: cores given to populations by their work (each next core to the population
-    with the most work per core), for core budgets from ``base``'s count up to full chips (``base``'s chips and
-    ``chips_more`` more), each priced by ``price(mapping) -> joules``. Returns (mapping, [(cores, joules)])."""
+    """The least-energy mapping: cores given to populations by their work (``allocate``), for core budgets from
+    ``base``'s count up to full chips (``base``'s chips and ``chips_more`` more), each mapped with the
+    ``balanced`` policy and priced by ``price(mapping) -> joules``. Returns (mapping, [(cores, joules)])."""
     minimum: dict = {}
     for c in base.cores:
         minimum[c.population] = minimum.get(c.population, 0) + 1
-    size = {name: conn.size(name) for name in minimum}
+    sizes = {name: conn.size(name) for name in minimum}
     totals = {name: float(np.sum(work[name])) for name in minimum}
     per_chip = base.cores_per_chip
-    budgets = sorted({len(base.cores), *[min(sum(size.values()), per_chip * (base.chips + k))
+    budgets = sorted({len(base.cores), *[min(sum(sizes.values()), per_chip * (base.chips + k))
                                          for k in range(chips_more + 1)]})
     best, tried = None, []
     for budget in budgets:
-        alloc = dict(minimum)
-        while sum(alloc.values()) < budget:
-            open_ = [k for k in alloc if alloc[k] < size[k] and totals[k] > 0]
-            if not open_:
-                break
-            k = max(open_, key=lambda name: totals[name] / alloc[name])
-            alloc[k] += 1
-        m = map_to_cores(folded, conn, profile, "balanced", alloc, work)
+        m = map_to_cores(folded, conn, profile, "balanced", allocate(totals, minimum, sizes, budget), work)
         joules = float(price(m))
         tried.append((len(m.cores), joules))
         if best is None or joules < best[1]:

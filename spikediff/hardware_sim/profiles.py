@@ -36,6 +36,7 @@ UNITS = {
 }
 CHIP_KEYS = ("cores_per_chip", "max_neurons_per_core")  # a profile that maps onto cores needs at least these
 COUNT_UNITS = ("cores", "tiles", "neurons", "axons", "bits")  # a whole number, at least one (divisors, capacities)
+ZERO_COUNTS = ("synapse_row_bits",)  # counts that may be zero (no header at all)
 #: quantities that set the mapping (held at their values; their bounds are documented, not propagated)
 MAPPING_UNITS = COUNT_UNITS + ("bytes", "flag")
 
@@ -51,7 +52,7 @@ def check_value(where: str, key: str, value, field_name: str = "value") -> float
     if value < 0:
         raise SpikediffError(f"{where}: {what} must be >= 0, got {value!r}")
     unit = UNITS.get(key)
-    if unit in COUNT_UNITS and (value < 1 or value != int(value)):
+    if unit in COUNT_UNITS and (value < (0 if key in ZERO_COUNTS else 1) or value != int(value)):
         raise SpikediffError(f"{where}: {what} counts {unit}: a whole number >= 1, got {value!r}")
     if unit == "bytes" and value != int(value):
         raise SpikediffError(f"{where}: {what} counts bytes: a whole number, got {value!r}")
