@@ -280,7 +280,7 @@ def headline(costs: list, chips: dict) -> dict:
                           "single_image_J": s["energy_J"], "single_image_range_J": s["energy_range_J"],
                           "single_image_time_s": s["time_s"], "single_image_time_range_s": s["time_range_s"]})
         if "fewest_cores" in c:
-            entry["fewest_cores"] = c["fewest_cores"]
+            entry["fewest_cores"] = {**c["fewest_cores"], "chips": chips[c["profile"]]["fewest_cores"]["chips"]}
         out[c["profile"]] = entry
     return out
 
@@ -331,7 +331,8 @@ def energy_tables(r: dict, per: str, roles: list) -> list:
              "Every figure is value [low, high]: the profile's numbers at their values, and all at their low or all at "
              "their high bounds (each quantity's bounds and sources are in the profiles below). On a chip the network "
              "is mapped twice: onto the cores that cost the least energy (cores given to layers by their work, up to "
-             "full chips: static power x time against per-core work) and onto the fewest cores. Pipelined: images in "
+             "full chips: static power x time against per-core work) and onto the fewest cores; the quantities that "
+             "set a mapping (memory, limits) stay at their values. Pipelined: images in "
              f"flight together; alone: one {per} through an idle chip (its latency).", "",
              f"| profile | mapping | cores | chips | energy / {per} (pipelined) | time / {per} (pipelined) | "
              f"energy, one {per} alone | latency, one {per} alone |", "|---|---|---:|---:|---:|---:|---:|---:|"]
