@@ -403,3 +403,29 @@ def test_lava_dl_pilotnet_reads_back_bit_exact_and_maps_as_lava_did(tmp_path):
     cores = _per_population(m)
     assert [cores[f"n{i}"] for i in range(6)] == [13, 25, 13, 3, 3, 2]
     assert max(c.neurons for c in m.cores) == 3168
+
+
+def test_cli_reports_a_netx_network_with_both_mappings_ranges_and_single_inference_figures(tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    path = _write_netx(tmp_path / "tiny.net")
+    np.save(tmp_path / "frame.npy", np.arange(6 * 5 * 2).reshape(6, 5, 2) % 40)
+    out = tmp_path / "rep"
+    r = run_cli("report", path, "--input-bias", tmp_path / "frame.npy", "--profile", "loihi2", "-o", out, "--quiet")
+    assert r.returncode == 0, r.stderr
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["per"] == "inference" and rep["snn_steps"] == {"network": 8}
+    h = rep["headline"]["loihi2"]
+    assert h["mapping"] == "least energy" and h["cores"] >= h["fewest_cores"]["cores"] == 3
+    for key in ("energy", "time", "single_image", "single_image_time"):
+        value = h[f"{key}_per_image_J" if key == "energy" else f"{key}_per_image_s" if key == "time" else
+                  f"{key}_J" if key == "single_image" else f"{key}_s"]
+        lo, hi = h[f"{key}_range_J" if key in ("energy", "single_image") else f"{key}_range_s"]
+        assert 0 < lo <= value <= hi, key
+    assert h["single_image_J"] >= h["energy_per_image_J"]  # one inference alone: nothing else shares the chip
+    md = (out / "report.md").read_text()
+    assert "| loihi2 | fewest cores | 3 |" in md and "What moves the loihi2 total most" in md
+    r = run_cli("report", "-n", "1", "--input-bias", tmp_path / "frame.npy", "-o", tmp_path / "x")
+    assert r.returncode == 2 and "--input-bias is for lava-dl netx networks" in r.stderr
