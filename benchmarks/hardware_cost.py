@@ -80,7 +80,8 @@ def main() -> None:
             body.append(f"| {c['profile']} | least energy | {m['cores']} | {m['chips']} | "
                         f"**{_rng(c['energy_per_image_J'], c['range']['energy_per_image_J'], _mj)}** | "
                         f"{_rng(t['per_image_s'], c['range']['time_per_image_s'], _ms)} | "
-                        f"{_rng(s['energy_J'], s['energy_range_J'], _mj)} | {_rng(s['time_s'], s['time_range_s'], _ms)} |")
+                        f"{_rng(s['energy_J'], s['energy_range_J'], _mj)} | "
+                        f"{_rng(s['time_s'], s['time_range_s'], _ms)} |")
             f = c["fewest_cores"]
             body.append(f"| {c['profile']} | fewest cores | {f['cores']} | {m['fewest_cores']['chips']} | "
                         f"{_rng(f['energy_per_image_J'], f['energy_range_J'], _mj)} | "

@@ -81,8 +81,9 @@ def measured(notebook: Path) -> dict:
 
     rows = [int(m.group(1)) for m in re.finditer(r"^\|(?:\s*\d+\|){6}\s*(\d+)\|", text, re.M)]
     total = re.search(r"\| Total\s*\|\s*(\d+)\|", text)
-    return {"fps": number("Throughput"), "total_power_W": number("Total Power"), "static_power_W": number("Static Power"),
-            "dynamic_power_W": number("Dynamic Power"), "total_energy_mJ": number("Total Energy per inference"),
+    return {"fps": number("Throughput"), "total_power_W": number("Total Power"),
+            "static_power_W": number("Static Power"), "dynamic_power_W": number("Dynamic Power"),
+            "total_energy_mJ": number("Total Energy per inference"),
             "dynamic_energy_mJ": number("Dynamic Energy per inference"), "cores_per_row": rows,
             "cores": int(total.group(1)) if total else sum(rows)}
 
@@ -108,7 +109,8 @@ def figures(ev, prof, m) -> dict:
             "energy_range_mJ": [lo * 1e3, hi * 1e3], "dynamic_mJ": (c["energy_per_image_J"] - static) * 1e3,
             "static_mJ": static * 1e3, "step_us": c["time"]["lava_step_s"] * 1e6,
             "step_range_us": [x / steps * 1e6 for x in c["range"]["time_per_image_s"]],
-            "busiest": c["time"]["busiest_population"], "by_category_mJ": {k: v * 1e3 for k, v in c["by_category_J"].items()},
+            "busiest": c["time"]["busiest_population"],
+            "by_category_mJ": {k: v * 1e3 for k, v in c["by_category_J"].items()},
             "sensitivity": [{"quantity": r["quantity"], "energy_mJ": [r["at_low"]["energy_J"] * 1e3,
                                                                       r["at_high"]["energy_J"] * 1e3]}
                             for r in c["sensitivity"][:5]]}
@@ -145,7 +147,8 @@ def check_lif(repo: Path, tmp: Path, prof) -> dict:
         conn = Connectivity(dep.folded, dep.fixed)
         lava = map_to_cores(dep.folded, conn, prof, "lava")
         fewest = map_to_cores(dep.folded, conn, prof)
-        best, _tried = balance(dep.folded, conn, prof, neuron_work(ev, prof), fewest, lambda m: energy(ev, prof, m))
+        best, _tried = balance(dep.folded, conn, prof, neuron_work(ev, prof), fewest,
+                               lambda m, ev=ev: energy(ev, prof, m))
         scen = {"firing_rate": {k: float(c.sum() / (dep.plan.populations[k].size * steps))
                                 for k, c in res["spikes"].items()},
                 "synaptic_ops": float(sum(s.sum() for s in ev.synops.values())),
@@ -201,14 +204,15 @@ def main() -> None:
             f"their values, and all at their low or all at their high bounds.", "",
             "## PilotNet LIF", "",
             f"Measured: {meas['fps']} inferences/s at 16 steps each ({meas['step_us']:.1f} µs per step), "
-            f"{meas['total_power_W']} W total, {meas['static_power_W']} W static, {meas['total_energy_mJ']} mJ total and "
-            f"{meas['dynamic_energy_mJ']} mJ dynamic energy per inference, {meas['cores']} cores. Predicted: one "
+            f"{meas['total_power_W']} W total, {meas['static_power_W']} W static, {meas['total_energy_mJ']} mJ total "
+            f"and {meas['dynamic_energy_mJ']} mJ dynamic energy per inference, {meas['cores']} cores. Predicted: one "
             f"inference of the netx file through the bit-exact simulator, counted as the {lif['inferences_counted']} "
             f"inferences of the 10,000-step run.", "",
             "| input | mapping | cores | energy / inference (mJ) | dynamic (mJ) | static (mJ) | time / step (µs) | "
             "busiest layer |", "|---|---|---:|---:|---:|---:|---:|---|",
-            f"| measured | Lava | {meas['cores']} | **{meas['total_energy_mJ']:.3g}** | {meas['dynamic_energy_mJ']:.3g} | "
-            f"{meas['total_energy_mJ'] - meas['dynamic_energy_mJ']:.3g} | **{meas['step_us']:.3g}** | |"]
+            f"| measured | Lava | {meas['cores']} | **{meas['total_energy_mJ']:.3g}** | "
+            f"{meas['dynamic_energy_mJ']:.3g} | {meas['total_energy_mJ'] - meas['dynamic_energy_mJ']:.3g} | "
+            f"**{meas['step_us']:.3g}** | |"]
     for name, s in lif["scenarios"].items():
         for label, key in (("as Lava maps it", "as_lava_maps"), ("fewest cores", "fewest_cores"),
                            ("least energy", "least_energy")):
@@ -228,7 +232,8 @@ def main() -> None:
     lava_rows = list(reversed(meas["cores_per_row"]))
     s0 = next(iter(lif["scenarios"].values()))
     layers = list(s0["cores_per_layer"])
-    body += ["", "Cores per layer, spikediff's Lava-like mapping against Lava's per-core table (input layer first):", "",
+    body += ["", "Cores per layer, spikediff's Lava-like mapping against Lava's per-core table (input layer first):",
+             "",
              "| layer | " + " | ".join(layers) + " |", "|---|" + "---:|" * len(layers),
              "| Lava (measured run) | " + " | ".join(str(x) for x in lava_rows) + " |",
              "| spikediff | " + " | ".join(str(s0["cores_per_layer"][k]) for k in layers) + " |", ""]
@@ -242,15 +247,17 @@ def main() -> None:
                     f"synaptic_op_energy = {e} (profile: {prof.get('synaptic_op_energy')} pJ).")
     frame = lif["scenarios"]["the frame (input bias = image.npy)"]
     body += [f"- The reader is bit-exact where lava-dl recorded Lava's spikes: the input layer's spikes per step for "
-             f"the frame equal `gts/pilotnet_lif/input.npy`: {'yes' if frame.get('input_layer_matches_lava') else 'NO'}.",
+             f"the frame equal `gts/pilotnet_lif/input.npy`: "
+             f"{'yes' if frame.get('input_layer_matches_lava') else 'NO'}.",
              "", "## PilotNet SDNN", "",
-             f"Measured (`{SDNN}/benchmark.ipynb`): {sdnn['measured']['fps']} inferences/s (one step each; the notebook "
-             f"notes the rate is bound by sending input frames to the chip), {sdnn['measured']['total_power_W']} W total, "
+             f"Measured (`{SDNN}/benchmark.ipynb`): {sdnn['measured']['fps']} inferences/s (one step each; the "
+             f"notebook notes the rate is bound by sending input frames to the chip), "
+             f"{sdnn['measured']['total_power_W']} W total, "
              f"{sdnn['measured']['static_power_W']} W static, dynamic {sdnn['measured']['dynamic_power_W']} W (below "
              f"the board meter's resolution), {sdnn['measured']['total_energy_mJ']} mJ per inference, "
              f"{sdnn['measured']['cores']} cores.", "",
-             f"- Neurons {', '.join(sdnn['neuron_types'])}: sigma-delta neurons with graded spikes, not spikediff's LIF; "
-             f"their events cannot be counted here, so no energy is predicted from events.",
+             f"- Neurons {', '.join(sdnn['neuron_types'])}: sigma-delta neurons with graded spikes, not spikediff's "
+             f"LIF; their events cannot be counted here, so no energy is predicted from events.",
              f"- Cores, Lava-like mapping of the file's structure: {sdnn['cores']} against Lava's "
              f"{sdnn['measured']['cores']} (per layer: "
              + ", ".join(f"{k} {v}" for k, v in sdnn["cores_per_layer"].items())

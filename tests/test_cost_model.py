@@ -7,6 +7,7 @@ from pathlib import Path
 import nir
 import numpy as np
 import pytest
+from test_export import _chain, _inp, _li, _lif, _out
 
 from spikediff import SpikediffError
 from spikediff.export.deployment import compile_graph
@@ -17,7 +18,6 @@ from spikediff.hardware_sim.events import Events, count_events
 from spikediff.hardware_sim.mapping import Core, Mapping, allocate, balance, map_to_cores
 from spikediff.hardware_sim.profiles import UNITS, builtin_names, load_profile
 from spikediff.hardware_sim.simulator import EventTally, Simulator
-from test_export import _chain, _inp, _li, _lif, _out
 
 PJ, NS = 1e-12, 1e-9
 
@@ -252,7 +252,8 @@ def test_one_image_alone_pays_its_longer_run(tmp_path):
     prof = _profile(tmp_path, cores_per_chip=4, **HAND)
     c = estimate(_hand_events(), prof, _hand_mapping(per_chip=4))
     step = c["time"]["lava_step_s"]
-    assert c["single_image"]["time_s"] == pytest.approx(6 * step) and c["time"]["per_image_s"] == pytest.approx(4 * step)
+    assert c["single_image"]["time_s"] == pytest.approx(6 * step)
+    assert c["time"]["per_image_s"] == pytest.approx(4 * step)
     # two more Lava steps: 3 neurons x 2 more inactive updates at 1 pJ, and static power over 6 steps, not 4
     dynamic = c["energy_per_image_J"] - c["by_category_J"]["static"]
     assert c["single_image"]["energy_J"] == pytest.approx(dynamic + 6 * PJ + 1.0 * 1 * 6 * step)
@@ -367,7 +368,7 @@ def test_netx_chains_written_by_spikediff_read_back_unchanged(tmp_path):
     path = write_chain(tmp_path / "chain.net", chain, dep.folded, dep.fixed)
     net = read_netx(path, input_shape=(16,))
     assert [layer.shape for layer in net.layers] == [(8,), (6,)]
-    for layer, f in zip(net.layers, chain):
+    for layer, f in zip(net.layers, chain, strict=True):
         q = dep.fixed.populations[f.syn.dst]
         assert np.array_equal(layer.weight, dep.fixed.weights[f.syn.name])
         assert (layer.neuron["vth"], layer.neuron["du"], layer.neuron["dv"]) == (q.vth, q.du, q.dv)

@@ -76,7 +76,8 @@ def tally(ev, mapping=None) -> Tally:
             ew, ns = mapping.hops(src_cores, dst_core)
             cross = mapping.chip_hops(src_cores, dst_core)
             routes[src] += [spikes.sum(), (spikes * ew).sum(), (spikes * ns).sum(), (spikes * cross).sum()]
-            latency |= set(zip(np.atleast_1d(ew).tolist(), np.atleast_1d(ns).tolist(), np.atleast_1d(cross).tolist()))
+            latency |= set(zip(np.atleast_1d(ew).tolist(), np.atleast_1d(ns).tolist(), np.atleast_1d(cross).tolist(),
+                               strict=True))
         rows = np.array(sorted(latency), dtype=np.float64).reshape(-1, 3)
         pops = list(ev.neurons)
         cores = np.zeros((len(mapping.cores), 4))
@@ -138,7 +139,8 @@ def _price(t: Tally, v: dict, profile, convention: bool) -> dict:
     out = {"by_layer_J": layers, "by_category_J": by_category}
     if t.cores is not None and "synaptic_op_time" in v:
         neurons, active, synops = t.cores[:, 0], t.cores[:, 1], t.cores[:, 2]
-        work = (active * v["neuron_update_time_active"] + (neurons * t.steps - active) * v["neuron_update_time_inactive"]
+        idle = neurons * t.steps - active
+        work = (active * v["neuron_update_time_active"] + idle * v["neuron_update_time_inactive"]
                 + synops * v["synaptic_op_time"]) * NS / t.steps
         busiest = int(np.argmax(work)) if len(work) else None
         hop = np.array([v.get("hop_time_east_west", 0.0), v.get("hop_time_north_south", 0.0),
@@ -147,9 +149,9 @@ def _price(t: Tally, v: dict, profile, convention: bool) -> dict:
         spike = (v.get("spike_time_within_tile", 0.0) + longest) * NS
         barrier = barrier_time(profile, t.tiles, t.chips, v)
         step = (float(work[busiest]) if busiest is not None else 0.0) + spike + barrier
+        population = t.core_populations[int(t.cores[busiest, 3])] if busiest is not None else None
         out["time"] = {"lava_step_s": step, "busiest_core_s": float(work[busiest]) if busiest is not None else 0.0,
-                       "busiest_core": busiest,
-                       "busiest_population": t.core_populations[int(t.cores[busiest, 3])] if busiest is not None else None,
+                       "busiest_core": busiest, "busiest_population": population,
                        "spike_latency_s": spike, "barrier_s": barrier, "per_image_s": step * t.steps,
                        "single_image_latency_s": step * t.steps_single}
         if "static_power" in v:
@@ -201,7 +203,8 @@ def estimate(ev, profile, mapping=None) -> dict:
                                                 high["time"]["single_image_latency_s"]]}
     out["sensitivity"] = sensitivity(t, profile, convention, base)
     if convention:
-        out["ann_twin"] = {"macs_per_image": t.ann_macs, "energy_per_image_J": t.ann_macs * profile.get("mac_energy") * PJ}
+        out["ann_twin"] = {"macs_per_image": t.ann_macs,
+                           "energy_per_image_J": t.ann_macs * profile.get("mac_energy") * PJ}
     return out
 
 

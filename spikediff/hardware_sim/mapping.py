@@ -107,7 +107,8 @@ class Mapping:
             s["cores"] += 1
             s["neurons"] += c.neurons
             s["synapses"] += c.synapses
-        keys = ("neurons", "memory_bytes", "synapse_bytes", "state_bytes", "axon_bytes", "fan_in_axons", "fan_out_axons")
+        keys = ("neurons", "memory_bytes", "synapse_bytes", "state_bytes", "axon_bytes", "fan_in_axons",
+                "fan_out_axons")
         return {"profile": self.profile, "policy": self.policy, "cores": len(self.cores), "tiles": self.tiles,
                 "chips": self.chips, "fits_one_chip": self.fits_one_chip, "cores_per_chip": self.cores_per_chip,
                 "populations": per_pop, "max_per_core": {k: max((getattr(c, k) for c in self.cores), default=0)
@@ -129,7 +130,8 @@ class Rules:
 
     def __init__(self, profile):
         if not profile.is_chip:
-            raise SpikediffError(f"profile {profile.name}: it has no core limits (it is not a chip); it cannot be mapped")
+            raise SpikediffError(f"profile {profile.name}: it has no core limits (it is not a chip); it cannot be "
+                                 f"mapped")
         g = profile.get
         self.name = profile.name
         self.shared = "memory_per_core" in profile  # Loihi 2: one budget for everything
@@ -200,7 +202,8 @@ class _PopulationCost:
 
     def fits(self, idx, cap: int) -> bool:
         c = self(idx)
-        return len(idx) <= cap and c["memory_bytes"] <= self.rules.limit and c["fan_in_axons"] <= self.rules.fan_in_limit
+        r = self.rules
+        return len(idx) <= cap and c["memory_bytes"] <= r.limit and c["fan_in_axons"] <= r.fan_in_limit
 
 
 def _fewest(cost, order, cap, profile_name) -> tuple:
@@ -268,7 +271,7 @@ def _balanced(cost, order, cap, cores: int, work: np.ndarray, profile_name) -> t
         cuts = np.concatenate([[0], np.clip(cuts, 1, len(order) - 1), [len(order)]])
     cuts = np.maximum.accumulate(cuts)
     chunks = []
-    for a, b in zip(cuts[:-1], cuts[1:]):
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
         if b <= a:
             continue
         part = order[a:b]
@@ -346,7 +349,7 @@ def _map_once(folded, conn, rules: Rules, caps: dict, perms: dict, policy: str, 
         if src not in core_of:
             continue
         cores_, counts = np.unique(core_of[src][sends], return_counts=True)
-        for core, count in zip(cores_, counts):
+        for core, count in zip(cores_, counts, strict=True):
             out_cores[core].fan_out_axons += 1 if per_core_entry[(src, dst)] and rules.shared else int(count)
     for c in out_cores:
         if rules.shared:

@@ -165,7 +165,8 @@ def load_profile(name_or_path: str) -> Profile:
         low = check_value(where, key, q["low"], "low") if "low" in q else value
         high = check_value(where, key, q["high"], "high") if "high" in q else value
         if not low <= value <= high:
-            raise SpikediffError(f"{where}: quantity {key!r} needs low <= value <= high, got {low:g}, {value:g}, {high:g}")
+            raise SpikediffError(f"{where}: quantity {key!r} needs low <= value <= high, got {low:g}, {value:g}, "
+                                 f"{high:g}")
         if not str(q["source"]).strip():
             raise SpikediffError(f"{where}: quantity {key!r} has an empty source")
         quantities[key] = Quantity(value, q["unit"], str(q["source"]), low, high)

@@ -106,7 +106,8 @@ def make_graph_report(dep, inputs, out_dir, profiles=DEFAULT_PROFILES, overrides
     result = {"source": source, "kind": "graph", "images": n, "denoising_steps": 1,
               "snn_steps": {"network": dep.num_steps}, "events_per_image": {"network": ev.to_dict()},
               "mapping": {"network": mappings}, "chips": chips_together({"network": mappings}), "cost": costs,
-              "headline": headline(costs, chips_together({"network": mappings})), "cost_by_network": None, "quantization": {"network": _quantization(dep.fixed)},
+              "headline": headline(costs, chips_together({"network": mappings})), "cost_by_network": None,
+              "quantization": {"network": _quantization(dep.fixed)},
               "profiles": {prof.name: prof.to_dict() for prof in loaded}, "per": "inference"}
     out.mkdir(parents=True, exist_ok=True)
     files = {"energy": plot_energy(costs, out / "energy.png"), "activity": plot_activity(ev, out / "activity.png")}
@@ -123,7 +124,7 @@ def _add(a, b):
     if a is None or b is None:
         return None
     if isinstance(a, list):
-        return [x + y for x, y in zip(a, b)]
+        return [x + y for x, y in zip(a, b, strict=True)]
     return a + b
 
 
@@ -321,7 +322,8 @@ def _range(value, bounds, unit: str) -> str:
     return f"{_si(value, unit)} [{_si(lo, unit)}, {_si(hi, unit)}]"
 
 
-CATEGORIES = ("synaptic", "input synaptic", "input MAC", "input messages", "neuron", "routing", "chip-to-chip", "static")
+CATEGORIES = ("synaptic", "input synaptic", "input MAC", "input messages", "neuron", "routing", "chip-to-chip",
+              "static")
 
 
 def energy_tables(r: dict, per: str, roles: list) -> list:
@@ -339,15 +341,16 @@ def energy_tables(r: dict, per: str, roles: list) -> list:
     for c in r["cost"]:
         m = r["chips"].get(c["profile"])
         if "time" not in c:
-            lines.append(f"| {c['profile']} | - | - | - | **{_range(c['energy_per_image_J'], c['range']['energy_per_image_J'], 'J')}**"
-                         f" | - | - | - |")
+            total = _range(c["energy_per_image_J"], c["range"]["energy_per_image_J"], "J")
+            lines.append(f"| {c['profile']} | - | - | - | **{total}** | - | - | - |")
             continue
         s = c["single_image"]
         cores = f"{m['cores']}" + (f" ({' + '.join(str(m[x]) for x in roles)})" if len(roles) > 1 else "")
         lines.append(f"| {c['profile']} | least energy | {cores} | {m['chips']} | "
                      f"**{_range(c['energy_per_image_J'], c['range']['energy_per_image_J'], 'J')}** | "
                      f"{_range(c['time']['per_image_s'], c['range']['time_per_image_s'], 's')} | "
-                     f"{_range(s['energy_J'], s['energy_range_J'], 'J')} | {_range(s['time_s'], s['time_range_s'], 's')} |")
+                     f"{_range(s['energy_J'], s['energy_range_J'], 'J')} | "
+                     f"{_range(s['time_s'], s['time_range_s'], 's')} |")
         f = c.get("fewest_cores")
         if f:
             fm = m.get("fewest_cores", {})
@@ -367,8 +370,8 @@ def energy_tables(r: dict, per: str, roles: list) -> list:
     if r.get("cost_by_network"):
         lines += ["| profile | " + " | ".join(roles) + " |", "|---|" + "---:|" * len(roles)]
         for i, c in enumerate(r["cost"]):
-            lines.append(f"| {c['profile']} | " + " | ".join(_si(r["cost_by_network"][role][i]["energy_per_image_J"], "J")
-                                                          for role in roles) + " |")
+            per_role = (_si(r["cost_by_network"][role][i]["energy_per_image_J"], "J") for role in roles)
+            lines.append(f"| {c['profile']} | " + " | ".join(per_role) + " |")
         lines.append("")
     for c in r["cost"]:
         rows = c.get("sensitivity") or []
@@ -382,7 +385,8 @@ def energy_tables(r: dict, per: str, roles: list) -> list:
             t_lo, t_hi = row["at_low"]["time_s"], row["at_high"]["time_s"]
             lines.append(f"| {row['quantity']} | {row['value']:g} [{row['low']:g}, {row['high']:g}] {row['unit']} | "
                          f"{_si(row['at_low']['energy_J'], 'J')} | {_si(row['at_high']['energy_J'], 'J')} | "
-                         f"{_si(t_lo, 's') if t_lo is not None else '-'} | {_si(t_hi, 's') if t_hi is not None else '-'} |")
+                         f"{_si(t_lo, 's') if t_lo is not None else '-'} | "
+                         f"{_si(t_hi, 's') if t_hi is not None else '-'} |")
         lines.append("")
     return lines
 
@@ -438,10 +442,11 @@ def to_markdown(r: dict) -> str:
         for role in roles:
             for prof, m in r["mapping"][role].items():
                 big = m["max_per_core"]
-                lines.append(f"- {prof}, {role}: the fullest core holds {big['memory_bytes'] / 1024:.1f} KB "
-                             f"({big['synapse_bytes'] / 1024:.1f} KB synapses, {big['state_bytes'] / 1024:.1f} KB neuron "
-                             f"state, {big['axon_bytes'] / 1024:.1f} KB axon tables, at most, each on its own fullest "
-                             f"core) and {big['neurons']} neurons.")
+                kb = {k: big[k] / 1024 for k in ("memory_bytes", "synapse_bytes", "state_bytes", "axon_bytes")}
+                lines.append(f"- {prof}, {role}: the fullest core holds {kb['memory_bytes']:.1f} KB "
+                             f"({kb['synapse_bytes']:.1f} KB synapses, {kb['state_bytes']:.1f} KB neuron state, "
+                             f"{kb['axon_bytes']:.1f} KB axon tables, at most, each on its own fullest core) and "
+                             f"{big['neurons']} neurons.")
         lines.append("")
     lines += ["## Fixed point", ""]
     if "fixed_vs_float" in r:
