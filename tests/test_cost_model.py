@@ -430,3 +430,33 @@ def test_cli_reports_a_netx_network_with_both_mappings_ranges_and_single_inferen
     assert "| loihi2 | fewest cores | 3 |" in md and "What moves the loihi2 total most" in md
     r = run_cli("report", "-n", "1", "--input-bias", tmp_path / "frame.npy", "-o", tmp_path / "x")
     assert r.returncode == 2 and "--input-bias is for lava-dl netx networks" in r.stderr
+
+
+def test_networks_resident_together_share_their_chips_and_their_static_power(tmp_path):
+    from spikediff.hardware_sim.report import chips_together, price_networks
+
+    values = dict(synaptic_op_energy=1, neuron_update_energy_active=1, neuron_update_energy_inactive=1,
+                  spike_energy_within_tile=1, synaptic_op_time=1, neuron_update_time_active=1,
+                  neuron_update_time_inactive=1, barrier_sync_time_one_tile=1, barrier_sync_time_full_chip=1,
+                  static_power=10, memory_per_core=10000, **{**LOIHI2_LIKE, "cores_per_chip": 3})
+    prof = _profile(tmp_path, **values)
+    parts = {}
+    for role, seed in (("denoiser", 0), ("decoder", 1)):
+        dep = _two_layer_graph()
+        x = np.random.default_rng(seed).uniform(0, 2, (4, 16))
+        res = Simulator(dep).evaluate(x)
+        tally = EventTally(dep.plan)
+        tally.add(res)
+        parts[role] = {**tally.to_dict(), "deployment": dep, "items": 4, "evaluations": 1,
+                       "counters": {k: {"active": c.numpy()} for k, c in res["spikes"].items()}}
+    events, costs, mappings = price_networks(parts, [prof])
+    # fewest cores: 2 + 2, two chips of 3 cores (each network alone would fit one); the 2 spare cores are shared
+    # out, and both chips draw static power while either network runs
+    chips = chips_together(mappings)["hand"]
+    assert chips["fewest_cores"] == {"cores": 4, "chips": 2, "fits_one_chip": False}
+    assert chips["cores"] == 6 and chips["chips"] == 2
+    for role in parts:
+        c = costs[role][0]
+        assert mappings[role]["hand"]["chips"] == 1
+        assert c["by_category_J"]["static"] == pytest.approx(10 * 2 * c["time"]["per_image_s"])
+        assert c["energy_per_image_J"] <= c["fewest_cores"]["energy_per_image_J"]

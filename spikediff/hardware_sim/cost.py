@@ -50,12 +50,14 @@ class Tally:
     cores: np.ndarray | None  # (cores, 4): neurons, active updates, synaptic ops (binary + graded), population index
     core_populations: list | None
     latency_rows: np.ndarray | None  # (routes, 3): east-west hops, north-south hops, chips crossed
-    chips: int
+    chips: int  # chips the network spans (its barrier and routes)
     tiles: int
+    powered: int  # chips drawing static power while it runs (with other networks resident: all of theirs)
 
 
-def tally(ev, mapping=None) -> Tally:
-    """Count what the prices multiply: per layer, per core and per route."""
+def tally(ev, mapping=None, powered_chips: int | None = None) -> Tally:
+    """Count what the prices multiply: per layer, per core and per route. ``powered_chips``: the chips powered
+    while this network runs (default: its own)."""
     layers = {name: {"neurons": float(ev.neurons[name]), "synops": float(ev.synops[name].sum()),
                      "graded": float(ev.input_synops[name].sum()), "active": float(ev.active_updates[name])}
               for name in ev.neurons}
@@ -91,7 +93,7 @@ def tally(ev, mapping=None) -> Tally:
     return Tally(layers, float(ev.lava_steps_per_image), float(ev.lava_steps_single_image), share,
                  float(getattr(ev, "input_messages", 0.0)), float(ev.input_macs_per_evaluation * ev.denoising_steps),
                  float(sum(ev.ann_macs_per_evaluation.values()) * ev.denoising_steps), routes, cores, pops, rows,
-                 chips, tiles)
+                 chips, tiles, int(powered_chips or chips))
 
 
 def barrier_time(profile, tiles: int, chips: int = 1, values: dict | None = None) -> float:
@@ -155,22 +157,23 @@ def _price(t: Tally, v: dict, profile, convention: bool) -> dict:
                        "spike_latency_s": spike, "barrier_s": barrier, "per_image_s": step * t.steps,
                        "single_image_latency_s": step * t.steps_single}
         if "static_power" in v:
-            by_category["static"] = v["static_power"] * t.chips * out["time"]["per_image_s"]
+            by_category["static"] = v["static_power"] * t.powered * out["time"]["per_image_s"]
     total = float(sum(by_category.values()))
     out["energy_per_image_J"] = total
     if "time" in out:
-        static_single = v.get("static_power", 0.0) * t.chips * out["time"]["single_image_latency_s"]
+        static_single = v.get("static_power", 0.0) * t.powered * out["time"]["single_image_latency_s"]
         out["single_image_J"] = total - by_category.get("static", 0.0) + single_extra + static_single
     return out
 
 
-def estimate(ev, profile, mapping=None) -> dict:
+def estimate(ev, profile, mapping=None, powered_chips: int | None = None) -> dict:
     """Energy (J) and time (s) per image of ``ev`` (``events.Events``) on ``profile``; ``mapping`` (from
     ``mapping.map_to_cores``) is needed for routing, time and static power. Every total also at the profile's
     low and high bounds (``range``), for one image alone (``single_image``), and per uncertain quantity at its
-    bounds with the others at their values (``sensitivity``, largest swing first)."""
+    bounds with the others at their values (``sensitivity``, largest swing first). ``powered_chips``: chips
+    drawing static power while the network runs, when other networks share them (default: the mapping's)."""
     convention = "mac_energy" in profile  # the AC/MAC convention of the SNN papers
-    t = tally(ev, mapping)
+    t = tally(ev, mapping, powered_chips)
     at = {k: profile.values(k) for k in ("value", "low", "high")}
     base = _price(t, at["value"], profile, convention)
     low, high = _price(t, at["low"], profile, convention), _price(t, at["high"], profile, convention)
@@ -239,6 +242,7 @@ def neuron_work(ev, profile) -> dict:
     return out
 
 
-def energy(ev, profile, mapping) -> float:
+def energy(ev, profile, mapping, powered_chips: int | None = None) -> float:
     """Energy per image (J, pipelined) at the profile's values: the quick price a mapping search compares."""
-    return _price(tally(ev, mapping), profile.values(), profile, "mac_energy" in profile)["energy_per_image_J"]
+    t = tally(ev, mapping, powered_chips)
+    return _price(t, profile.values(), profile, "mac_energy" in profile)["energy_per_image_J"]

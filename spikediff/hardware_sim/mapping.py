@@ -378,18 +378,21 @@ def allocate(work: dict, minimum: dict, sizes: dict, budget: int) -> dict:
     return alloc
 
 
-def balance(folded, conn, profile, work: dict, base: Mapping, price, chips_more: int = 1) -> tuple:
+def balance(folded, conn, profile, work: dict, base: Mapping, price, chips_more: int = 1,
+            budgets: list | None = None) -> tuple:
     """The least-energy mapping: cores given to populations by their work (``allocate``), for core budgets from
-    ``base``'s count up to full chips (``base``'s chips and ``chips_more`` more), each mapped with the
-    ``balanced`` policy and priced by ``price(mapping) -> joules``. Returns (mapping, [(cores, joules)])."""
+    ``base``'s count up to full chips (``base``'s chips and ``chips_more`` more; or the given ``budgets``), each
+    mapped with the ``balanced`` policy and priced by ``price(mapping) -> joules``. Returns (mapping,
+    [(cores, joules)])."""
     minimum: dict = {}
     for c in base.cores:
         minimum[c.population] = minimum.get(c.population, 0) + 1
     sizes = {name: conn.size(name) for name in minimum}
     totals = {name: float(np.sum(work[name])) for name in minimum}
     per_chip = base.cores_per_chip
-    budgets = sorted({len(base.cores), *[min(sum(sizes.values()), per_chip * (base.chips + k))
-                                         for k in range(chips_more + 1)]})
+    if budgets is None:
+        budgets = [per_chip * (base.chips + k) for k in range(chips_more + 1)]
+    budgets = sorted({len(base.cores), *[min(sum(sizes.values()), max(len(base.cores), b)) for b in budgets]})
     best, tried = None, []
     for budget in budgets:
         m = map_to_cores(folded, conn, profile, "balanced", allocate(totals, minimum, sizes, budget), work)

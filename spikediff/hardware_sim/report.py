@@ -47,9 +47,7 @@ def make_report(model, schedule, out_dir, n: int = 16, steps: int = 20, profiles
     sim = sample_sim(sd, n, steps, seed=seed, device=device, batch_size=batch_size, progress=progress,
                      record=every_neuron, **options)  # image 0's spikes of every neuron, for the raster
     sim_s = time.perf_counter() - t0
-    events, costs, mappings = {}, {}, {}
-    for role, part in sim["parts"].items():
-        events[role], costs[role], mappings[role] = price(part, loaded)
+    events, costs, mappings = price_networks(sim["parts"], loaded)
     combined = combine(costs) if len(costs) > 1 else costs["denoiser"]
     result = {
         "source": source, "kind": kind.name, "images": n, "denoising_steps": sim["program"].steps,
@@ -227,32 +225,70 @@ def load_profiles(profiles, overrides: dict | None) -> list:
 
 
 def price(part: dict, profiles: list) -> tuple:
-    """(events per image, cost per profile, chip mapping per chip profile) of one network's simulator run. On a
-    chip the network is mapped twice: onto the fewest cores, and onto the cores that cost the least energy
-    (``mapping.balance``); the cost is the least-energy mapping's, with the fewest-cores figures beside it."""
+    """(events per image, cost per profile, chip mapping per chip profile) of one network's simulator run."""
+    ev, costs, mappings = price_networks({"network": part}, profiles)
+    return ev["network"], costs["network"], mappings["network"]
+
+
+def price_networks(parts: dict, profiles: list) -> tuple:
+    """({role: events}, {role: [cost per profile]}, {role: {chip profile: mapping summary}}) of a run's networks,
+    resident on the chips together. Each is mapped onto the fewest cores and onto the cores that cost the least
+    energy (``mapping.balance``); the cost is the least-energy mapping's, with the fewest-cores figures beside it.
+    Alone, a network's budgets run up to full chips and one chip more. With several networks, the chips their
+    fewest-cores mappings need together are shared out: each may grow to its share of those chips' cores, in
+    proportion to the square root of its work per image (which minimizes the sum of their busiest-core times),
+    and static power is paid for all of them while each runs."""
     from .connectivity import Connectivity
     from .cost import energy, estimate, neuron_work
     from .events import count_events
     from .mapping import balance, map_to_cores
 
-    dep = part["deployment"]
-    conn = Connectivity(dep.folded, dep.fixed)
-    ev = count_events(part, conn)
-    costs, mappings = [], {}
+    prepared = {}
+    for role, part in parts.items():
+        dep = part["deployment"]
+        conn = Connectivity(dep.folded, dep.fixed)
+        prepared[role] = (dep, conn, count_events(part, conn))
+    costs, mappings = {role: [] for role in parts}, {role: {} for role in parts}
     for prof in profiles:
         if not prof.is_chip:
-            costs.append(estimate(ev, prof))
+            for role, (_dep, _conn, ev) in prepared.items():
+                costs[role].append(estimate(ev, prof))
             continue
-        fewest = map_to_cores(dep.folded, conn, prof)
-        best, tried = balance(dep.folded, conn, prof, neuron_work(ev, prof), fewest,
-                              lambda m, prof=prof: energy(ev, prof, m))
-        c = estimate(ev, prof, best)
-        c["mapping"] = "least energy"
-        c["budgets_tried"] = [{"cores": k, "energy_per_image_J": j} for k, j in tried]
-        c["fewest_cores"] = brief(estimate(ev, prof, fewest), fewest)
-        costs.append(c)
-        mappings[prof.name] = {**best.summary(), "fewest_cores": fewest.summary()}
-    return ev, costs, mappings
+        fewest = {role: map_to_cores(dep.folded, conn, prof) for role, (dep, conn, _ev) in prepared.items()}
+        work = {role: neuron_work(ev, prof) for role, (_dep, _conn, ev) in prepared.items()}
+        shared = len(parts) > 1
+        powered, share = None, {}  # powered: chips drawing static power (None: each network's own)
+        if shared:
+            per_chip = int(prof.get("cores_per_chip"))
+            used = sum(len(m.cores) for m in fewest.values())
+            powered = -(-used // per_chip)
+            weight = {role: float(np.sqrt(sum(float(np.sum(w)) for w in work[role].values()))) for role in parts}
+            spare = powered * per_chip - used
+            share = {role: len(fewest[role].cores) + int(spare * weight[role] / max(sum(weight.values()), 1e-300))
+                     for role in parts}
+        found = {role: balance(dep.folded, conn, prof, work[role], fewest[role],
+                               lambda m, ev=ev, prof=prof, chips=powered: energy(ev, prof, m, chips),
+                               budgets=[share[role]] if shared else None)
+                 for role, (dep, conn, ev) in prepared.items()}
+        powered_fewest = powered
+        if shared:  # a work-balanced core that does not fit is split further: count the chips actually used
+            powered = max(powered, -(-sum(len(best.cores) for best, _t in found.values()) // per_chip))
+
+            def total(maps, chips, prof=prof):
+                return sum(energy(prepared[r][2], prof, maps[r], chips) for r in parts)
+
+            if total({r: found[r][0] for r in parts}, powered) > total(fewest, powered_fewest):
+                found = {r: (fewest[r], found[r][1]) for r in parts}  # spreading needed another chip: not worth it
+                powered = powered_fewest
+        for role, (_dep, _conn, ev) in prepared.items():
+            best, tried = found[role]
+            c = estimate(ev, prof, best, powered)
+            c["mapping"] = "least energy"
+            c["budgets_tried"] = [{"cores": k, "energy_per_image_J": j} for k, j in tried]
+            c["fewest_cores"] = brief(estimate(ev, prof, fewest[role], powered_fewest), fewest[role])
+            costs[role].append(c)
+            mappings[role][prof.name] = {**best.summary(), "fewest_cores": fewest[role].summary()}
+    return {role: p[2] for role, p in prepared.items()}, costs, mappings
 
 
 def brief(c: dict, mapping) -> dict:
