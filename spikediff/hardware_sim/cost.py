@@ -21,8 +21,9 @@ a chip interpolated between one tile and a full chip by the tiles used, across c
 crossings (the sync message out to the farthest chip of a row and back).
 
 Two ways of running: pipelined (images in flight together, the Lava steps per image of the whole run) and a
-single image alone (its latency: more Lava steps, each neuron updated at every one of them). A category a
-profile has no numbers for is left out and named.
+single image alone (its latency: more Lava steps, each as long as a pipelined one, since the busiest core works
+at its pipelined rate while the image passes it, and each neuron updated at every one of them). A category a
+profile has no numbers for is left out and named. The mapping is held fixed while prices move to their bounds.
 """
 
 from __future__ import annotations
