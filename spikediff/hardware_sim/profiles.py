@@ -106,7 +106,7 @@ class Profile:
     def is_chip(self) -> bool:
         return all(k in self for k in CHIP_KEYS)
 
-    def with_overrides(self, overrides: dict) -> "Profile":
+    def with_overrides(self, overrides: dict) -> Profile:
         """A copy with ``{key: value}`` replaced (source: "user override")."""
         out = Profile(self.name, self.title, dict(self.quantities), self.path)
         for key, value in overrides.items():

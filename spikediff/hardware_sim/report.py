@@ -324,8 +324,8 @@ def headline(costs: list, chips: dict) -> dict:
 
 def _quantization(fx) -> dict:
     scales = fx.input_scales
-    return {"input_scale": next(iter(scales.values())) if len(scales) == 1 else scales, "per_layer": {k: {kk: (float(vv) if vv is not None else None)
-                                                             for kk, vv in v.items()} for k, v in fx.errors.items()}}
+    per_layer = {k: {kk: (float(vv) if vv is not None else None) for kk, vv in v.items()} for k, v in fx.errors.items()}
+    return {"input_scale": next(iter(scales.values())) if len(scales) == 1 else scales, "per_layer": per_layer}
 
 
 def _si(value: float, unit: str) -> str:
@@ -346,7 +346,8 @@ def cost_notes(costs: list, twin_runs: str) -> list:
             a = c["ann_twin"]
             lines.append(f"- ANN twin (same layers, ReLU, dense, {twin_runs}) under {c['profile']}: "
                          f"{a['macs_per_image']:.3g} MACs, {_si(a['energy_per_image_J'], 'J')} per image, against "
-                         f"{_si(c['energy_per_image_J'], 'J')} for the SNN ({a['energy_per_image_J'] / c['energy_per_image_J']:.2g}x).")
+                         f"{_si(c['energy_per_image_J'], 'J')} for the SNN "
+                         f"({a['energy_per_image_J'] / c['energy_per_image_J']:.2g}x).")
     return lines
 
 
