@@ -27,6 +27,14 @@ def _mj(joules) -> str:
     return "-" if joules is None else f"{joules * 1e3:.3g} mJ"
 
 
+def _ms(seconds) -> str:
+    return f"{seconds * 1e3:.3g} ms"
+
+
+def _rng(value, bounds, fmt) -> str:
+    return f"{fmt(value)} [{fmt(bounds[0])}, {fmt(bounds[1])}]"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/hardware_cost.md"))
@@ -53,28 +61,51 @@ def main() -> None:
                "lava_fixed_s_per_image": lava_s / args.n_lava, "sim_images_per_s": sim_rate,
                "sim_device": args.device, "speedup": sim_rate / lava_rate, "bit_exact": exact,
                "fixed_vs_float": report["fixed_vs_float"], "mapping": report["mapping"]["denoiser"],
-               "cost": report["cost"]}
+               "headline": report["headline"], "cost": report["cost"]}
     body = [f"Shipped checkpoint, Loihi fixed point, {args.steps} DDIM steps, T = {cfg.num_steps}. Energy and events "
             f"from the bit-exact simulator over {args.n} images; full report: "
-            f"[hardware_report/report.md](hardware_report/report.md).", "",
-            "| profile | energy / image | synaptic | graded input | neuron | routing | static | time / image "
-            "(pipelined) | latency (one image) | cores | chips | fits one chip |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+            f"[hardware_report/report.md](hardware_report/report.md). Every figure is value [low, high]: the "
+            f"profile's numbers at their values, and all at their low or all at their high bounds. Two mappings per "
+            f"chip: the least energy (cores given to layers by their work, up to full chips) and the fewest cores. "
+            f"Pipelined: {args.n} images in flight; alone: one image through an idle chip.", "",
+            "| profile | mapping | cores | chips | energy / image (pipelined) | time / image (pipelined) | "
+            "energy, one image alone | latency, one image alone |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     twin = ""
     for c in report["cost"]:
-        cat, m, t = c["by_category_J"], report["chips"].get(c["profile"]), c.get("time")
-        parts = [cat.get("synaptic"), cat.get("input synaptic", cat.get("input MAC")), cat.get("neuron"),
-                 cat.get("routing"), cat.get("static")]
-        row = [c["profile"], f"**{_mj(c['energy_per_image_J'])}**", *map(_mj, parts),
-               f"{t['per_image_s'] * 1e3:.3g} ms" if t else "-", f"{t['single_image_latency_s'] * 1e3:.3g} ms" if t else "-",
-               str(m["cores"]) if m else "-", str(m["chips"]) if m else "-",
-               ("yes" if m["fits_one_chip"] else "no") if m else "-"]
-        body.append("| " + " | ".join(row) + " |")
+        m, t = report["chips"].get(c["profile"]), c.get("time")
+        if t is None:
+            body.append(f"| {c['profile']} | - | - | - | **{_mj(c['energy_per_image_J'])}** | - | - | - |")
+        else:
+            s = c["single_image"]
+            body.append(f"| {c['profile']} | least energy | {m['cores']} | {m['chips']} | "
+                        f"**{_rng(c['energy_per_image_J'], c['range']['energy_per_image_J'], _mj)}** | "
+                        f"{_rng(t['per_image_s'], c['range']['time_per_image_s'], _ms)} | "
+                        f"{_rng(s['energy_J'], s['energy_range_J'], _mj)} | "
+                        f"{_rng(s['time_s'], s['time_range_s'], _ms)} |")
+            f = c["fewest_cores"]
+            body.append(f"| {c['profile']} | fewest cores | {f['cores']} | {m['fewest_cores']['chips']} | "
+                        f"{_rng(f['energy_per_image_J'], f['energy_range_J'], _mj)} | "
+                        f"{_rng(f['time_per_image_s'], f['time_range_s'], _ms)} | "
+                        f"{_rng(f['single_image_J'], f['single_image_range_J'], _mj)} | "
+                        f"{_rng(f['single_image_time_s'], f['single_image_time_range_s'], _ms)} |")
         if "ann_twin" in c:
             a = c["ann_twin"]
             twin = (f"ANN twin (same layers, ReLU, dense, once per DDIM step) under {c['profile']}: "
                     f"{a['macs_per_image']:.3g} MACs = {_mj(a['energy_per_image_J'])} per image, "
                     f"{a['energy_per_image_J'] / c['energy_per_image_J']:.2g}x the SNN's.")
+    cats = ["synaptic", "input synaptic", "input messages", "neuron", "routing", "chip-to-chip", "static"]
+    body += ["", "Energy per image by category (least-energy mapping, at the values):", "",
+             "| profile | " + " | ".join(cats) + " |", "|---|" + "---:|" * len(cats)]
+    for c in report["cost"]:
+        cat = c["by_category_J"]
+        body.append(f"| {c['profile']} | " + " | ".join(_mj(cat.get(k, cat.get("input MAC") if k == "input synaptic"
+                                                                         else None)) for k in cats) + " |")
+    for c in report["cost"]:
+        if c.get("sensitivity"):
+            top = c["sensitivity"][:3]
+            body += ["", f"{c['profile']}: the quantities that move the total most (each at its bounds, the others at "
+                         f"their values): " + "; ".join(f"{r['quantity']} {_mj(r['at_low']['energy_J'])} to "
+                                                        f"{_mj(r['at_high']['energy_J'])}" for r in top) + "."]
     d = report["fixed_vs_float"]
     body += ["", twin, "",
              f"Fixed point against the float model (same noise, {args.n} images): mean |pixel difference| "

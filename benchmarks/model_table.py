@@ -5,6 +5,7 @@ PyTorch, onnxruntime for the unrolled SNN and the ANN twin).
 Usage: python benchmarks/model_table.py --out benchmarks/results/model_table.md [-n 1000 10000] [--ref-n 5000 10000]
        [--model mnist=runs/mnist/model.pt --model mnist-vq=runs/vq-mnist/model.pt ...]   (default: every
        shipped model) [--backends sim torch] [--merge]
+       python benchmarks/model_table.py --refresh-energy   (the cost columns again, FIDs and speeds kept)
 The lateral-selection ablation (benchmarks/lateral_ablation.py) trains its four variants and measures them
 with this table's code.
 FID is against the first --ref-n training images of the model's dataset. Samples and their Inception features
@@ -72,11 +73,16 @@ def speeds(model, schedule, steps: int, n_lava: int) -> dict:
     return out
 
 
-# published FIDs (see ../shared/FIELD-NOTES.md), per model kind and dataset
+# published FIDs, per model kind and dataset (the papers' own figures; PUBLISHED_NOTE says where from)
 PUBLISHED = {("fsddim", "mnist"): "FSDDIM 3.99, SDDPM 29.48",
              ("fsddim", "fashion-mnist"): "FSDDIM 9.17, SDDPM 21.38",
              ("spiking-vq", "mnist"): "Spiking-Diffusion 37.50",
              ("spiking-vq", "fashion-mnist"): "Spiking-Diffusion 91.98"}
+PUBLISHED.update({("latent-ddim", data): figures for (k, data), figures in PUBLISHED.items() if k == "fsddim"})
+PUBLISHED_NOTE = ("Published FIDs (lower is better), as the papers report them: FSDDIM (Watanabe, Mukuta and Harada, "
+                  "2023) at T = 8 on MNIST and T = 4 on Fashion-MNIST, 1000 DDIM steps, 10k samples, clean-fid; SDDPM "
+                  "(Cao et al., WACV 2024); Spiking-Diffusion (Liu et al., 2023), a non-standard FID on 1,280 samples. "
+                  "FID falls as N grows: compare rows only at the same N.")
 
 
 def kind(model, schedule) -> str:
@@ -110,6 +116,11 @@ def _mj(joules: float) -> str:
     return f"{joules * 1e3:.3g} mJ"
 
 
+def _range(r: dict, profile: str) -> str:
+    lo_hi = r.get("energy_range_J", {}).get(profile)
+    return f" [{lo_hi[0] * 1e3:.2g}, {lo_hi[1] * 1e3:.2g}]" if lo_hi else ""
+
+
 def _ref_n(r: dict) -> str:
     return r["reference"].split()[-2]  # "<data> <split>, first <n> images"
 
@@ -128,11 +139,13 @@ COLUMNS = [
     ("spikes / image", True, lambda r: f"{r['spikes_per_image']:.3g}"),
     ("synaptic ops / image", True, lambda r: f"{r['synaptic_ops_per_image']:.3g}"),
     ("energy Loihi 1", True, lambda r: _mj(r["energy_per_image_J"]["loihi1"])),
-    ("energy Loihi 2", True, lambda r: _mj(r["energy_per_image_J"]["loihi2"])),
+    ("energy Loihi 2 [low, high]", True, lambda r: _mj(r["energy_per_image_J"]["loihi2"]) + _range(r, "loihi2")),
+    ("Loihi 2 one image alone", True, lambda r: _mj(r["single_image_J"]["loihi2"]) if "single_image_J" in r else "-"),
     ("energy 45 nm SNN", True, lambda r: _mj(r["energy_per_image_J"]["ac_mac_45nm"])),
     ("ANN twin MACs / image", True, lambda r: f"{r['ann_twin_macs_per_image']:.3g}"),
     ("ANN twin 45 nm", True, lambda r: _mj(r["ann_twin_J"])),
-    ("cores Loihi 2", True, lambda r: str(r["cores"]["loihi2"])),
+    ("cores Loihi 2 (fewest)", True,
+     lambda r: str(r["cores"]["loihi2"]) + (f" ({r['fewest_cores']['loihi2']})" if "fewest_cores" in r else "")),
     *((header, True, lambda r, key=key: _opt(r.get(key))) for header, key in SPEED_COLUMNS),
 ]
 SPEED_HEADERS = {header for header, _ in SPEED_COLUMNS}
@@ -144,7 +157,10 @@ def table_body(rows: list, command: str) -> list:
     prose = ("FID and KID (x 1e-3) of N samples against the first N ref training images (standard Inception-v3 "
              "pool3 features, pytorch-fid protocol); sim = Loihi fixed point, the deployed model (bit-exact "
              "simulator); torch = the float model. Activity and energy per image from 64 images in fixed point; "
-             "energy with each hardware profile (see the README) and the ANN twin under the 45 nm convention.")
+             "energy with each hardware profile (see the README) and the ANN twin under the 45 nm convention. Loihi 2: "
+             "images streaming through the least-energy mapping, [low, high] the cost model's range; one image alone "
+             "pays the powered chips' static power over its whole latency; cores of that mapping (of the fewest-cores "
+             "one).")
     if any(r.get("kind") == "spiking-vq" for r in rows):
         prose += (" spiking-vq rows (Spiking-Diffusion): denoising steps are unmasking steps of the SDID network, "
                   "and an image also costs one pass of the token decoder (included in every figure).")
@@ -158,9 +174,7 @@ def table_body(rows: list, command: str) -> list:
     body = [prose, "", "| " + " | ".join(c[0] for c in columns) + " |",
             "|" + "".join("---:|" if c[1] else "---|" for c in columns)]
     body += ["| " + " | ".join(c[2](r) for c in columns) + " |" for r in rows]
-    body += ["", "Published FIDs (lower is better; see ../shared/FIELD-NOTES.md): FSDDIM with T = 8, 1000 DDIM steps "
-             "and 10k samples (clean-fid); Spiking-Diffusion's FID is non-standard, on 1,280 samples. FID falls as N "
-             "grows: compare rows only at the same N.", "", "Commands behind the rows:", ""]
+    body += ["", PUBLISHED_NOTE, "", "Commands behind the rows:", ""]
     body += [f"- `{c}`" for c in dict.fromkeys(r.get("command", command) for r in rows)]
     return body
 
@@ -177,10 +191,14 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["sim", "torch"])
     ap.add_argument("--n-lava", type=int, default=2, help="images timed on Lava")
     ap.add_argument("--merge", action="store_true", help="keep the table's rows that this run does not measure again")
+    ap.add_argument("--refresh-energy", action="store_true",
+                    help="measure only the activity and cost columns of the table's rows again, keeping FIDs and speeds")
     args = ap.parse_args()
     if len(args.n) != len(args.ref_n):
         ap.error(f"-n has {len(args.n)} values and --ref-n {len(args.ref_n)}: give one reference size per -n")
     command = "python " + " ".join(sys.argv)
+    if args.refresh_energy:
+        return refresh_costs(args.out, command)
     models = dict(m.split("=", 1) for m in args.model) if args.model else {name: name for name in SHIPPED_MODELS}
 
     rows, grids = [], {}
@@ -200,6 +218,43 @@ def cache_dir(ckpt) -> Path:
     return Path.home() / ".cache" / "spikediff" / "bench" / digest
 
 
+def cost_fields(model, schedule, folder: Path, steps: int, ckpt) -> dict:
+    """A row's activity and cost columns, from the hardware report of 64 fixed-point images: every network of
+    the sampler (an image costs the loop network's runs and a decoder's pass), each chip profile's least-energy
+    mapping with its [low, high] range and the single-image figure, and the fewest-cores mapping's cores."""
+    report = make_report(model, schedule, folder, n=64, steps=steps, compare_float=False, progress=False,
+                         source=str(ckpt))
+    totals = [ev["totals"] for ev in report["events_per_image"].values()]
+    head = report["headline"]
+    chips = {k: v for k, v in head.items() if "cores" in v}
+    twin = next(c["ann_twin"] for c in report["cost"] if "ann_twin" in c)
+    return {"spikes_per_image": sum(t["spikes"] for t in totals),
+            "synaptic_ops_per_image": sum(t["synaptic_ops"] for t in totals),
+            "energy_per_image_J": {k: v["energy_per_image_J"] for k, v in head.items()},
+            "energy_range_J": {k: v["energy_range_J"] for k, v in head.items()},
+            "single_image_J": {k: v["single_image_J"] for k, v in chips.items()},
+            "time_per_image_s": {k: v["time_per_image_s"] for k, v in chips.items()},
+            "cores": {k: v["cores"] for k, v in chips.items()},
+            "fewest_cores": {k: v["fewest_cores"]["cores"] for k, v in chips.items() if "fewest_cores" in v},
+            "ann_twin_J": twin["energy_per_image_J"], "ann_twin_macs_per_image": twin["macs_per_image"]}
+
+
+def refresh_costs(out: Path, command: str) -> None:
+    """--refresh-energy: the table's rows with their activity and cost columns measured again (a changed cost
+    model), their FIDs and speeds kept; each checkpoint's report is made once."""
+    old = json.loads(out.with_suffix(".json").read_text())
+    rows, done = [], {}
+    for r in old["rows"]:
+        key = (r["checkpoint"], r["denoising_steps"])
+        if key not in done:
+            model, schedule, _raw = load_model(r["checkpoint"])
+            done[key] = cost_fields(model, schedule, cache_dir(r["checkpoint"]) / "report", r["denoising_steps"],
+                                    r["checkpoint"])
+        rows.append({"command": old["command"], **r, **done[key]})
+    write_table(out, rows, {}, command, "Models, quality, energy and speed",
+                extra=("", f"Activity and cost columns measured again with the current cost model: `{command}`"))
+
+
 def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, command: str,
             timing: bool = True) -> tuple:
     """(rows, {(name, backend): grid png}) for one checkpoint: a row per backend and (n, ref_n) pair (both
@@ -208,11 +263,7 @@ def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, 
     data = raw["train"]["data"]
     cache = cache_dir(ckpt)
     # every network of the sampler: an image costs the loop network's runs and a decoder's pass
-    report = make_report(model, schedule, cache / "report", n=64, steps=steps, compare_float=False,
-                         progress=False, source=str(ckpt))
-    totals = [ev["totals"] for ev in report["events_per_image"].values()]
-    ev = {k: sum(t[k] for t in totals) for k in ("spikes", "synaptic_ops")}
-    cores = report["chips"]
+    cost = cost_fields(model, schedule, cache / "report", steps, ckpt)
     speed = speeds(model, schedule, steps, n_lava) if timing else dict.fromkeys(SPEEDS)
     rows, grids = [], {}
     sizes = list(zip(np.atleast_1d(n).tolist(), np.atleast_1d(ref_n).tolist()))
@@ -224,12 +275,7 @@ def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, 
                      "data": data, "checkpoint": str(ckpt), "training_steps": raw["train"].get("step"),
                      "backend": backend, "fid": r["fid"], "kid": r["kid"], "kid_std": r["kid_std"], "n": r["n"],
                      "reference": r["reference"], "denoising_steps": steps, "T": model.num_steps,
-                     "spikes_per_image": ev["spikes"], "synaptic_ops_per_image": ev["synaptic_ops"],
-                     "energy_per_image_J": {c["profile"]: c["energy_per_image_J"] for c in report["cost"]},
-                     **next({"ann_twin_J": c["ann_twin"]["energy_per_image_J"],
-                             "ann_twin_macs_per_image": c["ann_twin"]["macs_per_image"]}
-                            for c in report["cost"] if "ann_twin" in c),
-                     "cores": {k: m["cores"] for k, m in cores.items()}, **speed})
+                     **cost, **speed})
     return rows, grids
 
 

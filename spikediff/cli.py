@@ -572,6 +572,11 @@ def cmd_report(args) -> int:
 
     if args.checkpoint is not None and str(args.checkpoint).endswith(".nir"):
         return _report_graph(args)
+    if args.checkpoint is not None and str(args.checkpoint).endswith(NETX_SUFFIXES):
+        return _report_netx(args)
+    if args.input_bias is not None:
+        raise SpikediffError("--input-bias is for lava-dl netx networks (spikediff report NETWORK.net --input-bias "
+                             "FRAME.npy)")
     if args.input is not None:
         raise SpikediffError("--input is for NIR graphs (spikediff report GRAPH.nir --input X.npy); a sampler makes "
                              "its own inputs")
@@ -615,6 +620,42 @@ def _report_graph(args) -> int:
     dep, x = _compile_graph_with_input(args)
     result = make_graph_report(dep, x, out_dir=args.output or Path("report"), profiles=args.profile or None,
                                overrides=parse_overrides(args.set), device=args.device, source=str(args.graph),
+                               progress=not args.quiet)
+    _print_costs(result, args.quiet)
+    return 0
+
+
+NETX_SUFFIXES = (".net", ".h5", ".hdf5")
+
+
+def _report_netx(args) -> int:
+    """``spikediff report NETWORK.net``: a lava-dl netx network with its own integers (``export.netx_read``);
+    ``--input`` (T, ...) or (N, T, ...) into its input layer, ``--input-bias`` a frame written into that layer's
+    bias (as lava-dl's benchmarks drive PilotNet); neither: one inference of T = the file's tSample steps."""
+    import numpy as np
+
+    from .export.netx_read import read_netx, to_deployment
+    from .hardware_sim.profiles import parse_overrides
+    from .hardware_sim.report import make_graph_report
+
+    net = read_netx(args.checkpoint)
+    bias = _load_inputs(args.input_bias, "--input-bias") if args.input_bias is not None else None
+    shape = tuple(net.input_shape)
+    if args.input is not None:
+        x = _load_inputs(args.input)
+        x = x[None] if x.ndim == len(shape) + 1 else x
+        if x.ndim != len(shape) + 2 or tuple(x.shape[2:]) != shape:
+            raise SpikediffError(f"--input {args.input}: shape {x.shape}; {args.checkpoint} takes (T, "
+                                 f"{', '.join(map(str, shape))}) or (N, T, {', '.join(map(str, shape))})")
+        steps = x.shape[1]
+    else:
+        steps = net.steps
+        if not steps:
+            raise SpikediffError(f"{args.checkpoint}: the file gives no tSample; pass --input (T, ...) to set T")
+        x = np.zeros((1, steps, *shape))
+    dep = to_deployment(net, num_steps=steps, input_bias=bias)
+    result = make_graph_report(dep, x, out_dir=args.output or Path("report"), profiles=args.profile or None,
+                               overrides=parse_overrides(args.set), device=args.device, source=str(args.checkpoint),
                                progress=not args.quiet)
     _print_costs(result, args.quiet)
     return 0
@@ -837,7 +878,8 @@ def build_parser() -> argparse.ArgumentParser:
     re_ = sub.add_parser("report", help="energy, time and chip mapping per image on Loihi-class hardware",
                          formatter_class=_DefaultsHelp)
     re_.add_argument("checkpoint", nargs="?", type=Path,
-                     help=ckpt_help + "; or a training run directory; or GRAPH.nir with --input")
+                     help=ckpt_help + "; or a training run directory; or GRAPH.nir with --input; or a lava-dl netx "
+                          "network NETWORK.net")
     re_.add_argument("-o", "--output", type=Path, help="report directory (default: RUN_DIR/report or ./report)")
     re_.add_argument("-n", "--num", type=_positive_int, default=16, help="images to generate and count")
     re_.add_argument("--steps", type=_positive_int, default=DEFAULT_INFERENCE_STEPS, help="DDIM denoising steps")
@@ -854,6 +896,8 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--solver", choices=SOLVERS, help="DDIM samplers: ddim (default), dpm++ or unipc")
     re_.add_argument("--input", type=Path, help="GRAPH.nir: the inputs to play through it, an .npy array (T, ...) "
                                                 "or (N, T, ...)")
+    re_.add_argument("--input-bias", type=Path, help="NETWORK.net: a frame written into the input layer's bias, "
+                                                     "(C, H, W) or lava-dl's (W, H, C) integers")
     re_.add_argument("--strict", action="store_true", help="GRAPH.nir: refuse values fixed point cannot represent "
                                                            "instead of rounding them")
     re_.add_argument("--dt", type=float, help="GRAPH.nir: its time step (default: its metadata's, else 1e-4)")

@@ -4,7 +4,8 @@ chip would do, not estimates.
 - spikes per neuron (the simulator's counts);
 - synaptic ops per target neuron: each spike reaches every synapse (nonzero integer weight) of its source,
   so the count is the spikes pushed through the 0/1 connectivity (``connectivity.deliver``);
-- graded input: every nonzero host value is a graded spike into the first layers, at every SNN step;
+- graded input: every nonzero host value is a graded spike into the first layers, at every SNN step (one
+  host message per value and step: ``input_messages``, derived from the same counts);
 - neuron updates: every neuron is updated at every Lava step; "active" when it has input or a nonzero
   state (the simulator counts these), "inactive" otherwise, including the Lava steps in which a layer
   waits for or drains the pipeline (``runtime.pipeline``);
@@ -35,6 +36,7 @@ class Events:
     spikes_per_step: dict  # population -> (denoising steps,) mean spikes per image
     ann_macs_per_evaluation: dict  # destination population -> dense MACs of the ReLU twin, per evaluation
     input_macs_per_evaluation: float  # dense MACs of the synapses from the host input, per evaluation
+    input_messages: float = 0.0  # nonzero graded host values sent per image (one message each, per SNN step)
 
     def updates(self, name: str) -> float:
         """All neuron updates of a population per image (active + inactive)."""
@@ -66,8 +68,8 @@ class Events:
             }
         return {"per_image": True, "images": self.images, "denoising_steps": self.denoising_steps,
                 "snn_steps": self.num_steps, "lava_steps_per_image": self.lava_steps_per_image,
-                "lava_steps_single_image": self.lava_steps_single_image, "populations": pops,
-                "totals": self.totals()}
+                "lava_steps_single_image": self.lava_steps_single_image, "input_messages": self.input_messages,
+                "populations": pops, "totals": self.totals()}
 
 
 def lava_steps(dep, images: int, evaluations: int) -> tuple:
@@ -120,4 +122,5 @@ def count_events(part: dict, conn: Connectivity | None = None) -> Events:
         neurons=neurons, spikes={k: v for k, v in per_image.items() if k != CONST}, synops=synops,
         input_synops=input_synops, active_updates={k: part["active_updates"][k] / n for k in p.populations},
         spikes_per_step={k: c["active"].mean(0) for k, c in part["counters"].items()},
-        ann_macs_per_evaluation=ann, input_macs_per_evaluation=input_macs)
+        ann_macs_per_evaluation=ann, input_macs_per_evaluation=input_macs,
+        input_messages=float(np.asarray(part["input_values"]).sum()) / n)

@@ -1,17 +1,32 @@
-"""Assign a network's neurons and synapses to the cores of a Loihi-class chip under per-core limits.
+"""Assign a network's neurons and synapses to the cores of a Loihi-class chip under the profile's per-core rules.
 
-Each population gets cores of its own (as Lava's compilers place layers). Neurons of an image-shaped
-population are taken in (row, column, channel) order, so a core holds a patch of the image with all its
-channels and its fan-in stays local. Greedily, each core takes the longest run of neurons that fits:
+Each population gets cores of its own (as Lava's compilers place layers). Neurons are taken in Lava's order:
+an image population (C, H, W) column by column (x slowest, then y, channels fastest), so that a core holds
+whole columns with all their channels, as Lava's Loihi 2 compiler slices lava-dl's PilotNet; a flat
+population in Lava's order (``layout.population_perms``).
 
-- neurons <= ``max_neurons_per_core``;
-- synapses x ``bits_per_synapse`` / 8 + neurons x ``neuron_state_bytes`` <= ``synaptic_memory_per_core``
-  (every nonzero weight stored; no weight sharing between a convolution's positions);
-- fan-in axons <= ``max_fan_in_axons_per_core``: distinct source neurons (or host inputs) sending to the core.
+What a core holds (the profile decides which rules apply):
 
-Fan-out axons (a source neuron's route to one destination core) are counted afterwards; a core with too many
-has its population re-split into smaller cores until all fit. Cores are numbered in order and filled into
-tiles (``cores_per_tile``) laid out row by row (``tiles_per_row``), which sets the hops a spike travels.
+- Loihi 2 (``memory_per_core``): one budget per core for synapses, neuron state and axon tables together.
+  A convolution (``conv_kernel_shared``) is stored as its kernel for the output channels on the core: one row
+  per (input channel, kernel offset), each ``synapse_row_bits`` plus ``bits_per_weight`` per channel, however
+  many positions the core holds. A dense synapse is a dense matrix (input axons x (row + neurons x bits)) or a
+  sparse one (input axons x row + nonzero weights x (bits + index bits)), whichever is smaller. Neuron state
+  is ``neuron_state_bytes`` per neuron. Input axons (a dense synapse's source neurons, a convolution's source
+  cores) cost ``axon_in_bytes`` each, routing entries (a source neuron to a destination core; for a
+  convolution, a core to a core) ``axon_out_bytes`` each.
+- Loihi 1 (``synaptic_memory_per_core``): every synapse stored one by one (``bits_per_synapse``), neuron state
+  apart (``neuron_state_bytes`` 0), and fan-in and fan-out axons counted against their own limits.
+
+Policies: ``fewest`` (each core takes the longest run of neurons that fits: the fewest cores), ``lava`` (an
+image population cut into slices of whole columns, a power of two wide, the widest that fits, as Lava's
+compiler cut PilotNet; flat ones as ``fewest``), ``balanced`` (a given number of cores per population, cut
+so that each holds the same work: what the least-energy mapping uses, see ``balance``).
+
+Routing entries and fan-out depend on where the targets are, so they are counted afterwards; a core over its
+budget or its fan-out limit has its population re-split into smaller cores until all fit. Cores fill chips
+in order (``cores_per_chip``), tiles within a chip (``cores_per_tile``, ``tiles_per_row``); chips stand in a
+row, and a spike between chips crosses ``chip_hops`` chip boundaries.
 """
 
 from __future__ import annotations
@@ -22,16 +37,21 @@ import numpy as np
 
 from .. import SpikediffError
 
+POLICIES = ("fewest", "lava", "balanced")
+
 
 @dataclass
 class Core:
     index: int
     population: str
     neurons: int
-    synapses: int
-    memory_bytes: int
+    synapses: int  # synaptic connections into the core's neurons (nonzero weights, expanded over positions)
+    memory_bytes: int  # what counts against the core's budget
     fan_in_axons: int
-    fan_out_axons: int = 0
+    fan_out_axons: int = 0  # routing entries (Loihi 2) or core-to-core fan-out edges (Loihi 1)
+    synapse_bytes: int = 0
+    state_bytes: int = 0
+    axon_bytes: int = 0
 
 
 @dataclass
@@ -44,6 +64,7 @@ class Mapping:
     cores_per_tile: int
     tiles_per_row: int
     limits: dict = field(default_factory=dict)  # population -> what bounded its cores' size
+    policy: str = "fewest"
 
     @property
     def chips(self) -> int:
@@ -57,14 +78,26 @@ class Mapping:
     def tiles(self) -> int:
         return -(-len(self.cores) // self.cores_per_tile)
 
+    @property
+    def tiles_per_chip_used(self) -> int:
+        """Tiles in use on the fullest chip (what a chip's barrier spans)."""
+        return -(-min(len(self.cores), self.cores_per_chip) // self.cores_per_tile)
+
+    def chip_of(self, core):
+        return np.asarray(core) // self.cores_per_chip
+
     def tile_xy(self, core) -> tuple:
-        tile = np.asarray(core) // self.cores_per_tile
+        tile = (np.asarray(core) % self.cores_per_chip) // self.cores_per_tile
         return tile % self.tiles_per_row, tile // self.tiles_per_row
 
     def hops(self, a, b) -> tuple:
-        """(east-west, north-south) tile hops between cores a and b."""
+        """(east-west, north-south) tile hops between cores a and b (within their chips' meshes)."""
         (ax, ay), (bx, by) = self.tile_xy(a), self.tile_xy(b)
         return np.abs(ax - bx), np.abs(ay - by)
+
+    def chip_hops(self, a, b):
+        """Chip boundaries a spike from core a to core b crosses."""
+        return np.abs(self.chip_of(a) - self.chip_of(b))
 
     def summary(self) -> dict:
         per_pop = {}
@@ -74,107 +107,113 @@ class Mapping:
             s["cores"] += 1
             s["neurons"] += c.neurons
             s["synapses"] += c.synapses
-        return {"profile": self.profile, "cores": len(self.cores), "tiles": self.tiles, "chips": self.chips,
-                "fits_one_chip": self.fits_one_chip, "cores_per_chip": self.cores_per_chip, "populations": per_pop,
-                "max_per_core": {k: max((getattr(c, k) for c in self.cores), default=0)
-                                 for k in ("neurons", "memory_bytes", "fan_in_axons", "fan_out_axons")}}
+        keys = ("neurons", "memory_bytes", "synapse_bytes", "state_bytes", "axon_bytes", "fan_in_axons",
+                "fan_out_axons")
+        return {"profile": self.profile, "policy": self.policy, "cores": len(self.cores), "tiles": self.tiles,
+                "chips": self.chips, "fits_one_chip": self.fits_one_chip, "cores_per_chip": self.cores_per_chip,
+                "populations": per_pop, "max_per_core": {k: max((getattr(c, k) for c in self.cores), default=0)
+                                                         for k in keys}}
 
 
 def neuron_order(shape: tuple, lava_perm=None) -> np.ndarray:
-    """NIR flat indices in the order cores take them: channels fastest, so that a core holds whole positions.
-    ``lava_perm``: for a flat population fed by flattened convs, Lava's order (``population_perms``), which is
-    the same thing for the conv's output image."""
+    """NIR flat indices in Lava's order, the order cores take them: an image by columns (x slowest, then y,
+    channels fastest); a flat population fed by flattened convs in Lava's flatten order (``lava_perm``)."""
     n = int(np.prod(shape))
     if len(shape) == 3:
         c, h, w = shape
-        return np.arange(n).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+        return np.arange(n).reshape(c, h, w).transpose(2, 1, 0).reshape(-1)
     return np.arange(n) if lava_perm is None else np.asarray(lava_perm)
 
 
-def map_to_cores(folded, conn, profile) -> Mapping:
-    """``conn``: ``connectivity.Connectivity`` of the fixed-point weights; ``profile``: a chip profile."""
-    if not profile.is_chip:
-        raise SpikediffError(f"profile {profile.name}: it has no core limits (it is not a chip); it cannot be mapped")
-    p = folded.plan
-    from ..export.layout import population_perms
+class Rules:
+    """A profile's per-core rules (see the module docstring)."""
 
-    caps = {name: int(profile.get("max_neurons_per_core")) for name in p.populations}
-    perms = population_perms(folded)
-    split, cache = set(), {}
-    for _attempt in range(32):
-        mapping, over = _map_once(folded, conn, profile, caps, perms, cache)
-        if not over:
-            mapping.limits.update({name: "fan-out axons" for name in split})
-            return mapping
-        for name in over:
-            if caps[name] == 1:
-                raise SpikediffError(f"population {name!r}: one neuron sends to more cores than "
-                                     f"max_fan_out_axons_per_core allows; it cannot be mapped on {profile.name}")
-            caps[name] = max(1, caps[name] // 2)
-            split.add(name)
-    raise SpikediffError(f"could not satisfy the fan-out limit of {profile.name} for {', '.join(over)}")
-
-
-def _map_once(folded, conn, profile, caps: dict, perms: dict, cache: dict) -> tuple:
-    p = folded.plan
-    mem_limit = profile.get("synaptic_memory_per_core", np.inf)
-    bits = profile.get("bits_per_synapse", 16)
-    state = profile.get("neuron_state_bytes", 0)
-    fan_in_limit = profile.get("max_fan_in_axons_per_core", np.inf)
-    fan_out_limit = profile.get("max_fan_out_axons_per_core", np.inf)
-    cores, core_of, limits = [], {}, {}
-    for name in sorted(p.populations, key=lambda k: (p.latency[k], k)):
-        if (name, caps[name]) not in cache:  # (a re-split for fan-out changes only the populations it names)
-            cache[name, caps[name]] = _split_population(folded, conn, name, caps[name], perms.get(name), mem_limit,
-                                                        bits, state, fan_in_limit, profile.name)
-        chunks, limits[name] = cache[name, caps[name]]
-        owner = np.full(conn.size(name), -1)
-        for idx, syn, mem, axons in chunks:
-            owner[idx] = len(cores)
-            cores.append(Core(len(cores), name, len(idx), syn, mem, axons))
-        core_of[name] = owner
-
-    routes = {}
-    for f in folded.synapses:
-        for c in cores:
-            if c.population != f.syn.dst:
-                continue
-            mask = (core_of[f.syn.dst] == c.index).astype(np.float64)
-            sends = conn.pull(f, mask) > 0
-            key = (f.syn.src, c.index)
-            routes[key] = sends if key not in routes else routes[key] | sends
-    over = set()
-    for (src, _dst), sends in routes.items():
-        if src in core_of:
-            for core, count in zip(*np.unique(core_of[src][sends], return_counts=True)):
-                cores[core].fan_out_axons += int(count)
-    for c in cores:
-        if c.fan_out_axons > fan_out_limit:
-            over.add(c.population)
-    m = Mapping(profile.name, cores, core_of, routes, int(profile.get("cores_per_chip")),
-                int(profile.get("cores_per_tile", 1)), int(profile.get("tiles_per_row", 1)), limits)
-    return m, sorted(over)
+    def __init__(self, profile):
+        if not profile.is_chip:
+            raise SpikediffError(f"profile {profile.name}: it has no core limits (it is not a chip); it cannot be "
+                                 f"mapped")
+        g = profile.get
+        self.name = profile.name
+        self.shared = "memory_per_core" in profile  # Loihi 2: one budget for everything
+        self.limit = g("memory_per_core") if self.shared else g("synaptic_memory_per_core", np.inf)
+        self.kernels = bool(g("conv_kernel_shared", 0))
+        self.weight_bits = g("bits_per_weight")  # None: every synapse at bits_per_synapse (Loihi 1)
+        self.synapse_bits = g("bits_per_synapse", 16)
+        self.row_bits = g("synapse_row_bits", 0)
+        self.state = g("neuron_state_bytes", 0)
+        self.axon_in = g("axon_in_bytes", 0)
+        self.axon_out = g("axon_out_bytes", 0)
+        self.fan_in_limit = g("max_fan_in_axons_per_core", np.inf)
+        self.fan_out_limit = g("max_fan_out_axons_per_core", np.inf)
+        self.max_neurons = int(g("max_neurons_per_core"))
+        self.layout = (int(g("cores_per_chip")), int(g("cores_per_tile", 1)), int(g("tiles_per_row", 1)))
 
 
-def _split_population(folded, conn, name, cap, perm, mem_limit, bits, state, fan_in_limit, profile_name) -> tuple:
-    """Cores for one population: ([(neuron indices, synapses, memory bytes, fan-in axons)], what bounded them)."""
-    size = conn.size(name)
-    fan_in = conn.fan_in(name)
-    incoming = folded.incoming(name)
-    order = neuron_order(folded.plan.shapes[name], perm)
+class _PopulationCost:
+    """What a run of one population's neurons costs a core: synapses, bytes, input axons."""
 
-    def cost(idx):
-        mask = np.zeros(size)
+    def __init__(self, folded, conn, name: str, rules: Rules, core_of: dict):
+        self.conn, self.rules, self.name, self.core_of = conn, rules, name, core_of
+        self.size = conn.size(name)
+        self.incoming = folded.incoming(name)
+        self.fan_in = {f.syn.name: conn.deliver(f, np.ones(conn.size(f.syn.src))) for f in self.incoming}
+        shape = folded.plan.shapes[name]
+        self.channel = {}  # conv synapse -> output channel of each neuron (NIR flat order)
+        for f in self.incoming:
+            if f.conv is not None and rules.kernels:
+                out = f.op.out_shape(f.src_shape)
+                self.channel[f.syn.name] = np.arange(int(np.prod(out))) // (out[1] * out[2])
+        self.shape = shape
+
+    def __call__(self, idx) -> dict:
+        r = self.rules
+        n = len(idx)
+        mask = np.zeros(self.size)
         mask[idx] = 1
-        syn = int(round(fan_in[idx].sum()))
-        axons = sum(int((conn.pull(f, mask) > 0).sum()) for f in incoming)
-        return syn, int(np.ceil(syn * bits / 8 + len(idx) * state)), axons
+        bits, axons, synapses = 0.0, 0, 0
+        for f in self.incoming:
+            nnz = float(self.fan_in[f.syn.name][idx].sum())
+            synapses += nnz
+            senders = self.conn.pull(f, mask) > 0
+            if f.syn.name in self.channel:  # a shared kernel: rows x (header + channels on the core x bits)
+                w = f.conv.weight
+                per_group = w.shape[0] // f.conv.groups
+                channels = np.unique(self.channel[f.syn.name][idx])
+                groups = len(np.unique(channels // per_group))
+                rows = w.shape[1] * w.shape[2] * w.shape[3] * groups
+                bits += rows * r.row_bits + len(channels) * w.shape[1] * w.shape[2] * w.shape[3] * r.weight_bits
+                src_cores = self.core_of.get(f.syn.src)
+                axons += max(1, len(np.unique(src_cores[senders]))) if src_cores is not None else 1
+            elif r.weight_bits is not None:  # dense or sparse, whichever is smaller
+                rows = int(senders.sum())
+                index_bits = int(np.ceil(np.log2(max(n, 2))))
+                dense = rows * (r.row_bits + n * r.weight_bits)
+                sparse = rows * r.row_bits + nnz * (r.weight_bits + index_bits)
+                bits += min(dense, sparse)
+                axons += rows
+            else:  # every synapse one by one
+                bits += nnz * r.synapse_bits
+                axons += int(senders.sum())
+        syn_bytes = int(np.ceil(bits / 8))
+        state = int(n * r.state)
+        axon_bytes = int(axons * r.axon_in)
+        return {"synapses": int(round(synapses)), "synapse_bytes": syn_bytes, "state_bytes": state,
+                "axon_bytes": axon_bytes, "fan_in_axons": axons, "memory_bytes": syn_bytes + state + axon_bytes}
+
+    def fits(self, idx, cap: int) -> bool:
+        c = self(idx)
+        r = self.rules
+        return len(idx) <= cap and c["memory_bytes"] <= r.limit and c["fan_in_axons"] <= r.fan_in_limit
+
+
+def _fewest(cost, order, cap, profile_name) -> tuple:
+    """Each core the longest run that fits; ([index arrays], what bounded them)."""
+    size = len(order)
+    chunks, bound, start, guess = [], "", 0, cap
 
     def fits(k):
-        _syn, mem, axons = cost(order[start:start + k])
-        return mem <= mem_limit and axons <= fan_in_limit
+        return cost.fits(order[start:start + k], cap)
 
-    chunks, bound, start, guess = [], "", 0, cap
     while start < size:
         hi = min(cap, size - start)
         if fits(hi):
@@ -182,13 +221,14 @@ def _split_population(folded, conn, name, cap, perm, mem_limit, bits, state, fan
             bound = bound or ("neurons per core" if hi == cap else "population size")
         else:
             if not fits(1):
-                _syn, mem, axons = cost(order[start:start + 1])
-                raise SpikediffError(f"population {name!r}: one neuron needs {mem} bytes and {axons} fan-in axons; "
-                                     f"a {profile_name} core holds {mem_limit:g} bytes and {fan_in_limit:g} axons")
-            # the previous core's size is a good first guess: neighbouring patches look alike
-            if guess < hi and fits(guess):
+                c = cost(order[start:start + 1])
+                limit = cost.rules.limit
+                raise SpikediffError(f"population {cost.name!r}: one neuron needs {c['memory_bytes']} bytes and "
+                                     f"{c['fan_in_axons']} fan-in axons; a {profile_name} core holds {limit:g} bytes "
+                                     f"and {cost.rules.fan_in_limit:g} axons")
+            if guess < hi and fits(guess):  # neighbouring slices look alike: the previous size first
                 lo = guess
-                if not fits(guess + 1):  # the common case: the same size again
+                if not fits(guess + 1):
                     hi = guess + 1
             else:
                 lo, hi = 1, min(hi, guess)
@@ -196,9 +236,168 @@ def _split_population(folded, conn, name, cap, perm, mem_limit, bits, state, fan
                 mid = (lo + hi) // 2
                 lo, hi = (mid, hi) if fits(mid) else (lo, mid)
             k = lo
-            _syn, mem, _axons = cost(order[start:start + k + 1])
-            bound = "synaptic memory" if mem > mem_limit else "fan-in axons"
-        idx = order[start:start + k]
-        chunks.append((idx, *cost(idx)))
+            c = cost(order[start:start + k + 1])
+            bound = "core memory" if c["memory_bytes"] > cost.rules.limit else "fan-in axons"
+            if not cost.rules.shared and bound == "core memory":
+                bound = "synaptic memory"
+        chunks.append(order[start:start + k])
         start, guess = start + k, k
     return chunks, bound
+
+
+def _lava_columns(cost, order, cap, shape, profile_name) -> tuple | None:
+    """Slices of whole columns, the widest power of two that fits (None if not even one column fits)."""
+    _c, h, w = shape
+    column = len(order) // w
+    width = 1 << int(np.floor(np.log2(w)))
+    while width >= 1:
+        slices = [order[x * column:min(w, x + width) * column] for x in range(0, w, width)]
+        if all(cost.fits(s, cap) for s in slices):
+            bound = "population size" if width >= w else f"{width}-column slices (power of two)"
+            return slices, bound
+        width //= 2
+    return None
+
+
+def _balanced(cost, order, cap, cores: int, work: np.ndarray, profile_name) -> tuple:
+    """``cores`` runs of equal work (a run that does not fit is split further, fewest-first)."""
+    w = np.asarray(work, dtype=np.float64)[order]
+    total = w.sum()
+    if total <= 0 or cores <= 1:
+        cuts = np.linspace(0, len(order), cores + 1).round().astype(int)
+    else:
+        cum = np.concatenate([[0.0], np.cumsum(w)])
+        cuts = np.searchsorted(cum, np.linspace(0, total, cores + 1)[1:-1], side="left")
+        cuts = np.concatenate([[0], np.clip(cuts, 1, len(order) - 1), [len(order)]])
+    cuts = np.maximum.accumulate(cuts)
+    chunks = []
+    for a, b in zip(cuts[:-1], cuts[1:], strict=True):
+        if b <= a:
+            continue
+        part = order[a:b]
+        if cost.fits(part, cap):
+            chunks.append(part)
+        else:
+            chunks.extend(_fewest(cost, part, cap, profile_name)[0])
+    return chunks, "balanced work"
+
+
+def map_to_cores(folded, conn, profile, policy: str = "fewest", cores: dict | None = None,
+                 work: dict | None = None) -> Mapping:
+    """``conn``: ``connectivity.Connectivity`` of the fixed-point weights; ``profile``: a chip profile;
+    ``policy``: fewest, lava or balanced (``cores``: {population: cores}, ``work``: {population: per-neuron
+    work, NIR order})."""
+    if policy not in POLICIES:
+        raise SpikediffError(f"mapping policy {policy!r}: expected one of {', '.join(POLICIES)}")
+    rules = Rules(profile)
+    from ..export.layout import population_perms
+
+    p = folded.plan
+    caps = {name: rules.max_neurons for name in p.populations}
+    perms = population_perms(folded)
+    split = set()
+    for _attempt in range(32):
+        mapping, over = _map_once(folded, conn, rules, caps, perms, policy, cores, work)
+        if not over:
+            mapping.limits.update({name: "routing tables" if rules.shared else "fan-out axons" for name in split})
+            return mapping
+        for name in over:
+            if caps[name] == 1:
+                raise SpikediffError(f"population {name!r}: one neuron's routing does not fit a core of {profile.name} "
+                                     f"(fan-out axons or axon tables); it cannot be mapped")
+            caps[name] = max(1, min(caps[name], max(c.neurons for c in mapping.cores if c.population == name)) // 2)
+            split.add(name)
+    raise SpikediffError(f"could not satisfy the routing limits of {profile.name} for {', '.join(over)}")
+
+
+def _map_once(folded, conn, rules: Rules, caps: dict, perms: dict, policy: str, cores, work) -> tuple:
+    p = folded.plan
+    out_cores, core_of, limits = [], {}, {}
+    for name in sorted(p.populations, key=lambda k: (p.latency[k], k)):
+        cost = _PopulationCost(folded, conn, name, rules, core_of)
+        order = neuron_order(p.shapes[name], perms.get(name))
+        chunks = None
+        if policy == "balanced" and cores and name in cores:
+            chunks, limits[name] = _balanced(cost, order, caps[name], int(cores[name]), work[name], rules.name)
+        elif policy == "lava" and len(p.shapes[name]) == 3:
+            got = _lava_columns(cost, order, caps[name], p.shapes[name], rules.name)
+            if got is not None:
+                chunks, limits[name] = got
+        if chunks is None:
+            chunks, limits[name] = _fewest(cost, order, caps[name], rules.name)
+        owner = np.full(conn.size(name), -1)
+        for idx in chunks:
+            c = cost(idx)
+            owner[idx] = len(out_cores)
+            out_cores.append(Core(len(out_cores), name, len(idx), c["synapses"], c["memory_bytes"], c["fan_in_axons"],
+                                  0, c["synapse_bytes"], c["state_bytes"], c["axon_bytes"]))
+        core_of[name] = owner
+
+    routes, per_core_entry = {}, {}  # per_core_entry: (src, dst core) -> a convolution's kernel (one entry per core)
+    for f in folded.synapses:
+        for c in out_cores:
+            if c.population != f.syn.dst:
+                continue
+            mask = (core_of[f.syn.dst] == c.index).astype(np.float64)
+            sends = conn.pull(f, mask) > 0
+            key = (f.syn.src, c.index)
+            routes[key] = sends if key not in routes else routes[key] | sends
+            shared = f.conv is not None and rules.kernels
+            per_core_entry[key] = per_core_entry.get(key, True) and shared
+    over = set()
+    for (src, dst), sends in routes.items():
+        if src not in core_of:
+            continue
+        cores_, counts = np.unique(core_of[src][sends], return_counts=True)
+        for core, count in zip(cores_, counts, strict=True):
+            out_cores[core].fan_out_axons += 1 if per_core_entry[(src, dst)] and rules.shared else int(count)
+    for c in out_cores:
+        if rules.shared:
+            extra = int(c.fan_out_axons * rules.axon_out)
+            c.axon_bytes += extra
+            c.memory_bytes += extra
+            if c.memory_bytes > rules.limit:
+                over.add(c.population)
+        elif c.fan_out_axons > rules.fan_out_limit:
+            over.add(c.population)
+    chips, per_tile, per_row = rules.layout
+    m = Mapping(rules.name, out_cores, core_of, routes, chips, per_tile, per_row, limits, policy)
+    return m, sorted(over)
+
+
+def allocate(work: dict, minimum: dict, sizes: dict, budget: int) -> dict:
+    """Cores per population for a budget: from ``minimum``, each next core to the population with the most work
+    per core (which lowers the busiest core's work the most), never more cores than neurons."""
+    alloc = dict(minimum)
+    while sum(alloc.values()) < budget:
+        open_ = [k for k in alloc if alloc[k] < sizes[k] and work[k] > 0]
+        if not open_:
+            break
+        k = max(open_, key=lambda name: work[name] / alloc[name])
+        alloc[k] += 1
+    return alloc
+
+
+def balance(folded, conn, profile, work: dict, base: Mapping, price, chips_more: int = 1,
+            budgets: list | None = None) -> tuple:
+    """The least-energy mapping: cores given to populations by their work (``allocate``), for core budgets from
+    ``base``'s count up to full chips (``base``'s chips and ``chips_more`` more; or the given ``budgets``), each
+    mapped with the ``balanced`` policy and priced by ``price(mapping) -> joules``. Returns (mapping,
+    [(cores, joules)])."""
+    minimum: dict = {}
+    for c in base.cores:
+        minimum[c.population] = minimum.get(c.population, 0) + 1
+    sizes = {name: conn.size(name) for name in minimum}
+    totals = {name: float(np.sum(work[name])) for name in minimum}
+    per_chip = base.cores_per_chip
+    if budgets is None:
+        budgets = [per_chip * (base.chips + k) for k in range(chips_more + 1)]
+    budgets = sorted({len(base.cores), *[min(sum(sizes.values()), max(len(base.cores), b)) for b in budgets]})
+    best, tried = None, []
+    for budget in budgets:
+        m = map_to_cores(folded, conn, profile, "balanced", allocate(totals, minimum, sizes, budget), work)
+        joules = float(price(m))
+        tried.append((len(m.cores), joules))
+        if best is None or joules < best[1]:
+            best = (m, joules)
+    return best[0], tried

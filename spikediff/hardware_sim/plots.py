@@ -8,8 +8,9 @@ import numpy as np
 
 from ..atomic import atomic_path
 
-CATEGORY_COLORS = {"synaptic": "#4c72b0", "input synaptic": "#8da0cb", "input MAC": "#8da0cb", "neuron": "#55a868",
-                   "routing": "#dd8452", "static": "#937860"}
+CATEGORY_COLORS = {"synaptic": "#4c72b0", "input synaptic": "#8da0cb", "input MAC": "#8da0cb",
+                   "input messages": "#b3b3cc", "neuron": "#55a868", "routing": "#dd8452", "chip-to-chip": "#c44e52",
+                   "static": "#937860"}
 
 
 def _save(fig, path: Path) -> Path:
@@ -46,7 +47,9 @@ def plot_energy(costs: list, path: Path) -> Path:
                 left += vals
         ax.invert_yaxis()
         ax.set_xlabel("energy per image (µJ)")
-        ax.set_title(f"{cost['profile']}: {cost['energy_per_image_J'] * 1e3:.3g} mJ/image", fontsize=10)
+        lo, hi = cost.get("range", {}).get("energy_per_image_J", (None, None))
+        bounds = f" [{lo * 1e3:.3g}, {hi * 1e3:.3g}]" if lo is not None else ""
+        ax.set_title(f"{cost['profile']}: {cost['energy_per_image_J'] * 1e3:.3g}{bounds} mJ/image", fontsize=10)
         ax.legend(fontsize=7, loc="lower right")
     return _save(fig, path)
 
