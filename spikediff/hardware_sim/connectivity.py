@@ -61,6 +61,34 @@ class Connectivity:
                                              c.dilation, c.groups)
             return out.reshape(-1).double().numpy()
 
+    def feeds(self, f, owner: np.ndarray, cores: list) -> np.ndarray:
+        """(len(cores), source neurons) booleans: which source neurons have a synapse onto each target core, given
+        ``owner`` (per target neuron, its core). One batched pull for all cores: the mapper asks this for every
+        synapse layer and every budget it tries, and core-by-core pulls made pricing a U-Net take minutes."""
+        mask = self.masks32[f.syn.name]
+        t = torch.as_tensor(np.stack([owner == c for c in cores]), dtype=mask.dtype)  # (K, targets), 0/1
+        with torch.no_grad():
+            if f.conv is None:
+                return (t @ mask).numpy() > 0
+            c = f.conv
+            out = torch.nn.grad.conv2d_input((len(cores), *self.plan.shapes[f.syn.src]), mask,
+                                             t.reshape(len(cores), *self.out_shapes[f.syn.name]), c.stride,
+                                             c.padding, c.dilation, c.groups)
+            return out.reshape(len(cores), -1).numpy() > 0
+
+    def reaches(self, f, owner: np.ndarray, cores) -> np.ndarray:
+        """(target neurons, len(cores)) booleans: which of the source's cores (``owner``: per source neuron, its
+        core) have a synapse onto each target neuron. One batched push for all cores."""
+        mask = self.masks32[f.syn.name]
+        t = torch.as_tensor(np.stack([owner == c for c in cores]), dtype=mask.dtype)  # (K, sources), 0/1
+        with torch.no_grad():
+            if f.conv is None:
+                return (mask @ t.T).numpy() > 0
+            c = f.conv
+            out = torch.nn.functional.conv2d(t.reshape(len(cores), *self.plan.shapes[f.syn.src]), mask, None,
+                                             c.stride, c.padding, c.dilation, c.groups)
+            return out.reshape(len(cores), -1).T.numpy() > 0
+
     def synapses(self, f) -> int:
         """Number of synapses (nonzero weights, expanded over a convolution's positions)."""
         return int(round(self.deliver(f, np.ones(self.size(f.syn.src))).sum()))

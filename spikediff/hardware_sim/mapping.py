@@ -164,17 +164,34 @@ class _PopulationCost:
                 out = f.op.out_shape(f.src_shape)
                 self.channel[f.syn.name] = np.arange(int(np.prod(out))) // (out[1] * out[2])
         self.shape = shape
+        # A mapper asks for the cost of many candidate runs of neurons; what does not depend on the run is worked
+        # out here, once, so that most questions need no convolution: per shared-kernel synapse, which of the
+        # source's cores reach each neuron (input axons are counted per source core); per dense synapse, its
+        # 0/1 matrix (rows used are read off it).
+        self.src_reach, self.dense = {}, {}
+        for f in self.incoming:
+            if f.syn.name in self.channel:
+                owner = core_of.get(f.syn.src)
+                if owner is not None:
+                    self.src_reach[f.syn.name] = conn.reaches(f, owner, np.unique(owner))  # (neurons, src cores)
+            elif f.conv is None:
+                self.dense[f.syn.name] = conn.masks32[f.syn.name].numpy() != 0  # (targets, sources)
+
+    def _senders(self, f, idx) -> np.ndarray:
+        """Per source neuron: does it have a synapse onto any of the neurons ``idx``."""
+        if f.syn.name in self.dense:
+            return self.dense[f.syn.name][idx].any(axis=0)
+        mask = np.zeros(self.size)
+        mask[idx] = 1
+        return self.conn.pull(f, mask) > 0
 
     def __call__(self, idx) -> dict:
         r = self.rules
         n = len(idx)
-        mask = np.zeros(self.size)
-        mask[idx] = 1
         bits, axons, synapses = 0.0, 0, 0
         for f in self.incoming:
             nnz = float(self.fan_in[f.syn.name][idx].sum())
             synapses += nnz
-            senders = self.conn.pull(f, mask) > 0
             if f.syn.name in self.channel:  # a shared kernel: rows x (header + channels on the core x bits)
                 w = f.conv.weight
                 per_group = w.shape[0] // f.conv.groups
@@ -182,9 +199,11 @@ class _PopulationCost:
                 groups = len(np.unique(channels // per_group))
                 rows = w.shape[1] * w.shape[2] * w.shape[3] * groups
                 bits += rows * r.row_bits + len(channels) * w.shape[1] * w.shape[2] * w.shape[3] * r.weight_bits
-                src_cores = self.core_of.get(f.syn.src)
-                axons += max(1, len(np.unique(src_cores[senders]))) if src_cores is not None else 1
-            elif r.weight_bits is not None:  # dense or sparse, whichever is smaller
+                reach = self.src_reach.get(f.syn.name)
+                axons += max(1, int(reach[idx].any(axis=0).sum())) if reach is not None else 1
+                continue
+            senders = self._senders(f, idx)
+            if r.weight_bits is not None:  # dense or sparse, whichever is smaller
                 rows = int(senders.sum())
                 index_bits = int(np.ceil(np.log2(max(n, 2))))
                 dense = rows * (r.row_bits + n * r.weight_bits)
@@ -335,12 +354,9 @@ def _map_once(folded, conn, rules: Rules, caps: dict, perms: dict, policy: str, 
 
     routes, per_core_entry = {}, {}  # per_core_entry: (src, dst core) -> a convolution's kernel (one entry per core)
     for f in folded.synapses:
-        for c in out_cores:
-            if c.population != f.syn.dst:
-                continue
-            mask = (core_of[f.syn.dst] == c.index).astype(np.float64)
-            sends = conn.pull(f, mask) > 0
-            key = (f.syn.src, c.index)
+        dst_cores = [c.index for c in out_cores if c.population == f.syn.dst]
+        for index, sends in zip(dst_cores, conn.feeds(f, core_of[f.syn.dst], dst_cores), strict=True):
+            key = (f.syn.src, index)
             routes[key] = sends if key not in routes else routes[key] | sends
             shared = f.conv is not None and rules.kernels
             per_core_entry[key] = per_core_entry.get(key, True) and shared
