@@ -126,7 +126,19 @@ def _assert_same_run(a_dir: Path, b_dir: Path):
             assert torch.equal(value, b["optimizer"]["state"][k][name]), (k, name)
 
 
-def test_ctrl_c_in_the_middle_of_a_step_resumes_bit_for_bit(tmp_path):
+@pytest.fixture
+def ctrl_c_reaches_us():
+    """Ctrl-C and SIGTERM with their default dispositions while a test sends them to itself: a shell's background
+    job (CI started with `&`) inherits SIGINT ignored, and the trainer rightly leaves an ignored signal alone."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for s, handler in saved.items():
+        signal.signal(s, handler)
+
+
+def test_ctrl_c_in_the_middle_of_a_step_resumes_bit_for_bit(tmp_path, ctrl_c_reaches_us):
     from spikediff.train.trainer import fit
 
     def cfg():
@@ -149,7 +161,7 @@ def test_ctrl_c_in_the_middle_of_a_step_resumes_bit_for_bit(tmp_path):
     _assert_same_run(tmp_path / "straight", tmp_path / "cut")
 
 
-def test_a_second_ctrl_c_stops_at_once_and_saves_nothing_partial(tmp_path):
+def test_a_second_ctrl_c_stops_at_once_and_saves_nothing_partial(tmp_path, ctrl_c_reaches_us):
     from spikediff.train.trainer import StepBoundary
 
     with StepBoundary() as boundary:
