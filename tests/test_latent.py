@@ -2,6 +2,7 @@
 bit-exact simulator (fixed point), batch norm folded at export, quantization-aware training's grid, training."""
 
 import copy
+import json
 
 import numpy as np
 import pytest
@@ -105,6 +106,16 @@ def test_cli_trains_samples_exports_and_reports_a_latent_sampler(tmp_path):
                   "--out", run, "--quiet", timeout=600)
     assert res.returncode == 0, res.stderr
     assert (run / "resume.pt").is_file() and (run / "latents.pt").is_file()
+    # the compact file continues the run in an empty folder, as on another machine
+    moved = tmp_path / "moved"
+    res = run_cli("train", "--model", "latent-ddim", "--data", "mnist", "--data-limit", "64", "--steps", "6",
+                  "--batch-size", "8", "--channels", "4", "--hidden", "8", "--blocks", "1", "--qat-from", "2",
+                  "--out", moved, "--resume-from", run / "resume.pt", "--quiet", timeout=600)
+    assert res.returncode == 0, res.stderr
+    start, end = (torch.load(f, weights_only=True) for f in (run / "resume.pt", moved / "last.pt"))
+    assert start["step"] == 4 and end["step"] == 6
+    assert any(not torch.equal(start["model"][k].float(), v.float()) for k, v in end["model"].items()
+               if v.is_floating_point())  # it trained on from the file's weights
     res = run_cli("sample", run / "model.pt", "--backend", "lava", "--fixed-point", "-n", "2", "--steps", "2",
                   "--solver", "dpm++", "-o", tmp_path / "s.png", timeout=600)
     assert res.returncode == 0, res.stderr
@@ -115,7 +126,6 @@ def test_cli_trains_samples_exports_and_reports_a_latent_sampler(tmp_path):
         assert (tmp_path / name).stat().st_size > 0, name
     res = run_cli("report", run / "model.pt", "-n", "2", "--steps", "2", "-o", tmp_path / "rep", "--quiet")
     assert res.returncode == 0, res.stderr
-    import json
 
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert rep["kind"] == "latent-ddim" and set(rep["events_per_image"]) == {"denoiser", "decoder"}
