@@ -192,16 +192,21 @@ class SpikingDenoiser(SpikingGraph):
 
     def host_metadata(self) -> dict:
         """What the host does around the graph, for the NIR file's metadata (``export.nir_graph``)."""
-        cfg = self.config
-        return {
-            "input": "image channels, then time_features sinusoidal planes of the diffusion step, constant over T",
-            "time_features": cfg.time_features,
-            "max_period": cfg.max_period,
-            "output": "mean over the T steps of the readout state, reshaped to readout_shape, then pixel_shuffle by patch",
-            "image_shape": [cfg.in_channels, cfg.image_size, cfg.image_size],
-            "patch": PATCH,
-        }
+        return pixel_host_metadata(self.config, PATCH)
 
     def example_input(self) -> torch.Tensor:
         cfg = self.config
         return self.make_input(torch.zeros(1, cfg.in_channels, cfg.image_size, cfg.image_size), torch.zeros(1))
+
+
+def pixel_host_metadata(cfg, patch: int) -> dict:
+    """The host program of every pixel denoiser (patch network or U-Net): image and time planes in, the readout's
+    mean over T out, unpatched into the image."""
+    return {
+        "input": "image channels, then time_features sinusoidal planes of the diffusion step, constant over T",
+        "time_features": cfg.time_features,
+        "max_period": cfg.max_period,
+        "output": "mean over the T steps of the readout state, reshaped to readout_shape, then pixel_shuffle by patch",
+        "image_shape": [cfg.in_channels, cfg.image_size, cfg.image_size],
+        "patch": patch,
+    }

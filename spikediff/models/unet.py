@@ -47,7 +47,7 @@ from torch import nn
 
 from .. import SpikediffError
 from .config import ModelConfig
-from .denoiser import time_features
+from .denoiser import pixel_host_metadata, time_features
 from .s2d import S2DSynapse
 from .spiking_graph import SpikingGraph
 
@@ -292,16 +292,7 @@ class SpikingUNet(SpikingGraph):
 
     def host_metadata(self) -> dict:
         cfg = self.config
-        return {
-            "input": "image channels, then time_features sinusoidal planes of the diffusion step, constant over T",
-            "time_features": cfg.time_features,
-            "max_period": cfg.max_period,
-            "output": "mean over the T steps of the readout state, reshaped to readout_shape, then pixel_shuffle by "
-                      "patch",
-            "image_shape": list(self.image_shape),
-            "patch": cfg.patch,
-            "architecture": f"spiking U-Net ({cfg.arch})",
-        }
+        return {**pixel_host_metadata(cfg, cfg.patch), "architecture": f"spiking U-Net ({cfg.arch})"}
 
     def example_input(self) -> torch.Tensor:
         return self.make_input(torch.zeros(1, *self.image_shape), torch.zeros(1))
