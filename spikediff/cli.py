@@ -145,7 +145,7 @@ def cmd_data_info(args) -> int:
     return 0
 
 
-MODELS = ("fsddim", "spiking-vq", "latent-ddim")
+MODELS = ("fsddim", "spiking-vq", "latent-ddim", "latent-decoder")
 
 
 def _check_training_size(args, builds, image_elements: int) -> None:
@@ -173,12 +173,17 @@ def cmd_train(args) -> int:
         raise SpikediffError("--arch and --amp are fsddim options")
     if args.snn_steps is None and args.arch == "patch":
         args.snn_steps = DenoiserConfig().num_steps  # every model's default T but the U-Net presets'
-    if args.model != "latent-ddim":
-        for option in ("resume_from", "init", "decay_steps", "qat_from"):
-            if getattr(args, option) is not None:
-                raise SpikediffError(f"--{option.replace('_', '-')} is a latent-ddim option for now")
+    own = {"latent-ddim": ("resume_from", "init", "decay_steps", "qat_from"),
+           "latent-decoder": ("init", "decay_steps"), "fsddim": ("resume_from", "decay_steps")}.get(args.model, ())
+    for option in ("resume_from", "init", "decay_steps", "qat_from"):
+        if option not in own and getattr(args, option) is not None:
+            raise SpikediffError(f"--{option.replace('_', '-')} is not an option of --model {args.model}")
+    if args.model != "latent-decoder" and args.latent_noise:
+        raise SpikediffError("--latent-noise is an option of --model latent-decoder")
     if args.model == "latent-ddim":
         return _train_latent(args)
+    if args.model == "latent-decoder":
+        return _train_latent_decoder(args)
     if args.model == "spiking-vq":
         if args.lateral or args.selection:
             raise SpikediffError("--lateral and --selection extend the fsddim denoiser; drop them or use --model "
@@ -195,7 +200,8 @@ def cmd_train(args) -> int:
                            threshold=args.threshold, readout_alpha=args.readout_alpha, lateral=args.lateral,
                            selection=args.selection, groups=args.groups, local_weight=args.local_weight,
                            lateral_decay=args.lateral_decay)
-    cfg = TrainConfig(**_train_options(args, TrainConfig), prediction_type=args.prediction, model=model, amp=args.amp)
+    cfg = TrainConfig(**_train_options(args, TrainConfig), **_decay_options(args), prediction_type=args.prediction,
+                      model=model, amp=args.amp)
     from dataclasses import replace
 
     from .data.datasets import image_size
@@ -203,7 +209,7 @@ def cmd_train(args) -> int:
 
     size = image_size(args.data)
     _check_training_size(args, [lambda: SpikingDenoiser(replace(model, image_size=size))], size * size)
-    return _run_training(train, cfg, args, "")
+    return _run_training(train, cfg, args, "", resume_from=args.resume_from)
 
 
 def _train_unet(args) -> int:
@@ -217,19 +223,44 @@ def _train_unet(args) -> int:
     model = preset(args.arch, channels=args.channels, blocks=args.blocks, num_steps=args.snn_steps,
                    time_features=args.time_features, beta=args.beta, threshold=args.threshold,
                    readout_alpha=args.readout_alpha).validate()
-    cfg = TrainConfig(**_train_options(args, TrainConfig), prediction_type=args.prediction, model=model, amp=args.amp)
+    cfg = TrainConfig(**_train_options(args, TrainConfig), **_decay_options(args), prediction_type=args.prediction,
+                      model=model, amp=args.amp)
     size = model.padded_size(image_size(args.data))
     _check_training_size(args, [lambda: SpikingUNet(sized(model, image_size(args.data)))], size * size)
-    return _run_training(train, cfg, args, "")
+    return _run_training(train, cfg, args, "", resume_from=args.resume_from)
 
 
 def _train_options(args, config_class) -> dict:
     """The training options both model kinds share, from the command line (a config class's defaults
     where an option is not given)."""
     return dict(data=args.data, steps=args.steps or config_class.steps,
-                batch_size=args.batch_size or config_class.batch_size, lr=args.lr, warmup=args.warmup,
+                batch_size=args.batch_size or config_class.batch_size,
+                lr=config_class.lr if args.lr is None else args.lr,
+                warmup=config_class.warmup if args.warmup is None else args.warmup,
                 ema_decay=args.ema_decay, seed=args.seed, data_limit=args.data_limit,
                 checkpoint_every=args.checkpoint_every, device=args.device)
+
+
+def _decay_options(args) -> dict:
+    """The pixel trainer's learning-rate decay, from the command line (and its --resume-from checked now)."""
+    from .train import TrainConfig
+
+    if args.resume_from is not None:
+        _check_resume_from(args.resume_from, "fsddim")
+    return dict(decay_steps=args.decay_steps, lr_min=TrainConfig.lr_min if args.lr_min is None else args.lr_min)
+
+
+def _check_resume_from(path: Path, kind: str) -> None:
+    """``--resume-from`` is a compact resume file of a run of this kind, checked before any work."""
+    from .checkpoint import load_model, load_raw
+
+    ckpt = load_raw(path)
+    if "ema_half" not in ckpt:
+        raise SpikediffError(f"--resume-from {path}: not a compact resume file (a run's resume.pt)")
+    if (ckpt.get("kind") or "fsddim") != kind:
+        raise SpikediffError(f"--resume-from {path}: the resume.pt of a {ckpt.get('kind') or 'fsddim'} run, not of a "
+                             f"{kind} run")
+    load_model(path)
 
 
 def _interrupt_status(exc: KeyboardInterrupt) -> int:
@@ -238,11 +269,11 @@ def _interrupt_status(exc: KeyboardInterrupt) -> int:
     return 128 + signum
 
 
-def _run_training(train_fn, cfg, args, where: str) -> int:
+def _run_training(train_fn, cfg, args, where: str, **options) -> int:
     from .train.distributed import launched
 
     try:
-        path = train_fn(cfg, args.out, progress=not args.quiet)
+        path = train_fn(cfg, args.out, progress=not args.quiet, **options)
     except KeyboardInterrupt as exc:
         return _interrupt_status(exc)
     if launched() <= 1 or os.environ.get("RANK", "0") == "0":
@@ -253,7 +284,7 @@ def _run_training(train_fn, cfg, args, where: str) -> int:
 def _check_latent_inputs(args) -> None:
     """The checkpoints a latent-ddim run reads, loaded and checked now: the run reaches --resume-from and
     --init only after encoding the training set with the autoencoder, minutes in."""
-    from .checkpoint import load_model, load_raw, resolve
+    from .checkpoint import load_model, resolve
     from .models import SpikingVQDiffusion
 
     autoencoder = args.autoencoder or f"{args.data}-vq"
@@ -263,13 +294,7 @@ def _check_latent_inputs(args) -> None:
     if args.init is not None and load_model(resolve(args.init))[2].get("kind") != "latent-ddim":
         raise SpikediffError(f"--init {args.init}: not a latent-ddim checkpoint")
     if args.resume_from is not None:
-        ckpt = load_raw(args.resume_from)
-        if "ema_half" not in ckpt:
-            raise SpikediffError(f"--resume-from {args.resume_from}: not a compact resume file (a run's resume.pt)")
-        if ckpt.get("kind") != "latent-ddim":
-            raise SpikediffError(f"--resume-from {args.resume_from}: the resume.pt of a {ckpt.get('kind') or 'fsddim'} "
-                                 f"run, not of a latent-ddim run")
-        load_model(args.resume_from)
+        _check_resume_from(args.resume_from, "latent-ddim")
 
 
 def _train_latent(args) -> int:
@@ -284,7 +309,8 @@ def _train_latent(args) -> int:
                                  time_features=args.time_features or d.time_features, beta=args.beta,
                                  threshold=args.threshold, readout_alpha=args.readout_alpha)
     cfg = LatentTrainConfig(**_train_options(args, LatentTrainConfig), prediction_type=args.prediction,
-                            autoencoder=args.autoencoder or f"{args.data}-vq", lr_min=args.lr_min,
+                            autoencoder=args.autoencoder or f"{args.data}-vq",
+                            lr_min=LatentTrainConfig.lr_min if args.lr_min is None else args.lr_min,
                             decay_steps=args.decay_steps, snap=args.snap, qat_from=args.qat_from, model=model)
     from .models.latent_denoiser import SpikingLatentDenoiser
 
@@ -296,6 +322,19 @@ def _train_latent(args) -> int:
         return _interrupt_status(exc)
     print(f"checkpoint: {path}")
     return 0
+
+
+def _train_latent_decoder(args) -> int:
+    from .train.decoder_trainer import DecoderTrainConfig, load_sampler, train_latent_decoder
+
+    if args.init is None:
+        raise SpikediffError("--model latent-decoder needs --init: the latent-ddim sampler whose decoder to train")
+    load_sampler(args.init)  # refused now rather than after the training set is encoded
+    cfg = DecoderTrainConfig(**_train_options(args, DecoderTrainConfig), init=args.init,
+                             lr_min=DecoderTrainConfig.lr_min if args.lr_min is None else args.lr_min,
+                             decay_steps=args.decay_steps, latent_noise=args.latent_noise or 0.0)
+    return _run_training(train_latent_decoder, cfg, args,
+                         f" (the --init sampler with the trained decoder; the decoder's run is in {args.out}/decoder)")
 
 
 def _train_spiking_vq(args) -> int:
@@ -758,14 +797,18 @@ def build_parser() -> argparse.ArgumentParser:
     from .diffusion.absorbing import MASK_SCHEDULES
     from .models import TokenDenoiserConfig, VQConfig
     from .models.unet import PRESETS as UNET_PRESETS
+    from .train.decoder_trainer import DecoderTrainConfig
     from .train.vq_trainer import VQTrainConfig
 
     t, m, v, d, vt = TrainConfig(), DenoiserConfig(), VQConfig(), TokenDenoiserConfig(), VQTrainConfig()
+    dt = DecoderTrainConfig()
     tr = sub.add_parser("train", help="train a spiking diffusion model (resumes if OUT holds a run)",
                         formatter_class=_DefaultsHelp)
     tr.add_argument("--model", default="fsddim", choices=MODELS,
                     help="fsddim: FSDDIM-style spiking DDPM denoiser; spiking-vq: Spiking-Diffusion (VQ-SVAE, then "
-                         "absorbing diffusion over its tokens with the SDID denoiser)")
+                         "absorbing diffusion over its tokens with the SDID denoiser); latent-ddim: DDIM over a "
+                         "spiking-vq autoencoder's latents; latent-decoder: train a latent-ddim sampler's decoder on "
+                         "its frozen encoder's latents")
     tr.add_argument("--arch", default="patch", choices=("patch",) + tuple(UNET_PRESETS),
                     help="fsddim: patch is the small patch-readout denoiser; tiny, small and fsddim are spiking U-Net "
                          "presets (fsddim: the published FSDDIM, 128 channels x 1 2 3 4, T = 8; see "
@@ -776,8 +819,9 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--steps", type=_positive_int, help=f"optimizer steps in total (spiking-vq: of the SDID stage) "
                                                         f"[default: {t.steps}; spiking-vq {vt.steps}]")
     tr.add_argument("--batch-size", type=_positive_int, help=f"[default: {t.batch_size}; spiking-vq {vt.batch_size}]")
-    tr.add_argument("--lr", type=_interval(0, 1, False, False), default=t.lr)
-    tr.add_argument("--warmup", type=_non_negative_int, default=t.warmup)
+    tr.add_argument("--lr", type=_interval(0, 1, False, False),
+                    help=f"[default: {t.lr}; latent-decoder {dt.lr}]")
+    tr.add_argument("--warmup", type=_non_negative_int, help=f"[default: {t.warmup}; latent-decoder {dt.warmup}]")
     tr.add_argument("--ema-decay", type=_interval(0, 1, True, False), default=t.ema_decay)
     tr.add_argument("--prediction", default=t.prediction_type, choices=PREDICTION_TYPES,
                     help="fsddim training target (why v: see spikediff/train/trainer.py)")
@@ -807,10 +851,16 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--blocks", type=_positive_int, help="residual blocks of the latent denoiser [default: 2], or per "
                                                          "level of an --arch U-Net [default: the preset's]")
     ld.add_argument("--snap", action="store_true", help="decode the nearest code vectors of a sampled latent")
-    ld.add_argument("--decay-steps", type=_positive_int, help="cosine learning-rate decay to --lr-min at this step")
-    ld.add_argument("--lr-min", type=_interval(0, 1, True, False), default=1e-4)
-    ld.add_argument("--resume-from", type=Path, help="a run's compact resume.pt: continue it in an empty --out")
-    ld.add_argument("--init", help="start from the weights of this latent-ddim checkpoint")
+    ld.add_argument("--decay-steps", type=_positive_int, help="cosine learning-rate decay to --lr-min at this step "
+                                                              "(also fsddim) [latent-decoder default: --steps]")
+    ld.add_argument("--lr-min", type=_interval(0, 1, True, False),
+                    help="[default: 0.0001; latent-decoder 1e-05]")
+    ld.add_argument("--resume-from", type=Path, help="a run's compact resume.pt: continue it in an empty --out "
+                                                     "(latent-ddim and fsddim)")
+    ld.add_argument("--init", help="start from the weights of this latent-ddim checkpoint; latent-decoder: the "
+                                   "latent-ddim sampler whose decoder to train (OUT/model.pt is it with the new one)")
+    ld.add_argument("--latent-noise", type=_interval(0, 10, True, True), default=0.0,
+                    help="latent-decoder: Gaussian noise on the decoder's input latents, in latent standard deviations")
     ld.add_argument("--qat-from", type=_nonnegative_int, help="quantization-aware training from this step on: the "
                                                             "denoiser trains on its Loihi fixed-point weights")
     lat = tr.add_argument_group("lateral-selection options (fsddim; the design: spikediff/models/lateral.py)")

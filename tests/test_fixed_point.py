@@ -162,6 +162,28 @@ def test_lava_fixed_point_sampler_equals_the_simulator_images_and_spikes(tiny):
     assert 0 < np.abs(sim["images"] - float_images).max() < 0.5
 
 
+def test_a_large_bias_behind_small_weights_sets_the_scale(tmp_path):
+    """Weights that are tiny next to a population's bias (a batch-normalised input layer can end up so) would
+    push the weight scale so high that the bias overflows its 13-bit mantissa << 7: the bias caps the scale."""
+    import nir
+
+    from spikediff.export.quantize import BIAS_EXP_MAX, BIAS_MANT_MAX
+
+    rng = np.random.default_rng(3)
+    graph = _chain(_inp(5), nir.Affine(weight=rng.normal(0, 0.004, (12, 5)).astype(np.float32),
+                                       bias=np.linspace(0.4, 3.1, 12).astype(np.float32)), _lif(12),
+                   nir.Linear(weight=rng.normal(0, 1, (3, 12)).astype(np.float32)), _li(3), _out(3))
+    dep = compile_graph(graph, fixed_point=True, num_steps=5)
+    pop = dep.fixed.populations["n2"]
+    assert np.abs(pop.bias_mant).max() <= BIAS_MANT_MAX and np.max(pop.bias_exp) <= BIAS_EXP_MAX
+    assert dep.fixed.errors["n2"]["max_bias_error"] <= 1.0 / pop.scale  # the bias itself stays exact to a step
+    x = rng.uniform(0, 1.5, (2, 5)).astype(np.float32)
+    ref = evaluate(dep, x)
+    assert ref["spikes"]["n2"].sum() > 0
+    got = _lava_eval(dep, x, chains=[], netx=False)
+    np.testing.assert_array_equal(got["readout"], ref["readout"])
+
+
 def test_shipped_model_in_fixed_point_stays_close_to_float():
     from spikediff.checkpoint import load_model
 

@@ -129,3 +129,26 @@ def test_cli_trains_samples_exports_and_reports_a_latent_sampler(tmp_path):
 
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
     assert rep["kind"] == "latent-ddim" and set(rep["events_per_image"]) == {"denoiser", "decoder"}
+
+    # the decoder stage: the sampler's decoder trained on its frozen encoder's latents, joined into one sampler
+    dec = tmp_path / "dec"
+    res = run_cli("train", "--model", "latent-decoder", "--init", run / "model.pt", "--data", "mnist", "--data-limit",
+                  "64", "--steps", "3", "--batch-size", "8", "--latent-noise", "0.1", "--out", dec, "--quiet",
+                  timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert "reconstruction MSE" in res.stdout and (dec / "decoder" / "resume.pt").is_file()
+    before, after = (torch.load(f, weights_only=True) for f in (run / "model.pt", dec / "model.pt"))
+    assert after["kind"] == "latent-ddim" and after["latent"]["decoder"]["step"] == 3
+    for key, value in before["autoencoder"].items():  # only the decoder's synapses moved
+        moved = key.startswith("decoder.") and key.endswith(("weight", "bias"))
+        assert torch.equal(value, after["autoencoder"][key]) != moved, key
+    assert all(torch.equal(v, after["model"][k]) for k, v in before["model"].items())
+    res = run_cli("sample", dec / "model.pt", "--backend", "torch", "-n", "2", "--steps", "2", "-o", tmp_path / "d.png")
+    assert res.returncode == 0, res.stderr
+    # run again: nothing left to train, joined again; a checkpoint of another kind is refused in one line
+    res = run_cli("train", "--model", "latent-decoder", "--init", run / "model.pt", "--data", "mnist", "--data-limit",
+                  "64", "--steps", "3", "--batch-size", "8", "--latent-noise", "0.1", "--out", dec, "--quiet")
+    assert res.returncode == 0 and "already trained" in res.stdout, res.stderr
+    res = run_cli("train", "--model", "latent-decoder", "--init", "mnist-vq", "--out", tmp_path / "bad", "--quiet")
+    assert res.returncode == 2 and "not a latent-ddim sampler" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert not (tmp_path / "bad").exists()

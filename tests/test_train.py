@@ -127,3 +127,31 @@ def test_two_runs_cannot_share_a_directory(tmp_path):
         lock.flush()
         with pytest.raises(SpikediffError, match=r"another training run \(pid 4242\)"):
             train(TrainConfig(data="digits", steps=1, batch_size=2), tmp_path, progress=False)
+
+
+def test_compact_resume_file_continues_a_run_in_an_empty_directory(tmp_path):
+    """A pixel run, as a long run stopped on one machine: its resume.pt carries it on elsewhere, with the
+    learning rate on its cosine decay from the step it had reached."""
+    from spikediff.train.trainer import learning_rate
+
+    def cfg(steps):
+        return TrainConfig(data="digits", steps=steps, batch_size=8, warmup=2, decay_steps=12, lr_min=1e-5,
+                           checkpoint_every=5, model=DenoiserConfig(image_size=8, channels=4, hidden=16))
+
+    train(cfg(5), tmp_path / "first", progress=False, log=lambda _m: None)
+    messages = []
+    train(cfg(10), tmp_path / "moved", progress=False, log=messages.append,
+          resume_from=tmp_path / "first" / "resume.pt")
+    assert messages[0].startswith(f"continuing from the compact file {tmp_path / 'first' / 'resume.pt'} at step 5/10")
+    start, end = load_raw(tmp_path / "first" / "resume.pt"), load_raw(tmp_path / "moved" / "last.pt")
+    assert end["step"] == 10 and end["train_config"]["decay_steps"] == 12
+    assert any(not torch.equal(start["model"][k].float(), v) for k, v in end["model"].items() if v.is_floating_point())
+    assert learning_rate(cfg(10), 12) == 1e-5 and learning_rate(cfg(10), 7, warm_start=5) < 1e-3
+    import pytest
+
+    from spikediff import SpikediffError
+
+    with pytest.raises(SpikediffError, match="decay_steps=12"):  # the decay is part of the run
+        train(TrainConfig(data="digits", steps=12, batch_size=8, warmup=2, checkpoint_every=5,
+                          model=DenoiserConfig(image_size=8, channels=4, hidden=16)), tmp_path / "moved",
+              progress=False)

@@ -37,6 +37,7 @@ VTH_MAX = (1 << 17) - 1
 BIAS_MANT_MAX = (1 << 12) - 1
 BIAS_EXP_MAX = 7
 BIAS_EXP_NETX = 6  # lava-dl netx loads biases as mantissas << 6
+BIAS_V_MAX = (BIAS_MANT_MAX + 0.5) * (1 << BIAS_EXP_MAX)  # |bias| in v units that rounds into the mantissa
 INPUT_MARGIN = 2.0
 
 
@@ -149,6 +150,12 @@ def quantize(folded, input_current_max: dict | None = None, strict: bool = False
             scale = int(np.floor(CURRENT_MAX / peak))
         if scale < 1:
             raise NirGraphError(f"NIR node {name!r}: its input weights are too large for Loihi's 24-bit current")
+        bias_peak = float(np.abs(folded.bias[name]).max()) if np.size(folded.bias[name]) else 0.0
+        if bias_peak * (scale << ACT_SHIFT) >= BIAS_V_MAX:  # small weights, large bias: the bias sets the scale
+            scale = int(np.ceil(BIAS_V_MAX / (bias_peak * (1 << ACT_SHIFT)))) - 1  # strictly below the limit
+            if scale < 1:
+                raise NirGraphError(f"NIR node {name!r}: bias {bias_peak:.4g} exceeds Loihi's 13-bit mantissa << 7 "
+                                    f"at any weight scale")
         vth = None
         theta = folded.scalar(name, "v_threshold") if n.spiking else 0.0
         if n.spiking:

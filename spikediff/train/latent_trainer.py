@@ -77,7 +77,7 @@ RESUME_KEYS = ("data", "batch_size", "lr", "lr_min", "decay_steps", "seed", "pre
                "num_train_timesteps", "data_limit", "autoencoder_sha256")
 
 
-def _state_digest(state: dict) -> str:
+def state_digest(state: dict) -> str:
     h = hashlib.sha256()
     for k in sorted(state):
         h.update(k.encode())
@@ -115,7 +115,7 @@ def train_latent_ddim(cfg: LatentTrainConfig, out_dir: str | Path, progress: boo
         device = resolve_device(cfg.device)
         vq = load_autoencoder(cfg.autoencoder)
         vq_state = vq.state_dict()
-        digest = _state_digest(vq_state)
+        digest = state_digest(vq_state)
         vcfg = vq.config
         cfg.model.latent_channels, cfg.model.grid = vcfg.code_dim, vcfg.grid
         cfg.model.validate()

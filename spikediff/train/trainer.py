@@ -55,6 +55,8 @@ class TrainConfig:
     steps: int = 4000
     batch_size: int = 128
     lr: float = 1e-3
+    lr_min: float = 1e-4
+    decay_steps: int | None = None  # cosine decay of the learning rate to lr_min at this step (None: constant)
     warmup: int = 200
     grad_clip: float = 1.0
     ema_decay: float = 0.999
@@ -77,6 +79,10 @@ class TrainConfig:
                 raise SpikediffError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.lr < 1:
             raise SpikediffError(f"--lr must be in (0, 1), got {self.lr}")
+        if not 0 <= self.lr_min <= self.lr:
+            raise SpikediffError(f"--lr-min must be in [0, --lr], got {self.lr_min}")
+        if self.decay_steps is not None and self.decay_steps <= self.warmup:
+            raise SpikediffError(f"--decay-steps {self.decay_steps} must be after the warm-up ({self.warmup} steps)")
         if not 0 <= self.ema_decay < 1:
             raise SpikediffError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         if not (self.grad_clip > 0 and math.isfinite(self.grad_clip)) or self.warmup < 0:
@@ -208,20 +214,22 @@ def model_config(options: dict):
     return DenoiserConfig.from_dict(options)
 
 
-def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, log=print) -> Path:
+def train(cfg: TrainConfig, out_dir: str | Path, progress: bool = True, log=print,
+          resume_from: Path | None = None) -> Path:
     """Train (or resume) into out_dir; returns the path of the small EMA checkpoint.
 
     Ctrl-C (SIGINT) and SIGTERM save the current step before exiting. Under ``torchrun``, data-parallel:
-    process 0 holds the run directory and writes to it, the others only train.
+    process 0 holds the run directory and writes to it, the others only train. ``resume_from``: a run's
+    compact ``resume.pt``, continued in an empty ``out_dir`` (e.g. on another machine; see ``fit``).
     """
     cfg.validate()
     with distributed.group(resolve_device(cfg.device)) as g:
         if g.main:
             with run_directory(out_dir) as out:
                 g.barrier()  # the others start once the directory is this run's
-                return _train_locked(cfg, out, progress, log, g)
+                return _train_locked(cfg, out, progress, log, g, resume_from)
         g.barrier()
-        return _train_locked(cfg, Path(out_dir), False, lambda _message: None, g)
+        return _train_locked(cfg, Path(out_dir), False, lambda _message: None, g, resume_from)
 
 
 @contextmanager
@@ -305,7 +313,8 @@ def pad_images(data: torch.Tensor, size: int) -> torch.Tensor:
     return torch.nn.functional.pad(data, (left, size - w - left, top, size - h - top), value=-1.0)
 
 
-def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log, g: distributed.Group | None = None) -> Path:
+def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log, g: distributed.Group | None = None,
+                  resume_from: Path | None = None) -> Path:
     g = g or distributed.Group(device=resolve_device(cfg.device))
     device = g.device
     size = dataset_image_size(cfg.data)
@@ -343,11 +352,12 @@ def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log, g: distribut
         return loss
 
     fit(Stage(model=model, header=_header(cfg), options=_train_options(cfg),
-              resume_keys=("data", "batch_size", "lr", "seed", "prediction_type", "num_train_timesteps", "data_limit"),
+              resume_keys=("data", "batch_size", "lr", "decay_steps", "seed", "prediction_type", "num_train_timesteps",
+                           "data_limit"),
               batch_loss=batch_loss, desc=f"train {cfg.data}",
               rate_norm={k: n * cfg.batch_size * cfg.model.num_steps for k, n in model.neuron_counts().items()},
               model_options=lambda config: model_config(config).effective()),
-        cfg, out, progress, log, group=g)
+        cfg, out, progress, log, resume_from=resume_from, group=g)
     return out / "model.pt"
 
 

@@ -1,0 +1,150 @@
+"""Decoder training for a latent spiking DDIM (``spikediff train --model latent-decoder``).
+
+Why a stage of its own: the spiking decoder's reconstructions are the ceiling of the sampler's FID, and the
+VQ-SVAE stage trains the decoder only for a few epochs, beside an encoder and a codebook that still move, and
+on code vectors rather than the continuous latents the latent DDIM samples. Here the encoder is frozen, so
+the latents, and the denoiser trained on them, stay valid: only the decoder learns, on the encoder's
+continuous latents of the training set (cached in ``OUT/latents.pt``). ``latent_noise`` adds Gaussian noise
+of that many latent standard deviations to its inputs, for the small errors of sampled latents.
+
+The stage is a ``trainer.fit`` run in ``OUT/decoder`` (resumable bit for bit, atomic checkpoints, EMA,
+Ctrl-C saves). When it ends, ``OUT/model.pt`` is the ``--init`` sampler with the trained decoder. Rerunning
+the command with a newer checkpoint of the same denoiser run (same encoder) only joins them again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from .. import SpikediffError
+from ..checkpoint import FORMAT, VERSION, load_model, load_raw, resolve, save_atomic
+from ..data import load_images, to_model_range
+from ..models import VQConfig
+from ..models.latent_ddim import KIND, LatentDDIM
+from .latent_trainer import encode_dataset, state_digest
+from .trainer import Stage, fit, resolve_device, run_directory
+
+STAGE_KIND = KIND + ":decoder"
+TEST_IMAGES = 1000  # held-out images whose reconstruction MSE the run reports, before and after
+
+
+@dataclass
+class DecoderTrainConfig:
+    data: str = "mnist"
+    init: str = ""  # the latent-ddim sampler whose decoder is trained (a shipped name or a file)
+    steps: int = 10000
+    batch_size: int = 64
+    lr: float = 5e-4
+    lr_min: float = 1e-5
+    decay_steps: int | None = None  # cosine decay to lr_min at this step [default: steps, if after the warm-up]
+    warmup: int = 100
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    latent_noise: float = 0.0  # Gaussian noise on the decoder's input, in latent standard deviations
+    seed: int = 0
+    data_limit: int | None = None
+    checkpoint_every: int = 250
+    log_every: int = 25
+    device: str = "auto"
+
+    def validate(self) -> DecoderTrainConfig:
+        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
+            if getattr(self, name) < 1:
+                raise SpikediffError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if not 0 < self.lr < 1:
+            raise SpikediffError(f"--lr must be in (0, 1), got {self.lr}")
+        if not 0 <= self.lr_min <= self.lr:
+            raise SpikediffError(f"--lr-min must be in [0, --lr], got {self.lr_min}")
+        if self.decay_steps is None and self.steps > self.warmup:
+            self.decay_steps = self.steps  # by default the rate decays over the whole run
+        if self.decay_steps is not None and self.decay_steps <= self.warmup:
+            raise SpikediffError(f"--decay-steps {self.decay_steps} must be after the warm-up ({self.warmup} steps)")
+        if not 0 <= self.latent_noise <= 10:
+            raise SpikediffError(f"--latent-noise must be in [0, 10] latent standard deviations, got "
+                                 f"{self.latent_noise}")
+        if not 0 <= self.ema_decay < 1:
+            raise SpikediffError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        return self
+
+    def options(self) -> dict:
+        return asdict(self)
+
+
+RESUME_KEYS = ("data", "batch_size", "lr", "lr_min", "decay_steps", "seed", "latent_noise", "data_limit",
+               "encoder_sha256")
+
+
+def load_sampler(name: str) -> tuple:
+    """(LatentDDIM, its checkpoint dict, its path) of ``--init``; anything else is refused in one line."""
+    path = resolve(name)
+    model, _, raw = load_model(path)
+    if not isinstance(model, LatentDDIM):
+        raise SpikediffError(f"--init {name}: a {raw.get('kind') or 'fsddim'} checkpoint, not a latent-ddim "
+                             f"sampler (the decoder stage trains a latent DDIM's decoder)")
+    return model, raw, path
+
+
+@torch.no_grad()
+def reconstruction_mse(model: LatentDDIM, images: torch.Tensor) -> float:
+    """Mean squared error of the spiking decoder's reconstructions from the encoder's continuous latents."""
+    vq = model.vq
+    return float(sum(((vq.decoder(vq.encoder(x)).clamp(-1, 1) - x) ** 2).sum() for x in images.split(250))
+                 / images.numel())
+
+
+def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress: bool = True, log=print) -> Path:
+    cfg.validate()
+    with run_directory(out_dir) as out:
+        device = resolve_device(cfg.device)
+        sampler, raw, init_path = load_sampler(cfg.init)
+        sampler.requires_grad_(False)
+        vq = sampler.vq
+        vcfg = vq.config
+        encoder_digest = state_digest(vq.encoder.state_dict())
+        images, _ = load_images(cfg.data, "train", limit=cfg.data_limit)
+        data = to_model_range(images)
+        if tuple(data.shape[1:]) != sampler.image_shape:
+            raise SpikediffError(f"--init {cfg.init}: made for images of shape {sampler.image_shape}, --data "
+                                 f"{cfg.data} has {tuple(data.shape[1:])}")
+        stamp = {"encoder": encoder_digest, "data": cfg.data, "data_limit": cfg.data_limit, "n": len(data)}
+        latents = encode_dataset(vq, data, out / "latents.pt", stamp, progress)
+        std = sampler.latent_std.reshape(1, -1, 1, 1)
+        test = to_model_range(load_images(cfg.data, "test", limit=TEST_IMAGES)[0])
+        mse_before = reconstruction_mse(sampler, test)
+
+        decoder = vq.decoder.to(device).requires_grad_(True).train()
+        x_all, z_all, std = data.to(device), latents.to(device), std.to(device)
+
+        def batch_loss(model, gen, stats):
+            idx = torch.randint(0, len(z_all), (cfg.batch_size,), generator=gen)
+            z = z_all[idx.to(device)]
+            if cfg.latent_noise:
+                z = z + cfg.latent_noise * std * torch.randn(z.shape, generator=gen).to(device)
+            return torch.nn.functional.mse_loss(model(z, stats), x_all[idx.to(device)])
+
+        header = {"format": FORMAT, "version": VERSION, "kind": STAGE_KIND, "model_config": vcfg.to_dict(),
+                  "diffusion": raw["diffusion"]}
+        stage_dir = out / "decoder"
+        stage_dir.mkdir(exist_ok=True)
+        fit(Stage(model=decoder, header=header, options={**cfg.options(), "encoder_sha256": encoder_digest},
+                  resume_keys=RESUME_KEYS, batch_loss=batch_loss, desc=f"latent decoder {cfg.data}",
+                  loss_name="reconstruction MSE",
+                  rate_norm={k: n * cfg.batch_size * vcfg.num_steps for k, n in decoder.neuron_counts().items()},
+                  model_options=lambda config: VQConfig.from_dict(config).effective()),
+            cfg, stage_dir, progress, log)
+
+        trained = load_raw(stage_dir / "model.pt")
+        decoder.load_state_dict(trained["model"])
+        decoder.eval().requires_grad_(False)
+        mse_after = reconstruction_mse(sampler.cpu(), test)
+        log(f"decoder: reconstruction MSE of the first {len(test)} {cfg.data} test images {mse_before:.5f} -> "
+            f"{mse_after:.5f} (continuous latents, step {trained['train']['step']})")
+        autoencoder = {**raw["autoencoder"], **{f"decoder.{k}": v.cpu() for k, v in trained["model"].items()}}
+        info = {"init": str(init_path), "run": str(stage_dir), "step": trained["train"]["step"],
+                "latent_noise": cfg.latent_noise, "test_mse_before": mse_before, "test_mse_after": mse_after}
+        save_atomic({**raw, "autoencoder": autoencoder, "latent": {**raw["latent"], "decoder": info}},
+                    out / "model.pt")
+        return out / "model.pt"
