@@ -24,7 +24,7 @@ DATASETS = ("mnist", "fashion-mnist")
 
 def _dataset(name):
     """The dataset a shipped model was trained on ("mnist-vq": the spiking-vq model of MNIST)."""
-    return name.removesuffix("-vq")
+    return name.removesuffix("-vq").removesuffix("-latent")
 
 
 @functools.cache
@@ -50,10 +50,11 @@ def test_shipped_checkpoint_samples_have_their_datasets_statistics(mnist_root, f
     assert mean[own] == min(mean.values()) and background[own] == min(background.values())
 
 
-@pytest.mark.parametrize("name, bar", [("mnist", 0.15), ("mnist-vq", 0.35)])
+@pytest.mark.parametrize("name, bar", [("mnist", 0.15), ("mnist-vq", 0.35), ("mnist-latent", 0.25)])
 def test_shipped_checkpoint_samples_are_recognisable_digits(mnist_root, name, bar):
     """The digit probe is confident on about 64% of real test digits, 29% of the DDIM sampler's samples,
-    51% of the spiking-vq sampler's and about 3% of speckle (benchmarks/results/digit_probe.md, README):
+    51% of the spiking-vq sampler's, 36% of the latent DDIM's (64 samples)
+    and about 3% of speckle (benchmarks/results/digit_probe.md, README):
     far from noise, not yet real digits. The bars catch a broken checkpoint or sampler, and the classes
     must all be covered."""
     from spikediff.metrics import digit_probe_score, fit_digit_probe
@@ -72,6 +73,9 @@ def test_shipped_checkpoints_are_small_and_were_made_by_spikediff_train(name):
         assert ckpt["train"]["vq_step"] >= 1000
         assert model.image_shape == (1, 28, 28)
         assert model.sdid.config.num_steps <= 4 and model.vq.config.num_steps <= 4
+    elif ckpt.get("kind") == "latent-ddim":  # the denoiser over the 7x7 latents and the decoder, both at T <= 4
+        assert model.image_shape == (1, 28, 28) and model.latent_shape == (16, 7, 7)
+        assert model.num_steps <= 4 and model.vq.config.num_steps <= 4
     else:
         assert model.config.image_size == 28 and model.config.num_steps <= 4
 
