@@ -182,6 +182,8 @@ def cmd_train(args) -> int:
         raise SpikediffError("--latent-noise is an option of --model latent-decoder")
     if args.model == "latent-ddim":
         return _train_latent(args)
+    if args.model == "fsddim" and args.resume_from is not None:
+        _check_resume_from(args.resume_from, "fsddim")  # now, not after the training set is loaded
     if args.model == "latent-decoder":
         return _train_latent_decoder(args)
     if args.model == "spiking-vq":
@@ -242,11 +244,9 @@ def _train_options(args, config_class) -> dict:
 
 
 def _decay_options(args) -> dict:
-    """The pixel trainer's learning-rate decay, from the command line (and its --resume-from checked now)."""
+    """The pixel trainer's learning-rate decay, from the command line."""
     from .train import TrainConfig
 
-    if args.resume_from is not None:
-        _check_resume_from(args.resume_from, "fsddim")
     return dict(decay_steps=args.decay_steps, lr_min=TrainConfig.lr_min if args.lr_min is None else args.lr_min)
 
 

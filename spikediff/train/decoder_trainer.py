@@ -25,7 +25,7 @@ from ..data import load_images, to_model_range
 from ..models import VQConfig
 from ..models.latent_ddim import KIND, LatentDDIM
 from .latent_trainer import encode_dataset, state_digest
-from .trainer import Stage, fit, resolve_device, run_directory
+from .trainer import Stage, check_run_options, fit, resolve_device, run_directory
 
 STAGE_KIND = KIND + ":decoder"
 TEST_IMAGES = 1000  # held-out images whose reconstruction MSE the run reports, before and after
@@ -51,22 +51,12 @@ class DecoderTrainConfig:
     device: str = "auto"
 
     def validate(self) -> DecoderTrainConfig:
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise SpikediffError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.lr < 1:
-            raise SpikediffError(f"--lr must be in (0, 1), got {self.lr}")
-        if not 0 <= self.lr_min <= self.lr:
-            raise SpikediffError(f"--lr-min must be in [0, --lr], got {self.lr_min}")
         if self.decay_steps is None and self.steps > self.warmup:
             self.decay_steps = self.steps  # by default the rate decays over the whole run
-        if self.decay_steps is not None and self.decay_steps <= self.warmup:
-            raise SpikediffError(f"--decay-steps {self.decay_steps} must be after the warm-up ({self.warmup} steps)")
+        check_run_options(self)
         if not 0 <= self.latent_noise <= 10:
             raise SpikediffError(f"--latent-noise must be in [0, 10] latent standard deviations, got "
                                  f"{self.latent_noise}")
-        if not 0 <= self.ema_decay < 1:
-            raise SpikediffError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         return self
 
     def options(self) -> dict:

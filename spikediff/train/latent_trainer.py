@@ -25,7 +25,7 @@ from ..diffusion import NoiseSchedule
 from ..models.latent_ddim import KIND
 from ..models.latent_denoiser import LatentDenoiserConfig, SpikingLatentDenoiser
 from ..models.vq_diffusion import SpikingVQDiffusion
-from .trainer import Stage, fit, resolve_device, run_directory
+from .trainer import Stage, check_run_options, fit, resolve_device, run_directory
 
 
 @dataclass
@@ -53,19 +53,9 @@ class LatentTrainConfig:
     model: LatentDenoiserConfig = field(default_factory=LatentDenoiserConfig)
 
     def validate(self) -> LatentTrainConfig:
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise SpikediffError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.lr < 1:
-            raise SpikediffError(f"--lr must be in (0, 1), got {self.lr}")
-        if not 0 <= self.lr_min <= self.lr:
-            raise SpikediffError(f"--lr-min must be in [0, --lr], got {self.lr_min}")
+        check_run_options(self)
         if self.qat_from is not None and self.qat_from < 0:
             raise SpikediffError(f"--qat-from must be >= 0, got {self.qat_from}")
-        if self.decay_steps is not None and self.decay_steps <= self.warmup:
-            raise SpikediffError(f"--decay-steps {self.decay_steps} must be after the warm-up ({self.warmup} steps)")
-        if not 0 <= self.ema_decay < 1:
-            raise SpikediffError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
         self.model.validate()
         return self
 

@@ -74,17 +74,7 @@ class TrainConfig:
     model: DenoiserConfig | UNetConfig = field(default_factory=DenoiserConfig)
 
     def validate(self) -> TrainConfig:
-        for name in ("steps", "batch_size", "checkpoint_every", "log_every"):
-            if getattr(self, name) < 1:
-                raise SpikediffError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.lr < 1:
-            raise SpikediffError(f"--lr must be in (0, 1), got {self.lr}")
-        if not 0 <= self.lr_min <= self.lr:
-            raise SpikediffError(f"--lr-min must be in [0, --lr], got {self.lr_min}")
-        if self.decay_steps is not None and self.decay_steps <= self.warmup:
-            raise SpikediffError(f"--decay-steps {self.decay_steps} must be after the warm-up ({self.warmup} steps)")
-        if not 0 <= self.ema_decay < 1:
-            raise SpikediffError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        check_run_options(self)
         if not (self.grad_clip > 0 and math.isfinite(self.grad_clip)) or self.warmup < 0:
             raise SpikediffError(f"grad_clip={self.grad_clip} must be positive and finite, warmup={self.warmup} >= 0")
         if self.amp not in (None, "bf16", "fp16"):
@@ -92,6 +82,25 @@ class TrainConfig:
         check_model_options(self.model)
         self.model.validate()
         return self
+
+
+def check_run_options(cfg, counts: tuple = (), decays: tuple = ("ema_decay",)) -> None:
+    """The options every training run shares, checked alike for every kind: step and batch counts (plus
+    ``counts``), the learning rate and, where the run has them, its decay (``lr_min``, ``decay_steps``), and
+    the EMA decays (``decays``)."""
+    for name in ("steps", "batch_size", "checkpoint_every", "log_every", *counts):
+        if getattr(cfg, name) < 1:
+            raise SpikediffError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
+    if not 0 < cfg.lr < 1:
+        raise SpikediffError(f"--lr must be in (0, 1), got {cfg.lr}")
+    if hasattr(cfg, "lr_min") and not 0 <= cfg.lr_min <= cfg.lr:
+        raise SpikediffError(f"--lr-min must be in [0, --lr], got {cfg.lr_min}")
+    decay = getattr(cfg, "decay_steps", None)
+    if decay is not None and decay <= cfg.warmup:
+        raise SpikediffError(f"--decay-steps {decay} must be after the warm-up ({cfg.warmup} steps)")
+    for name in decays:
+        if not 0 <= getattr(cfg, name) < 1:
+            raise SpikediffError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(cfg, name)}")
 
 
 def check_model_options(config) -> None:

@@ -24,7 +24,7 @@ from ..data.datasets import image_size as dataset_image_size
 from ..diffusion.absorbing import MASK_SCHEDULES, corrupt, masked_cross_entropy
 from ..models import SpikingTokenDenoiser, SpikingVQVAE, TokenDenoiserConfig, VQConfig
 from ..models.vq_diffusion import KIND
-from .trainer import Stage, fit, resolve_device, run_directory
+from .trainer import Stage, check_run_options, fit, resolve_device, run_directory
 
 
 @dataclass
@@ -49,14 +49,7 @@ class VQTrainConfig:
     sdid: TokenDenoiserConfig = field(default_factory=TokenDenoiserConfig)
 
     def validate(self) -> VQTrainConfig:
-        for name in ("vq_steps", "steps", "batch_size", "checkpoint_every", "log_every", "restart_every"):
-            if getattr(self, name) < 1:
-                raise SpikediffError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if not 0 < self.lr < 1:
-            raise SpikediffError(f"--lr must be in (0, 1), got {self.lr}")
-        for name in ("ema_decay", "vq_ema_decay"):
-            if not 0 <= getattr(self, name) < 1:
-                raise SpikediffError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(self, name)}")
+        check_run_options(self, counts=("vq_steps", "restart_every"), decays=("ema_decay", "vq_ema_decay"))
         if self.mask_schedule not in MASK_SCHEDULES:
             raise SpikediffError(f"--mask-schedule {self.mask_schedule!r}: choose one of {', '.join(MASK_SCHEDULES)}")
         self.vq.validate()
