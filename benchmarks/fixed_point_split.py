@@ -23,8 +23,8 @@ from spikediff.checkpoint import load_model
 from spikediff.diffusion.sampler import initial_noise, sample_torch
 from spikediff.export.deployment import compile_sampler
 from spikediff.export.nir_graph import sampler_graphs
+from spikediff.export.simulator import Simulator
 from spikediff.hardware_sim.sampler import sample_sim
-from spikediff.hardware_sim.simulator import Simulator
 from spikediff.metrics.fid import InceptionFeatures, reference_features, scores
 
 

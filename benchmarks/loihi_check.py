@@ -36,12 +36,12 @@ import numpy as np
 from _report import write_report
 
 from spikediff.export.netx_read import read_netx, to_deployment
+from spikediff.export.simulator import EventTally, Simulator
 from spikediff.hardware_sim.connectivity import Connectivity
 from spikediff.hardware_sim.cost import energy, estimate, neuron_work
 from spikediff.hardware_sim.events import count_events
 from spikediff.hardware_sim.mapping import balance, map_to_cores
 from spikediff.hardware_sim.profiles import load_profile
-from spikediff.hardware_sim.simulator import EventTally, Simulator
 
 SNN = "tutorials/lava/lib/dl/netx/pilotnet_snn"
 SDNN = "tutorials/lava/lib/dl/netx/pilotnet_sdnn"

@@ -174,7 +174,8 @@ def cmd_train(args) -> int:
     if args.snn_steps is None and args.arch == "patch":
         args.snn_steps = DenoiserConfig().num_steps  # every model's default T but the U-Net presets'
     own = {"latent-ddim": ("resume_from", "init", "decay_steps", "qat_from"),
-           "latent-decoder": ("init", "decay_steps"), "fsddim": ("resume_from", "decay_steps")}.get(args.model, ())
+           "latent-decoder": ("init", "decay_steps", "qat_from"),
+           "fsddim": ("resume_from", "decay_steps")}.get(args.model, ())
     for option in ("resume_from", "init", "decay_steps", "qat_from"):
         if option not in own and getattr(args, option) is not None:
             raise SpikediffError(f"--{option.replace('_', '-')} is not an option of --model {args.model}")
@@ -332,7 +333,8 @@ def _train_latent_decoder(args) -> int:
     load_sampler(args.init)  # refused now rather than after the training set is encoded
     cfg = DecoderTrainConfig(**_train_options(args, DecoderTrainConfig), init=args.init,
                              lr_min=DecoderTrainConfig.lr_min if args.lr_min is None else args.lr_min,
-                             decay_steps=args.decay_steps, latent_noise=args.latent_noise or 0.0)
+                             decay_steps=args.decay_steps, latent_noise=args.latent_noise or 0.0,
+                             qat_from=args.qat_from)
     return _run_training(train_latent_decoder, cfg, args,
                          f" (the --init sampler with the trained decoder; the decoder's run is in {args.out}/decoder)")
 
@@ -600,7 +602,7 @@ def _compile_graph_with_input(args):
         raise SpikediffError(f"--input {args.input}: shape {x.shape}; the graph's input {p.input!r} has shape "
                              f"{tuple(shape)}: give (T, {', '.join(map(str, shape))}) or (N, T, "
                              f"{', '.join(map(str, shape))})")
-    calibration = x.reshape(-1, *shape) if args.fixed_point else None
+    calibration = x if args.fixed_point else None  # input scales and readout bias correction from the run's inputs
     dep = compile_graph(graph, fixed_point=args.fixed_point, num_steps=x.shape[1], calibration=calibration,
                         strict=args.strict, dt=args.dt)
     return dep, x
@@ -862,7 +864,8 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--latent-noise", type=_interval(0, 10, True, True), default=0.0,
                     help="latent-decoder: Gaussian noise on the decoder's input latents, in latent standard deviations")
     ld.add_argument("--qat-from", type=_nonnegative_int, help="quantization-aware training from this step on: the "
-                                                            "denoiser trains on its Loihi fixed-point weights")
+                                                            "denoiser (latent-decoder: the decoder) trains on its "
+                                                            "Loihi fixed-point weights")
     lat = tr.add_argument_group("lateral-selection options (fsddim; the design: spikediff/models/lateral.py)")
     lat.add_argument("--lateral", action="store_true", help="a learnable lateral matrix: recurrent synapses within "
                                                              "the decoder layer, with its local plasticity objective")

@@ -16,7 +16,7 @@ from .atomic import atomic_path, write_json_atomic
 def simulate(dep, x: np.ndarray, device="cpu") -> dict:
     """{"outputs": {population: (N, T, *shape)} (states in float units, spikes), "spikes": {population: (N, T)}}
     from the simulator."""
-    from .hardware_sim.simulator import Simulator
+    from .export.simulator import Simulator
 
     res = Simulator(dep, device).evaluate(x)
     outputs = {k: s.cpu().numpy() / dep.readout_scale(k) for k, s in res["states"].items()}

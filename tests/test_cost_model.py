@@ -12,12 +12,12 @@ from test_export import _chain, _inp, _li, _lif, _out
 from spikediff import SpikediffError
 from spikediff.export.deployment import compile_graph
 from spikediff.export.netx_read import read_netx, to_deployment
+from spikediff.export.simulator import EventTally, Simulator
 from spikediff.hardware_sim.connectivity import Connectivity
 from spikediff.hardware_sim.cost import estimate
 from spikediff.hardware_sim.events import Events, count_events
 from spikediff.hardware_sim.mapping import Core, Mapping, allocate, balance, map_to_cores
 from spikediff.hardware_sim.profiles import UNITS, builtin_names, load_profile
-from spikediff.hardware_sim.simulator import EventTally, Simulator
 
 PJ, NS = 1e-12, 1e-9
 

@@ -16,8 +16,8 @@ from spikediff.export.deployment import compile_graph, compile_sampler
 from spikediff.export.nir_graph import sampler_graphs, to_nir
 from spikediff.export.plan import NirGraphError
 from spikediff.export.quantize import bias_to_lava, decay_to_lava, quantize_weights
+from spikediff.export.simulator import evaluate
 from spikediff.hardware_sim.sampler import sample_sim
-from spikediff.hardware_sim.simulator import evaluate
 from spikediff.models import DenoiserConfig, SpikingDenoiser
 from spikediff.runtime.build import build
 

@@ -35,7 +35,7 @@ from conftest import run_cli
 from spikediff.export.deployment import compile_graph
 from spikediff.export.nir_graph import read_graph
 from spikediff.export.plan import NirGraphError
-from spikediff.hardware_sim.simulator import evaluate
+from spikediff.export.simulator import evaluate
 from spikediff.runtime.build import build
 from spikediff.runtime.run import run_windows
 
@@ -547,7 +547,7 @@ def _assert_bit_exact(case, dep, sim, got):
 def test_two_inputs_two_outputs_in_fixed_point_equal_the_simulator_class(tmp_path):
     """The multi-input, multi-output graph in fixed point, through the ``Simulator`` class that ``evaluate``
     wraps, converted to float units per population: one input scale per Input."""
-    from spikediff.hardware_sim.simulator import Simulator
+    from spikediff.export.simulator import Simulator
 
     graph, opts, _path = _from_file(two_in_two_out, tmp_path)
     x, t = opts["x"], opts["num_steps"]

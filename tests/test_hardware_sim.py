@@ -15,6 +15,7 @@ from spikediff.diffusion import NoiseSchedule
 from spikediff.diffusion.sampler import initial_noise
 from spikediff.export.deployment import compile_graph, compile_sampler
 from spikediff.export.nir_graph import sampler_graphs
+from spikediff.export.plan import CONST
 from spikediff.hardware_sim.connectivity import Connectivity
 from spikediff.hardware_sim.cost import barrier_time, estimate
 from spikediff.hardware_sim.events import Events, count_events
@@ -230,7 +231,8 @@ def test_events_of_a_run_add_up(tiny_graph):
     ev = count_events(sim, conn)
     folded = sim["deployment"].folded
     # synaptic ops = spikes x fan-out, summed over the source neurons (a second way to count them)
-    by_source = sum((sim["neuron_spikes"][f.syn.src] / 3 * conn.pull(f, np.ones(conn.size(f.syn.dst)))).sum()
+    fired = {**sim["neuron_spikes"], CONST: np.full(1, 3 * 2 * sim["deployment"].num_steps)}  # CONST: every step
+    by_source = sum((fired[f.syn.src] / 3 * conn.pull(f, np.ones(conn.size(f.syn.dst)))).sum()
                     for f in folded.synapses if f.syn.src != folded.plan.input)
     assert sum(s.sum() for s in ev.synops.values()) == pytest.approx(by_source)
     assert ev.totals()["spikes"] == pytest.approx(sum(c["active"].sum() for c in sim["counters"].values()) / 3)

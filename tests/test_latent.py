@@ -99,6 +99,32 @@ def test_quantization_aware_training_uses_the_deployed_grid():
     assert 0 < (quantized - plain).abs().max() < 0.5  # close, but on the grid
 
 
+def test_quantization_aware_training_of_the_decoder_uses_its_deployed_grid():
+    from spikediff import SpikediffError
+    from spikediff.export.quantize import quantize_weights
+    from spikediff.train.qat import QAT
+
+    model = _tiny()
+    scales = QAT(model, SCHEDULE, role="decoder").update_scales()
+    dep = compile_sampler(sampler_graphs(model, SCHEDULE), fixed_point=True, bias_correction=False).networks["decoder"]
+    net = model.vq.decoder
+    assert set(scales) == {f.syn.name for f in dep.folded.synapses}
+    for name in scales:
+        layer = getattr(net, name)
+        w = (layer.folded()[0] if hasattr(layer, "folded") else layer.weight).detach().numpy()
+        ints = quantize_weights(w, scales[name])
+        assert (ints == dep.fixed.weights[name].reshape(ints.shape)).all(), name  # the quantizer's own integers
+    assert not getattr(model.denoiser, "qat_scales", None)  # only the decoder trains so
+    z = torch.randn(4, *model.latent_shape)
+    with torch.no_grad():
+        quantized = net(z)
+        net.qat_scales = None
+        plain = net(z)
+    assert 0 < (quantized - plain).abs().max() < 0.5
+    with pytest.raises(SpikediffError, match="no 'readout' network"):
+        QAT(model, SCHEDULE, role="readout")
+
+
 def test_cli_trains_samples_exports_and_reports_a_latent_sampler(tmp_path):
     run = tmp_path / "run"
     res = run_cli("train", "--model", "latent-ddim", "--data", "mnist", "--data-limit", "64", "--steps", "4",
@@ -133,12 +159,15 @@ def test_cli_trains_samples_exports_and_reports_a_latent_sampler(tmp_path):
     # the decoder stage: the sampler's decoder trained on its frozen encoder's latents, joined into one sampler
     dec = tmp_path / "dec"
     res = run_cli("train", "--model", "latent-decoder", "--init", run / "model.pt", "--data", "mnist", "--data-limit",
-                  "64", "--steps", "3", "--batch-size", "8", "--latent-noise", "0.1", "--out", dec, "--quiet",
-                  timeout=600)
+                  "64", "--steps", "3", "--batch-size", "8", "--latent-noise", "0.1", "--qat-from", "1", "--out", dec,
+                  "--quiet", timeout=600)
     assert res.returncode == 0, res.stderr
     assert "reconstruction MSE" in res.stdout and (dec / "decoder" / "resume.pt").is_file()
+    # quantization-aware from step 1: the decoder's run trained on the decoder's fixed-point grid
+    assert set(torch.load(dec / "decoder" / "last.pt", weights_only=False)["qat_scales"]) >= {"gen", "conv_ro"}
     before, after = (torch.load(f, weights_only=True) for f in (run / "model.pt", dec / "model.pt"))
     assert after["kind"] == "latent-ddim" and after["latent"]["decoder"]["step"] == 3
+    assert after["latent"]["decoder"]["qat_from"] == 1
     for key, value in before["autoencoder"].items():  # only the decoder's synapses moved
         moved = key.startswith("decoder.") and key.endswith(("weight", "bias"))
         assert torch.equal(value, after["autoencoder"][key]) != moved, key

@@ -9,7 +9,7 @@ from conftest import run_cli
 from spikediff.diffusion import NoiseSchedule
 from spikediff.export.deployment import compile_sampler
 from spikediff.export.nir_graph import sampler_graphs
-from spikediff.hardware_sim.simulator import evaluate
+from spikediff.export.simulator import evaluate
 from spikediff.models import DenoiserConfig, SpikingDenoiser
 from spikediff.runtime.build import build
 from spikediff.runtime.run import run_windows
@@ -29,6 +29,7 @@ def test_hardware_form_equals_the_plain_form_and_the_simulator(tiny):
     x = model.make_input(torch.randn(3, 1, 8, 8), torch.tensor([999, 400, 3])).numpy()
     hw, plain = build(dep), build(dep, hardware=False)
     assert hw.hardware and hw.accumulating == {"readout"} and not plain.accumulating
+    assert dep.folded.incoming("readout")[-1].syn.name == "readout.bias_correction"  # compiled in: still on chip
     kinds = {type(p).__name__ for p in hw.processes.values()}
     assert "DelaySparse" in kinds and not kinds & HOST_ONLY, kinds  # the skip path waits in its synapses
     assert {"Readout", "SpikeDelay"} <= {type(p).__name__ for p in plain.processes.values()}

@@ -17,7 +17,7 @@ evaluation at a time (period = window), its delay lines cleared as each evaluati
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 import numpy as np
@@ -116,13 +116,16 @@ def graph_dt(graph, dt: float | None = None) -> float:
 
 
 def compile_graph(graph, *, fixed_point: bool = False, num_steps: int | None = None, calibration=None,
-                  strict: bool = False, dt: float | None = None, pipelined: bool = True) -> Deployment:
+                  strict: bool = False, dt: float | None = None, pipelined: bool = True,
+                  bias_correction: bool = True) -> Deployment:
     """Compile a NIR graph for every backend.
 
     ``num_steps``: T, NIR steps per evaluation (default: the metadata's ``snn_steps``). ``calibration``: host
     inputs that set each Input's fixed-point scale ({Input: (N, *shape)} or one array); without them the
     scale assumes inputs of at most 1. ``strict``: refuse values fixed point cannot represent instead of
     rounding them. ``dt``: the graph's time step (default: the metadata's ``dt``, else 1e-4).
+    ``bias_correction``: in fixed point with calibration inputs, cancel the mean offset of each non-spiking
+    readout in its bias (``bias_correction``).
     """
     meta = dict(graph.metadata or {})
     if num_steps is None:
@@ -147,8 +150,14 @@ def compile_graph(graph, *, fixed_point: bool = False, num_steps: int | None = N
             if err.get("du_error", 0) > 1e-9 or err.get("dv_error", 0) > 1e-9:
                 notes.append(f"{name}: decays rounded to Loihi's 12-bit grid (du error {err['du_error']:.3g}, dv error "
                              f"{err['dv_error']:.3g})")
-    return Deployment(graph, MappingProxyType(meta), dt, p, folded, fixed, timing(p, num_steps, pipelined), strict,
-                      tuple(notes))
+    dep = Deployment(graph, MappingProxyType(meta), dt, p, folded, fixed, timing(p, num_steps, pipelined), strict,
+                     tuple(notes))
+    if fixed is not None and calibration is not None and bias_correction:
+        from .bias_correction import correct_readout_bias
+
+        dep, report = correct_readout_bias(dep, calibration)
+        dep = replace(dep, notes=dep.notes + tuple(r.note() for r in report))
+    return dep
 
 
 @dataclass(frozen=True)
@@ -170,6 +179,15 @@ class SamplerDeployment:
     def loop(self) -> Deployment:
         return self.networks["denoiser"]
 
+    def digest(self) -> str:
+        """SHA-256 over the roles' fixed-point integers (``FixedPoint.digest``): names what a chip would run."""
+        import hashlib
+
+        if not self.fixed_point:
+            raise SpikediffError("a floating-point deployment has no integers to digest")
+        return hashlib.sha256(";".join(f"{role}={dep.fixed.digest()}"
+                                       for role, dep in sorted(self.networks.items())).encode()).hexdigest()
+
     def program(self, n: int, steps: int, seed: int = 0, first: int = 0, dtype: str | None = None, **options):
         """The host program of one run of ``n`` images (arithmetic: float64 in floating point, float32 in
         fixed point, unless ``dtype`` says otherwise)."""
@@ -178,10 +196,11 @@ class SamplerDeployment:
 
 
 def compile_sampler(graphs: dict, *, fixed_point: bool = False, strict: bool = False,
-                    pipelined: bool = True) -> SamplerDeployment:
+                    pipelined: bool = True, bias_correction: bool = True) -> SamplerDeployment:
     """Compile a spikediff sampler's graphs ({role: NIR graph}, as ``nir_graph.sampler_graphs`` writes them);
-    in fixed point each network's input scale is calibrated on its kind's fixed inputs. ``pipelined=False``:
-    one evaluation at a time on Lava (for comparison)."""
+    in fixed point each network's input scale is calibrated on its kind's fixed inputs, and so is its readout
+    bias correction (``bias_correction=False``: none). ``pipelined=False``: one evaluation at a time on Lava
+    (for comparison)."""
     from ..diffusion import kinds
 
     if "denoiser" not in graphs:
@@ -199,5 +218,5 @@ def compile_sampler(graphs: dict, *, fixed_point: bool = False, strict: bool = F
         graph = graphs[role]
         calibration = kind.calibration(role, dict(graph.metadata or {})) if fixed_point else None
         deps[role] = compile_graph(graph, fixed_point=fixed_point, calibration=calibration, strict=strict,
-                                   pipelined=pipelined)
+                                   pipelined=pipelined, bias_correction=bias_correction)
     return SamplerDeployment(kind, MappingProxyType(deps))

@@ -119,15 +119,16 @@ def to_nir(model: SpikingGraph, schedule=None, metadata: dict | None = None):
         raise SpikediffError(f"NIR type check failed for the exported {type(model).__name__}: {exc}") from None
 
 
-def sampler_graphs(model, schedule=None) -> dict:
+def sampler_graphs(model, schedule=None, roles=None) -> dict:
     """A loaded sampler as the NIR graphs it deploys, {role: graph}, each carrying its kind and role and the
-    host-side facts its kind needs (``diffusion.kinds``); the files alone are enough to sample."""
+    host-side facts its kind needs (``diffusion.kinds``); the files alone are enough to sample. ``roles``: only
+    these networks (quantization-aware training compiles one)."""
     from ..diffusion import kinds
 
     kind = kinds.of_model(model)
     return {role: to_nir(net, schedule if role == "denoiser" else None,
                          metadata={"kind": kind.name, "role": role, **extra})
-            for role, (net, extra) in kind.networks(model).items()}
+            for role, (net, extra) in kind.networks(model).items() if roles is None or role in roles}
 
 
 def read_graph(path: str | Path):

@@ -69,6 +69,23 @@ class FixedPoint:
         """Readout v units per unit of float v (the current scale shifted by 6)."""
         return self.populations[readout].scale << ACT_SHIFT
 
+    def digest(self) -> str:
+        """SHA-256 of every integer the chip is given (scales, decays, thresholds, biases, weights): two compiles
+        that run alike have the same digest."""
+        import hashlib
+
+        h = hashlib.sha256()
+        for name, q in sorted(self.input_scales.items()):
+            h.update(f"input {name} {q};".encode())
+        for name, q in sorted(self.populations.items()):
+            h.update(f"population {name} {q.scale} {q.du} {q.dv} {q.vth};".encode())
+            for a in (q.bias_mant, q.bias_exp):
+                h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
+        for name, w in sorted(self.weights.items()):
+            h.update(f"synapse {name} {np.shape(w)};".encode())
+            h.update(np.ascontiguousarray(w, dtype=np.int64).tobytes())
+        return h.hexdigest()
+
 
 def encode_input(x: np.ndarray, scale: int) -> np.ndarray:
     """Host input as graded 24-bit integers: round(x * Q), saturated."""

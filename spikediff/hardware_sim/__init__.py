@@ -1,2 +1,2 @@
-"""What a Loihi-class chip would compute and what it would cost, without the chip: Loihi's integer neuron
-arithmetic and a batched, bit-exact simulator of our fixed-point networks (the cost model comes next)."""
+"""What a Loihi-class chip would compute and what it would cost, without the chip: the sampler loop around the
+compiler's bit-exact simulator (``export.simulator``), event counts, chip mapping, the cost model and reports."""

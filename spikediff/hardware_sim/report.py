@@ -86,8 +86,8 @@ def make_graph_report(dep, inputs, out_dir, profiles=DEFAULT_PROFILES, overrides
     """The report of any compiled fixed-point network on given inputs: per inference (one evaluation of T
     steps per input), the same events, mapping and prices as for a sampler."""
     from .. import SpikediffError
+    from ..export.simulator import EventTally, Simulator
     from .plots import plot_activity, plot_energy
-    from .simulator import EventTally, Simulator
 
     loaded = load_profiles(profiles, overrides)
     out = Path(out_dir)

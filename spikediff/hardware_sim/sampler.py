@@ -24,7 +24,7 @@ def sample_sim(sd, n: int, steps: int, seed: int = 0, first: int = 0, device="cp
     Returns ``images`` (n, C, H, W), the program's ``extras`` (e.g. ``tokens``), ``counters`` {population:
     {"active": (n, steps)}} of the loop network, ``final_counters`` {population: (n,)}, ``raster``, and
     ``parts``: {role: that network's events in the form ``events.count_events`` prices}."""
-    from .simulator import EventTally, Simulator
+    from ..export.simulator import EventTally, Simulator
 
     if not sd.fixed_point:
         raise SpikediffError("the bit-exact simulator runs fixed-point samplers (compile with fixed_point=True)")

@@ -19,10 +19,22 @@ BACKENDS = ("torch", "sim", "lava")
 CHUNK = 256
 
 
-def samples_folder(out_dir, backend: str, steps: int, seed: int, options: dict) -> Path:
+def samples_folder(out_dir, backend: str, steps: int, seed: int, options: dict, deployed=None) -> Path:
     """Where ``generate`` keeps its chunks, named by what changes the samples: the spiking-vq temperature, a
-    solver other than DDIM."""
-    return Path(out_dir) / f"samples-{backend}-{steps}steps-seed{seed}{_suffix(options)}"
+    solver other than DDIM, and for the deployed backends the compiled integers (``deployed``: the compiled
+    sampler), so samples of an older compile of the same checkpoint are never reused."""
+    artifact = "" if deployed is None else f"-fx{deployed.digest()[:12]}"
+    return Path(out_dir) / f"samples-{backend}-{steps}steps-seed{seed}{_suffix(options)}{artifact}"
+
+
+def deploy(model, schedule, backend: str, bias_correction: bool = True):
+    """The compiled fixed-point sampler the sim and lava backends run (None for torch)."""
+    if backend == "torch":
+        return None
+    from ..export.deployment import compile_sampler
+    from ..export.nir_graph import sampler_graphs
+
+    return compile_sampler(sampler_graphs(model, schedule), fixed_point=True, bias_correction=bias_correction)
 
 
 def _suffix(options: dict) -> str:
@@ -56,7 +68,7 @@ def chunk_features(folder: Path, samples: np.ndarray, extractor, chunk: int = CH
 
 
 def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, seed: int = 0, device: str = "cpu",
-             chunk: int = CHUNK, progress: bool = True, log=print, **options) -> np.ndarray:
+             chunk: int = CHUNK, progress: bool = True, log=print, deployed=None, **options) -> np.ndarray:
     """(n, C, H, W) samples in [-1, 1], generated chunk by chunk into ``out_dir`` (reused when present). Image i
     of a chunk starting at ``start`` is image ``start + i`` of the run (its noise and draws), so chunks add up to
     one run. ``options``: the kind's sampling options (spiking-vq: temperature)."""
@@ -71,15 +83,10 @@ def generate(model, schedule, out_dir: Path, n: int, steps: int, backend: str, s
     kind = kinds.of_model(model)
     options = kind.options(**options)
     shape = model.image_shape
-    folder = samples_folder(out_dir, backend, steps, seed, options)
+    sd = deployed if deployed is not None else deploy(model, schedule, backend)  # compiled once for every chunk
+    folder = samples_folder(out_dir, backend, steps, seed, options, sd)
     folder.mkdir(parents=True, exist_ok=True)
     noise = _run_noise(model, kind, n, seed)
-    sd = None
-    if backend != "torch":  # compiled once for every chunk
-        from ..export.deployment import compile_sampler
-        from ..export.nir_graph import sampler_graphs
-
-        sd = compile_sampler(sampler_graphs(model, schedule), fixed_point=True)
     out = np.zeros((n, *shape), np.float32)
     reused = 0
     with tqdm(total=n, desc=f"samples ({backend}, {steps} steps)", unit="image", disable=not progress) as bar:
@@ -126,9 +133,10 @@ def _run_noise(model, kind, n: int, seed: int):
 
 def evaluate(model, schedule, out_dir, data: str, n: int, steps: int, backend: str, seed: int = 0,
              ref_split: str = "train", ref_n: int = 10000, device: str = "cpu", progress: bool = True,
-             kid_subsets: int = 100, source: str = "", log=print, **options) -> dict:
+             kid_subsets: int = 100, source: str = "", log=print, bias_correction: bool = True, **options) -> dict:
     """Generate (or reuse) n samples, score them against ``ref_n`` images of ``data``/``ref_split``; writes
-    ``eval-<backend>-<steps>steps.json`` and a grid of the first 64 samples into ``out_dir``."""
+    ``eval-<backend>-<steps>steps.json`` and a grid of the first 64 samples into ``out_dir``.
+    ``bias_correction=False``: the deployed backends run the compile without readout bias correction."""
     import torch
 
     from ..images import save_grid
@@ -147,15 +155,19 @@ def evaluate(model, schedule, out_dir, data: str, n: int, steps: int, backend: s
     from ..diffusion import kinds
 
     options = kinds.of_model(model).options(**options)
+    sd = deploy(model, schedule, backend, bias_correction)
     samples = generate(model, schedule, out, n, steps, backend, seed=seed, device=device, progress=progress, log=log,
-                       **options)
-    feats = chunk_features(samples_folder(out, backend, steps, seed, options), samples,
+                       deployed=sd, **options)
+    feats = chunk_features(samples_folder(out, backend, steps, seed, options, sd), samples,
                            extractor, progress=progress)
     result = {"source": source, "backend": backend, "denoising_steps": steps,
               "snn_steps": model.num_steps,
               "seed": seed, "data": data, "reference": f"{data} {ref_split}, first {len(reference)} images",
               **scores(feats, reference, kid_subsets=kid_subsets)}
-    name = f"eval-{backend}-{steps}steps{_suffix(options)}"
+    if sd is not None:
+        result["artifact_sha256"] = sd.digest()
+        result["bias_correction"] = bias_correction
+    name = f"eval-{backend}-{steps}steps{_suffix(options)}" + ("" if bias_correction else "-no-bias-correction")
     result.update(options)
     save_grid(torch.from_numpy(samples[:64]), out / f"{name}.png")
     write_json_atomic(result, out / f"{name}.json")

@@ -5,7 +5,9 @@ VQ-SVAE stage trains the decoder only for a few epochs, beside an encoder and a 
 on code vectors rather than the continuous latents the latent DDIM samples. Here the encoder is frozen, so
 the latents, and the denoiser trained on them, stay valid: only the decoder learns, on the encoder's
 continuous latents of the training set (cached in ``OUT/latents.pt``). ``latent_noise`` adds Gaussian noise
-of that many latent standard deviations to its inputs, for the small errors of sampled latents.
+of that many latent standard deviations to its inputs, for the small errors of sampled latents. ``qat_from``
+trains it quantization-aware from that step on (``train.qat``): a float-trained decoder's strokes break up in
+fixed point, the largest fixed-point loss of a latent sampler.
 
 The stage is a ``trainer.fit`` run in ``OUT/decoder`` (resumable bit for bit, atomic checkpoints, EMA,
 Ctrl-C saves). When it ends, ``OUT/model.pt`` is the ``--init`` sampler with the trained decoder. Rerunning
@@ -44,6 +46,8 @@ class DecoderTrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     latent_noise: float = 0.0  # Gaussian noise on the decoder's input, in latent standard deviations
+    qat_from: int | None = None  # quantization-aware training from this step on (``train.qat``)
+    qat_refresh: int = 50  # steps between refreshes of the fixed-point scales
     seed: int = 0
     data_limit: int | None = None
     checkpoint_every: int = 250
@@ -54,6 +58,10 @@ class DecoderTrainConfig:
         if self.decay_steps is None and self.steps > self.warmup:
             self.decay_steps = self.steps  # by default the rate decays over the whole run
         check_run_options(self)
+        if self.qat_from is not None and self.qat_from < 0:
+            raise SpikediffError(f"--qat-from must be >= 0, got {self.qat_from}")
+        if self.qat_refresh < 1:
+            raise SpikediffError(f"qat_refresh must be >= 1, got {self.qat_refresh}")
         if not 0 <= self.latent_noise <= 10:
             raise SpikediffError(f"--latent-noise must be in [0, 10] latent standard deviations, got "
                                  f"{self.latent_noise}")
@@ -119,22 +127,34 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
                   "diffusion": raw["diffusion"]}
         stage_dir = out / "decoder"
         stage_dir.mkdir(exist_ok=True)
+        before_step = None
+        if cfg.qat_from is not None:
+            from .qat import QAT
+
+            qat = QAT(sampler, refresh=cfg.qat_refresh, role="decoder")
+
+            def before_step(_model, step):
+                if step >= cfg.qat_from:
+                    qat.step(step)
+
         fit(Stage(model=decoder, header=header, options={**cfg.options(), "encoder_sha256": encoder_digest},
                   resume_keys=RESUME_KEYS, batch_loss=batch_loss, desc=f"latent decoder {cfg.data}",
-                  loss_name="reconstruction MSE",
+                  loss_name="reconstruction MSE", before_step=before_step,
                   rate_norm={k: n * cfg.batch_size * vcfg.num_steps for k, n in decoder.neuron_counts().items()},
                   model_options=lambda config: VQConfig.from_dict(config).effective()),
             cfg, stage_dir, progress, log)
 
         trained = load_raw(stage_dir / "model.pt")
         decoder.load_state_dict(trained["model"])
+        decoder.qat_scales = None  # the sampler deploys the float weights; export quantizes them
         decoder.eval().requires_grad_(False)
         mse_after = reconstruction_mse(sampler.cpu(), test)
         log(f"decoder: reconstruction MSE of the first {len(test)} {cfg.data} test images {mse_before:.5f} -> "
             f"{mse_after:.5f} (continuous latents, step {trained['train']['step']})")
         autoencoder = {**raw["autoencoder"], **{f"decoder.{k}": v.cpu() for k, v in trained["model"].items()}}
         info = {"init": str(init_path), "run": str(stage_dir), "step": trained["train"]["step"],
-                "latent_noise": cfg.latent_noise, "test_mse_before": mse_before, "test_mse_after": mse_after}
+                "latent_noise": cfg.latent_noise, "qat_from": cfg.qat_from, "test_mse_before": mse_before,
+                "test_mse_after": mse_after}
         save_atomic({**raw, "autoencoder": autoencoder, "latent": {**raw["latent"], "decoder": info}},
                     out / "model.pt")
         return out / "model.pt"

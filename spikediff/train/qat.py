@@ -1,12 +1,13 @@
-"""Quantization-aware training: the loop network trains with the weights it will have on Loihi.
+"""Quantization-aware training: a sampler's network trains with the weights it will have on Loihi.
 
 Every synapse layer runs, in the forward pass, with its deployed weight on the fixed-point grid
 (``models.spiking_graph.quantized_forward``: even 8-bit mantissas at the destination population's scale,
 divided by the input scale for the host input; a batch-normalised convolution folded with frozen
 statistics, as export folds it), with the straight-through estimator for the gradient: the optimizer moves
 the float weights, the loss sees the quantized ones. The scales are the quantizer's own, read off a
-fixed-point compile of the model's graphs (``compile_sampler``) and refreshed every ``refresh`` steps, so the
-grid the network learns on is the one the chip runs.
+fixed-point compile of the network's graph (calibrated as ``compile_sampler`` calibrates it) and refreshed
+every ``refresh`` steps, so the grid the network learns on is the one the chip runs. Any network role of the
+sampler's kind can train so: the denoiser (the loop) or, for a latent DDIM, the decoder.
 """
 
 from __future__ import annotations
@@ -15,17 +16,23 @@ import torch
 
 
 class QAT:
-    """Fake quantization of a sampler's loop network (``kind.networks(model)["denoiser"]``)."""
+    """Fake quantization of one network of a sampler (``kind.networks(model)[role]``)."""
 
-    def __init__(self, sampler, schedule=None, refresh: int = 100):
+    def __init__(self, sampler, schedule=None, refresh: int = 100, role: str = "denoiser"):
+        from .. import SpikediffError
         from ..diffusion import kinds
 
-        self.sampler, self.schedule, self.refresh = sampler, schedule, int(refresh)
-        self.net = kinds.of_model(sampler).networks(sampler)["denoiser"][0]
+        self.kind = kinds.of_model(sampler)
+        networks = self.kind.networks(sampler)
+        if role not in networks:
+            raise SpikediffError(f"quantization-aware training: a {self.kind.name} sampler has no {role!r} network "
+                                 f"(it has {', '.join(networks)})")
+        self.sampler, self.schedule, self.refresh, self.role = sampler, schedule, int(refresh), role
+        self.net = networks[role][0]
 
     def update_scales(self) -> dict:
-        """The quantizer's scale of every synapse layer of the loop network, from a fixed-point compile."""
-        from ..export.deployment import compile_sampler
+        """The quantizer's scale of every synapse layer of the network, from a fixed-point compile of its graph."""
+        from ..export.deployment import compile_graph
         from ..export.nir_graph import sampler_graphs
 
         was = self.net.training
@@ -33,7 +40,9 @@ class QAT:
         self.net.eval()
         try:
             with torch.no_grad():
-                dep = compile_sampler(sampler_graphs(self.sampler, self.schedule), fixed_point=True).loop
+                graph = sampler_graphs(self.sampler, self.schedule, roles=(self.role,))[self.role]
+                dep = compile_graph(graph, fixed_point=True, bias_correction=False,  # the scales are all it needs
+                                    calibration=self.kind.calibration(self.role, dict(graph.metadata or {})))
         finally:
             self.net.train(was)
         fx, p = dep.fixed, dep.plan

@@ -20,9 +20,9 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 
-from ..export import loihi_arith
-from ..export.plan import CONST
-from ..export.quantize import encode_input
+from . import loihi_arith
+from .plan import CONST
+from .quantize import encode_input
 
 FLOAT32_EXACT = 1 << 24
 
@@ -113,7 +113,7 @@ class Simulator:
         if self.fx is not None:
             return torch.as_tensor(encode_input(np.asarray(x), self.fx.input_scales[name]), dtype=torch.int64,
                                    device=self.device)
-        return torch.as_tensor(np.asarray(x, dtype=np.float64), device=self.device)
+        return torch.as_tensor(np.array(x, dtype=np.float64), device=self.device)  # a copy: x may be a read-only view
 
     def _update(self, name, u, v, a_in):
         """(u, v, spikes or None) of one population's step."""
