@@ -125,7 +125,7 @@ def compile_graph(graph, *, fixed_point: bool = False, num_steps: int | None = N
     scale assumes inputs of at most 1. ``strict``: refuse values fixed point cannot represent instead of
     rounding them. ``dt``: the graph's time step (default: the metadata's ``dt``, else 1e-4).
     ``bias_correction``: in fixed point with calibration inputs, cancel the mean offset of each non-spiking
-    readout in its bias (``bias_correction``).
+    readout with a constant input current (``export.bias_correction``).
     """
     meta = dict(graph.metadata or {})
     if num_steps is None:
