@@ -1,7 +1,10 @@
 """Which network of a latent DDIM sampler loses quality in fixed point: each one deployed alone, the other in float.
 
 Usage: python benchmarks/fixed_point_split.py --out benchmarks/results/fixed_point_split.md [--model mnist-latent]
-       [-n 1000] [--ref-n 5000] [--steps 20]
+       [-n 1000] [--ref-n 5000] [--steps 20] [--no-bias-correction]
+
+``--no-bias-correction`` compiles without the readout bias correction (``export.bias_correction``), as the
+committed results were made (before the compiler had it).
 
 Rows, all from the same initial noise (seed 0, as ``spikediff eval``), FID of n samples against the first ref-n
 training images:
@@ -49,11 +52,13 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--ref-n", type=int, default=5000)
     ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--no-bias-correction", action="store_true", help="compile without the readout bias correction")
     args = ap.parse_args()
 
     model, schedule, raw = load_model(args.model)
     data = raw["train"]["data"]
-    fixed = compile_sampler(sampler_graphs(model, schedule), fixed_point=True)
+    fixed = compile_sampler(sampler_graphs(model, schedule), fixed_point=True,
+                            bias_correction=not args.no_bias_correction)
     noise = initial_noise(args.n, model.latent_shape, 0)
     with torch.no_grad():
         z_float = sample_torch(model.denoiser, schedule, args.n, args.steps, noise=noise, shape=model.latent_shape,

@@ -3,12 +3,12 @@ calibration inputs and cancelled by a constant input current (the last stage of 
 
 Why: rounding every weight to Loihi's 8-bit grid and running the neurons in integers moves each readout
 neuron's *mean* output a little, and the same way for every input: on the shipped latent decoder, by up to
-0.1 of the [-1, 1] pixel range, in a pattern that repeats with the readout's patch layout. Image metrics punish
+0.1 of the [-1, 1] pixel range (a faint grid behind every digit). Image metrics punish
 that far beyond its size: cancelling it took the shipped latent sampler from FID 87.9 to 65.3 in fixed point
 (float: 55.1; ``benchmarks/bias_correction.py``). A readout is linear in a constant input, so the mean offset
 can be cancelled: the empirical bias correction of post-training quantization (Nagel et al., "Data-Free
-Quantization Through Weight Equalization and Bias Correction", ICCV 2019), here per readout neuron, since the
-border neurons of a convolution err differently from the inner ones.
+Quantization Through Weight Equalization and Bias Correction", ICCV 2019), here per readout neuron: each one
+errs by its own amount (a convolution's border neurons see different inputs from its inner ones).
 
 How: the float and the fixed-point deployments run the calibration inputs on the bit-exact simulator; per
 readout neuron, d = mean over inputs and steps of (fixed readout - float readout), in float units. A constant
@@ -28,7 +28,7 @@ import numpy as np
 
 from .fold import FoldedSynapse
 from .plan import CONST, DenseOp, NirGraphError, Synapse
-from .quantize import DECAY_BITS, WEIGHT_MAX, quantize_weights
+from .quantize import DECAY_BITS, WEIGHT_MAX, quantize_weights, weight_error
 
 BATCH = 64  # calibration inputs per simulator batch
 SUFFIX = ".bias_correction"  # the name of the correcting synapse: "<readout>.bias_correction"
@@ -85,7 +85,8 @@ def correct_readout_bias(dep, inputs) -> tuple:
         return dep, []
     float_means = _readout_means(replace(dep, fixed=None), inputs, n)
     folded, fx = dep.folded, dep.fixed
-    synapses, weights, errors, clipped = list(folded.synapses), dict(fx.weights), dict(fx.errors), {}
+    synapses, weights, errors = list(folded.synapses), dict(fx.weights), dict(fx.errors)
+    clipped = {}  # corrected readout -> its neurons whose correction did not fit the weight grid
     offsets = {name: fixed_means[name] - float_means[name] for name in fixed_means}
     for name, offset in offsets.items():
         q = fx.populations[name]
@@ -106,10 +107,8 @@ def correct_readout_bias(dep, inputs) -> tuple:
             synapses.append(FoldedSynapse(syn, DenseOp(weight), (1,), tuple(dep.plan.shapes[name])))
             key = syn.name
         weights[key] = quantize_weights(weight, q.scale)
-        err = np.abs(weights[key] / q.scale - weight)
-        errors[key] = {"max_abs_error": float(err.max()), "rms_error": float(np.sqrt((err ** 2).mean())),
-                       "max_abs_weight": float(np.abs(weight).max()), "max_int": int(np.abs(weights[key]).max())}
-    if not clipped:
+        errors[key] = weight_error(weight, weights[key], q.scale)
+    if not clipped:  # nothing corrected
         return dep, []
     corrected = replace(dep, folded=replace(folded, synapses=tuple(synapses)),
                         fixed=replace(fx, weights=weights, errors=errors))

@@ -110,6 +110,13 @@ def quantize_weights(w: np.ndarray, scale: float) -> np.ndarray:
     return np.clip(2 * np.round(np.asarray(w) * scale / 2), -256, WEIGHT_MAX).astype(np.int64)
 
 
+def weight_error(w: np.ndarray, w_int: np.ndarray, scale: float) -> dict:
+    """The error report of one synapse's quantized weights (``FixedPoint.errors``)."""
+    err = np.abs(w_int / scale - w)
+    return {"max_abs_error": float(err.max()), "rms_error": float(np.sqrt((err ** 2).mean())),
+            "max_abs_weight": float(np.abs(w).max()), "max_int": int(np.abs(w_int).max())}
+
+
 def bias_to_lava(bias_v: np.ndarray, min_exp: int = BIAS_EXP_NETX) -> tuple:
     """Bias in v units -> (13-bit mantissa, 3-bit exponent) per neuron: the exponent is ``min_exp`` (lava-dl
     netx fixes it at 6) unless the mantissa needs a larger one."""
@@ -193,11 +200,8 @@ def quantize(folded, input_current_max: dict | None = None, strict: bool = False
 
     for f in folded.synapses:
         scale = populations[f.syn.dst].scale / (scales[f.syn.src] if f.syn.src in inputs else 1)
-        w_int = quantize_weights(f.weight, scale)
-        weights[f.syn.name] = w_int
-        err = np.abs(w_int / scale - f.weight)
-        errors[f.syn.name] = {"max_abs_error": float(err.max()), "rms_error": float(np.sqrt((err ** 2).mean())),
-                              "max_abs_weight": float(np.abs(f.weight).max()), "max_int": int(np.abs(w_int).max())}
+        weights[f.syn.name] = w_int = quantize_weights(f.weight, scale)
+        errors[f.syn.name] = weight_error(f.weight, w_int, scale)
     return FixedPoint(scales, populations, weights, errors)
 
 
