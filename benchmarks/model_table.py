@@ -4,7 +4,7 @@ PyTorch, onnxruntime for the unrolled SNN and the ANN twin).
 
 Usage: python benchmarks/model_table.py --out benchmarks/results/model_table.md [-n 1000 10000] [--ref-n 5000 10000]
        [--model mnist=runs/mnist/model.pt --model mnist-vq=runs/vq-mnist/model.pt ...]   (default: every
-       shipped model) [--backends sim torch] [--merge]
+       shipped model) [--backends sim torch] [--merge] [--no-timing]
        python benchmarks/model_table.py --refresh-energy   (the cost columns again, FIDs and speeds kept)
 The lateral-selection ablation (benchmarks/lateral_ablation.py) trains its four variants and measures them
 with this table's code.
@@ -13,6 +13,7 @@ are cached under ~/.cache/spikediff/bench, one folder per checkpoint content, so
 generates what is missing.
 --merge keeps the rows already in the table that this run does not measure again (model, backend, N, reference
 N), each with the command that made it: the table can then hold rows at several N (compare FID at equal N).
+--no-timing leaves the runtimes untimed (a larger -n of a model already in the table: its speeds are kept).
 """
 
 from __future__ import annotations
@@ -191,6 +192,9 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", default=["sim", "torch"])
     ap.add_argument("--n-lava", type=int, default=2, help="images timed on Lava")
     ap.add_argument("--merge", action="store_true", help="keep the table's rows that this run does not measure again")
+    ap.add_argument("--no-timing", action="store_true",
+                    help="do not time the runtimes: a row takes the speeds of the table's row of the same model "
+                         "and checkpoint (with --merge), or none")
     ap.add_argument("--refresh-energy", action="store_true",
                     help="measure only the activity and cost columns of the table's rows again, keeping FIDs and speeds")
     args = ap.parse_args()
@@ -203,10 +207,17 @@ def main() -> None:
 
     rows, grids = [], {}
     for name, ckpt in models.items():
-        got, images = measure(name, ckpt, args.n, args.ref_n, args.steps, args.backends, args.n_lava, command)
+        got, images = measure(name, ckpt, args.n, args.ref_n, args.steps, args.backends, args.n_lava, command,
+                              timing=not args.no_timing)
         rows, grids = rows + got, {**grids, **images}
     if args.merge:
-        rows = kept_rows(args.out, {row_key(r) for r in rows}) + rows
+        old = kept_rows(args.out, set())
+        if args.no_timing:
+            for r in rows:
+                timed = [o for o in old if (o["model"], o["checkpoint"]) == (r["model"], r["checkpoint"])
+                         and o.get("lava_s_per_image") is not None]
+                r.update({key: timed[0][key] for key in SPEEDS} if timed else {})
+        rows = [o for o in old if row_key(o) not in {row_key(r) for r in rows}] + rows
     write_table(args.out, rows, grids, command, "Models, quality, energy and speed")
 
 

@@ -20,10 +20,12 @@ FORMAT = "spikediff-checkpoint"
 VERSION = 1
 _ASSETS = Path(__file__).parent / "assets"
 #: checkpoints shipped in the package (usable as CKPT on the command line): the FSDDIM-style denoisers by the
-#: dataset they were trained on, the Spiking-Diffusion (spiking-vq) samplers as "<dataset>-vq"
+#: dataset they were trained on, the Spiking-Diffusion (spiking-vq) samplers as "<dataset>-vq", the latent DDIMs
+#: as "<dataset>-latent"
 SHIPPED_MODELS = {"mnist": _ASSETS / "fsddim_mnist_small.pt", "fashion-mnist": _ASSETS / "fsddim_fashion_small.pt",
                   "mnist-vq": _ASSETS / "spiking_vq_mnist.pt", "fashion-mnist-vq": _ASSETS / "spiking_vq_fashion.pt",
-                  "mnist-latent": _ASSETS / "latent_ddim_mnist.pt"}
+                  "mnist-latent": _ASSETS / "latent_ddim_mnist.pt",
+                  "fashion-mnist-latent": _ASSETS / "latent_ddim_fashion.pt"}
 SHIPPED = SHIPPED_MODELS["mnist"]  # the default model
 MAX_TRAIN_TIMESTEPS = 100_000  # a noise schedule is built step by step: more is no model, only a hang
 # options that must be positive, or at least zero, beyond what the model configs check themselves
