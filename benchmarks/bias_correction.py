@@ -14,7 +14,6 @@ checkpoint content and compiled integers (``model_table.cache_dir``, the folder 
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from _report import write_report
@@ -41,9 +40,9 @@ def main() -> None:
     for name in args.model:
         model, schedule, raw = load_model(name)
         data, options = raw["train"]["data"], kinds.of_model(model).options()
-        notes = [f"{role} {n}" for role, dep in deploy(model, schedule, "sim").networks.items() for n in dep.notes
-                 if "offset cancelled" in n]
-        offsets = [float(m) for n in notes for m in re.findall(r"mean \|offset\| ([0-9.e-]+)", n)]
+        made = [(role, c) for role, dep in deploy(model, schedule, "sim").networks.items() for c in dep.bias_corrections]
+        notes = [f"{role} {c.note()}" for role, c in made]
+        offsets = [c.mean_abs_offset for _role, c in made]
         for variant, backend, correction in VARIANTS:
             r = evaluate(model, schedule, cache_dir(name), data, args.n, args.steps, backend, ref_split="train",
                          ref_n=args.ref_n, source=name, bias_correction=correction, **options)

@@ -109,6 +109,16 @@ def kept_rows(out: Path, replaced: set) -> list:
     return [{"command": old["command"], **r} for r in old["rows"] if row_key(r) not in replaced]
 
 
+def keep_speeds(rows: list, old: list) -> None:
+    """--no-timing: each row takes the speeds of an earlier timed row of the same model and checkpoint, if any
+    (the runtimes' speeds do not depend on N)."""
+    for r in rows:
+        timed = next((o for o in old if (o["model"], o["checkpoint"]) == (r["model"], r["checkpoint"])
+                      and o.get("lava_s_per_image") is not None), None)
+        if timed is not None:
+            r.update({key: timed[key] for key in SPEEDS})
+
+
 def _opt(value) -> str:
     return "-" if value is None else f"{value:.3g}"
 
@@ -211,13 +221,9 @@ def main() -> None:
                               timing=not args.no_timing)
         rows, grids = rows + got, {**grids, **images}
     if args.merge:
-        old = kept_rows(args.out, set())
         if args.no_timing:
-            for r in rows:
-                timed = [o for o in old if (o["model"], o["checkpoint"]) == (r["model"], r["checkpoint"])
-                         and o.get("lava_s_per_image") is not None]
-                r.update({key: timed[0][key] for key in SPEEDS} if timed else {})
-        rows = [o for o in old if row_key(o) not in {row_key(r) for r in rows}] + rows
+            keep_speeds(rows, kept_rows(args.out, set()))
+        rows = kept_rows(args.out, {row_key(r) for r in rows}) + rows
     write_table(args.out, rows, grids, command, "Models, quality, energy and speed")
 
 

@@ -55,6 +55,7 @@ class Deployment:
     timing: Timing
     strict: bool = False
     notes: tuple = field(default=())  # what compiling changed or assumed, one line each
+    bias_corrections: tuple = field(default=())  # the readout bias corrections made (export.bias_correction)
 
     @property
     def fixed_point(self) -> bool:
@@ -156,7 +157,7 @@ def compile_graph(graph, *, fixed_point: bool = False, num_steps: int | None = N
         from .bias_correction import correct_readout_bias
 
         dep, report = correct_readout_bias(dep, calibration)
-        dep = replace(dep, notes=dep.notes + tuple(r.note() for r in report))
+        dep = replace(dep, notes=dep.notes + tuple(r.note() for r in report), bias_corrections=tuple(report))
     return dep
 
 
