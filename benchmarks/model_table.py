@@ -100,20 +100,27 @@ def row_key(row: dict) -> tuple:
     return row["model"], row["backend"], row["n"], int(_ref_n(row))
 
 
-def kept_rows(out: Path, replaced: set) -> list:
-    """--merge: the rows of an earlier table that this run does not measure again."""
+def kept_rows(out: Path, replaced: set, digests: dict | None = None) -> list:
+    """--merge: the rows of an earlier table that this run does not measure again. ``digests`` ({model:
+    checkpoint digest} of this run): a model's rows measured on other weights than its checkpoint's now (a
+    shipped model replaced) are dropped, not kept beside the new ones under the same name."""
     path = out.with_suffix(".json")
     if not path.is_file():
         return []
     old = json.loads(path.read_text())
-    return [{"command": old["command"], **r} for r in old["rows"] if row_key(r) not in replaced]
+    stale = [r for r in old["rows"] if r["model"] in (digests or {})
+             and r.get("checkpoint_digest") != digests[r["model"]]]
+    for r in stale:
+        print(f"dropped the {r['model']} {r['backend']} row at N = {r['n']}: measured on another checkpoint",
+              file=sys.stderr)
+    return [{"command": old["command"], **r} for r in old["rows"] if row_key(r) not in replaced and r not in stale]
 
 
 def keep_speeds(rows: list, old: list) -> None:
     """--no-timing: each row takes the speeds of an earlier timed row of the same model and checkpoint, if any
     (the runtimes' speeds do not depend on N)."""
     for r in rows:
-        timed = next((o for o in old if (o["model"], o["checkpoint"]) == (r["model"], r["checkpoint"])
+        timed = next((o for o in old if (o["model"], o.get("checkpoint_digest")) == (r["model"], r["checkpoint_digest"])
                       and o.get("lava_s_per_image") is not None), None)
         if timed is not None:
             r.update({key: timed[key] for key in SPEEDS})
@@ -223,7 +230,7 @@ def main() -> None:
     if args.merge:
         if args.no_timing:
             keep_speeds(rows, kept_rows(args.out, set()))
-        rows = kept_rows(args.out, {row_key(r) for r in rows}) + rows
+        rows = kept_rows(args.out, {row_key(r) for r in rows}, {r["model"]: r["checkpoint_digest"] for r in rows}) + rows
     write_table(args.out, rows, grids, command, "Models, quality, energy and speed")
 
 
@@ -289,7 +296,8 @@ def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, 
                      source=str(ckpt))
         grids[(name, backend)] = Path(r["json"]).with_suffix(".png")
         rows.append({"model": name, "kind": kind(model, schedule), "command": command,
-                     "data": data, "checkpoint": str(ckpt), "training_steps": raw["train"].get("step"),
+                     "data": data, "checkpoint": str(ckpt), "checkpoint_digest": cache.name,
+                     "training_steps": raw["train"].get("step"),
                      "backend": backend, "fid": r["fid"], "kid": r["kid"], "kid_std": r["kid_std"], "n": r["n"],
                      "reference": r["reference"], "denoising_steps": steps, "T": model.num_steps,
                      **cost, **speed})

@@ -329,7 +329,8 @@ def _train_latent_decoder(args) -> int:
     from .train.decoder_trainer import DecoderTrainConfig, load_sampler, train_latent_decoder
 
     if args.init is None:
-        raise SpikediffError("--model latent-decoder needs --init: the latent-ddim sampler whose decoder to train")
+        raise SpikediffError("--model latent-decoder needs --init: the latent-ddim or spiking-vq sampler whose "
+                             "decoder to train")
     load_sampler(args.init)  # refused now rather than after the training set is encoded
     cfg = DecoderTrainConfig(**_train_options(args, DecoderTrainConfig), init=args.init,
                              lr_min=DecoderTrainConfig.lr_min if args.lr_min is None else args.lr_min,
@@ -809,8 +810,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--model", default="fsddim", choices=MODELS,
                     help="fsddim: FSDDIM-style spiking DDPM denoiser; spiking-vq: Spiking-Diffusion (VQ-SVAE, then "
                          "absorbing diffusion over its tokens with the SDID denoiser); latent-ddim: DDIM over a "
-                         "spiking-vq autoencoder's latents; latent-decoder: train a latent-ddim sampler's decoder on "
-                         "its frozen encoder's latents")
+                         "spiking-vq autoencoder's latents; latent-decoder: train a latent-ddim or spiking-vq "
+                         "sampler's decoder on its frozen encoder's latents (spiking-vq: their code vectors)")
     tr.add_argument("--arch", default="patch", choices=("patch",) + tuple(UNET_PRESETS),
                     help="fsddim: patch is the small patch-readout denoiser; tiny, small and fsddim are spiking U-Net "
                          "presets (fsddim: the published FSDDIM, 128 channels x 1 2 3 4, T = 8; see "
@@ -860,7 +861,8 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--resume-from", type=Path, help="a run's compact resume.pt: continue it in an empty --out "
                                                      "(latent-ddim and fsddim)")
     ld.add_argument("--init", help="start from the weights of this latent-ddim checkpoint; latent-decoder: the "
-                                   "latent-ddim sampler whose decoder to train (OUT/model.pt is it with the new one)")
+                                   "latent-ddim or spiking-vq sampler whose decoder to train (OUT/model.pt is it with "
+                                   "the new one)")
     ld.add_argument("--latent-noise", type=_interval(0, 10, True, True), default=0.0,
                     help="latent-decoder: Gaussian noise on the decoder's input latents, in latent standard deviations")
     ld.add_argument("--qat-from", type=_nonnegative_int, help="quantization-aware training from this step on: the "

@@ -178,6 +178,7 @@ def test_cli_trains_samples_exports_and_reports_a_latent_sampler(tmp_path):
     res = run_cli("train", "--model", "latent-decoder", "--init", run / "model.pt", "--data", "mnist", "--data-limit",
                   "64", "--steps", "3", "--batch-size", "8", "--latent-noise", "0.1", "--out", dec, "--quiet")
     assert res.returncode == 0 and "already trained" in res.stdout, res.stderr
-    res = run_cli("train", "--model", "latent-decoder", "--init", "mnist-vq", "--out", tmp_path / "bad", "--quiet")
-    assert res.returncode == 2 and "not a latent-ddim sampler" in res.stderr and len(res.stderr.splitlines()) == 1
+    res = run_cli("train", "--model", "latent-decoder", "--init", "mnist", "--out", tmp_path / "bad", "--quiet")
+    assert res.returncode == 2 and "not a latent-ddim or spiking-vq sampler" in res.stderr
+    assert len(res.stderr.splitlines()) == 1
     assert not (tmp_path / "bad").exists()

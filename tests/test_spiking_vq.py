@@ -258,6 +258,28 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     assert main(["sample", str(run / "model.pt"), "--steps", "5", "-o", str(tmp_path / "s.png")]) == 2
     assert "1 to 4 steps" in capsys.readouterr().err
 
+    # the decoder stage: the decoder trained again on the frozen encoder's code vectors, quantization-aware
+    dec = tmp_path / "dec"
+    assert main(["train", "--model", "latent-decoder", "--init", str(run / "model.pt"), "--data", "digits",
+                 "--steps", "3", "--batch-size", "8", "--qat-from", "1", "--out", str(dec), "--quiet"]) == 0
+    assert "reconstruction MSE" in capsys.readouterr().out
+    # on the deployed grid, except the first layer: deployed, it holds the codebook folded in, not its weight
+    scales = torch.load(dec / "decoder" / "last.pt", weights_only=False)["qat_scales"]
+    assert {"conv_h1", "conv_ro"} <= set(scales) and "gen" not in scales
+    before, after = load_raw(run / "model.pt"), load_raw(dec / "model.pt")
+    assert after["kind"] == "spiking-vq" and after["train"]["decoder"]["step"] == 3
+    for key, value in before["model"]["vq"].items():  # only the decoder's synapses moved
+        moved = key.startswith("decoder.") and key.endswith(("weight", "bias"))
+        assert torch.equal(value, after["model"]["vq"][key]) != moved, key
+    assert all(torch.equal(v, after["model"]["sdid"][k]) for k, v in before["model"]["sdid"].items())
+    assert main(["sample", str(dec / "model.pt"), "--backend", "lava", "--fixed-point", "-n", "2", "--steps", "2",
+                 "--lava-target", "sim", "-o", str(tmp_path / "d.png")]) == 0
+    assert "identical to spikediff's bit-exact simulator" in capsys.readouterr().out
+    assert main(["train", "--model", "latent-decoder", "--init", str(run / "model.pt"), "--data", "digits",
+                 "--latent-noise", "0.1", "--out", str(tmp_path / "noisy"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--latent-noise" in err and "exact code vectors" in err and len(err.strip().splitlines()) == 1
+
 
 def _deployable_parts():
     """The SDID denoiser and the VQ-SVAE decoder of a tiny untrained model, with one host input batch each."""

@@ -46,8 +46,12 @@ class LatentDDIM(nn.Module):
 
     def decoder_input(self, z: torch.Tensor) -> torch.Tensor:
         """Standardized latents -> what the spiking decoder reads (latents, or their nearest code vectors)."""
-        z = z * self.latent_std + self.latent_mean
-        return self.vq.quantizer.lookup(self.vq.quantizer.indices(z)) if self.snap else z
+        return self.decoder_reads(z * self.latent_std + self.latent_mean)
+
+    def decoder_reads(self, z_e: torch.Tensor) -> torch.Tensor:
+        """The encoder's latents z_e -> what this sampler's decoder is handed for them (the decoder stage's
+        inputs): the latents, or with ``snap`` their nearest code vectors."""
+        return self.vq.quantizer.lookup(self.vq.quantizer.indices(z_e)) if self.snap else z_e
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor, stats: dict | None = None) -> torch.Tensor:

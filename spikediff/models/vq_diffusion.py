@@ -27,6 +27,11 @@ class SpikingVQDiffusion(nn.Module):
         """T of the SDID denoiser (the decoder's may differ; both are in the checkpoint's model_config)."""
         return self.sdid.config.num_steps
 
+    def decoder_reads(self, z_e: torch.Tensor) -> torch.Tensor:
+        """The encoder's latents z_e -> what the decoder is handed for them: their nearest code vectors (the
+        tokens' vectors), the decoder stage's inputs."""
+        return self.vq.quantizer.lookup(self.vq.quantizer.indices(z_e))
+
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor, batch_size: int = 64, device="cpu", stats: dict | None = None) -> torch.Tensor:
         """Token grids (N, G, G) -> images in [-1, 1] with the spiking decoder, a batch at a time."""

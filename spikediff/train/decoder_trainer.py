@@ -1,13 +1,14 @@
-"""Decoder training for a latent spiking DDIM (``spikediff train --model latent-decoder``).
+"""Decoder training for a latent spiking DDIM or a spiking-vq sampler (``spikediff train --model latent-decoder``).
 
 Why a stage of its own: the spiking decoder's reconstructions are the ceiling of the sampler's FID, and the
-VQ-SVAE stage trains the decoder only for a few epochs, beside an encoder and a codebook that still move, and
-on code vectors rather than the continuous latents the latent DDIM samples. Here the encoder is frozen, so
-the latents, and the denoiser trained on them, stay valid: only the decoder learns, on the encoder's
-continuous latents of the training set (cached in ``OUT/latents.pt``). ``latent_noise`` adds Gaussian noise
-of that many latent standard deviations to its inputs, for the small errors of sampled latents. ``qat_from``
-trains it quantization-aware from that step on (``train.qat``): a float-trained decoder's strokes break up in
-fixed point, the largest fixed-point loss of a latent sampler.
+VQ-SVAE stage trains the decoder only for a few epochs, beside an encoder and a codebook that still move. Here
+the encoder and the codebook are frozen, so the latents and tokens, and the denoiser trained on them, stay
+valid: only the decoder learns, on what the sampler hands it for the training set's latents (cached in
+``OUT/latents.pt``): a latent DDIM's continuous latents, a spiking-vq sampler's code vectors (each sampler's
+``decoder_reads``). ``latent_noise`` adds Gaussian noise of that many latent standard deviations to a latent
+DDIM decoder's inputs, for the small errors of sampled latents. ``qat_from`` trains it quantization-aware from
+that step on (``train.qat``): a float-trained decoder's strokes break up in fixed point, the largest
+fixed-point loss of a latent sampler.
 
 The stage is a ``trainer.fit`` run in ``OUT/decoder`` (resumable bit for bit, atomic checkpoints, EMA,
 Ctrl-C saves). When it ends, ``OUT/model.pt`` is the ``--init`` sampler with the trained decoder. Rerunning
@@ -26,6 +27,8 @@ from ..checkpoint import FORMAT, VERSION, load_model, load_raw, resolve, save_at
 from ..data import load_images, to_model_range
 from ..models import VQConfig
 from ..models.latent_ddim import KIND, LatentDDIM
+from ..models.vq_diffusion import KIND as VQ_KIND
+from ..models.vq_diffusion import SpikingVQDiffusion
 from .latent_trainer import encode_dataset, state_digest
 from .trainer import Stage, check_run_options, fit, resolve_device, run_directory
 
@@ -75,22 +78,37 @@ RESUME_KEYS = ("data", "batch_size", "lr", "lr_min", "decay_steps", "seed", "lat
                "encoder_sha256")
 
 
+def _join_latent(raw: dict, decoder_state: dict, info: dict) -> dict:
+    autoencoder = {**raw["autoencoder"], **{f"decoder.{k}": v for k, v in decoder_state.items()}}
+    return {**raw, "autoencoder": autoencoder, "latent": {**raw["latent"], "decoder": info}}
+
+
+def _join_vq(raw: dict, decoder_state: dict, info: dict) -> dict:
+    vq = {**raw["model"]["vq"], **{f"decoder.{k}": v for k, v in decoder_state.items()}}
+    return {**raw, "model": {**raw["model"], "vq": vq}, "train": {**raw["train"], "decoder": info}}
+
+
+# sampler class -> (the stage's checkpoint kind, how its checkpoint takes the trained decoder)
+SAMPLERS = {LatentDDIM: (STAGE_KIND, _join_latent), SpikingVQDiffusion: (VQ_KIND + ":decoder", _join_vq)}
+
+
 def load_sampler(name: str) -> tuple:
-    """(LatentDDIM, its checkpoint dict, its path) of ``--init``; anything else is refused in one line."""
+    """(sampler, its checkpoint dict, its path) of ``--init``; anything else is refused in one line."""
     path = resolve(name)
     model, _, raw = load_model(path)
-    if not isinstance(model, LatentDDIM):
-        raise SpikediffError(f"--init {name}: a {raw.get('kind') or 'fsddim'} checkpoint, not a latent-ddim "
-                             f"sampler (the decoder stage trains a latent DDIM's decoder)")
+    if type(model) not in SAMPLERS:
+        raise SpikediffError(f"--init {name}: a {raw.get('kind') or 'fsddim'} checkpoint, not a latent-ddim or "
+                             f"spiking-vq sampler (the decoder stage trains the decoder of one)")
     return model, raw, path
 
 
 @torch.no_grad()
-def reconstruction_mse(model: LatentDDIM, images: torch.Tensor) -> float:
-    """Mean squared error of the spiking decoder's reconstructions from the encoder's continuous latents."""
+def reconstruction_mse(model, images: torch.Tensor) -> float:
+    """Mean squared error of the spiking decoder's reconstructions from what the sampler hands it for the
+    encoder's latents (``decoder_reads``)."""
     vq = model.vq
-    return float(sum(((vq.decoder(vq.encoder(x)).clamp(-1, 1) - x) ** 2).sum() for x in images.split(250))
-                 / images.numel())
+    return float(sum(((vq.decoder(model.decoder_reads(vq.encoder(x))).clamp(-1, 1) - x) ** 2).sum()
+                     for x in images.split(250)) / images.numel())
 
 
 def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress: bool = True, log=print) -> Path:
@@ -98,6 +116,10 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
     with run_directory(out_dir) as out:
         device = resolve_device(cfg.device)
         sampler, raw, init_path = load_sampler(cfg.init)
+        stage_kind, join = SAMPLERS[type(sampler)]
+        if cfg.latent_noise and not isinstance(sampler, LatentDDIM):
+            raise SpikediffError(f"--latent-noise: --init {cfg.init} is a spiking-vq sampler, whose decoder reads "
+                                 f"exact code vectors")
         sampler.requires_grad_(False)
         vq = sampler.vq
         vcfg = vq.config
@@ -109,7 +131,9 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
                                  f"{cfg.data} has {tuple(data.shape[1:])}")
         stamp = {"encoder": encoder_digest, "data": cfg.data, "data_limit": cfg.data_limit, "n": len(data)}
         latents = encode_dataset(vq, data, out / "latents.pt", stamp, progress)
-        std = sampler.latent_std.reshape(1, -1, 1, 1)
+        with torch.no_grad():
+            latents = torch.cat([sampler.decoder_reads(z) for z in latents.split(2000)])
+        std = getattr(sampler, "latent_std", torch.ones(1)).reshape(1, -1, 1, 1)
         test = to_model_range(load_images(cfg.data, "test", limit=TEST_IMAGES)[0])
         mse_before = reconstruction_mse(sampler, test)
 
@@ -123,7 +147,7 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
                 z = z + cfg.latent_noise * std * torch.randn(z.shape, generator=gen).to(device)
             return torch.nn.functional.mse_loss(model(z, stats), x_all[idx.to(device)])
 
-        header = {"format": FORMAT, "version": VERSION, "kind": STAGE_KIND, "model_config": vcfg.to_dict(),
+        header = {"format": FORMAT, "version": VERSION, "kind": stage_kind, "model_config": vcfg.to_dict(),
                   "diffusion": raw["diffusion"]}
         stage_dir = out / "decoder"
         stage_dir.mkdir(exist_ok=True)
@@ -131,14 +155,14 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
         if cfg.qat_from is not None:
             from .qat import QAT
 
-            qat = QAT(sampler, refresh=cfg.qat_refresh, role="decoder")
+            qat = QAT(sampler, refresh=cfg.qat_refresh, role="decoder", net=decoder)
 
             def before_step(_model, step):
                 if step >= cfg.qat_from:
                     qat.step(step)
 
         fit(Stage(model=decoder, header=header, options={**cfg.options(), "encoder_sha256": encoder_digest},
-                  resume_keys=RESUME_KEYS, batch_loss=batch_loss, desc=f"latent decoder {cfg.data}",
+                  resume_keys=RESUME_KEYS, batch_loss=batch_loss, desc=f"decoder {cfg.data}",
                   loss_name="reconstruction MSE", before_step=before_step,
                   rate_norm={k: n * cfg.batch_size * vcfg.num_steps for k, n in decoder.neuron_counts().items()},
                   model_options=lambda config: VQConfig.from_dict(config).effective()),
@@ -150,11 +174,9 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
         decoder.eval().requires_grad_(False)
         mse_after = reconstruction_mse(sampler.cpu(), test)
         log(f"decoder: reconstruction MSE of the first {len(test)} {cfg.data} test images {mse_before:.5f} -> "
-            f"{mse_after:.5f} (continuous latents, step {trained['train']['step']})")
-        autoencoder = {**raw["autoencoder"], **{f"decoder.{k}": v.cpu() for k, v in trained["model"].items()}}
+            f"{mse_after:.5f} (step {trained['train']['step']})")
         info = {"init": str(init_path), "run": str(stage_dir), "step": trained["train"]["step"],
                 "latent_noise": cfg.latent_noise, "qat_from": cfg.qat_from, "test_mse_before": mse_before,
                 "test_mse_after": mse_after}
-        save_atomic({**raw, "autoencoder": autoencoder, "latent": {**raw["latent"], "decoder": info}},
-                    out / "model.pt")
+        save_atomic(join(raw, {k: v.cpu() for k, v in trained["model"].items()}, info), out / "model.pt")
         return out / "model.pt"

@@ -7,7 +7,10 @@ statistics, as export folds it), with the straight-through estimator for the gra
 the float weights, the loss sees the quantized ones. The scales are the quantizer's own, read off a
 fixed-point compile of the network's graph (calibrated as ``compile_sampler`` calibrates it) and refreshed
 every ``refresh`` steps, so the grid the network learns on is the one the chip runs. Any network role of the
-sampler's kind can train so: the denoiser (the loop) or, for a latent DDIM, the decoder.
+sampler's kind can train so: the denoiser (the loop) or the decoder of a latent DDIM or a spiking-vq sampler.
+When the deployed network is built from the trained one rather than being it (a spiking-vq decoder is
+deployed with the codebook folded into its first layer), a layer whose deployed weight is not the trained
+weight keeps training in float: its grid belongs to the folded weight.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 class QAT:
     """Fake quantization of one network of a sampler (``kind.networks(model)[role]``)."""
 
-    def __init__(self, sampler, schedule=None, refresh: int = 100, role: str = "denoiser"):
+    def __init__(self, sampler, schedule=None, refresh: int = 100, role: str = "denoiser", net=None):
         from .. import SpikediffError
         from ..diffusion import kinds
 
@@ -28,7 +31,7 @@ class QAT:
             raise SpikediffError(f"quantization-aware training: a {self.kind.name} sampler has no {role!r} network "
                                  f"(it has {', '.join(networks)})")
         self.sampler, self.schedule, self.refresh, self.role = sampler, schedule, int(refresh), role
-        self.net = networks[role][0]
+        self.net = networks[role][0] if net is None else net  # the module that trains
 
     def update_scales(self) -> dict:
         """The quantizer's scale of every synapse layer of the network, from a fixed-point compile of its graph."""
@@ -46,12 +49,19 @@ class QAT:
         finally:
             self.net.train(was)
         fx, p = dep.fixed, dep.plan
+        deployed = self.kind.networks(self.sampler)[self.role][0]
         self.net.qat_scales = {f.syn.name: fx.populations[f.syn.dst].scale / (fx.input_scales[f.syn.src]
                                                                                if f.syn.src in p.inputs else 1)
-                               for f in dep.folded.synapses if hasattr(self.net, f.syn.name)}
+                               for f in dep.folded.synapses
+                               if hasattr(self.net, f.syn.name) and _same_weight_shape(self.net, deployed, f.syn.name)}
         return self.net.qat_scales
 
     def step(self, step: int) -> None:
         """Call before each optimizer step: refreshes the scales every ``refresh`` steps."""
         if not getattr(self.net, "qat_scales", None) or step % self.refresh == 0:
             self.update_scales()
+
+
+def _same_weight_shape(trained, deployed, name: str) -> bool:
+    """Whether the deployed layer ``name`` holds the trained layer's weight (not one folded from it)."""
+    return getattr(trained, name).weight.shape == getattr(deployed, name).weight.shape
