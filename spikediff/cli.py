@@ -175,6 +175,7 @@ def cmd_train(args) -> int:
         args.snn_steps = DenoiserConfig().num_steps  # every model's default T but the U-Net presets'
     own = {"latent-ddim": ("resume_from", "init", "decay_steps", "qat_from"),
            "latent-decoder": ("init", "decay_steps", "qat_from"),
+           "spiking-vq": ("init", "qat_from"),
            "fsddim": ("resume_from", "decay_steps")}.get(args.model, ())
     for option in ("resume_from", "init", "decay_steps", "qat_from"):
         if option not in own and getattr(args, option) is not None:
@@ -342,15 +343,17 @@ def _train_latent_decoder(args) -> int:
 
 def _train_spiking_vq(args) -> int:
     from .models import TokenDenoiserConfig, VQConfig
-    from .train.vq_trainer import VQTrainConfig, train_spiking_vq
+    from .train.vq_trainer import VQTrainConfig, load_init, train_spiking_vq
 
+    if args.init is not None:
+        load_init(args.init)  # refused now rather than after the training set is loaded
     v, d = VQConfig(), TokenDenoiserConfig()
     neuron = dict(num_steps=args.snn_steps, beta=args.beta, threshold=args.threshold, readout_alpha=args.readout_alpha)
     vq = VQConfig(channels=args.channels or v.channels, codebook_size=args.codebook_size, code_dim=args.code_dim, **neuron)
     sdid = TokenDenoiserConfig(channels=args.sdid_channels, hidden=args.hidden or d.hidden,
                                time_features=args.time_features or d.time_features, **neuron)
     cfg = VQTrainConfig(**_train_options(args, VQTrainConfig), vq_steps=args.vq_steps,
-                        mask_schedule=args.mask_schedule, vq=vq, sdid=sdid)
+                        mask_schedule=args.mask_schedule, vq=vq, sdid=sdid, init=args.init, qat_from=args.qat_from)
     from dataclasses import replace
 
     from .data.datasets import image_size
@@ -848,7 +851,7 @@ def build_parser() -> argparse.ArgumentParser:
     vqo.add_argument("--sdid-channels", type=_positive_int, default=d.channels, help="width of the SDID's grid layers")
     vqo.add_argument("--mask-schedule", default=vt.mask_schedule, choices=MASK_SCHEDULES,
                      help="masked fraction over the sampling steps (training draws from the same)")
-    ld = tr.add_argument_group("latent-ddim options")
+    ld = tr.add_argument_group("latent-ddim options (--init and --qat-from also for latent-decoder and spiking-vq)")
     ld.add_argument("--autoencoder", help="spiking-vq checkpoint whose VQ-SVAE encodes and decodes the latents "
                                           "[default: DATA-vq, the shipped one]")
     ld.add_argument("--blocks", type=_positive_int, help="residual blocks of the latent denoiser [default: 2], or per "
@@ -862,12 +865,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "(latent-ddim and fsddim)")
     ld.add_argument("--init", help="start from the weights of this latent-ddim checkpoint; latent-decoder: the "
                                    "latent-ddim or spiking-vq sampler whose decoder to train (OUT/model.pt is it with "
-                                   "the new one)")
+                                   "the new one); spiking-vq: the sampler whose SDID to fine-tune on its own VQ-SVAE "
+                                   "(no VQ stage; the networks' options come from it)")
     ld.add_argument("--latent-noise", type=_interval(0, 10, True, True), default=0.0,
                     help="latent-decoder: Gaussian noise on the decoder's input latents, in latent standard deviations")
     ld.add_argument("--qat-from", type=_nonnegative_int, help="quantization-aware training from this step on: the "
-                                                            "denoiser (latent-decoder: the decoder) trains on its "
-                                                            "Loihi fixed-point weights")
+                                                            "denoiser (latent-decoder: the decoder; spiking-vq: the "
+                                                            "SDID) trains on its Loihi fixed-point weights")
     lat = tr.add_argument_group("lateral-selection options (fsddim; the design: spikediff/models/lateral.py)")
     lat.add_argument("--lateral", action="store_true", help="a learnable lateral matrix: recurrent synapses within "
                                                              "the decoder layer, with its local plasticity objective")

@@ -280,6 +280,24 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--latent-noise" in err and "exact code vectors" in err and len(err.strip().splitlines()) == 1
 
+    # the SDID fine-tuned quantization-aware on the sampler's own VQ-SVAE (no VQ stage), the new decoder kept
+    tuned = tmp_path / "tuned"
+    assert main(["train", "--model", "spiking-vq", "--init", str(dec / "model.pt"), "--data", "digits", "--steps", "3",
+                 "--batch-size", "8", "--lr", "2e-4", "--qat-from", "1", "--out", str(tuned), "--quiet"]) == 0
+    assert not (tuned / "vq").exists() and (tuned / "sdid" / "resume.pt").is_file()
+    assert set(torch.load(tuned / "sdid" / "last.pt", weights_only=False)["qat_scales"]) >= {"fc_out"}
+    start, end = load_raw(dec / "model.pt"), load_raw(tuned / "model.pt")
+    assert all(torch.equal(v, end["model"]["vq"][k]) for k, v in start["model"]["vq"].items())
+    assert any(not torch.equal(v, end["model"]["sdid"][k]) for k, v in start["model"]["sdid"].items()
+               if v.is_floating_point())
+    assert end["train"]["init"] == str(dec / "model.pt") and end["train"]["step"] == 3
+    assert end["model_config"] == start["model_config"]
+    assert main(["sample", str(tuned / "model.pt"), "-n", "2", "--steps", "2", "-o", str(tmp_path / "t.png")]) == 0
+    capsys.readouterr()
+    assert main(["train", "--model", "spiking-vq", "--init", "mnist", "--out", str(tmp_path / "bad"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "not a spiking-vq sampler" in err and len(err.strip().splitlines()) == 1
+
 
 def _deployable_parts():
     """The SDID denoiser and the VQ-SVAE decoder of a tiny untrained model, with one host input batch each."""

@@ -6,6 +6,11 @@ grids (``OUT/tokens.pt``, cached). Stage 2 trains the SDID denoiser on them in `
 masked cells). ``OUT/model.pt`` joins the two: the checkpoint to sample, evaluate and ship. Each stage is a
 ``trainer.fit`` run: resumable bit for bit, atomic checkpoints, EMA, Ctrl-C saves; rerunning the command
 resumes wherever it stopped.
+
+With ``init`` (a spiking-vq sampler) there is no VQ stage: the sampler's VQ-SVAE is kept as it is (decoder
+included), its tokens encode the training set, and its SDID is the starting point of the SDID stage, whose
+``qat_from`` trains it quantization-aware (``train.qat``): the fine-tuning that makes fixed point cost less,
+since one changed logit changes a token draw and the sample diverges from there.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from ..data.datasets import image_size as dataset_image_size
 from ..diffusion.absorbing import MASK_SCHEDULES, corrupt, masked_cross_entropy
 from ..models import SpikingTokenDenoiser, SpikingVQVAE, TokenDenoiserConfig, VQConfig
 from ..models.vq_diffusion import KIND
+from .latent_trainer import state_digest
 from .trainer import Stage, check_run_options, fit, resolve_device, run_directory
 
 
@@ -40,6 +46,9 @@ class VQTrainConfig:
     ema_decay: float = 0.999
     restart_every: int = 100
     mask_schedule: str = "cosine"
+    init: str | None = None  # a spiking-vq sampler: keep its VQ-SVAE, fine-tune its SDID (no VQ stage)
+    qat_from: int | None = None  # the SDID quantization-aware from this step on (``train.qat``)
+    qat_refresh: int = 50  # steps between refreshes of the fixed-point scales
     seed: int = 0
     data_limit: int | None = None
     checkpoint_every: int = 250
@@ -52,6 +61,10 @@ class VQTrainConfig:
         check_run_options(self, counts=("vq_steps", "restart_every"), decays=("ema_decay", "vq_ema_decay"))
         if self.mask_schedule not in MASK_SCHEDULES:
             raise SpikediffError(f"--mask-schedule {self.mask_schedule!r}: choose one of {', '.join(MASK_SCHEDULES)}")
+        if self.qat_from is not None and self.qat_from < 0:
+            raise SpikediffError(f"--qat-from must be >= 0, got {self.qat_from}")
+        if self.qat_refresh < 1:
+            raise SpikediffError(f"qat_refresh must be >= 1, got {self.qat_refresh}")
         self.vq.validate()
         self.sdid.validate()
         return self
@@ -69,12 +82,31 @@ def header(cfg: VQTrainConfig) -> dict:
             "diffusion": {"mask_schedule": cfg.mask_schedule}}
 
 
+def load_init(name: str) -> tuple:
+    """(SpikingVQDiffusion, its checkpoint dict) of ``--init``; anything else is refused in one line."""
+    from ..checkpoint import load_model, resolve
+    from ..models.vq_diffusion import SpikingVQDiffusion
+
+    model, _, raw = load_model(resolve(name))
+    if not isinstance(model, SpikingVQDiffusion):
+        raise SpikediffError(f"--init {name}: a {raw.get('kind') or 'fsddim'} checkpoint, not a spiking-vq sampler "
+                             f"(--model spiking-vq --init fine-tunes the SDID of one)")
+    return model, raw
+
+
 def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = True, log=print) -> Path:
-    """Both stages into ``out_dir`` (resuming what is there); returns the joined ``model.pt``."""
+    """Both stages into ``out_dir`` (resuming what is there), or with ``cfg.init`` the SDID stage alone on the
+    sampler's VQ-SVAE; returns the joined ``model.pt``."""
     cfg.validate()
+    init = load_init(cfg.init) if cfg.init is not None else None
     with run_directory(out_dir) as out:
         device = resolve_device(cfg.device)
         size = dataset_image_size(cfg.data)
+        if init is not None:  # the sampler's networks and mask schedule, whatever the options said
+            cfg.vq, cfg.sdid, cfg.mask_schedule = init[0].vq.config, init[0].sdid.config, init[0].mask_schedule
+            if cfg.vq.image_size != size:
+                raise SpikediffError(f"--init {cfg.init}: made for {cfg.vq.image_size}x{cfg.vq.image_size} images, "
+                                     f"--data {cfg.data} has {size}x{size}")
         cfg.vq = replace(cfg.vq, image_size=size).validate()
         cfg.sdid = replace(cfg.sdid, codebook_size=cfg.vq.codebook_size, grid=cfg.vq.grid).validate()
         images, _ = load_images(cfg.data, "train", limit=cfg.data_limit)
@@ -82,13 +114,22 @@ def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = T
         if len(data) < 1:
             raise SpikediffError(f"dataset {cfg.data}: no training images")
 
-        vq = _train_vq(cfg, data, out / "vq", device, progress, log)
-        tokens = _tokens(cfg, vq, data, out / "tokens.pt", progress)
-        sdid = _train_sdid(cfg, tokens, out / "sdid", device, progress, log)
-        done = {"vq": load_raw(out / "vq" / "model.pt")["train"], "sdid": load_raw(out / "sdid" / "model.pt")["train"]}
+        if init is None:
+            vq = _train_vq(cfg, data, out / "vq", device, progress, log)
+            done_vq = load_raw(out / "vq" / "model.pt")["train"]
+            stamp = {"vq_steps": cfg.vq_steps}
+        else:
+            vq = init[0].vq.to(device).eval().requires_grad_(False)
+            done_vq = {"step": init[1]["train"].get("vq_step"), "loss": init[1]["train"].get("vq_loss")}
+            stamp = {"vq_sha256": state_digest(vq.state_dict())}
+        tokens = _tokens(cfg, vq, data, out / "tokens.pt", progress, stamp)
+        sdid = _train_sdid(cfg, tokens, out / "sdid", device, progress, log, vq,
+                           init_state=None if init is None else init[0].sdid.state_dict(), vq_stamp=stamp)
+        done = load_raw(out / "sdid" / "model.pt")["train"]
+        extra = {} if init is None else {"init": str(cfg.init), "init_train": init[1]["train"]}
         save_atomic({**header(cfg), "model": {"vq": vq.state_dict(), "sdid": sdid.state_dict()},
-                     "train": {**cfg.options(), "vq_step": done["vq"]["step"], "step": done["sdid"]["step"],
-                               "vq_loss": done["vq"]["loss"], "loss": done["sdid"]["loss"]}}, out / "model.pt")
+                     "train": {**cfg.options(), **extra, "vq_step": done_vq["step"], "step": done["step"],
+                               "vq_loss": done_vq["loss"], "loss": done["loss"]}}, out / "model.pt")
         return out / "model.pt"
 
 
@@ -129,9 +170,11 @@ def _train_vq(cfg: VQTrainConfig, data: torch.Tensor, out: Path, device, progres
 
 
 @torch.no_grad()
-def _tokens(cfg: VQTrainConfig, vq: SpikingVQVAE, data: torch.Tensor, path: Path, progress) -> torch.Tensor:
-    """The training set as token grids under the trained VQ-SVAE, cached (keyed by the VQ stage's step)."""
-    stamp = {"vq_steps": cfg.vq_steps, "data": cfg.data, "data_limit": cfg.data_limit, "n": len(data)}
+def _tokens(cfg: VQTrainConfig, vq: SpikingVQVAE, data: torch.Tensor, path: Path, progress, vq_stamp: dict
+            ) -> torch.Tensor:
+    """The training set as token grids under the trained VQ-SVAE, cached (keyed by the VQ stage's step, or
+    the weights of an ``--init`` sampler's VQ-SVAE)."""
+    stamp = {**vq_stamp, "data": cfg.data, "data_limit": cfg.data_limit, "n": len(data)}
     if path.exists():
         cached = torch.load(path, weights_only=True)
         if cached.get("stamp") == stamp:
@@ -144,7 +187,9 @@ def _tokens(cfg: VQTrainConfig, vq: SpikingVQVAE, data: torch.Tensor, path: Path
     return tokens
 
 
-def _train_sdid(cfg: VQTrainConfig, tokens: torch.Tensor, out: Path, device, progress, log) -> SpikingTokenDenoiser:
+def _train_sdid(cfg: VQTrainConfig, tokens: torch.Tensor, out: Path, device, progress, log, vq: SpikingVQVAE,
+                init_state: dict | None = None, vq_stamp: dict | None = None) -> SpikingTokenDenoiser:
+    vq_stamp = vq_stamp or {}
     out.mkdir(exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = SpikingTokenDenoiser(cfg.sdid).to(device)
@@ -160,9 +205,22 @@ def _train_sdid(cfg: VQTrainConfig, tokens: torch.Tensor, out: Path, device, pro
             stats["masked_accuracy"] = float(((logits.argmax(1) == tok) & mask).sum() / mask.sum())
         return loss
 
+    before_step = None
+    if cfg.qat_from is not None:
+        from ..models.vq_diffusion import SpikingVQDiffusion
+        from .qat import QAT
+
+        qat = QAT(SpikingVQDiffusion(vq, model, cfg.mask_schedule), refresh=cfg.qat_refresh, role="denoiser")
+
+        def before_step(_model, step):
+            if step >= cfg.qat_from:
+                qat.step(step)
+
     fit(Stage(model=model, header={**header(cfg), "kind": KIND + ":sdid", "model_config": cfg.sdid.to_dict()},
-              options={**cfg.options(), "stage": "sdid"}, resume_keys=RESUME_KEYS + ("vq_steps", "mask_schedule"),
-              batch_loss=batch_loss, desc=f"SDID {cfg.data}", loss_name="cross-entropy on masked tokens",
+              options={**cfg.options(), "stage": "sdid", **{k: v for k, v in vq_stamp.items() if k != "vq_steps"}},
+              resume_keys=RESUME_KEYS + ("vq_steps", "vq_sha256", "mask_schedule"), batch_loss=batch_loss,
+              desc=f"SDID {cfg.data}",
+              loss_name="cross-entropy on masked tokens", init_state=init_state, before_step=before_step,
               rate_norm={k: n * cfg.batch_size * cfg.sdid.num_steps for k, n in model.neuron_counts().items()}),
         cfg, out, progress, log)
     return _ema_weights(SpikingTokenDenoiser(cfg.sdid).to(device), out / "model.pt")
