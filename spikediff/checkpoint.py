@@ -302,6 +302,16 @@ def load_model(path: str | Path | None = None, weights: str = "ema"):
     return model.eval(), schedule, ckpt
 
 
+def load_model_of(name: str, classes: tuple, option: str, wanted: str) -> tuple:
+    """(model, checkpoint dict, path) of the checkpoint an option names (``--init``), refused in one line
+    unless its model is one of ``classes`` (``wanted`` says what the option takes)."""
+    path = resolve(name)
+    model, _, raw = load_model(path)
+    if not isinstance(model, classes):
+        raise CheckpointError(f"{option} {name}: a {raw.get('kind') or 'fsddim'} checkpoint, not {wanted}")
+    return model, raw, path
+
+
 def _load_fsddim(path: Path, ckpt: dict, weights: str):
     """The pixel-space DDIM denoiser: the patch denoiser, or a spiking U-Net when its config names an ``arch``."""
     from .models import DenoiserConfig, UNetConfig

@@ -23,13 +23,15 @@ from pathlib import Path
 import torch
 
 from .. import SpikediffError
-from ..checkpoint import FORMAT, VERSION, load_model, load_raw, resolve, save_atomic
+from ..checkpoint import FORMAT, VERSION, load_model_of, load_raw, save_atomic
 from ..data import load_images, to_model_range
 from ..models import VQConfig
 from ..models.latent_ddim import KIND, LatentDDIM
 from ..models.vq_diffusion import KIND as VQ_KIND
 from ..models.vq_diffusion import SpikingVQDiffusion
 from .latent_trainer import encode_dataset, state_digest
+from .qat import before_step_hook
+from .qat import check_options as check_qat_options
 from .trainer import Stage, check_run_options, fit, resolve_device, run_directory
 
 STAGE_KIND = KIND + ":decoder"
@@ -61,10 +63,7 @@ class DecoderTrainConfig:
         if self.decay_steps is None and self.steps > self.warmup:
             self.decay_steps = self.steps  # by default the rate decays over the whole run
         check_run_options(self)
-        if self.qat_from is not None and self.qat_from < 0:
-            raise SpikediffError(f"--qat-from must be >= 0, got {self.qat_from}")
-        if self.qat_refresh < 1:
-            raise SpikediffError(f"qat_refresh must be >= 1, got {self.qat_refresh}")
+        check_qat_options(self)
         if not 0 <= self.latent_noise <= 10:
             raise SpikediffError(f"--latent-noise must be in [0, 10] latent standard deviations, got "
                                  f"{self.latent_noise}")
@@ -94,12 +93,8 @@ SAMPLERS = {LatentDDIM: (STAGE_KIND, _join_latent), SpikingVQDiffusion: (VQ_KIND
 
 def load_sampler(name: str) -> tuple:
     """(sampler, its checkpoint dict, its path) of ``--init``; anything else is refused in one line."""
-    path = resolve(name)
-    model, _, raw = load_model(path)
-    if type(model) not in SAMPLERS:
-        raise SpikediffError(f"--init {name}: a {raw.get('kind') or 'fsddim'} checkpoint, not a latent-ddim or "
-                             f"spiking-vq sampler (the decoder stage trains the decoder of one)")
-    return model, raw, path
+    return load_model_of(name, tuple(SAMPLERS), "--init", "a latent-ddim or spiking-vq sampler (the decoder "
+                         "stage trains the decoder of one)")
 
 
 @torch.no_grad()
@@ -151,15 +146,7 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
                   "diffusion": raw["diffusion"]}
         stage_dir = out / "decoder"
         stage_dir.mkdir(exist_ok=True)
-        before_step = None
-        if cfg.qat_from is not None:
-            from .qat import QAT
-
-            qat = QAT(sampler, refresh=cfg.qat_refresh, role="decoder", net=decoder)
-
-            def before_step(_model, step):
-                if step >= cfg.qat_from:
-                    qat.step(step)
+        before_step = before_step_hook(cfg, sampler, role="decoder", net=decoder)
 
         fit(Stage(model=decoder, header=header, options={**cfg.options(), "encoder_sha256": encoder_digest},
                   resume_keys=RESUME_KEYS, batch_loss=batch_loss, desc=f"decoder {cfg.data}",

@@ -22,9 +22,11 @@ from .. import SpikediffError
 from ..checkpoint import FORMAT, VERSION, load_model, resolve, save_atomic
 from ..data import load_images, to_model_range
 from ..diffusion import NoiseSchedule
-from ..models.latent_ddim import KIND
+from ..models.latent_ddim import KIND, LatentDDIM
 from ..models.latent_denoiser import LatentDenoiserConfig, SpikingLatentDenoiser
 from ..models.vq_diffusion import SpikingVQDiffusion
+from .qat import before_step_hook
+from .qat import check_options as check_qat_options
 from .trainer import Stage, check_run_options, fit, resolve_device, run_directory
 
 
@@ -54,8 +56,7 @@ class LatentTrainConfig:
 
     def validate(self) -> LatentTrainConfig:
         check_run_options(self)
-        if self.qat_from is not None and self.qat_from < 0:
-            raise SpikediffError(f"--qat-from must be >= 0, got {self.qat_from}")
+        check_qat_options(self)
         self.model.validate()
         return self
 
@@ -147,16 +148,7 @@ def train_latent_ddim(cfg: LatentTrainConfig, out_dir: str | Path, progress: boo
             init_model, _, _ = load_model(resolve(init))
             init_state = getattr(init_model, "denoiser", init_model).state_dict()
         options = {**cfg.options(), "autoencoder_sha256": digest}
-        before_step = None
-        if cfg.qat_from is not None:
-            from ..models.latent_ddim import LatentDDIM
-            from .qat import QAT
-
-            qat = QAT(LatentDDIM(vq, model, mean, std, cfg.snap), schedule, refresh=cfg.qat_refresh)
-
-            def before_step(_model, step):
-                if step >= cfg.qat_from:
-                    qat.step(step)
+        before_step = before_step_hook(cfg, LatentDDIM(vq, model, mean, std, cfg.snap), schedule)
 
         fit(Stage(model=model, header=header, options=options, resume_keys=RESUME_KEYS, batch_loss=batch_loss,
                   desc=f"latent DDIM {cfg.data}", before_step=before_step,

@@ -65,3 +65,27 @@ class QAT:
 def _same_weight_shape(trained, deployed, name: str) -> bool:
     """Whether the deployed layer ``name`` holds the trained layer's weight (not one folded from it)."""
     return getattr(trained, name).weight.shape == getattr(deployed, name).weight.shape
+
+
+def check_options(cfg) -> None:
+    """The quantization-aware options of a trainer config (``qat_from``, ``qat_refresh``), checked."""
+    from .. import SpikediffError
+
+    if cfg.qat_from is not None and cfg.qat_from < 0:
+        raise SpikediffError(f"--qat-from must be >= 0, got {cfg.qat_from}")
+    if cfg.qat_refresh < 1:
+        raise SpikediffError(f"qat_refresh must be >= 1, got {cfg.qat_refresh}")
+
+
+def before_step_hook(cfg, sampler, schedule=None, role: str = "denoiser", net=None):
+    """``Stage.before_step`` for a run quantization-aware from ``cfg.qat_from`` on (None if it is not): the
+    network of ``role`` trains on the scales of its fixed-point compile, refreshed every ``cfg.qat_refresh``."""
+    if cfg.qat_from is None:
+        return None
+    qat = QAT(sampler, schedule, refresh=cfg.qat_refresh, role=role, net=net)
+
+    def before_step(_model, step):
+        if step >= cfg.qat_from:
+            qat.step(step)
+
+    return before_step

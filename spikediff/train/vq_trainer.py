@@ -23,13 +23,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import SpikediffError
-from ..checkpoint import FORMAT, VERSION, load_raw, save_atomic
+from ..checkpoint import FORMAT, VERSION, load_model_of, load_raw, save_atomic
 from ..data import load_images, to_model_range
 from ..data.datasets import image_size as dataset_image_size
 from ..diffusion.absorbing import MASK_SCHEDULES, corrupt, masked_cross_entropy
 from ..models import SpikingTokenDenoiser, SpikingVQVAE, TokenDenoiserConfig, VQConfig
-from ..models.vq_diffusion import KIND
+from ..models.vq_diffusion import KIND, SpikingVQDiffusion
 from .latent_trainer import state_digest
+from .qat import before_step_hook
+from .qat import check_options as check_qat_options
 from .trainer import Stage, check_run_options, fit, resolve_device, run_directory
 
 
@@ -61,10 +63,7 @@ class VQTrainConfig:
         check_run_options(self, counts=("vq_steps", "restart_every"), decays=("ema_decay", "vq_ema_decay"))
         if self.mask_schedule not in MASK_SCHEDULES:
             raise SpikediffError(f"--mask-schedule {self.mask_schedule!r}: choose one of {', '.join(MASK_SCHEDULES)}")
-        if self.qat_from is not None and self.qat_from < 0:
-            raise SpikediffError(f"--qat-from must be >= 0, got {self.qat_from}")
-        if self.qat_refresh < 1:
-            raise SpikediffError(f"qat_refresh must be >= 1, got {self.qat_refresh}")
+        check_qat_options(self)
         self.vq.validate()
         self.sdid.validate()
         return self
@@ -84,13 +83,8 @@ def header(cfg: VQTrainConfig) -> dict:
 
 def load_init(name: str) -> tuple:
     """(SpikingVQDiffusion, its checkpoint dict) of ``--init``; anything else is refused in one line."""
-    from ..checkpoint import load_model, resolve
-    from ..models.vq_diffusion import SpikingVQDiffusion
-
-    model, _, raw = load_model(resolve(name))
-    if not isinstance(model, SpikingVQDiffusion):
-        raise SpikediffError(f"--init {name}: a {raw.get('kind') or 'fsddim'} checkpoint, not a spiking-vq sampler "
-                             f"(--model spiking-vq --init fine-tunes the SDID of one)")
+    model, raw, _path = load_model_of(name, (SpikingVQDiffusion,), "--init", "a spiking-vq sampler (--model "
+                                      "spiking-vq --init fine-tunes the SDID of one)")
     return model, raw
 
 
@@ -124,7 +118,8 @@ def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = T
             stamp = {"vq_sha256": state_digest(vq.state_dict())}
         tokens = _tokens(cfg, vq, data, out / "tokens.pt", progress, stamp)
         sdid = _train_sdid(cfg, tokens, out / "sdid", device, progress, log, vq,
-                           init_state=None if init is None else init[0].sdid.state_dict(), vq_stamp=stamp)
+                           init_state=None if init is None else init[0].sdid.state_dict(),
+                           vq_sha256=stamp.get("vq_sha256"))
         done = load_raw(out / "sdid" / "model.pt")["train"]
         extra = {} if init is None else {"init": str(cfg.init), "init_train": init[1]["train"]}
         save_atomic({**header(cfg), "model": {"vq": vq.state_dict(), "sdid": sdid.state_dict()},
@@ -188,8 +183,7 @@ def _tokens(cfg: VQTrainConfig, vq: SpikingVQVAE, data: torch.Tensor, path: Path
 
 
 def _train_sdid(cfg: VQTrainConfig, tokens: torch.Tensor, out: Path, device, progress, log, vq: SpikingVQVAE,
-                init_state: dict | None = None, vq_stamp: dict | None = None) -> SpikingTokenDenoiser:
-    vq_stamp = vq_stamp or {}
+                init_state: dict | None = None, vq_sha256: str | None = None) -> SpikingTokenDenoiser:
     out.mkdir(exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = SpikingTokenDenoiser(cfg.sdid).to(device)
@@ -205,19 +199,9 @@ def _train_sdid(cfg: VQTrainConfig, tokens: torch.Tensor, out: Path, device, pro
             stats["masked_accuracy"] = float(((logits.argmax(1) == tok) & mask).sum() / mask.sum())
         return loss
 
-    before_step = None
-    if cfg.qat_from is not None:
-        from ..models.vq_diffusion import SpikingVQDiffusion
-        from .qat import QAT
-
-        qat = QAT(SpikingVQDiffusion(vq, model, cfg.mask_schedule), refresh=cfg.qat_refresh, role="denoiser")
-
-        def before_step(_model, step):
-            if step >= cfg.qat_from:
-                qat.step(step)
-
+    before_step = before_step_hook(cfg, SpikingVQDiffusion(vq, model, cfg.mask_schedule))
     fit(Stage(model=model, header={**header(cfg), "kind": KIND + ":sdid", "model_config": cfg.sdid.to_dict()},
-              options={**cfg.options(), "stage": "sdid", **{k: v for k, v in vq_stamp.items() if k != "vq_steps"}},
+              options={**cfg.options(), "stage": "sdid", "vq_sha256": vq_sha256},
               resume_keys=RESUME_KEYS + ("vq_steps", "vq_sha256", "mask_schedule"), batch_loss=batch_loss,
               desc=f"SDID {cfg.data}",
               loss_name="cross-entropy on masked tokens", init_state=init_state, before_step=before_step,
