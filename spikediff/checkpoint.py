@@ -299,7 +299,21 @@ def load_model(path: str | Path | None = None, weights: str = "ema"):
         raise CheckpointError(f"checkpoint {path}: a {kind.split(':')[-1]!r} checkpoint, not a sampler (samplers: "
                               f"{', '.join(LOADERS)})")
     model, schedule = LOADERS[base](path, ckpt, weights)
+    roles = ckpt.get(ON_GRID, [])
+    if not isinstance(roles, (list, tuple)) or not all(isinstance(r, str) for r in roles):
+        raise CheckpointError(f"checkpoint {path}: {ON_GRID} must be a list of network roles, got {roles!r}")
+    model.trained_on_grid = tuple(roles)
     return model.eval(), schedule, ckpt
+
+
+ON_GRID = "trained_on_grid"  # the network roles of a sampler trained quantization-aware (``train.qat``)
+
+
+def mark_on_grid(ckpt: dict, role: str, on: bool) -> dict:
+    """``ckpt`` with network ``role`` recorded as trained quantization-aware (``on``) or not: the compiler
+    bias-corrects such a network against its weights on the fixed-point grid (``export.bias_correction``)."""
+    roles = [r for r in ckpt.get(ON_GRID, []) if r != role] + ([role] if on else [])
+    return {**{k: v for k, v in ckpt.items() if k != ON_GRID}, **({ON_GRID: sorted(roles)} if roles else {})}
 
 
 def load_model_of(name: str, classes: tuple, option: str, wanted: str) -> tuple:

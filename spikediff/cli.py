@@ -814,7 +814,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="fsddim: FSDDIM-style spiking DDPM denoiser; spiking-vq: Spiking-Diffusion (VQ-SVAE, then "
                          "absorbing diffusion over its tokens with the SDID denoiser); latent-ddim: DDIM over a "
                          "spiking-vq autoencoder's latents; latent-decoder: train a latent-ddim or spiking-vq "
-                         "sampler's decoder on its frozen encoder's latents (spiking-vq: their code vectors)")
+                         "sampler's decoder on its frozen encoder's latents (spiking-vq: their tokens)")
     tr.add_argument("--arch", default="patch", choices=("patch",) + tuple(UNET_PRESETS),
                     help="fsddim: patch is the small patch-readout denoiser; tiny, small and fsddim are spiking U-Net "
                          "presets (fsddim: the published FSDDIM, 128 channels x 1 2 3 4, T = 8; see "

@@ -168,6 +168,8 @@ def test_cli_trains_samples_exports_and_reports_a_latent_sampler(tmp_path):
     before, after = (torch.load(f, weights_only=True) for f in (run / "model.pt", dec / "model.pt"))
     assert after["kind"] == "latent-ddim" and after["latent"]["decoder"]["step"] == 3
     assert after["latent"]["decoder"]["qat_from"] == 1
+    # both networks trained on their grids: the compiler bias-corrects each against its grid weights
+    assert before["trained_on_grid"] == ["denoiser"] and after["trained_on_grid"] == ["decoder", "denoiser"]
     for key, value in before["autoencoder"].items():  # only the decoder's synapses moved
         moved = key.startswith("decoder.") and key.endswith(("weight", "bias"))
         assert torch.equal(value, after["autoencoder"][key]) != moved, key

@@ -258,16 +258,17 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     assert main(["sample", str(run / "model.pt"), "--steps", "5", "-o", str(tmp_path / "s.png")]) == 2
     assert "1 to 4 steps" in capsys.readouterr().err
 
-    # the decoder stage: the decoder trained again on the frozen encoder's code vectors, quantization-aware
+    # the decoder stage: the decoder trained again on the frozen encoder's tokens, in its deployed form, QAT
     dec = tmp_path / "dec"
     assert main(["train", "--model", "latent-decoder", "--init", str(run / "model.pt"), "--data", "digits",
                  "--steps", "3", "--batch-size", "8", "--qat-from", "1", "--out", str(dec), "--quiet"]) == 0
     assert "reconstruction MSE" in capsys.readouterr().out
-    # on the deployed grid, except the first layer: deployed, it holds the codebook folded in, not its weight
+    # on the deployed grid, the first layer's folded weight (codebook folded in) included
     scales = torch.load(dec / "decoder" / "last.pt", weights_only=False)["qat_scales"]
-    assert {"conv_h1", "conv_ro"} <= set(scales) and "gen" not in scales
+    assert {"gen", "conv_h1", "conv_ro"} <= set(scales)
     before, after = load_raw(run / "model.pt"), load_raw(dec / "model.pt")
     assert after["kind"] == "spiking-vq" and after["train"]["decoder"]["step"] == 3
+    assert after["trained_on_grid"] == ["decoder"] and "trained_on_grid" not in before  # bias-corrected on its grid
     for key, value in before["model"]["vq"].items():  # only the decoder's synapses moved
         moved = key.startswith("decoder.") and key.endswith(("weight", "bias"))
         assert torch.equal(value, after["model"]["vq"][key]) != moved, key
@@ -278,7 +279,7 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     assert main(["train", "--model", "latent-decoder", "--init", str(run / "model.pt"), "--data", "digits",
                  "--latent-noise", "0.1", "--out", str(tmp_path / "noisy"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "--latent-noise" in err and "exact code vectors" in err and len(err.strip().splitlines()) == 1
+    assert "--latent-noise" in err and "reads tokens" in err and len(err.strip().splitlines()) == 1
 
     # the SDID fine-tuned quantization-aware on the sampler's own VQ-SVAE (no VQ stage), the new decoder kept
     tuned = tmp_path / "tuned"
@@ -292,6 +293,7 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
                if v.is_floating_point())
     assert end["train"]["init"] == str(dec / "model.pt") and end["train"]["step"] == 3
     assert end["model_config"] == start["model_config"]
+    assert end["trained_on_grid"] == ["decoder", "denoiser"]  # the init's quantization-aware decoder, kept
     assert main(["sample", str(tuned / "model.pt"), "-n", "2", "--steps", "2", "-o", str(tmp_path / "t.png")]) == 0
     capsys.readouterr()
     assert main(["train", "--model", "spiking-vq", "--init", "mnist", "--out", str(tmp_path / "bad"), "--quiet"]) == 2
@@ -379,6 +381,38 @@ def test_float_lava_sampler_equals_pytorch_token_for_token(tiny_vq_model):
         reference = tiny_vq_model.vq.decode(expected).numpy()  # the training-time decoder, codebook lookup on host
     np.testing.assert_allclose(lava["images"], images, rtol=0, atol=1e-5)
     np.testing.assert_allclose(images, reference, rtol=0, atol=1e-5)
+
+
+def test_decoder_trains_in_its_deployed_form_on_the_chips_grid(tiny_vq_model):
+    """The decoder stage trains the token decoder (codebook folded into its first layer) on the VQ-SVAE
+    decoder's own parameters, and quantization-aware it runs the weights the chip gets, that folded one too:
+    its output is then closer to the fixed-point simulator's than the float network's is."""
+    from spikediff.export.deployment import compile_sampler
+    from spikediff.export.nir_graph import sampler_graphs
+    from spikediff.export.simulator import Simulator
+    from spikediff.train.qat import QAT
+
+    model = copy.deepcopy(tiny_vq_model)
+    net, deployed = model.trainable_decoder(), kinds.of_model(model).networks(model)["decoder"][0]
+    assert net.gen.weight is model.vq.decoder.gen.weight and net.conv_h1 is model.vq.decoder.conv_h1
+    assert net.state_dict().keys() == model.vq.decoder.state_dict().keys()  # its checkpoints are the decoder's
+    tokens = torch.from_numpy(np.random.default_rng(0).integers(0, 6, (200, 2, 2)))
+    inp = net.host_input(tokens)
+    with torch.no_grad():
+        np.testing.assert_allclose(net(inp).numpy(), deployed(deployed.one_hot(tokens.numpy())).numpy(), atol=1e-12)
+        dep = compile_sampler(sampler_graphs(copy.deepcopy(model).float()), fixed_point=True).networks["decoder"]
+        fixed = Simulator(dep).evaluate(inp.numpy())["readout_int"].double().mean(1).reshape(200, -1)
+        fixed = fixed / dep.readout_scale()
+        float_err = float(((net.run_graph(inp) - fixed) ** 2).mean())
+        scales = QAT(model, role="decoder", net=net).update_scales()
+        assert set(scales) == {"gen", "conv_h1", "conv_h2", "conv_h3", "conv_ro", "skip_ro"}
+        assert scales["gen"] == dep.fixed.populations["asg"].scale / dep.fixed.input_scale
+        qat_err = float(((net.run_graph(inp) - fixed) ** 2).mean())
+    assert qat_err < 0.5 * float_err and float_err > 0
+    net.qat_scales = None
+    loss = ((net(inp) - 1) ** 2).mean()
+    loss.backward()
+    assert model.vq.decoder.gen.weight.grad is not None and model.vq.quantizer.codebook.weight.grad is None
 
 
 def test_fixed_point_lava_sampler_equals_the_simulator(tiny_vq_model):

@@ -18,6 +18,13 @@ so its mean over the T steps by c * G, G = the mean of those sums; c = -d / G. I
 rather than as a neuron bias: a readout without a bias can still be the on-chip neuron that sums its state
 (``runtime.build``), and a synapse input reaches that neuron's current exactly as it reaches the readout's.
 Only the fixed-point deployment changes; the NIR graph and the float deployment keep the trained network.
+
+Against what: a network trained quantization-aware (``train.qat``; its graph's metadata says
+``trained_on_grid``) learned with its weights on the grid, so the network it is meant to be is the float one
+with those weights (each integer weight over its scale), not its float weights: it is corrected against that
+(``reference="grid"``), and only what the integer neurons add is cancelled. Corrected against the float
+weights instead, the correction undoes what the training learned: on a quantization-aware ``mnist-vq``
+decoder, it left the fixed-point reconstructions further from the images than no correction did.
 """
 
 from __future__ import annotations
@@ -71,11 +78,27 @@ def step_gain(dv: int, num_steps: int) -> float:
     return float(np.cumsum(keep ** np.arange(num_steps)).mean())
 
 
-def correct_readout_bias(dep, inputs) -> tuple:
+def on_grid(dep):
+    """The float deployment of a fixed-point one's weights (every integer weight over its scale): the network a
+    quantization-aware run trained."""
+    fx = dep.fixed
+    synapses = tuple(replace(f, op=f.op.with_weight(fx.weights[f.syn.name] / fx.weight_scale(f.syn)))
+                     for f in dep.folded.synapses)
+    return replace(dep, fixed=None, folded=replace(dep.folded, synapses=synapses))
+
+
+REFERENCES = ("float", "grid")
+
+
+def correct_readout_bias(dep, inputs, reference: str = "float") -> tuple:
     """(the fixed-point ``Deployment`` with its readouts' offsets cancelled, [BiasCorrection]); ``inputs``: its
-    calibration inputs, (N, *input shape) or {Input: (N, *shape)}, constant or (N, T, ...) series."""
+    calibration inputs, (N, *input shape) or {Input: (N, *shape)}, constant or (N, T, ...) series.
+    ``reference``: the float network the offsets are measured against: ``"float"`` its float weights,
+    ``"grid"`` its weights on the fixed-point grid (``on_grid``; for a quantization-aware network)."""
     if dep.fixed is None:
         raise NirGraphError("bias correction is for a fixed-point deployment")
+    if reference not in REFERENCES:
+        raise NirGraphError(f"bias correction: reference must be one of {', '.join(REFERENCES)}, got {reference!r}")
     if not isinstance(inputs, dict):
         inputs = {dep.plan.input: inputs}
     inputs = {k: np.asarray(v, dtype=np.float64) for k, v in inputs.items()}
@@ -83,7 +106,7 @@ def correct_readout_bias(dep, inputs) -> tuple:
     fixed_means = _readout_means(dep, inputs, n) if n else {}
     if not fixed_means:
         return dep, []
-    float_means = _readout_means(replace(dep, fixed=None), inputs, n)
+    float_means = _readout_means(on_grid(dep) if reference == "grid" else replace(dep, fixed=None), inputs, n)
     folded, fx = dep.folded, dep.fixed
     synapses, weights, errors = list(folded.synapses), dict(fx.weights), dict(fx.errors)
     clipped = {}  # corrected readout -> its neurons whose correction did not fit the weight grid

@@ -126,7 +126,8 @@ def compile_graph(graph, *, fixed_point: bool = False, num_steps: int | None = N
     scale assumes inputs of at most 1. ``strict``: refuse values fixed point cannot represent instead of
     rounding them. ``dt``: the graph's time step (default: the metadata's ``dt``, else 1e-4).
     ``bias_correction``: in fixed point with calibration inputs, cancel the mean offset of each non-spiking
-    readout with a constant input current (``export.bias_correction``).
+    readout with a constant input current (``export.bias_correction``), measured against the float network, or
+    against its weights on the grid if its metadata says ``trained_on_grid`` (it was trained quantization-aware).
     """
     meta = dict(graph.metadata or {})
     if num_steps is None:
@@ -156,7 +157,7 @@ def compile_graph(graph, *, fixed_point: bool = False, num_steps: int | None = N
     if fixed is not None and calibration is not None and bias_correction:
         from .bias_correction import correct_readout_bias
 
-        dep, report = correct_readout_bias(dep, calibration)
+        dep, report = correct_readout_bias(dep, calibration, "grid" if meta.get("trained_on_grid") else "float")
         dep = replace(dep, notes=dep.notes + tuple(r.note() for r in report), bias_corrections=tuple(report))
     return dep
 

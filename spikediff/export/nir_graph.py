@@ -126,8 +126,10 @@ def sampler_graphs(model, schedule=None, roles=None) -> dict:
     from ..diffusion import kinds
 
     kind = kinds.of_model(model)
+    on_grid = getattr(model, "trained_on_grid", ())  # trained quantization-aware (checkpoint.mark_on_grid)
     return {role: to_nir(net, schedule if role == "denoiser" else None,
-                         metadata={"kind": kind.name, "role": role, **extra})
+                         metadata={"kind": kind.name, "role": role, **extra,
+                                   **({"trained_on_grid": True} if role in on_grid else {})})
             for role, (net, extra) in kind.networks(model).items() if roles is None or role in roles}
 
 

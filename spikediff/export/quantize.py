@@ -65,6 +65,11 @@ class FixedPoint:
             raise NirGraphError(f"this network has {len(self.input_scales)} inputs, each with its own scale")
         return next(iter(self.input_scales.values()))
 
+    def weight_scale(self, syn) -> float:
+        """Integer weight units per unit of float weight of synapse ``syn`` (a ``plan.Synapse``): its target's
+        current scale, divided by the input scale when a host Input sends it."""
+        return self.populations[syn.dst].scale / self.input_scales.get(syn.src, 1)
+
     def readout_scale(self, readout: str) -> int:
         """Readout v units per unit of float v (the current scale shifted by 6)."""
         return self.populations[readout].scale << ACT_SHIFT

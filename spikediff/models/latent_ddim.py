@@ -53,6 +53,10 @@ class LatentDDIM(nn.Module):
         inputs): the latents, or with ``snap`` their nearest code vectors."""
         return self.vq.quantizer.lookup(self.vq.quantizer.indices(z_e)) if self.snap else z_e
 
+    def trainable_decoder(self) -> nn.Module:
+        """The module the decoder stage trains: the spiking decoder itself (it reads ``decoder_reads``)."""
+        return self.vq.decoder
+
     @torch.no_grad()
     def decode(self, z: torch.Tensor, stats: dict | None = None) -> torch.Tensor:
         """Standardized latents -> images in [-1, 1] through the spiking decoder."""

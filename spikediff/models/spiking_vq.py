@@ -172,28 +172,67 @@ class SpikingDecoder(SpikingGraph):
             "patch": PATCH,
         }
 
+    def host_input(self, reads: torch.Tensor) -> torch.Tensor:
+        """What the decoder stage hands it (code vectors, ``decoder_reads``) -> its input: the same."""
+        return reads
+
     def forward(self, codes: torch.Tensor, stats: dict | None = None) -> torch.Tensor:
         """Code vectors (N, D, G, G) -> images (N, C, H, W)."""
         current = self.run_graph(codes, stats)
         return F.pixel_shuffle(current.reshape(-1, *self._readout_shape), PATCH)
 
 
+class CodebookConv(nn.Module):
+    """The decoder's first layer (a 1x1 conv on code vectors) seen from one-hot tokens: its weight is
+    ``W_gen @ codebook.T``, computed from the live ``W_gen`` and a frozen codebook. It holds the decoder's own
+    ``weight`` and ``bias`` parameters (shared, same state-dict keys), so training it trains the decoder, while
+    ``folded()`` hands quantization-aware training the weight the chip gets (``spiking_graph.quantized_forward``)
+    and ``fused()`` hands export a plain Conv2d."""
+
+    stride, padding, dilation, groups = (1, 1), (0, 0), (1, 1), 1
+
+    def __init__(self, conv: nn.Conv2d, codebook: torch.Tensor):
+        super().__init__()
+        self.weight, self.bias = conv.weight, conv.bias  # the decoder's parameters, not copies
+        self.register_buffer("codebook", codebook.detach().to(conv.weight), persistent=False)
+
+    def folded(self) -> tuple:
+        return (self.weight[:, :, 0, 0] @ self.codebook.t())[:, :, None, None], self.bias
+
+    def fused(self) -> nn.Conv2d:
+        w, b = self.folded()
+        conv = nn.Conv2d(w.shape[1], w.shape[0], 1).to(w)
+        with torch.no_grad():
+            conv.weight.copy_(w)
+            conv.bias.copy_(b)
+        return conv
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.conv2d(x, *self.folded())
+
+
 class TokenDecoder(SpikingDecoder):
     """The decoder as deployed: its host input is the one-hot token grid (K channels), and the first
     synapse layer holds ``gen`` applied to every code vector (``W_gen @ codebook``), so the codebook lookup
     happens in the synapses and the chip gets the same kind of input as the SDID denoiser. The adaptive
-    spike generator is still the first LIF population; only where its input weights come from changed."""
+    spike generator is still the first LIF population; only where its input weights come from changed.
 
-    def __init__(self, decoder: SpikingDecoder, codebook: torch.Tensor):
+    By default it holds copies of the decoder's weights, with the folded first layer (what export reads).
+    ``tied=True`` shares the decoder's layers instead, the first one folded live (``CodebookConv``): the form
+    the decoder stage trains, so that quantization-aware training puts the folded weight, the one the chip
+    gets, on its fixed-point grid, and the decoder's parameters are what moves."""
+
+    def __init__(self, decoder: SpikingDecoder, codebook: torch.Tensor, tied: bool = False):
         cfg = decoder.config
         super().__init__(cfg)
-        self.load_state_dict(decoder.state_dict())
         k = codebook.shape[0]
-        gen = nn.Conv2d(k, decoder.gen.out_channels, 1).to(codebook)
-        with torch.no_grad():
-            gen.weight.copy_((decoder.gen.weight[:, :, 0, 0] @ codebook.t())[:, :, None, None])
-            gen.bias.copy_(decoder.gen.bias)
-        self.gen = gen
+        if tied:
+            for name, module in decoder.named_children():
+                setattr(self, name, module)
+            self.gen = CodebookConv(decoder.gen, codebook)
+        else:
+            self.to(decoder.gen.weight.dtype).load_state_dict(decoder.state_dict())
+            self.gen = CodebookConv(decoder.gen, codebook).fused()
         self.codebook_size = k
         self._synapse_shapes = None
 
@@ -208,6 +247,10 @@ class TokenDecoder(SpikingDecoder):
     def one_hot(self, tokens) -> torch.Tensor:
         """Token grids (N, G, G) -> this network's input (N, K, G, G)."""
         return torch.from_numpy(token_onehot(tokens, self.codebook_size)).to(self.gen.weight)
+
+    def host_input(self, tokens: torch.Tensor) -> torch.Tensor:
+        """What the decoder stage hands it (token grids, ``decoder_reads``) -> its input (one-hot planes)."""
+        return F.one_hot(tokens.long(), self.codebook_size).permute(0, 3, 1, 2).to(self.gen.weight)
 
 
 def token_onehot(tokens, k: int, dtype="float32"):

@@ -28,9 +28,16 @@ class SpikingVQDiffusion(nn.Module):
         return self.sdid.config.num_steps
 
     def decoder_reads(self, z_e: torch.Tensor) -> torch.Tensor:
-        """The encoder's latents z_e -> what the decoder is handed for them: their nearest code vectors (the
-        tokens' vectors), the decoder stage's inputs."""
-        return self.vq.quantizer.lookup(self.vq.quantizer.indices(z_e))
+        """The encoder's latents z_e -> what the decoder is handed for them, the decoder stage's inputs: their
+        tokens (N, G, G); ``trainable_decoder().host_input`` makes them its one-hot input."""
+        return self.vq.quantizer.indices(z_e)
+
+    def trainable_decoder(self) -> nn.Module:
+        """The decoder in the form it is deployed (one-hot tokens in, the codebook folded into its first
+        layer), sharing the VQ-SVAE decoder's parameters: what the decoder stage trains."""
+        from .spiking_vq import TokenDecoder
+
+        return TokenDecoder(self.vq.decoder, self.vq.quantizer.codebook.weight.detach(), tied=True)
 
     @torch.no_grad()
     def decode(self, tokens: torch.Tensor, batch_size: int = 64, device="cpu", stats: dict | None = None) -> torch.Tensor:

@@ -4,11 +4,12 @@ Why a stage of its own: the spiking decoder's reconstructions are the ceiling of
 VQ-SVAE stage trains the decoder only for a few epochs, beside an encoder and a codebook that still move. Here
 the encoder and the codebook are frozen, so the latents and tokens, and the denoiser trained on them, stay
 valid: only the decoder learns, on what the sampler hands it for the training set's latents (cached in
-``OUT/latents.pt``): a latent DDIM's continuous latents, a spiking-vq sampler's code vectors (each sampler's
-``decoder_reads``). ``latent_noise`` adds Gaussian noise of that many latent standard deviations to a latent
-DDIM decoder's inputs, for the small errors of sampled latents. ``qat_from`` trains it quantization-aware from
-that step on (``train.qat``): a float-trained decoder's strokes break up in fixed point, the largest
-fixed-point loss of a latent sampler.
+``OUT/latents.pt``): a latent DDIM's continuous latents, a spiking-vq sampler's tokens (each sampler's
+``decoder_reads``), in the form each sampler deploys its decoder (``trainable_decoder``: the spiking-vq
+decoder as the token decoder, its first layer the codebook folded in). ``latent_noise`` adds Gaussian noise
+of that many latent standard deviations to a latent DDIM decoder's inputs, for the small errors of sampled
+latents. ``qat_from`` trains it quantization-aware from that step on (``train.qat``): a float-trained
+decoder's strokes break up in fixed point, the largest fixed-point loss of a latent sampler.
 
 The stage is a ``trainer.fit`` run in ``OUT/decoder`` (resumable bit for bit, atomic checkpoints, EMA,
 Ctrl-C saves). When it ends, ``OUT/model.pt`` is the ``--init`` sampler with the trained decoder. Rerunning
@@ -23,7 +24,7 @@ from pathlib import Path
 import torch
 
 from .. import SpikediffError
-from ..checkpoint import FORMAT, VERSION, load_model_of, load_raw, save_atomic
+from ..checkpoint import FORMAT, VERSION, load_model_of, load_raw, mark_on_grid, save_atomic
 from ..data import load_images, to_model_range
 from ..models import VQConfig
 from ..models.latent_ddim import KIND, LatentDDIM
@@ -100,9 +101,9 @@ def load_sampler(name: str) -> tuple:
 @torch.no_grad()
 def reconstruction_mse(model, images: torch.Tensor) -> float:
     """Mean squared error of the spiking decoder's reconstructions from what the sampler hands it for the
-    encoder's latents (``decoder_reads``)."""
-    vq = model.vq
-    return float(sum(((vq.decoder(model.decoder_reads(vq.encoder(x))).clamp(-1, 1) - x) ** 2).sum()
+    encoder's latents (``decoder_reads``), in the form the stage trains it."""
+    net = model.trainable_decoder()
+    return float(sum(((net(net.host_input(model.decoder_reads(model.vq.encoder(x)))).clamp(-1, 1) - x) ** 2).sum()
                      for x in images.split(250)) / images.numel())
 
 
@@ -114,7 +115,7 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
         stage_kind, join = SAMPLERS[type(sampler)]
         if cfg.latent_noise and not isinstance(sampler, LatentDDIM):
             raise SpikediffError(f"--latent-noise: --init {cfg.init} is a spiking-vq sampler, whose decoder reads "
-                                 f"exact code vectors")
+                                 f"tokens, which take no noise")
         sampler.requires_grad_(False)
         vq = sampler.vq
         vcfg = vq.config
@@ -132,7 +133,8 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
         test = to_model_range(load_images(cfg.data, "test", limit=TEST_IMAGES)[0])
         mse_before = reconstruction_mse(sampler, test)
 
-        decoder = vq.decoder.to(device).requires_grad_(True).train()
+        sampler.to(device)
+        decoder = sampler.trainable_decoder().requires_grad_(True).train()  # shares the sampler's decoder
         x_all, z_all, std = data.to(device), latents.to(device), std.to(device)
 
         def batch_loss(model, gen, stats):
@@ -140,7 +142,7 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
             z = z_all[idx.to(device)]
             if cfg.latent_noise:
                 z = z + cfg.latent_noise * std * torch.randn(z.shape, generator=gen).to(device)
-            return torch.nn.functional.mse_loss(model(z, stats), x_all[idx.to(device)])
+            return torch.nn.functional.mse_loss(model(model.host_input(z), stats), x_all[idx.to(device)])
 
         header = {"format": FORMAT, "version": VERSION, "kind": stage_kind, "model_config": vcfg.to_dict(),
                   "diffusion": raw["diffusion"]}
@@ -165,5 +167,7 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
         info = {"init": str(init_path), "run": str(stage_dir), "step": trained["train"]["step"],
                 "latent_noise": cfg.latent_noise, "qat_from": cfg.qat_from, "test_mse_before": mse_before,
                 "test_mse_after": mse_after}
-        save_atomic(join(raw, {k: v.cpu() for k, v in trained["model"].items()}, info), out / "model.pt")
+        on_grid = cfg.qat_from is not None and trained["train"]["step"] > cfg.qat_from
+        save_atomic(mark_on_grid(join(raw, {k: v.cpu() for k, v in trained["model"].items()}, info), "decoder", on_grid),
+                    out / "model.pt")
         return out / "model.pt"

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import SpikediffError
-from ..checkpoint import FORMAT, VERSION, load_model, resolve, save_atomic
+from ..checkpoint import FORMAT, VERSION, load_model, mark_on_grid, resolve, save_atomic
 from ..data import load_images, to_model_range
 from ..diffusion import NoiseSchedule
 from ..models.latent_ddim import KIND, LatentDDIM
@@ -134,6 +134,7 @@ def train_latent_ddim(cfg: LatentTrainConfig, out_dir: str | Path, progress: boo
                   "latent": {"mean": mean.tolist(), "std": std.tolist(), "snap": cfg.snap,
                              "autoencoder": cfg.autoencoder, "autoencoder_sha256": digest},
                   "autoencoder": vq_state}
+        header = mark_on_grid(header, "denoiser", cfg.qat_from is not None and cfg.qat_from < cfg.steps)
 
         def batch_loss(model, gen, stats):
             idx = torch.randint(0, len(z0), (cfg.batch_size,), generator=gen)

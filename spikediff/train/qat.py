@@ -8,9 +8,11 @@ the float weights, the loss sees the quantized ones. The scales are the quantize
 fixed-point compile of the network's graph (calibrated as ``compile_sampler`` calibrates it) and refreshed
 every ``refresh`` steps, so the grid the network learns on is the one the chip runs. Any network role of the
 sampler's kind can train so: the denoiser (the loop) or the decoder of a latent DDIM or a spiking-vq sampler.
-When the deployed network is built from the trained one rather than being it (a spiking-vq decoder is
-deployed with the codebook folded into its first layer), a layer whose deployed weight is not the trained
-weight keeps training in float: its grid belongs to the folded weight.
+A network deployed in a folded form trains in that form: the spiking-vq decoder trains as the token decoder
+it is deployed as (``TokenDecoder(tied=True)``), its first layer's weight the codebook folded in, computed from
+the decoder's own parameters, so that weight is the one on the grid. A trained layer that does not run with
+its deployed weight (the code-vector decoder's first layer) keeps training in float: its grid belongs to the
+folded weight.
 """
 
 from __future__ import annotations
@@ -48,11 +50,9 @@ class QAT:
                                     calibration=self.kind.calibration(self.role, dict(graph.metadata or {})))
         finally:
             self.net.train(was)
-        fx, p = dep.fixed, dep.plan
+        fx = dep.fixed
         deployed = self.kind.networks(self.sampler)[self.role][0]
-        self.net.qat_scales = {f.syn.name: fx.populations[f.syn.dst].scale / (fx.input_scales[f.syn.src]
-                                                                               if f.syn.src in p.inputs else 1)
-                               for f in dep.folded.synapses
+        self.net.qat_scales = {f.syn.name: fx.weight_scale(f.syn) for f in dep.folded.synapses
                                if hasattr(self.net, f.syn.name) and _same_weight_shape(self.net, deployed, f.syn.name)}
         return self.net.qat_scales
 
@@ -63,8 +63,11 @@ class QAT:
 
 
 def _same_weight_shape(trained, deployed, name: str) -> bool:
-    """Whether the deployed layer ``name`` holds the trained layer's weight (not one folded from it)."""
-    return getattr(trained, name).weight.shape == getattr(deployed, name).weight.shape
+    """Whether the trained layer ``name`` runs with the weight the chip gets: its own, or the one it folds
+    (``folded()``), of the deployed layer's shape; not a layer the deployed one is folded from."""
+    layer = getattr(trained, name)
+    weight = layer.folded()[0] if hasattr(layer, "folded") else layer.weight
+    return weight.shape == getattr(deployed, name).weight.shape
 
 
 def check_options(cfg) -> None:

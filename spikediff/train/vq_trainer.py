@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .. import SpikediffError
-from ..checkpoint import FORMAT, VERSION, load_model_of, load_raw, save_atomic
+from ..checkpoint import FORMAT, VERSION, load_model_of, load_raw, mark_on_grid, save_atomic
 from ..data import load_images, to_model_range
 from ..data.datasets import image_size as dataset_image_size
 from ..diffusion.absorbing import MASK_SCHEDULES, corrupt, masked_cross_entropy
@@ -122,9 +122,13 @@ def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = T
                            vq_sha256=stamp.get("vq_sha256"))
         done = load_raw(out / "sdid" / "model.pt")["train"]
         extra = {} if init is None else {"init": str(cfg.init), "init_train": init[1]["train"]}
-        save_atomic({**header(cfg), "model": {"vq": vq.state_dict(), "sdid": sdid.state_dict()},
-                     "train": {**cfg.options(), **extra, "vq_step": done_vq["step"], "step": done["step"],
-                               "vq_loss": done_vq["loss"], "loss": done["loss"]}}, out / "model.pt")
+        result = {**header(cfg), "model": {"vq": vq.state_dict(), "sdid": sdid.state_dict()},
+                  "train": {**cfg.options(), **extra, "vq_step": done_vq["step"], "step": done["step"],
+                            "vq_loss": done_vq["loss"], "loss": done["loss"]}}
+        if init is not None:  # the init's decoder, and whether it was trained quantization-aware, are kept
+            result = mark_on_grid(result, "decoder", "decoder" in getattr(init[0], "trained_on_grid", ()))
+        on_grid = cfg.qat_from is not None and done["step"] > cfg.qat_from
+        save_atomic(mark_on_grid(result, "denoiser", on_grid), out / "model.pt")
         return out / "model.pt"
 
 
