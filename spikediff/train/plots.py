@@ -52,10 +52,17 @@ def plot_training_log(log_path: str | Path, png_path: str | Path, loss_name: str
     ax_loss.plot(steps, [r["loss_avg"] for r in records], color="C0", lw=1.6, label="running mean")
     ax_loss.set(xlabel="step", ylabel=loss_name, yscale="log", title=title)
     ax_loss.legend(frameon=False)
-    for layer in records[-1]["rates"]:
-        ax_rate.plot(steps, [r["rates"].get(layer, float("nan")) for r in records], lw=1.2, label=layer)
+    layers = list(records[-1]["rates"])
+    colors = plt.get_cmap("tab20" if len(layers) <= 20 else "turbo")
+    for i, layer in enumerate(layers):  # a U-Net has dozens: one color each, the legend beside the panel
+        color = colors(i) if len(layers) <= 20 else colors(i / max(1, len(layers) - 1))
+        ax_rate.plot(steps, [r["rates"].get(layer, float("nan")) for r in records], lw=1.2, label=layer,
+                     color=color if len(layers) > 10 else None)
     ax_rate.set(xlabel="step", ylabel="spikes per neuron per SNN step", title="firing rate", ylim=(0, None))
-    ax_rate.legend(frameon=False, fontsize=8)
+    if len(layers) > 10:
+        ax_rate.legend(frameon=False, fontsize=7, ncol=-(-len(layers) // 16), loc="upper left", bbox_to_anchor=(1.01, 1))
+    else:
+        ax_rate.legend(frameon=False, fontsize=8)
     for ax, key in zip(axes[2:], extras):
         ax.plot(steps, [r.get(key, float("nan")) for r in records], color="C2", lw=1.2)
         ax.set(xlabel="step", title=key.replace("_", " "))
