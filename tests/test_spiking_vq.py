@@ -269,6 +269,15 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     before, after = load_raw(run / "model.pt"), load_raw(dec / "model.pt")
     assert after["kind"] == "spiking-vq" and after["train"]["decoder"]["step"] == 3
     assert after["trained_on_grid"] == ["decoder"] and "trained_on_grid" not in before  # bias-corrected on its grid
+    from spikediff.export.deployment import compile_sampler
+    from spikediff.export.nir_graph import read_sampler, sampler_graphs
+
+    assert main(["export", str(dec / "model.pt"), "-o", str(tmp_path / "q.nir")]) == 0  # the record travels in NIR
+    graphs = read_sampler(tmp_path / "q.decoder.nir")
+    assert graphs["decoder"].metadata["trained_on_grid"] and "trained_on_grid" not in graphs["denoiser"].metadata
+    from_file = compile_sampler(graphs, fixed_point=True).networks["decoder"].fixed.digest()
+    assert from_file == compile_sampler(sampler_graphs(load_model(dec / "model.pt")[0]),
+                                        fixed_point=True).networks["decoder"].fixed.digest()
     for key, value in before["model"]["vq"].items():  # only the decoder's synapses moved
         moved = key.startswith("decoder.") and key.endswith(("weight", "bias"))
         assert torch.equal(value, after["model"]["vq"][key]) != moved, key
