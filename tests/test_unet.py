@@ -195,3 +195,17 @@ def test_lava_fixed_point_sampler_equals_the_simulator_images_and_spikes(tiny):
         np.testing.assert_array_equal(lava["counters"][name]["active"], c["active"], err_msg=name)
     floating = sample_torch(tiny, schedule, 3, 2, noise=torch.from_numpy(noise), progress=False).numpy()
     assert 0 < np.abs(sim["images"] - floating).max() < 0.5
+
+
+def test_the_ann_twin_counts_the_natural_network_not_the_derived_kernels_zeros(tiny):
+    """The report's ANN twin is the U-Net as a ReLU network: its MACs are its weights' connections, so the
+    structural zeros of a derived space-to-depth kernel (most of it at r > 1) are no MACs of it."""
+    from spikediff.hardware_sim.events import count_events
+
+    sd = compile_sampler(sampler_graphs(tiny, NoiseSchedule(1000, "v_prediction")), fixed_point=True)
+    ev = count_events(sample_sim(sd, 1, 1)["parts"]["denoiser"])
+    twin = sum(ev.ann_macs_per_evaluation.values())
+    dense = sum(int(np.prod(f.weight.shape)) * (int(np.prod(f.op.out_shape(f.src_shape)[1:])) if f.conv else 1)
+                for f in sd.loop.folded.synapses)  # every entry of every kernel at every position
+    # at most the natural layers' taps at every position (borders not excluded), far below the dense count
+    assert 0 < twin <= tiny.sizes()["synapses"] and twin < 0.5 * dense

@@ -15,14 +15,14 @@ import torch
 
 
 class Connectivity:
-    def __init__(self, folded, fx=None, dense: bool = False):
-        """``fx``: a FixedPoint whose nonzero integer weights are the synapses (None: the folded float weights);
-        ``dense``: every connection of the layer, zero or not (an ANN's MACs)."""
+    def __init__(self, folded, fx=None):
+        """``fx``: a FixedPoint whose nonzero integer weights are the synapses (None: the folded float weights:
+        an ANN's MACs)."""
         self.folded, self.plan = folded, folded.plan
         self.masks, self.masks32, self.out_shapes = {}, {}, {}
         for f in folded.synapses:
             w = f.weight if fx is None else fx.weights[f.syn.name]
-            mask = np.ones_like(w) if dense else (np.asarray(w) != 0)
+            mask = np.asarray(w) != 0
             self.masks[f.syn.name] = torch.as_tensor(mask, dtype=torch.float64)
             self.masks32[f.syn.name] = torch.as_tensor(mask, dtype=torch.float32)  # for 0/1 counts (exact)
             if f.conv is not None:

@@ -9,7 +9,9 @@ chip would do, not estimates.
 - neuron updates: every neuron is updated at every Lava step; "active" when it has input or a nonzero
   state (the simulator counts these), "inactive" otherwise, including the Lava steps in which a layer
   waits for or drains the pipeline (``runtime.pipeline``);
-- the ANN twin: the same layers as a ReLU network, run once per denoising step, counted in dense MACs.
+- the ANN twin: the same layers as a ReLU network, run once per denoising step, counted in MACs of every
+  nonzero float weight (a dense layer's every weight; a derived space-to-depth kernel's structural zeros,
+  ``models.s2d``, are no MACs of the natural network it equals, and counting them inflated a U-Net's twin).
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def count_events(part: dict, conn: Connectivity | None = None) -> Events:
     folded, fx = dep.folded, dep.fixed
     p = folded.plan
     conn = conn or Connectivity(folded, fx)
-    dense = Connectivity(folded, None, dense=True)
+    dense = Connectivity(folded, None)  # the twin's MACs: every nonzero float weight
     n, steps, t = int(part["items"]), int(part["evaluations"]), dep.num_steps
     per_image = {k: v / n for k, v in part["neuron_spikes"].items()}
     per_image[CONST] = np.full(1, float(steps * t))  # the constant source fires at every step
