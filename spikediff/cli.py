@@ -362,8 +362,9 @@ def _train_spiking_vq(args) -> int:
     vq_sized = replace(vq, image_size=image_size(args.data))
     _check_training_size(args, [lambda: SpikingVQVAE(vq_sized), lambda: SpikingTokenDenoiser(
         replace(sdid, codebook_size=vq.codebook_size, grid=vq_sized.grid))], vq_sized.image_size ** 2)
-    return _run_training(train_spiking_vq, cfg, args,
-                         f" (VQ-SVAE and SDID; the stages' runs are in {args.out}/vq and {args.out}/sdid)")
+    runs = f"the SDID's run is in {args.out}/sdid" if args.init else \
+        f"the stages' runs are in {args.out}/vq and {args.out}/sdid"
+    return _run_training(train_spiking_vq, cfg, args, f" (VQ-SVAE and SDID; {runs})")
 
 
 def _print_spike_table(neurons: dict, spikes_per_image: dict, updates_per_neuron: int, footer: str) -> None:
