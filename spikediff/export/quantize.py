@@ -203,11 +203,12 @@ def quantize(folded, input_current_max: dict | None = None, strict: bool = False
                         "du_error": abs((q_du + 1) / (1 << DECAY_BITS) - du),
                         "dv_error": abs(q_dv / (1 << DECAY_BITS) - dv)}
 
+    fixed = FixedPoint(scales, populations, weights, errors)  # its weights and errors are filled in below
     for f in folded.synapses:
-        scale = populations[f.syn.dst].scale / (scales[f.syn.src] if f.syn.src in inputs else 1)
+        scale = fixed.weight_scale(f.syn)
         weights[f.syn.name] = w_int = quantize_weights(f.weight, scale)
         errors[f.syn.name] = weight_error(f.weight, w_int, scale)
-    return FixedPoint(scales, populations, weights, errors)
+    return fixed
 
 
 def _exact_threshold_scale(name: str, theta: float, scale: int) -> int:

@@ -95,7 +95,7 @@ def count_events(part: dict, conn: Connectivity | None = None) -> Events:
     folded, fx = dep.folded, dep.fixed
     p = folded.plan
     conn = conn or Connectivity(folded, fx)
-    dense = Connectivity(folded, None)  # the twin's MACs: every nonzero float weight
+    twin = Connectivity(folded, None)  # the ANN twin's MACs: every nonzero float weight
     n, steps, t = int(part["items"]), int(part["evaluations"]), dep.num_steps
     per_image = {k: v / n for k, v in part["neuron_spikes"].items()}
     per_image[CONST] = np.full(1, float(steps * t))  # the constant source fires at every step
@@ -110,7 +110,7 @@ def count_events(part: dict, conn: Connectivity | None = None) -> Events:
         offsets[name] = slice(at, at + size)
         at += size
     for f in folded.synapses:
-        macs = dense.synapses(f)
+        macs = twin.synapses(f)
         if f.syn.src != f.syn.dst:  # the twin is one pass: no recurrent synapses (as export.onnx_export)
             ann[f.syn.dst] += macs
         if f.syn.src in p.inputs:

@@ -245,12 +245,10 @@ class TokenDecoder(SpikingDecoder):
                 "input": "one-hot tokens (codebook_size channels, grid x grid), constant over T"}
 
     def one_hot(self, tokens) -> torch.Tensor:
-        """Token grids (N, G, G) -> this network's input (N, K, G, G)."""
-        return torch.from_numpy(token_onehot(tokens, self.codebook_size)).to(self.gen.weight)
+        """Token grids (N, G, G), numpy or torch -> this network's input (N, K, G, G), on its device."""
+        return torch.from_numpy(token_onehot(torch.as_tensor(tokens).cpu(), self.codebook_size)).to(self.gen.weight)
 
-    def host_input(self, tokens: torch.Tensor) -> torch.Tensor:
-        """What the decoder stage hands it (token grids, ``decoder_reads``) -> its input (one-hot planes)."""
-        return F.one_hot(tokens.long(), self.codebook_size).permute(0, 3, 1, 2).to(self.gen.weight)
+    host_input = one_hot  # what the decoder stage hands it (token grids, ``decoder_reads``) -> its input
 
 
 def token_onehot(tokens, k: int, dtype="float32"):

@@ -33,6 +33,7 @@ from ..models.vq_diffusion import SpikingVQDiffusion
 from .latent_trainer import encode_dataset, state_digest
 from .qat import before_step_hook
 from .qat import check_options as check_qat_options
+from .qat import ran as qat_ran
 from .trainer import Stage, check_run_options, fit, resolve_device, run_directory
 
 STAGE_KIND = KIND + ":decoder"
@@ -167,7 +168,6 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
         info = {"init": str(init_path), "run": str(stage_dir), "step": trained["train"]["step"],
                 "latent_noise": cfg.latent_noise, "qat_from": cfg.qat_from, "test_mse_before": mse_before,
                 "test_mse_after": mse_after}
-        on_grid = cfg.qat_from is not None and trained["train"]["step"] > cfg.qat_from
-        save_atomic(mark_on_grid(join(raw, {k: v.cpu() for k, v in trained["model"].items()}, info), "decoder", on_grid),
-                    out / "model.pt")
+        joined = join(raw, {k: v.cpu() for k, v in trained["model"].items()}, info)
+        save_atomic(mark_on_grid(joined, "decoder", qat_ran(cfg, trained["train"]["step"])), out / "model.pt")
         return out / "model.pt"

@@ -27,6 +27,7 @@ from ..models.latent_denoiser import LatentDenoiserConfig, SpikingLatentDenoiser
 from ..models.vq_diffusion import SpikingVQDiffusion
 from .qat import before_step_hook
 from .qat import check_options as check_qat_options
+from .qat import ran as qat_ran
 from .trainer import Stage, check_run_options, fit, resolve_device, run_directory
 
 
@@ -134,7 +135,7 @@ def train_latent_ddim(cfg: LatentTrainConfig, out_dir: str | Path, progress: boo
                   "latent": {"mean": mean.tolist(), "std": std.tolist(), "snap": cfg.snap,
                              "autoencoder": cfg.autoencoder, "autoencoder_sha256": digest},
                   "autoencoder": vq_state}
-        header = mark_on_grid(header, "denoiser", cfg.qat_from is not None and cfg.qat_from < cfg.steps)
+        header = mark_on_grid(header, "denoiser", qat_ran(cfg, cfg.steps))
 
         def batch_loss(model, gen, stats):
             idx = torch.randint(0, len(z0), (cfg.batch_size,), generator=gen)

@@ -53,13 +53,12 @@ def plot_training_log(log_path: str | Path, png_path: str | Path, loss_name: str
     ax_loss.set(xlabel="step", ylabel=loss_name, yscale="log", title=title)
     ax_loss.legend(frameon=False)
     layers = list(records[-1]["rates"])
-    colors = plt.get_cmap("tab20" if len(layers) <= 20 else "turbo")
-    for i, layer in enumerate(layers):  # a U-Net has dozens: one color each, the legend beside the panel
-        color = colors(i) if len(layers) <= 20 else colors(i / max(1, len(layers) - 1))
+    many = len(layers) > 10  # a U-Net has dozens: one color each from a colormap, the legend beside the panel
+    for i, layer in enumerate(layers):
         ax_rate.plot(steps, [r["rates"].get(layer, float("nan")) for r in records], lw=1.2, label=layer,
-                     color=color if len(layers) > 10 else None)
+                     color=plt.get_cmap("turbo")(i / (len(layers) - 1)) if many else None)
     ax_rate.set(xlabel="step", ylabel="spikes per neuron per SNN step", title="firing rate", ylim=(0, None))
-    if len(layers) > 10:
+    if many:
         ax_rate.legend(frameon=False, fontsize=7, ncol=-(-len(layers) // 16), loc="upper left", bbox_to_anchor=(1.01, 1))
     else:
         ax_rate.legend(frameon=False, fontsize=8)

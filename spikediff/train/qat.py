@@ -8,11 +8,10 @@ the float weights, the loss sees the quantized ones. The scales are the quantize
 fixed-point compile of the network's graph (calibrated as ``compile_sampler`` calibrates it) and refreshed
 every ``refresh`` steps, so the grid the network learns on is the one the chip runs. Any network role of the
 sampler's kind can train so: the denoiser (the loop) or the decoder of a latent DDIM or a spiking-vq sampler.
-A network deployed in a folded form trains in that form: the spiking-vq decoder trains as the token decoder
-it is deployed as (``TokenDecoder(tied=True)``), its first layer's weight the codebook folded in, computed from
-the decoder's own parameters, so that weight is the one on the grid. A trained layer that does not run with
-its deployed weight (the code-vector decoder's first layer) keeps training in float: its grid belongs to the
-folded weight.
+A network deployed in a folded form trains in that form (``net``, the module that trains, runs the deployed
+weights): the spiking-vq decoder trains as the token decoder it is deployed as (``TokenDecoder(tied=True)``),
+its first layer's weight the codebook folded in, computed from the decoder's own parameters, so that weight is
+the one on the grid.
 """
 
 from __future__ import annotations
@@ -50,10 +49,8 @@ class QAT:
                                     calibration=self.kind.calibration(self.role, dict(graph.metadata or {})))
         finally:
             self.net.train(was)
-        fx = dep.fixed
-        deployed = self.kind.networks(self.sampler)[self.role][0]
-        self.net.qat_scales = {f.syn.name: fx.weight_scale(f.syn) for f in dep.folded.synapses
-                               if hasattr(self.net, f.syn.name) and _same_weight_shape(self.net, deployed, f.syn.name)}
+        self.net.qat_scales = {f.syn.name: dep.fixed.weight_scale(f.syn) for f in dep.folded.synapses
+                               if hasattr(self.net, f.syn.name)}
         return self.net.qat_scales
 
     def step(self, step: int) -> None:
@@ -62,12 +59,10 @@ class QAT:
             self.update_scales()
 
 
-def _same_weight_shape(trained, deployed, name: str) -> bool:
-    """Whether the trained layer ``name`` runs with the weight the chip gets: its own, or the one it folds
-    (``folded()``), of the deployed layer's shape; not a layer the deployed one is folded from."""
-    layer = getattr(trained, name)
-    weight = layer.folded()[0] if hasattr(layer, "folded") else layer.weight
-    return weight.shape == getattr(deployed, name).weight.shape
+def ran(cfg, last_step: int) -> bool:
+    """Whether a run of ``cfg`` that ends at ``last_step`` trained quantization-aware (``checkpoint.mark_on_grid``
+    records it)."""
+    return cfg.qat_from is not None and cfg.qat_from < last_step
 
 
 def check_options(cfg) -> None:

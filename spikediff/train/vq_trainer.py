@@ -32,6 +32,7 @@ from ..models.vq_diffusion import KIND, SpikingVQDiffusion
 from .latent_trainer import state_digest
 from .qat import before_step_hook
 from .qat import check_options as check_qat_options
+from .qat import ran as qat_ran
 from .trainer import Stage, check_run_options, fit, resolve_device, run_directory
 
 
@@ -127,8 +128,7 @@ def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = T
                             "vq_loss": done_vq["loss"], "loss": done["loss"]}}
         if init is not None:  # the init's decoder, and whether it was trained quantization-aware, are kept
             result = mark_on_grid(result, "decoder", "decoder" in getattr(init[0], "trained_on_grid", ()))
-        on_grid = cfg.qat_from is not None and done["step"] > cfg.qat_from
-        save_atomic(mark_on_grid(result, "denoiser", on_grid), out / "model.pt")
+        save_atomic(mark_on_grid(result, "denoiser", qat_ran(cfg, done["step"])), out / "model.pt")
         return out / "model.pt"
 
 
