@@ -33,6 +33,10 @@ def test_hardware_form_equals_the_plain_form_and_the_simulator(tiny):
     kinds = {type(p).__name__ for p in hw.processes.values()}
     assert "DelaySparse" in kinds and not kinds & HOST_ONLY, kinds  # the skip path waits in its synapses
     assert {"Readout", "SpikeDelay"} <= {type(p).__name__ for p in plain.processes.values()}
+    for proc in hw.processes.values():  # a delay per synapse: a scalar makes Lava store one per (out, in) pair
+        if type(proc).__name__ == "DelaySparse":
+            weights, delays = proc.weights.init, proc.delays.init
+            assert getattr(delays, "nnz", None) == weights.nnz, type(delays)
     got, ref = run_windows(hw, x, record_spikes=True), evaluate(dep, x)
     same = run_windows(plain, x, record_spikes=True)
     assert np.abs(ref["readout"]).max() > 0

@@ -162,7 +162,11 @@ def build(dep, netx: bool = True, netx_dir=None, hardware: bool | None = None) -
             if f.conv is not None:
                 rows, cols = _lava_order(shapes[s.dst], perm[s.dst]), _lava_order(shapes[s.src], perm.get(s.src))
                 matrix = f.conv.with_weight(np.asarray(w_nir, dtype=np.float64)).matrix(shapes[s.src])
-                proc = DelaySparse(weights=matrix[rows][:, cols].astype(np.int32), delays=wait, name=s.name)
+                weights = matrix[rows][:, cols].astype(np.int32)
+                # the delay on each synapse, not a scalar: Lava would fill every (out, in) pair with it
+                delays = weights.astype(np.int64)  # Lava checks for dtype int
+                delays.data[:] = wait
+                proc = DelaySparse(weights=weights, delays=delays, name=s.name)
             else:
                 rows, cols = dense_rows_cols(f, perm, shapes)
                 proc = DelayDense(weights=np.asarray(w_nir)[rows][:, cols], delays=wait, name=s.name)
