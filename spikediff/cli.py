@@ -175,7 +175,7 @@ def cmd_train(args) -> int:
         args.snn_steps = DenoiserConfig().num_steps  # every model's default T but the U-Net presets'
     own = {"latent-ddim": ("resume_from", "init", "decay_steps", "qat_from"),
            "latent-decoder": ("init", "decay_steps", "qat_from"),
-           "spiking-vq": ("init", "qat_from"),
+           "spiking-vq": ("init", "decay_steps", "qat_from"),
            "fsddim": ("resume_from", "decay_steps")}.get(args.model, ())
     for option in ("resume_from", "init", "decay_steps", "qat_from"):
         if option not in own and getattr(args, option) is not None:
@@ -352,7 +352,8 @@ def _train_spiking_vq(args) -> int:
     vq = VQConfig(channels=args.channels or v.channels, codebook_size=args.codebook_size, code_dim=args.code_dim, **neuron)
     sdid = TokenDenoiserConfig(channels=args.sdid_channels, hidden=args.hidden or d.hidden,
                                time_features=args.time_features or d.time_features, **neuron)
-    cfg = VQTrainConfig(**_train_options(args, VQTrainConfig), vq_steps=args.vq_steps,
+    cfg = VQTrainConfig(**_train_options(args, VQTrainConfig), vq_steps=args.vq_steps, decay_steps=args.decay_steps,
+                        lr_min=VQTrainConfig.lr_min if args.lr_min is None else args.lr_min,
                         mask_schedule=args.mask_schedule, vq=vq, sdid=sdid, init=args.init, qat_from=args.qat_from)
     from dataclasses import replace
 
@@ -859,7 +860,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "level of an --arch U-Net [default: the preset's]")
     ld.add_argument("--snap", action="store_true", help="decode the nearest code vectors of a sampled latent")
     ld.add_argument("--decay-steps", type=_positive_int, help="cosine learning-rate decay to --lr-min at this step "
-                                                              "(also fsddim) [latent-decoder default: --steps]")
+                                                              "(also fsddim; spiking-vq: of the SDID stage) "
+                                                              "[latent-decoder default: --steps]")
     ld.add_argument("--lr-min", type=_interval(0, 1, True, False),
                     help="[default: 0.0001; latent-decoder 1e-05]")
     ld.add_argument("--resume-from", type=Path, help="a run's compact resume.pt: continue it in an empty --out "

@@ -293,7 +293,8 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     # the SDID fine-tuned quantization-aware on the sampler's own VQ-SVAE (no VQ stage), the new decoder kept
     tuned = tmp_path / "tuned"
     assert main(["train", "--model", "spiking-vq", "--init", str(dec / "model.pt"), "--data", "digits", "--steps", "3",
-                 "--batch-size", "8", "--lr", "2e-4", "--qat-from", "1", "--out", str(tuned), "--quiet"]) == 0
+                 "--batch-size", "8", "--lr", "2e-4", "--qat-from", "1", "--warmup", "1", "--decay-steps", "3",
+                 "--lr-min", "1e-5", "--out", str(tuned), "--quiet"]) == 0
     assert not (tuned / "vq").exists() and (tuned / "sdid" / "resume.pt").is_file()
     assert set(torch.load(tuned / "sdid" / "last.pt", weights_only=False)["qat_scales"]) >= {"fc_out"}
     start, end = load_raw(dec / "model.pt"), load_raw(tuned / "model.pt")
@@ -301,6 +302,7 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     assert any(not torch.equal(v, end["model"]["sdid"][k]) for k, v in start["model"]["sdid"].items()
                if v.is_floating_point())
     assert end["train"]["init"] == str(dec / "model.pt") and end["train"]["step"] == 3
+    assert (end["train"]["decay_steps"], end["train"]["lr_min"]) == (3, 1e-5)  # the SDID's learning-rate decay
     assert end["model_config"] == start["model_config"]
     assert end["trained_on_grid"] == ["decoder", "denoiser"]  # the init's quantization-aware decoder, kept
     assert main(["sample", str(tuned / "model.pt"), "-n", "2", "--steps", "2", "-o", str(tmp_path / "t.png")]) == 0

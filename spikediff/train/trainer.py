@@ -93,9 +93,9 @@ def check_run_options(cfg, counts: tuple = (), decays: tuple = ("ema_decay",)) -
             raise SpikediffError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
     if not 0 < cfg.lr < 1:
         raise SpikediffError(f"--lr must be in (0, 1), got {cfg.lr}")
-    if hasattr(cfg, "lr_min") and not 0 <= cfg.lr_min <= cfg.lr:
-        raise SpikediffError(f"--lr-min must be in [0, --lr], got {cfg.lr_min}")
     decay = getattr(cfg, "decay_steps", None)
+    if decay is not None and not 0 <= cfg.lr_min <= cfg.lr:  # without a decay, --lr-min is never reached
+        raise SpikediffError(f"--lr-min must be in [0, --lr], got {cfg.lr_min}")
     if decay is not None and decay <= cfg.warmup:
         raise SpikediffError(f"--decay-steps {decay} must be after the warm-up ({cfg.warmup} steps)")
     for name in decays:

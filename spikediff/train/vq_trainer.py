@@ -43,6 +43,8 @@ class VQTrainConfig:
     steps: int = 4000  # stage 2 (SDID)
     batch_size: int = 64
     lr: float = 1e-3
+    lr_min: float = 1e-4
+    decay_steps: int | None = None  # the SDID stage's cosine decay to lr_min at this step (None: constant)
     warmup: int = 200
     grad_clip: float = 1.0
     vq_ema_decay: float = 0.99  # short: the codebook moves in jumps while dead codes restart
@@ -159,7 +161,7 @@ def _train_vq(cfg: VQTrainConfig, data: torch.Tensor, out: Path, device, progres
             model.quantizer.restart_dead(last_batch["z"], last_batch["codes"], gen)
 
     neurons = {**model.encoder.neuron_counts(), **model.decoder.neuron_counts()}
-    stage_cfg = replace(cfg, steps=cfg.vq_steps, ema_decay=cfg.vq_ema_decay)
+    stage_cfg = replace(cfg, steps=cfg.vq_steps, ema_decay=cfg.vq_ema_decay, decay_steps=None)
     fit(Stage(model=model, header={**header(cfg), "kind": KIND + ":vq", "model_config": cfg.vq.to_dict()},
               options={**cfg.options(), "stage": "vq"}, resume_keys=RESUME_KEYS, batch_loss=batch_loss,
               desc=f"VQ-SVAE {cfg.data}", on_step=on_step, loss_name="MSE + codebook + commitment",
@@ -206,7 +208,7 @@ def _train_sdid(cfg: VQTrainConfig, tokens: torch.Tensor, out: Path, device, pro
     before_step = before_step_hook(cfg, SpikingVQDiffusion(vq, model, cfg.mask_schedule))
     fit(Stage(model=model, header={**header(cfg), "kind": KIND + ":sdid", "model_config": cfg.sdid.to_dict()},
               options={**cfg.options(), "stage": "sdid", "vq_sha256": vq_sha256},
-              resume_keys=RESUME_KEYS + ("vq_steps", "vq_sha256", "mask_schedule"), batch_loss=batch_loss,
+              resume_keys=RESUME_KEYS + ("vq_steps", "vq_sha256", "mask_schedule", "decay_steps"), batch_loss=batch_loss,
               desc=f"SDID {cfg.data}",
               loss_name="cross-entropy on masked tokens", init_state=init_state, before_step=before_step,
               rate_norm={k: n * cfg.batch_size * cfg.sdid.num_steps for k, n in model.neuron_counts().items()}),
