@@ -26,6 +26,7 @@ from .. import SpikediffError
 from .fold import Folded, fold
 from .plan import NirGraphError, Plan, plan
 from .quantize import FixedPoint, calibrate, quantize
+from .split import check_factor, split_readouts
 
 DEFAULT_DT = 1e-4  # snnTorch's NIR convention; ``spikediff export`` writes its dt into the metadata
 
@@ -118,7 +119,7 @@ def graph_dt(graph, dt: float | None = None) -> float:
 
 def compile_graph(graph, *, fixed_point: bool = False, num_steps: int | None = None, calibration=None,
                   strict: bool = False, dt: float | None = None, pipelined: bool = True,
-                  bias_correction: bool = True) -> Deployment:
+                  bias_correction: bool = True, readout_split: int | None = None) -> Deployment:
     """Compile a NIR graph for every backend.
 
     ``num_steps``: T, NIR steps per evaluation (default: the metadata's ``snn_steps``). ``calibration``: host
@@ -128,6 +129,8 @@ def compile_graph(graph, *, fixed_point: bool = False, num_steps: int | None = N
     ``bias_correction``: in fixed point with calibration inputs, cancel the mean offset of each non-spiking
     readout with a constant input current (``export.bias_correction``), measured against the float network, or
     against its weights on the grid if its metadata says ``trained_on_grid`` (it was trained quantization-aware).
+    ``readout_split``: in fixed point, give each non-spiking readout a grid this many times finer, its large
+    weights spread over parallel synapses (``export.split``; default: the metadata's ``readout_split``, else 1).
     """
     meta = dict(graph.metadata or {})
     if num_steps is None:
@@ -146,6 +149,9 @@ def compile_graph(graph, *, fixed_point: bool = False, num_steps: int | None = N
     notes = []
     fixed = None
     if fixed_point:
+        if readout_split is None:
+            readout_split = check_factor(meta.get("readout_split", 1), "NIR graph metadata: readout_split")
+        folded = split_readouts(folded, readout_split)
         current = calibrate(folded, calibration) if calibration is not None else None
         fixed = quantize(folded, current, strict=strict)
         for name, err in fixed.errors.items():

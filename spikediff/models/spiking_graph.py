@@ -25,20 +25,30 @@ from torch import nn
 from .neurons import lava_lif
 
 
-def fake_quantize(w: torch.Tensor, scale: float) -> torch.Tensor:
+def fake_quantize(w: torch.Tensor, scale: float, split: tuple | None = None) -> torch.Tensor:
     """w on Loihi's weight grid at ``scale`` (even integers in [-256, 254], divided by the scale: the grid of
-    ``export.quantize``), with the straight-through estimator for the gradient (quantization-aware training)."""
-    q = torch.clamp(2 * torch.round(w * scale / 2), -256, 254) / scale
+    ``export.quantize``), with the straight-through estimator for the gradient (quantization-aware training).
+    ``split``: (parts, limit) of a synapse deployed as parallel parts (``export.split``): each part, cut at
+    ``limit``, on the grid, summed."""
+    if split is None:
+        q = torch.clamp(2 * torch.round(w * scale / 2), -256, 254) / scale
+    else:
+        parts, limit = split
+        rest, q = w.detach(), torch.zeros_like(w)
+        for _ in range(int(parts)):
+            part = torch.clamp(rest, -limit, limit)
+            q = q + torch.clamp(2 * torch.round(part * scale / 2), -256, 254) / scale
+            rest = rest - part
     return w + (q - w).detach()
 
 
-def quantized_forward(layer: nn.Module, x: torch.Tensor, scale: float) -> torch.Tensor:
+def quantized_forward(layer: nn.Module, x: torch.Tensor, scale: float, split: tuple | None = None) -> torch.Tensor:
     """A synapse layer run with its deployed weight fake-quantized: a batch-normalised convolution with its
     statistics frozen and folded (the weight export writes), a plain layer as it is."""
     import torch.nn.functional as F
 
     w, b = layer.folded() if hasattr(layer, "folded") else (layer.weight, layer.bias)
-    w = fake_quantize(w, scale)
+    w = fake_quantize(w, scale, split)
     if isinstance(layer, nn.Linear):
         return F.linear(x, w, b)
     conv = getattr(layer, "conv", layer)
@@ -134,7 +144,8 @@ class SpikingGraph(nn.Module):
         spikes = spikes.to(layer.weight.dtype)  # snnTorch emits float32 spikes; a float64 model needs float64
         x = spikes.flatten(1) if isinstance(layer, nn.Linear) else spikes
         scale = (getattr(self, "qat_scales", None) or {}).get(name)
-        out = layer(x) if scale is None else quantized_forward(layer, x, scale)
+        split = (getattr(self, "qat_split", None) or {}).get(name)
+        out = layer(x) if scale is None else quantized_forward(layer, x, scale, split)
         return out.flatten(1) if flat_target else out
 
     def depths(self) -> dict:

@@ -34,6 +34,10 @@ from .config import ModelConfig
 from .denoiser import PATCH
 from .spiking_graph import SpikingGraph
 
+# The decoder's readout is deployed on a 4x finer fixed-point grid, its few large weights spread over parallel
+# synapses (``export.split``): at the plain grid most of its small weights round to zero.
+READOUT_SPLIT = 4
+
 
 @dataclass
 class VQConfig(ModelConfig):
@@ -170,6 +174,7 @@ class SpikingDecoder(SpikingGraph):
             "output": "mean over the T steps of the readout state, reshaped to readout_shape, then pixel_shuffle by patch",
             "image_shape": [cfg.in_channels, cfg.image_size, cfg.image_size],
             "patch": PATCH,
+            "readout_split": READOUT_SPLIT,
         }
 
     def host_input(self, reads: torch.Tensor) -> torch.Tensor:
