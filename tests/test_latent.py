@@ -102,18 +102,27 @@ def test_quantization_aware_training_uses_the_deployed_grid():
 def test_quantization_aware_training_of_the_decoder_uses_its_deployed_grid():
     from spikediff import SpikediffError
     from spikediff.export.quantize import quantize_weights
+    from spikediff.export.split import PART
+    from spikediff.models.spiking_graph import fake_quantize
     from spikediff.train.qat import QAT
 
     model = _tiny()
     scales = QAT(model, SCHEDULE, role="decoder").update_scales()
     dep = compile_sampler(sampler_graphs(model, SCHEDULE), fixed_point=True, bias_correction=False).networks["decoder"]
     net = model.vq.decoder
-    assert set(scales) == {f.syn.name for f in dep.folded.synapses}
+    # a readout's synapses are deployed split into parallel parts (export.split): QAT runs them as such
+    assert set(scales) == {f.syn.name.split(PART)[0] for f in dep.folded.synapses}
+    assert set(net.qat_split) == {f.syn.name.split(PART)[0] for f in dep.folded.synapses if PART in f.syn.name} != set()
     for name in scales:
         layer = getattr(net, name)
-        w = (layer.folded()[0] if hasattr(layer, "folded") else layer.weight).detach().numpy()
-        ints = quantize_weights(w, scales[name])
-        assert (ints == dep.fixed.weights[name].reshape(ints.shape)).all(), name  # the quantizer's own integers
+        w = (layer.folded()[0] if hasattr(layer, "folded") else layer.weight).detach()
+        if name not in net.qat_split:
+            ints = quantize_weights(w.numpy(), scales[name])
+            assert (ints == dep.fixed.weights[name].reshape(ints.shape)).all(), name  # the quantizer's own integers
+            continue
+        ints = sum(v for k, v in dep.fixed.weights.items() if k.split(PART)[0] == name)  # its parts, summed
+        got = fake_quantize(w.double(), scales[name], net.qat_split[name]).numpy() * scales[name]
+        np.testing.assert_allclose(got, ints.reshape(got.shape), rtol=0, atol=1e-6, err_msg=name)
     assert not getattr(model.denoiser, "qat_scales", None)  # only the decoder trains so
     z = torch.randn(4, *model.latent_shape)
     with torch.no_grad():
