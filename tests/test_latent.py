@@ -102,7 +102,7 @@ def test_quantization_aware_training_uses_the_deployed_grid():
 def test_quantization_aware_training_of_the_decoder_uses_its_deployed_grid():
     from spikediff import SpikediffError
     from spikediff.export.quantize import quantize_weights
-    from spikediff.export.split import PART
+    from spikediff.export.split import part_of
     from spikediff.models.spiking_graph import fake_quantize
     from spikediff.train.qat import QAT
 
@@ -111,8 +111,9 @@ def test_quantization_aware_training_of_the_decoder_uses_its_deployed_grid():
     dep = compile_sampler(sampler_graphs(model, SCHEDULE), fixed_point=True, bias_correction=False).networks["decoder"]
     net = model.vq.decoder
     # a readout's synapses are deployed split into parallel parts (export.split): QAT runs them as such
-    assert set(scales) == {f.syn.name.split(PART)[0] for f in dep.folded.synapses}
-    assert set(net.qat_split) == {f.syn.name.split(PART)[0] for f in dep.folded.synapses if PART in f.syn.name} != set()
+    assert set(scales) == {part_of(f.syn.name) for f in dep.folded.synapses}
+    assert set(net.qat_split) == {part_of(f.syn.name) for f in dep.folded.synapses
+                                  if f.syn.name != part_of(f.syn.name)} != set()
     for name in scales:
         layer = getattr(net, name)
         w = (layer.folded()[0] if hasattr(layer, "folded") else layer.weight).detach()
@@ -120,7 +121,7 @@ def test_quantization_aware_training_of_the_decoder_uses_its_deployed_grid():
             ints = quantize_weights(w.numpy(), scales[name])
             assert (ints == dep.fixed.weights[name].reshape(ints.shape)).all(), name  # the quantizer's own integers
             continue
-        ints = sum(v for k, v in dep.fixed.weights.items() if k.split(PART)[0] == name)  # its parts, summed
+        ints = sum(v for k, v in dep.fixed.weights.items() if part_of(k) == name)  # its parts, summed
         got = fake_quantize(w.double(), scales[name], net.qat_split[name]).numpy() * scales[name]
         np.testing.assert_allclose(got, ints.reshape(got.shape), rtol=0, atol=1e-6, err_msg=name)
     assert not getattr(model.denoiser, "qat_scales", None)  # only the decoder trains so

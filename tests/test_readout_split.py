@@ -12,7 +12,7 @@ from spikediff.export.deployment import compile_graph
 from spikediff.export.nir_graph import sampler_graphs
 from spikediff.export.plan import NirGraphError
 from spikediff.export.simulator import evaluate
-from spikediff.export.split import PART
+from spikediff.export.split import PART, part_of
 from spikediff.models import SpikingTokenDenoiser, SpikingVQDiffusion, SpikingVQVAE, TokenDenoiserConfig, VQConfig
 from spikediff.models.spiking_vq import READOUT_SPLIT
 from spikediff.runtime.build import build
@@ -30,10 +30,8 @@ def decoder():
         vq.decoder.skip_ro.weight.mul_(0.1)
         vq.decoder.skip_ro.weight[0, 0, 1, 1] = 2.0
     model = SpikingVQDiffusion(vq, SpikingTokenDenoiser(TokenDenoiserConfig(codebook_size=6, grid=2)), "cosine")
-    graph = sampler_graphs(model)["decoder"]
-    net = copy.deepcopy(model.trainable_decoder())
     tokens = np.random.default_rng(0).integers(0, 6, (64, 2, 2))
-    return graph, net.one_hot(tokens).numpy()
+    return sampler_graphs(model)["decoder"], model.trainable_decoder().one_hot(tokens).numpy()
 
 
 def readout_error(dep, reference, x) -> float:
@@ -49,7 +47,7 @@ def test_parts_sum_to_the_weights_and_the_readout_grid_is_finer(decoder):
     into = {f.syn.name: f.weight for f in plain.folded.incoming("readout")}
     parts = {}
     for f in split.folded.incoming("readout"):
-        parts.setdefault(f.syn.name.split(PART)[0], []).append(f.weight)
+        parts.setdefault(part_of(f.syn.name), []).append(f.weight)
     assert parts.keys() == into.keys() and len(parts["skip_ro"]) == 4  # the planted weight needs all four
     cut = max(np.abs(w).max() for w in into.values()) / 4
     for name, weights in parts.items():

@@ -30,15 +30,17 @@ def fake_quantize(w: torch.Tensor, scale: float, split: tuple | None = None) -> 
     ``export.quantize``), with the straight-through estimator for the gradient (quantization-aware training).
     ``split``: (parts, limit) of a synapse deployed as parallel parts (``export.split``): each part, cut at
     ``limit``, on the grid, summed."""
+    def grid(x):
+        return torch.clamp(2 * torch.round(x * scale / 2), -256, 254) / scale
+
     if split is None:
-        q = torch.clamp(2 * torch.round(w * scale / 2), -256, 254) / scale
-    else:
+        q = grid(w)
+    else:  # the cut of export.split.split_readouts, in torch (tests/test_latent.py checks they agree)
         parts, limit = split
         rest, q = w.detach(), torch.zeros_like(w)
         for _ in range(int(parts)):
             part = torch.clamp(rest, -limit, limit)
-            q = q + torch.clamp(2 * torch.round(part * scale / 2), -256, 254) / scale
-            rest = rest - part
+            q, rest = q + grid(part), rest - part
     return w + (q - w).detach()
 
 

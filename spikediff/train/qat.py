@@ -38,6 +38,7 @@ class QAT:
         """The quantizer's scale of every synapse layer of the network, from a fixed-point compile of its graph."""
         from ..export.deployment import compile_graph
         from ..export.nir_graph import sampler_graphs
+        from ..export.split import split_synapses
 
         was = self.net.training
         self.net.qat_scales = None
@@ -51,30 +52,13 @@ class QAT:
             self.net.train(was)
         self.net.qat_scales = {f.syn.name: dep.fixed.weight_scale(f.syn) for f in dep.folded.synapses
                                if hasattr(self.net, f.syn.name)}
-        self.net.qat_split = split_layers(dep, self.net.qat_scales)
+        self.net.qat_split = {k: v for k, v in split_synapses(dep.folded).items() if k in self.net.qat_scales}
         return self.net.qat_scales
 
     def step(self, step: int) -> None:
         """Call before each optimizer step: refreshes the scales every ``refresh`` steps."""
         if not getattr(self.net, "qat_scales", None) or step % self.refresh == 0:
             self.update_scales()
-
-
-def split_layers(dep, layers) -> dict:
-    """{layer: (parts, cut)} of the layers the compile deployed as parallel parts (``export.split``); the cut
-    is the largest weight of any first part into the layer's target (every part is cut there)."""
-    import numpy as np
-
-    from ..export.split import PART
-
-    synapses, counts = dep.folded.synapses, {}
-    for f in synapses:
-        base, _, k = f.syn.name.partition(PART)
-        if k and base in layers:
-            counts[base] = counts.get(base, 1) + 1
-    return {f.syn.name: (counts[f.syn.name], max(float(np.abs(g.weight).max()) for g in dep.folded.incoming(f.syn.dst)
-                                                 if PART not in g.syn.name and g.weight.size))
-            for f in synapses if f.syn.name in counts}
 
 
 def ran(cfg, last_step: int) -> bool:
