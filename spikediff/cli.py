@@ -180,8 +180,9 @@ def cmd_train(args) -> int:
     for option in ("resume_from", "init", "decay_steps", "qat_from"):
         if option not in own and getattr(args, option) is not None:
             raise SpikediffError(f"--{option.replace('_', '-')} is not an option of --model {args.model}")
-    if args.model != "latent-decoder" and args.latent_noise:
-        raise SpikediffError("--latent-noise is an option of --model latent-decoder")
+    for option in ("latent_noise", "decoder_channels"):
+        if args.model != "latent-decoder" and getattr(args, option):
+            raise SpikediffError(f"--{option.replace('_', '-')} is an option of --model latent-decoder")
     if args.model == "latent-ddim":
         return _train_latent(args)
     if args.model == "fsddim" and args.resume_from is not None:
@@ -336,7 +337,7 @@ def _train_latent_decoder(args) -> int:
     cfg = DecoderTrainConfig(**_train_options(args, DecoderTrainConfig), init=args.init,
                              lr_min=DecoderTrainConfig.lr_min if args.lr_min is None else args.lr_min,
                              decay_steps=args.decay_steps, latent_noise=args.latent_noise or 0.0,
-                             qat_from=args.qat_from)
+                             decoder_channels=args.decoder_channels, qat_from=args.qat_from)
     return _run_training(train_latent_decoder, cfg, args,
                          f" (the --init sampler with the trained decoder; the decoder's run is in {args.out}/decoder)")
 
@@ -425,7 +426,7 @@ def cmd_sample(args) -> int:
     sampler = _Sampler(args.checkpoint)
     if sampler.model is not None:
         _check_images_memory(args.num, sampler.model.image_shape, f"-n {args.num}")
-    options = sampler.kind.options(temperature=args.temperature, solver=args.solver)
+    options = sampler.kind.options(temperature=args.temperature, solver=args.solver, unmask=args.unmask)
     if args.backend == "lava":
         return _sample_lava(args, sampler, options)
     import torch
@@ -639,7 +640,7 @@ def cmd_report(args) -> int:
                          profiles=args.profile or None, overrides=parse_overrides(args.set), device=args.device,
                          seed=args.seed, batch_size=args.batch_size, compare_float=not args.no_float,
                          progress=not args.quiet, source=str(ckpt), temperature=args.temperature,
-                         solver=args.solver)
+                         solver=args.solver, unmask=args.unmask)
     _print_costs(result, args.quiet)
     return 0
 
@@ -718,7 +719,7 @@ def cmd_eval(args) -> int:
     model, schedule, raw = load_model(ckpt)
     _check_images_memory(args.num, model.image_shape, f"-n {args.num}")
     kind = kinds.of_model(model)
-    options = kind.options(temperature=args.temperature, solver=args.solver)
+    options = kind.options(temperature=args.temperature, solver=args.solver, unmask=args.unmask)
     data = args.data or raw.get("train", {}).get("data") or "mnist"
     from .data.datasets import ALL_NAMES
 
@@ -775,7 +776,7 @@ class _DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
 def build_parser() -> argparse.ArgumentParser:
     from .checkpoint import SHIPPED_MODELS
     from .data.datasets import ALL_NAMES, DATASETS
-    from .diffusion.absorbing import DEFAULT_TEMPERATURE
+    from .diffusion.absorbing import DEFAULT_TEMPERATURE, UNMASK_ORDERS
     from .diffusion.sampler import DEFAULT_INFERENCE_STEPS
     from .diffusion.schedule import PREDICTION_TYPES
     from .diffusion.solvers import SOLVERS
@@ -870,6 +871,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "latent-ddim or spiking-vq sampler whose decoder to train (OUT/model.pt is it with "
                                    "the new one); spiking-vq: the sampler whose SDID to fine-tune on its own VQ-SVAE "
                                    "(no VQ stage; the networks' options come from it)")
+    ld.add_argument("--decoder-channels", type=_positive_int,
+                    help="latent-decoder: train a new decoder of this width from scratch (its latent-grid layers; "
+                         "the VQ-SVAE stage's is 2 x --channels) [default: keep --init's and train it further]")
     ld.add_argument("--latent-noise", type=_interval(0, 10, True, True), default=0.0,
                     help="latent-decoder: Gaussian noise on the decoder's input latents, in latent standard deviations")
     ld.add_argument("--qat-from", type=_nonnegative_int, help="quantization-aware training from this step on: the "
@@ -904,6 +908,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="PNG grid to write, or a directory (samples.png and its counters go there)")
     sa.add_argument("--steps", type=_positive_int, default=DEFAULT_INFERENCE_STEPS,
                     help="DDIM denoising steps (spiking-vq: unmasking steps, at most the number of tokens)")
+    sa.add_argument("--unmask", choices=UNMASK_ORDERS,
+                    help="spiking-vq: which cells each step unmasks: random (default), or confidence (MaskGIT's: "
+                         "those whose drawn tokens the denoiser is surest of)")
     sa.add_argument("--temperature", type=_positive_float,
                     help=f"spiking-vq: softmax temperature of the token draws (default {DEFAULT_TEMPERATURE})")
     sa.add_argument("--solver", choices=SOLVERS, help="DDIM samplers: ddim (default), or diffusers' multistep dpm++ "
@@ -954,6 +961,9 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--batch-size", type=_positive_int, help="images simulated at once (default 32 CPU, 1024 CUDA)")
     re_.add_argument("--seed", type=_seed, default=0)
     re_.add_argument("--no-float", action="store_true", help="skip the comparison with the float model")
+    re_.add_argument("--unmask", choices=UNMASK_ORDERS,
+                    help="spiking-vq: which cells each step unmasks: random (default), or confidence (MaskGIT's: "
+                         "those whose drawn tokens the denoiser is surest of)")
     re_.add_argument("--temperature", type=_positive_float, help="spiking-vq: softmax temperature of the token draws")
     re_.add_argument("--solver", choices=SOLVERS, help="DDIM samplers: ddim (default), dpm++ or unipc")
     re_.add_argument("--input", type=Path, help="GRAPH.nir: the inputs to play through it, an .npy array (T, ...) "
@@ -1009,6 +1019,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--ref-n", type=_positive_int, default=10000, help="reference images (the first N of the split)")
     ev.add_argument("--seed", type=_seed, default=0)
     ev.add_argument("--solver", choices=SOLVERS, help="DDIM samplers: ddim (default), dpm++ or unipc")
+    ev.add_argument("--unmask", choices=UNMASK_ORDERS,
+                    help="spiking-vq: which cells each step unmasks: random (default), or confidence (MaskGIT's: "
+                         "those whose drawn tokens the denoiser is surest of)")
     ev.add_argument("--temperature", type=_positive_float,
                     help=f"spiking-vq: softmax temperature of the token draws (default {DEFAULT_TEMPERATURE})")
     ev.add_argument("--device", default="cpu", help="cpu, cuda or auto")

@@ -135,6 +135,39 @@ def test_unmask_step_draws_from_the_softmax_of_the_scheduled_cells():
     assert np.all(np.take_along_axis(cold, first, axis=1) == 3)
 
 
+def test_confidence_order_unmasks_the_surest_masked_cells(monkeypatch):
+    from spikediff.diffusion import absorbing
+
+    n, k, length = 50, 4, 6
+    counts = np.array([6, 4, 1, 0])
+    draws = UnmaskDraws(n, length, seed=2)
+    sure, unsure = np.log([0.97, 0.01, 0.01, 0.01]), np.log([0.25, 0.25, 0.25, 0.25])
+    logits = np.tile(unsure[None, :, None], (n, 1, length))
+    logits[:, :, 4], logits[:, :, 1] = sure, sure + 0.01  # cells 1 and 4 are the surest
+    monkeypatch.setattr(absorbing, "CONFIDENCE_NOISE", 0.0)
+    # confidence is that of the drawn token: near-argmax draws (a low temperature) make it the model's certainty
+    tokens = unmask_step(np.full((n, length), k), logits, 0, counts, draws, temperature=1e-3, order="confidence")
+    assert np.all((tokens < k).sum(1) == 2) and np.all(tokens[:, [1, 4]] == 0)
+    # already unmasked cells are never drawn again, however sure; every step unmasks what the schedule says
+    tokens[:, 1] = 3
+    again = unmask_step(tokens, logits, 1, counts, draws, temperature=1e-3, order="confidence")
+    assert np.all(again[:, 1] == 3) and np.all((again < k).sum(1) == 5)
+    # with noise, the order still depends on the confidence, and differs across images
+    monkeypatch.setattr(absorbing, "CONFIDENCE_NOISE", 1.0)
+    noisy = unmask_step(np.full((n, length), k), logits, 0, counts, draws, order="confidence")
+    assert np.mean(noisy[:, [1, 4]] < k) > 0.5 and len({tuple(row < k) for row in noisy}) > 1
+    with pytest.raises(SpikediffError, match="choose one of random, confidence"):
+        unmask_step(np.full((n, length), k), logits, 0, counts, draws, order="best")
+
+
+def test_confidence_order_sampler_is_deterministic_and_differs_from_random():
+    sdid = _tiny_sdid()
+    a = sample_tokens(sdid, 7, steps=4, seed=3, batch_size=7, progress=False, order="confidence")
+    chunk = sample_tokens(sdid, 3, steps=4, seed=3, progress=False, first=4, order="confidence")
+    assert a.min() >= 0 and a.max() < 6 and torch.equal(a[4:], chunk)
+    assert not torch.equal(a, sample_tokens(sdid, 7, steps=4, seed=3, progress=False))
+
+
 def _tiny_sdid(k=6, grid=3):
     torch.manual_seed(0)
     return SpikingTokenDenoiser(TokenDenoiserConfig(codebook_size=k, grid=grid, channels=8, hidden=16))
@@ -289,6 +322,24 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
                  "--latent-noise", "0.1", "--out", str(tmp_path / "noisy"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "--latent-noise" in err and "reads tokens" in err and len(err.strip().splitlines()) == 1
+
+    # a wider decoder, trained from scratch on the same tokens; the encoder, codebook and SDID stay
+    wide = tmp_path / "wide"
+    assert main(["train", "--model", "latent-decoder", "--init", str(run / "model.pt"), "--data", "digits",
+                 "--steps", "3", "--batch-size", "8", "--decoder-channels", "6", "--out", str(wide), "--quiet"]) == 0
+    widened = load_raw(wide / "model.pt")
+    assert widened["model_config"]["vq"]["decoder_channels"] == 6 and widened["train"]["decoder"]["channels"] == 6
+    assert widened["model_config"]["vq"]["channels"] == 4
+    assert widened["model"]["vq"]["decoder.conv_h1.weight"].shape == (6, 6, 3, 3)
+    assert all(torch.equal(v, widened["model"]["vq"][k]) for k, v in before["model"]["vq"].items()
+               if not k.startswith("decoder."))
+    assert main(["sample", str(wide / "model.pt"), "--backend", "lava", "--fixed-point", "-n", "2", "--steps", "2",
+                 "--unmask", "confidence",
+                 "--lava-target", "sim", "-o", str(tmp_path / "w.png")]) == 0
+    assert "identical to spikediff's bit-exact simulator" in capsys.readouterr().out
+    assert main(["train", "--model", "spiking-vq", "--decoder-channels", "6", "--data", "digits", "--out",
+                 str(tmp_path / "bad-width"), "--quiet"]) == 2
+    assert "--decoder-channels is an option of --model latent-decoder" in capsys.readouterr().err
 
     # the SDID fine-tuned quantization-aware on the sampler's own VQ-SVAE (no VQ stage), the new decoder kept
     tuned = tmp_path / "tuned"

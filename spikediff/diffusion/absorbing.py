@@ -4,8 +4,10 @@ Forward process: tokens are replaced by the mask token, a growing fraction of th
 predict the original token of every masked cell (cross-entropy on the masked cells only). Sampling starts
 from an all-masked grid and unmasks cells step by step: ``masked_counts`` says how many cells stay masked
 after each step (``linear`` in the step, or ``cosine`` as in MaskGIT: few tokens first, while the model
-knows least), a random order per image says which cells, and each unmasked cell draws its token from the
-softmax of its logits.
+knows least), and each unmasked cell draws its token from the softmax of its logits. Which cells: by default
+a random order per image (``random``), or MaskGIT's choice (``confidence``; Chang et al. 2022): every masked
+cell draws a candidate, and the cells whose candidates the model is surest of are kept, with Gumbel noise on
+that confidence that fades over the run (``CONFIDENCE_NOISE``), so early choices are not all alike.
 
 Every random number of a sampling run is drawn up front, per image, from the seed (``UnmaskDraws``), and
 ``unmask_step`` is plain numpy: the PyTorch sampler and the Lava sampler process call the same function
@@ -24,6 +26,8 @@ from tqdm.auto import tqdm
 from .. import SpikediffError
 
 MASK_SCHEDULES = ("cosine", "linear")
+UNMASK_ORDERS = ("random", "confidence")
+CONFIDENCE_NOISE = 1.0  # scale of the Gumbel noise on the log-confidence at the first step (0 at the last)
 DEFAULT_TEMPERATURE = 0.6  # chosen by FID on MNIST and Fashion-MNIST (README: the second model)
 
 
@@ -34,6 +38,15 @@ def resolve_temperature(temperature: float | None) -> float:
     if not temperature > 0:
         raise SpikediffError(f"--temperature must be positive, got {temperature}")
     return float(temperature)
+
+
+def resolve_order(order: str | None) -> str:
+    """The unmasking order a sampler uses: ``random`` for None; a clear error for an unknown one."""
+    if order is None:
+        return "random"
+    if order not in UNMASK_ORDERS:
+        raise SpikediffError(f"--unmask {order!r}: choose one of {', '.join(UNMASK_ORDERS)}")
+    return order
 
 
 def masked_fraction(progress, kind: str = "cosine"):
@@ -78,33 +91,56 @@ def masked_cross_entropy(logits: torch.Tensor, tokens: torch.Tensor, mask: torch
 
 class UnmaskDraws:
     """The random numbers of a sampling run, per image from (seed, image index): the order in which cells
-    are unmasked and one uniform per cell for drawing its token. Independent of batch size and backend."""
+    are unmasked, one uniform per cell for drawing its token, and one Gumbel variate per cell for the
+    ``confidence`` order. Independent of batch size and backend."""
 
     def __init__(self, n: int, length: int, seed: int, first: int = 0):
         rngs = [np.random.default_rng([int(seed), first + i]) for i in range(n)]
         self.order = np.stack([r.permutation(length) for r in rngs])  # (n, length)
         self.uniform = np.stack([r.random(length) for r in rngs])  # (n, length), float64
+        self.gumbel = np.stack([r.gumbel(size=length) for r in rngs])  # drawn last: the two above as before
 
     def __getitem__(self, sl: slice) -> UnmaskDraws:
         part = object.__new__(UnmaskDraws)
-        part.order, part.uniform = self.order[sl], self.uniform[sl]
+        part.order, part.uniform, part.gumbel = self.order[sl], self.uniform[sl], self.gumbel[sl]
         return part
 
 
+def _draw(logits: np.ndarray, cells: np.ndarray, uniform: np.ndarray, temperature: float) -> tuple:
+    """(tokens, their log-probabilities) of ``cells`` (N, k), drawn from softmax(logits / temperature) by
+    inverse CDF with each cell's uniform."""
+    z = np.take_along_axis(np.asarray(logits, dtype=np.float64), cells[:, None, :], axis=2) / temperature
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    cdf = np.cumsum(z, axis=1)
+    u = np.take_along_axis(uniform, cells, axis=1) * cdf[:, -1]
+    chosen = np.minimum((cdf < u[:, None, :]).sum(axis=1), logits.shape[1] - 1)  # (N, k)
+    p = np.take_along_axis(z, chosen[:, None, :], axis=1)[:, 0] / cdf[:, -1]
+    return chosen, np.log(np.maximum(p, 1e-300))
+
+
 def unmask_step(tokens: np.ndarray, logits: np.ndarray, step: int, counts: np.ndarray, draws: UnmaskDraws,
-                temperature: float = 1.0) -> np.ndarray:
-    """Tokens after sampling step ``step``: the cells ``draws.order[:, L - counts[step] : L - counts[step + 1]]``
-    get a token drawn from softmax(logits / temperature) by inverse CDF with their uniform.
+                temperature: float = 1.0, order: str = "random") -> np.ndarray:
+    """Tokens after sampling step ``step``: ``counts[step] - counts[step + 1]`` masked cells get a token drawn
+    from softmax(logits / temperature) by inverse CDF with their uniform. ``random``: the cells
+    ``draws.order[:, L - counts[step] : L - counts[step + 1]]``; ``confidence``: every masked cell draws, and
+    those with the highest log-probability of their draw plus fading Gumbel noise keep theirs.
 
     tokens (N, L) int64 with the mask id where masked; logits (N, K, L). float64 maths throughout.
     """
     length = tokens.shape[1]
-    cells = draws.order[:, length - counts[step]:length - counts[step + 1]]  # (N, k)
-    z = np.take_along_axis(np.asarray(logits, dtype=np.float64), cells[:, None, :], axis=2) / temperature
-    z = np.exp(z - z.max(axis=1, keepdims=True))
-    cdf = np.cumsum(z, axis=1)
-    u = np.take_along_axis(draws.uniform, cells, axis=1) * cdf[:, -1]
-    chosen = np.minimum((cdf < u[:, None, :]).sum(axis=1), logits.shape[1] - 1)  # (N, k)
+    if order == "confidence":
+        masked = tokens >= logits.shape[1]  # the mask id is K
+        every = np.broadcast_to(np.arange(length), tokens.shape)
+        drawn, logp = _draw(logits, every, draws.uniform, temperature)
+        fade = CONFIDENCE_NOISE * (1.0 - step / (len(counts) - 1))
+        score = np.where(masked, logp + fade * draws.gumbel, -np.inf)
+        cells = np.argsort(-score, axis=1, kind="stable")[:, :counts[step] - counts[step + 1]]
+        chosen = np.take_along_axis(drawn, cells, axis=1)
+    elif order == "random":
+        cells = draws.order[:, length - counts[step]:length - counts[step + 1]]  # (N, k)
+        chosen = _draw(logits, cells, draws.uniform, temperature)[0]
+    else:
+        raise SpikediffError(f"unmasking order {order!r}: choose one of {', '.join(UNMASK_ORDERS)}")
     out = tokens.copy()
     np.put_along_axis(out, cells, chosen, axis=1)
     return out
@@ -112,13 +148,13 @@ def unmask_step(tokens: np.ndarray, logits: np.ndarray, step: int, counts: np.nd
 
 @torch.no_grad()
 def sample_tokens(denoiser, n: int, steps: int, seed: int = 0, schedule: str = "cosine",
-                  temperature: float | None = None,
+                  temperature: float | None = None, order: str | None = None,
                   batch_size: int = 64, device="cpu", progress: bool = True, stats: dict | None = None,
                   first: int = 0) -> torch.Tensor:
     """Token grids (n, G, G) from the spiking denoiser, all masked at the start, unmasked over ``steps``.
 
     Image i uses the draws of image ``first + i`` of the seed, so a run cut into chunks equals one run."""
-    temperature = resolve_temperature(temperature)
+    temperature, order = resolve_temperature(temperature), resolve_order(order)
     g = denoiser.config.grid
     length = g * g
     counts = masked_counts(steps, length, schedule)
@@ -133,7 +169,7 @@ def sample_tokens(denoiser, n: int, steps: int, seed: int = 0, schedule: str = "
                 grid = torch.from_numpy(tokens.reshape(-1, g, g)).to(device)
                 ratio = torch.full((len(tokens),), counts[s] / length, dtype=torch.float64)
                 logits = denoiser(grid, ratio, stats=stats).reshape(len(tokens), -1, length)
-                tokens = unmask_step(tokens, logits.double().cpu().numpy(), s, counts, part, temperature)
+                tokens = unmask_step(tokens, logits.double().cpu().numpy(), s, counts, part, temperature, order)
                 bar.update(1)
             out.append(torch.from_numpy(tokens.reshape(-1, g, g)))
     return torch.cat(out)

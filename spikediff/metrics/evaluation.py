@@ -20,7 +20,8 @@ CHUNK = 256
 
 
 def samples_folder(out_dir, backend: str, steps: int, seed: int, options: dict, deployed=None) -> Path:
-    """Where ``generate`` keeps its chunks, named by what changes the samples: the spiking-vq temperature, a
+    """Where ``generate`` keeps its chunks, named by what changes the samples: the spiking-vq temperature and
+    unmasking order, a
     solver other than DDIM, and for the deployed backends the compiled integers (``deployed``: the compiled
     sampler), so samples of an older compile of the same checkpoint are never reused."""
     artifact = "" if deployed is None else f"-fx{deployed.digest()[:12]}"
@@ -40,7 +41,8 @@ def deploy(model, schedule, backend: str, bias_correction: bool = True):
 def _suffix(options: dict) -> str:
     temp = "" if options.get("temperature") is None else f"-temp{options['temperature']:g}"
     solver = "" if options.get("solver", "ddim") == "ddim" else f"-{options['solver']}"
-    return temp + solver
+    order = "" if options.get("unmask", "random") == "random" else f"-{options['unmask']}"
+    return temp + solver + order
 
 
 def _features_path(chunk_path: Path) -> Path:

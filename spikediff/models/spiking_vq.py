@@ -51,10 +51,15 @@ class VQConfig(ModelConfig):
     threshold: float = 1.0
     readout_alpha: float = 0.5
     commitment: float = 0.25  # weight of ||z_e - sg(e)||^2
+    decoder_channels: int = 0  # the decoder's width; 0: 2C, as the latent-grid layers of the encoder
 
     @property
     def grid(self) -> int:
         return self.image_size // PATCH
+
+    @property
+    def decoder_width(self) -> int:
+        return self.decoder_channels or 2 * self.channels
 
     positive = ("image_size", "in_channels", "channels", "codebook_size", "code_dim", "num_steps")
 
@@ -63,6 +68,8 @@ class VQConfig(ModelConfig):
             raise SpikediffError(f"codebook_size={self.codebook_size} must be at least 2")
         if self.image_size % PATCH:
             raise SpikediffError(f"image_size={self.image_size} must be a multiple of {PATCH}")
+        if self.decoder_channels < 0:
+            raise SpikediffError(f"decoder_channels={self.decoder_channels} must be a positive integer (0: 2C)")
 
 
 class SpikingEncoder(SpikingGraph):
@@ -151,7 +158,7 @@ class SpikingDecoder(SpikingGraph):
     def __init__(self, config: VQConfig):
         super().__init__()
         self.config = cfg = config
-        c2, out = 2 * cfg.channels, cfg.in_channels * PATCH * PATCH
+        c2, out = cfg.decoder_width, cfg.in_channels * PATCH * PATCH
         self.gen = nn.Conv2d(cfg.code_dim, c2, 1)
         self.conv_h1 = nn.Conv2d(c2, c2, 3, padding=1)
         self.conv_h2 = nn.Conv2d(c2, c2, 3, padding=1)

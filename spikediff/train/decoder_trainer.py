@@ -18,7 +18,7 @@ the command with a newer checkpoint of the same denoiser run (same encoder) only
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -53,6 +53,7 @@ class DecoderTrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     latent_noise: float = 0.0  # Gaussian noise on the decoder's input, in latent standard deviations
+    decoder_channels: int | None = None  # a new decoder of this width, trained from scratch [default: train --init's]
     qat_from: int | None = None  # quantization-aware training from this step on (``train.qat``)
     qat_refresh: int = 50  # steps between refreshes of the fixed-point scales
     seed: int = 0
@@ -69,6 +70,8 @@ class DecoderTrainConfig:
         if not 0 <= self.latent_noise <= 10:
             raise SpikediffError(f"--latent-noise must be in [0, 10] latent standard deviations, got "
                                  f"{self.latent_noise}")
+        if self.decoder_channels is not None and self.decoder_channels < 1:
+            raise SpikediffError(f"--decoder-channels must be a positive integer, got {self.decoder_channels}")
         return self
 
     def options(self) -> dict:
@@ -79,14 +82,43 @@ RESUME_KEYS = ("data", "batch_size", "lr", "lr_min", "decay_steps", "seed", "lat
                "encoder_sha256")
 
 
-def _join_latent(raw: dict, decoder_state: dict, info: dict) -> dict:
-    autoencoder = {**raw["autoencoder"], **{f"decoder.{k}": v for k, v in decoder_state.items()}}
-    return {**raw, "autoencoder": autoencoder, "latent": {**raw["latent"], "decoder": info}}
+def _with_decoder(state: dict, decoder_state: dict) -> dict:
+    """An autoencoder's state dict with its decoder's entries replaced (all of them: a new width has new shapes)."""
+    kept = {k: v for k, v in state.items() if not k.startswith("decoder.")}
+    return {**kept, **{f"decoder.{k}": v for k, v in decoder_state.items()}}
 
 
-def _join_vq(raw: dict, decoder_state: dict, info: dict) -> dict:
-    vq = {**raw["model"]["vq"], **{f"decoder.{k}": v for k, v in decoder_state.items()}}
+def _with_config(raw: dict, vq_config: VQConfig) -> dict:
+    return {**raw, "model_config": {**raw["model_config"], "vq": vq_config.to_dict()}}
+
+
+def _join_latent(raw: dict, decoder_state: dict, info: dict, vq_config: VQConfig) -> dict:
+    raw = _with_config(raw, vq_config)
+    return {**raw, "autoencoder": _with_decoder(raw["autoencoder"], decoder_state),
+            "latent": {**raw["latent"], "decoder": info}}
+
+
+def _join_vq(raw: dict, decoder_state: dict, info: dict, vq_config: VQConfig) -> dict:
+    raw = _with_config(raw, vq_config)
+    vq = _with_decoder(raw["model"]["vq"], decoder_state)
     return {**raw, "model": {**raw["model"], "vq": vq}, "train": {**raw["train"], "decoder": info}}
+
+
+def resize_decoder(sampler, channels: int | None, seed: int = 0) -> VQConfig:
+    """Give ``sampler`` a new, untrained decoder of ``channels`` width where that differs from its own; returns
+    the autoencoder's config with the decoder's width. Why from scratch: the decoder is the ceiling of the
+    sampler's FID, and a wider one is the way past it; the encoder, codebook and denoiser stay as they are."""
+    from ..models.spiking_vq import SpikingDecoder
+
+    vq = sampler.vq
+    if channels is None or channels == vq.config.decoder_width:
+        return vq.config
+    config = replace(vq.config, decoder_channels=channels).validate()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        vq.decoder = SpikingDecoder(config).to(vq.quantizer.codebook.weight).requires_grad_(False)
+    vq.config = config
+    return config
 
 
 # sampler class -> (the stage's checkpoint kind, how its checkpoint takes the trained decoder)
@@ -119,7 +151,6 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
                                  f"tokens, which take no noise")
         sampler.requires_grad_(False)
         vq = sampler.vq
-        vcfg = vq.config
         encoder_digest = state_digest(vq.encoder.state_dict())
         images, _ = load_images(cfg.data, "train", limit=cfg.data_limit)
         data = to_model_range(images)
@@ -132,7 +163,8 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
             latents = torch.cat([sampler.decoder_reads(z) for z in latents.split(2000)])
         std = getattr(sampler, "latent_std", torch.ones(1)).reshape(1, -1, 1, 1)
         test = to_model_range(load_images(cfg.data, "test", limit=TEST_IMAGES)[0])
-        mse_before = reconstruction_mse(sampler, test)
+        mse_before = reconstruction_mse(sampler, test)  # of --init's decoder
+        vcfg = resize_decoder(sampler, cfg.decoder_channels, cfg.seed)
 
         sampler.to(device)
         decoder = sampler.trainable_decoder().requires_grad_(True).train()  # shares the sampler's decoder
@@ -166,8 +198,9 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
         log(f"decoder: reconstruction MSE of the first {len(test)} {cfg.data} test images {mse_before:.5f} -> "
             f"{mse_after:.5f} (step {trained['train']['step']})")
         info = {"init": str(init_path), "run": str(stage_dir), "step": trained["train"]["step"],
+                "channels": vcfg.decoder_width,
                 "latent_noise": cfg.latent_noise, "qat_from": cfg.qat_from, "test_mse_before": mse_before,
                 "test_mse_after": mse_after}
-        joined = join(raw, {k: v.cpu() for k, v in trained["model"].items()}, info)
+        joined = join(raw, {k: v.cpu() for k, v in trained["model"].items()}, info, vcfg)
         save_atomic(mark_on_grid(joined, "decoder", qat_ran(cfg, trained["train"]["step"])), out / "model.pt")
         return out / "model.pt"

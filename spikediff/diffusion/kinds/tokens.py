@@ -20,7 +20,7 @@ from .pixel import unpatch
 class TokenProgram(HostProgram):
     final = "decoder"
 
-    def __init__(self, metas: dict, n: int, steps: int, seed: int, first: int, temperature: float):
+    def __init__(self, metas: dict, n: int, steps: int, seed: int, first: int, temperature: float, order: str):
         from ...models.token_denoiser import token_input
 
         ms, md = metas["denoiser"], metas["decoder"]
@@ -30,7 +30,7 @@ class TokenProgram(HostProgram):
         self.counts = absorbing.masked_counts(steps, self.length, str(ms["mask_schedule"]))
         self.steps = int(steps)
         self.draws = absorbing.UnmaskDraws(n, self.length, seed, first)
-        self.temperature = float(temperature)
+        self.temperature, self.order = float(temperature), order
         self.readout_shape, self.patch = tuple(int(d) for d in md["readout_shape"]), int(md["patch"])
         self.state_shape = (self.length,)
         self._token_input = token_input
@@ -46,7 +46,7 @@ class TokenProgram(HostProgram):
     def update(self, state, index, step, readout):
         logits = np.asarray(readout, dtype=np.float64).reshape(len(state), self.k, self.length)
         state[...] = absorbing.unmask_step(state.astype(np.int64), logits, step, self.counts, self.draws[index],
-                                           self.temperature)
+                                           self.temperature, self.order)
 
     def final_inputs(self, state, index):
         from ...models.spiking_vq import token_onehot
@@ -91,18 +91,19 @@ class TokenKind(Kind):
         k, g = int(meta["codebook_size"]), int(meta["image_shape"][-1]) // int(meta["patch"])
         return token_onehot(np.repeat(np.arange(k), g * g).reshape(k, g, g), k, "float64")
 
-    def options(self, temperature=None, **given) -> dict:
+    def options(self, temperature=None, unmask=None, **given) -> dict:
         super().options(**given)
-        return {"temperature": absorbing.resolve_temperature(temperature)}
+        return {"temperature": absorbing.resolve_temperature(temperature), "unmask": absorbing.resolve_order(unmask)}
 
-    def program(self, metas, n, steps, seed=0, first=0, dtype="float32", temperature=None, **options):
-        return TokenProgram(metas, n, steps, seed, first, absorbing.resolve_temperature(temperature))
+    def program(self, metas, n, steps, seed=0, first=0, dtype="float32", temperature=None, unmask=None, **options):
+        return TokenProgram(metas, n, steps, seed, first, absorbing.resolve_temperature(temperature),
+                            absorbing.resolve_order(unmask))
 
     def sample_torch(self, model, schedule, n, steps, seed=0, batch_size=64, device="cpu", progress=True, stats=None,
-                     first=0, temperature=None, **options):
+                     first=0, temperature=None, unmask=None, **options):
         """Tokens by absorbing diffusion with the SDID network, then the spiking decoder; ``stats`` collects
         the spike counts of both networks (their layer names differ)."""
         tokens = absorbing.sample_tokens(model.sdid, n, steps, seed=seed, schedule=model.mask_schedule,
-                                         temperature=temperature, batch_size=batch_size, device=device,
+                                         temperature=temperature, order=unmask, batch_size=batch_size, device=device,
                                          progress=progress, stats=stats, first=first)
         return model.decode(tokens, batch_size, device, stats)
