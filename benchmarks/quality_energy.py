@@ -1,13 +1,15 @@
 """FID against energy per image: every sampler at several step counts and solvers, the published figures marked.
 
 Usage: python benchmarks/quality_energy.py --out benchmarks/results/quality_energy.md
-       [--model NAME=CKPT ...] [--steps 5 10 20 50] [--solvers ddim dpm++] [-n 1000] [--ref-n 5000] [--merge]
+       [--model NAME=CKPT ...] [--steps 5 10 20 50] [--solvers ddim dpm++] [--unmask random confidence]
+       [-n 1000] [--ref-n 5000] [--merge]
 
 Each point is one sampler at one step count and solver: FID of N fixed-point samples (the deployed model, bit-exact
 simulator) against the first N ref training images of its dataset, and energy per image on the Loihi 2 profile
 (64 images through the simulator, priced by ``spikediff report``'s cost model). Samples, features and reports are
 cached per checkpoint content (``model_table.cache_dir``), so a rerun only makes what is missing. spiking-vq
-samplers have no solver: they appear once per step count (unmasking steps, at most 49).
+samplers have no solver: they appear once per step count (unmasking steps, at most 49) and unmasking order
+(``--unmask``; the solver column names it where it is not the random one).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from model_table import cache_dir
 
 from spikediff.checkpoint import load_model
 from spikediff.diffusion import kinds
+from spikediff.diffusion.absorbing import UNMASK_ORDERS
 from spikediff.hardware_sim.report import make_report
 from spikediff.metrics.evaluation import evaluate
 
@@ -30,17 +33,21 @@ PUBLISHED = {"mnist": {"FSDDIM": 3.99, "SDDPM": 29.48, "Spiking-Diffusion": 37.5
              "fashion-mnist": {"FSDDIM": 9.17, "SDDPM": 21.38, "Spiking-Diffusion": 91.98}}
 
 
-def measure(name: str, ckpt: str, steps: list, solvers: list, n: int, ref_n: int, command: str) -> list:
+def measure(name: str, ckpt: str, steps: list, solvers: list, n: int, ref_n: int, command: str,
+            orders: tuple = ("random",)) -> list:
     model, schedule, raw = load_model(ckpt)
     kind = kinds.of_model(model)
     data = raw["train"]["data"]
     cache = cache_dir(ckpt)
     rows = []
-    for solver in solvers if kind.name != "spiking-vq" else [None]:
+    # spiking-vq samplers have no solver; their column holds the unmasking order where it is not the random one
+    variants = [(s, {"solver": s}) for s in solvers] if kind.name != "spiking-vq" else \
+        [(None if o == "random" else o, {"unmask": o}) for o in orders]
+    for solver, given in variants:
         for k in steps:
             if kind.name == "spiking-vq" and k > 49:
                 continue
-            options = kind.options(solver=solver) if solver else kind.options()
+            options = kind.options(**given)
             tag = f"{k}steps" + (f"-{solver}" if solver else "")
             report = make_report(model, schedule, cache / f"report-{tag}", n=64, steps=k, compare_float=False,
                                  progress=False, source=str(ckpt), **options)
@@ -92,6 +99,8 @@ def main() -> None:
     ap.add_argument("--model", action="append", metavar="NAME=CKPT", required=True)
     ap.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50])
     ap.add_argument("--solvers", nargs="+", default=["ddim", "dpm++"])
+    ap.add_argument("--unmask", nargs="+", default=["random"], choices=UNMASK_ORDERS,
+                    help="spiking-vq samplers: the unmasking orders to measure (shown in the solver column)")
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--ref-n", type=int, default=5000)
     ap.add_argument("--merge", action="store_true", help="keep the rows of the table that this run does not measure")
@@ -100,7 +109,7 @@ def main() -> None:
     rows = []
     for item in args.model:
         name, ckpt = item.split("=", 1)
-        rows += measure(name, ckpt, args.steps, args.solvers, args.n, args.ref_n, command)
+        rows += measure(name, ckpt, args.steps, args.solvers, args.n, args.ref_n, command, tuple(args.unmask))
     if args.merge and args.out.with_suffix(".json").is_file():
         key = lambda r: (r["model"], r["steps"], r["solver"], r["n"])  # noqa: E731
         new = {key(r) for r in rows}

@@ -872,8 +872,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "the new one); spiking-vq: the sampler whose SDID to fine-tune on its own VQ-SVAE "
                                    "(no VQ stage; the networks' options come from it)")
     ld.add_argument("--decoder-channels", type=_positive_int,
-                    help="latent-decoder: train a new decoder of this width from scratch (its latent-grid layers; "
-                         "the VQ-SVAE stage's is 2 x --channels) [default: keep --init's and train it further]")
+                    help="latent-decoder: a decoder of this width (its latent-grid layers; the VQ-SVAE stage's is "
+                         "2 x --channels): wider, it starts as --init's, widened with its function unchanged; "
+                         "narrower, untrained [default: --init's width]")
     ld.add_argument("--latent-noise", type=_interval(0, 10, True, True), default=0.0,
                     help="latent-decoder: Gaussian noise on the decoder's input latents, in latent standard deviations")
     ld.add_argument("--qat-from", type=_nonnegative_int, help="quantization-aware training from this step on: the "

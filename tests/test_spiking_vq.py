@@ -363,6 +363,22 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     assert "not a spiking-vq sampler" in err and len(err.strip().splitlines()) == 1
 
 
+def test_a_widened_decoder_starts_as_the_old_one():
+    from spikediff.models.spiking_vq import SpikingDecoder
+    from spikediff.train.decoder_trainer import widen
+
+    torch.manual_seed(1)
+    cfg = VQConfig(image_size=8, channels=4, codebook_size=8, code_dim=4)
+    old, new = SpikingDecoder(cfg), SpikingDecoder(VQConfig(**{**cfg.to_dict(), "decoder_channels": 12}))
+    codes = 2 * torch.randn(6, 4, 2, 2)
+    assert not torch.allclose(old(codes), new(codes))
+    widen(old, new)
+    stats_old, stats_new = {}, {}
+    assert torch.equal(old(codes, stats_old), new(codes, stats_new))  # same function ...
+    assert stats_new["h2"] > stats_old["h2"] > 0  # ... while the added neurons fire too
+    assert new.conv_h2.weight[:8, 8:].abs().sum() == 0 and new.conv_h2.weight[8:, :8].abs().sum() > 0
+
+
 def _deployable_parts():
     """The SDID denoiser and the VQ-SVAE decoder of a tiny untrained model, with one host input batch each."""
     torch.manual_seed(0)

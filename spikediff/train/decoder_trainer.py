@@ -53,7 +53,7 @@ class DecoderTrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     latent_noise: float = 0.0  # Gaussian noise on the decoder's input, in latent standard deviations
-    decoder_channels: int | None = None  # a new decoder of this width, trained from scratch [default: train --init's]
+    decoder_channels: int | None = None  # another width for the decoder (``resize_decoder``) [default: --init's]
     qat_from: int | None = None  # quantization-aware training from this step on (``train.qat``)
     qat_refresh: int = 50  # steps between refreshes of the fixed-point scales
     seed: int = 0
@@ -105,9 +105,11 @@ def _join_vq(raw: dict, decoder_state: dict, info: dict, vq_config: VQConfig) ->
 
 
 def resize_decoder(sampler, channels: int | None, seed: int = 0) -> VQConfig:
-    """Give ``sampler`` a new, untrained decoder of ``channels`` width where that differs from its own; returns
-    the autoencoder's config with the decoder's width. Why from scratch: the decoder is the ceiling of the
-    sampler's FID, and a wider one is the way past it; the encoder, codebook and denoiser stay as they are."""
+    """Give ``sampler`` a decoder of ``channels`` width where that differs from its own; returns the
+    autoencoder's config with the decoder's width. Why: the decoder is the ceiling of the sampler's FID, and a
+    wider one is the way past it; the encoder, codebook and denoiser stay as they are. A wider decoder starts
+    as the old one (``widen``: same function, the new neurons silent towards the old ones and the readout); a
+    narrower one starts untrained."""
     from ..models.spiking_vq import SpikingDecoder
 
     vq = sampler.vq
@@ -116,9 +118,29 @@ def resize_decoder(sampler, channels: int | None, seed: int = 0) -> VQConfig:
     config = replace(vq.config, decoder_channels=channels).validate()
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        vq.decoder = SpikingDecoder(config).to(vq.quantizer.codebook.weight).requires_grad_(False)
-    vq.config = config
+        decoder = SpikingDecoder(config).to(vq.quantizer.codebook.weight)
+    if channels > vq.config.decoder_width:
+        widen(vq.decoder, decoder)
+    vq.decoder, vq.config = decoder.requires_grad_(False), config
     return config
+
+
+@torch.no_grad()
+def widen(old: torch.nn.Module, new: torch.nn.Module) -> None:
+    """Function-preserving widening (Net2Net's idea, Chen et al. 2016, with zeros): every parameter of ``new``
+    takes ``old``'s values in the block they share; the weights from the added neurons to the old ones and to
+    the readout are zero, so ``new`` computes what ``old`` did, while the added neurons' own inputs keep their
+    random start and their outgoing weights get gradients from the first step."""
+    before = old.state_dict()
+    for name, value in new.state_dict().items():
+        was = before[name]
+        if value.ndim == 0:
+            value.copy_(was)
+            continue
+        block = tuple(slice(0, d) for d in was.shape)
+        if value.ndim > 1:
+            value[: was.shape[0], was.shape[1]:] = 0  # added inputs into old outputs (the readout's too)
+        value[block] = was
 
 
 # sampler class -> (the stage's checkpoint kind, how its checkpoint takes the trained decoder)
