@@ -54,7 +54,8 @@ def measure(name: str, ckpt: str, steps: list, solvers: list, n: int, ref_n: int
             energy = {c["profile"]: c["energy_per_image_J"] for c in report["cost"]}
             r = evaluate(model, schedule, cache, data, n, k, "sim", ref_split="train", ref_n=ref_n, source=str(ckpt),
                          **options)
-            rows.append({"model": name, "kind": kind.name, "data": data, "checkpoint": str(ckpt), "steps": k,
+            rows.append({"model": name, "kind": kind.name, "data": data, "checkpoint": str(ckpt),
+                         "checkpoint_digest": cache.name, "steps": k,
                          "solver": solver or "-", "fid": r["fid"], "kid": r["kid"], "n": r["n"], "ref_n": ref_n,
                          "energy_per_image_J": energy, "command": command})
             print(rows[-1])
@@ -112,8 +113,16 @@ def main() -> None:
         rows += measure(name, ckpt, args.steps, args.solvers, args.n, args.ref_n, command, tuple(args.unmask))
     if args.merge and args.out.with_suffix(".json").is_file():
         key = lambda r: (r["model"], r["steps"], r["solver"], r["n"])  # noqa: E731
-        new = {key(r) for r in rows}
-        rows = [r for r in json.loads(args.out.with_suffix(".json").read_text())["rows"] if key(r) not in new] + rows
+        new, digests = {key(r) for r in rows}, {r["model"]: r["checkpoint_digest"] for r in rows}
+        kept = []
+        for r in json.loads(args.out.with_suffix(".json").read_text())["rows"]:
+            if key(r) in new:
+                continue
+            if r["model"] in digests and r.get("checkpoint_digest") != digests[r["model"]]:
+                print(f"dropped the {r['model']} row at {r['steps']} steps: measured on another checkpoint")
+                continue
+            kept.append(r)
+        rows = kept + rows
     figure = args.out.parent / args.out.stem / "fid_energy.png"
     plot(rows, figure)
     body = ["Fixed-point samples (the deployed model on the bit-exact simulator); energy per image on the Loihi 2 "
