@@ -100,10 +100,12 @@ def row_key(row: dict) -> tuple:
     return row["model"], row["backend"], row["n"], int(_ref_n(row))
 
 
-def kept_rows(out: Path, replaced: set, digests: dict | None = None) -> list:
-    """--merge: the rows of an earlier table that this run does not measure again. ``digests`` ({model:
-    checkpoint digest} of this run): a model's rows measured on other weights than its checkpoint's now (a
-    shipped model replaced) are dropped, not kept beside the new ones under the same name."""
+def kept_rows(out: Path, replaced: set, digests: dict | None = None, key=row_key,
+              label=lambda r: f"{r['backend']} row at N = {r['n']}") -> list:
+    """--merge: the rows of an earlier table that this run does not measure again (``key`` of a row in
+    ``replaced``). ``digests`` ({model: checkpoint digest} of this run): a model's rows measured on other weights
+    than its checkpoint's now (a shipped model replaced) are dropped, not kept beside the new ones under the same
+    name. ``quality_energy.py`` merges its table with it too (its own ``key`` and ``label``)."""
     path = out.with_suffix(".json")
     if not path.is_file():
         return []
@@ -111,9 +113,8 @@ def kept_rows(out: Path, replaced: set, digests: dict | None = None) -> list:
     stale = [r for r in old["rows"] if r["model"] in (digests or {})
              and r.get("checkpoint_digest") != digests[r["model"]]]
     for r in stale:
-        print(f"dropped the {r['model']} {r['backend']} row at N = {r['n']}: measured on another checkpoint",
-              file=sys.stderr)
-    return [{"command": old["command"], **r} for r in old["rows"] if row_key(r) not in replaced and r not in stale]
+        print(f"dropped the {r['model']} {label(r)}: measured on another checkpoint", file=sys.stderr)
+    return [{"command": old.get("command"), **r} for r in old["rows"] if key(r) not in replaced and r not in stale]
 
 
 def keep_speeds(rows: list, old: list) -> None:

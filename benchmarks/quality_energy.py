@@ -15,12 +15,11 @@ samplers have no solver: they appear once per step count (unmasking steps, at mo
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from _report import write_report
-from model_table import cache_dir
+from model_table import cache_dir, kept_rows
 
 from spikediff.checkpoint import load_model
 from spikediff.diffusion import kinds
@@ -111,18 +110,10 @@ def main() -> None:
     for item in args.model:
         name, ckpt = item.split("=", 1)
         rows += measure(name, ckpt, args.steps, args.solvers, args.n, args.ref_n, command, tuple(args.unmask))
-    if args.merge and args.out.with_suffix(".json").is_file():
+    if args.merge:
         key = lambda r: (r["model"], r["steps"], r["solver"], r["n"])  # noqa: E731
-        new, digests = {key(r) for r in rows}, {r["model"]: r["checkpoint_digest"] for r in rows}
-        kept = []
-        for r in json.loads(args.out.with_suffix(".json").read_text())["rows"]:
-            if key(r) in new:
-                continue
-            if r["model"] in digests and r.get("checkpoint_digest") != digests[r["model"]]:
-                print(f"dropped the {r['model']} row at {r['steps']} steps: measured on another checkpoint")
-                continue
-            kept.append(r)
-        rows = kept + rows
+        rows = kept_rows(args.out, {key(r) for r in rows}, {r["model"]: r["checkpoint_digest"] for r in rows},
+                         key=key, label=lambda r: f"row at {r['steps']} steps") + rows
     figure = args.out.parent / args.out.stem / "fid_energy.png"
     plot(rows, figure)
     body = ["Fixed-point samples (the deployed model on the bit-exact simulator); energy per image on the Loihi 2 "

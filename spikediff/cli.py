@@ -780,6 +780,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .diffusion.sampler import DEFAULT_INFERENCE_STEPS
     from .diffusion.schedule import PREDICTION_TYPES
     from .diffusion.solvers import SOLVERS
+
+    unmask_help = ("spiking-vq: which cells each step unmasks: random (default), or confidence (MaskGIT's: those "
+                   "whose drawn tokens the denoiser is surest of)")
     from .models import DenoiserConfig
     from .runtime.session import TARGETS
     from .train import TrainConfig
@@ -910,8 +913,7 @@ def build_parser() -> argparse.ArgumentParser:
     sa.add_argument("--steps", type=_positive_int, default=DEFAULT_INFERENCE_STEPS,
                     help="DDIM denoising steps (spiking-vq: unmasking steps, at most the number of tokens)")
     sa.add_argument("--unmask", choices=UNMASK_ORDERS,
-                    help="spiking-vq: which cells each step unmasks: random (default), or confidence (MaskGIT's: "
-                         "those whose drawn tokens the denoiser is surest of)")
+                    help=unmask_help)
     sa.add_argument("--temperature", type=_positive_float,
                     help=f"spiking-vq: softmax temperature of the token draws (default {DEFAULT_TEMPERATURE})")
     sa.add_argument("--solver", choices=SOLVERS, help="DDIM samplers: ddim (default), or diffusers' multistep dpm++ "
@@ -963,8 +965,7 @@ def build_parser() -> argparse.ArgumentParser:
     re_.add_argument("--seed", type=_seed, default=0)
     re_.add_argument("--no-float", action="store_true", help="skip the comparison with the float model")
     re_.add_argument("--unmask", choices=UNMASK_ORDERS,
-                    help="spiking-vq: which cells each step unmasks: random (default), or confidence (MaskGIT's: "
-                         "those whose drawn tokens the denoiser is surest of)")
+                    help=unmask_help)
     re_.add_argument("--temperature", type=_positive_float, help="spiking-vq: softmax temperature of the token draws")
     re_.add_argument("--solver", choices=SOLVERS, help="DDIM samplers: ddim (default), dpm++ or unipc")
     re_.add_argument("--input", type=Path, help="GRAPH.nir: the inputs to play through it, an .npy array (T, ...) "
@@ -1021,8 +1022,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=_seed, default=0)
     ev.add_argument("--solver", choices=SOLVERS, help="DDIM samplers: ddim (default), dpm++ or unipc")
     ev.add_argument("--unmask", choices=UNMASK_ORDERS,
-                    help="spiking-vq: which cells each step unmasks: random (default), or confidence (MaskGIT's: "
-                         "those whose drawn tokens the denoiser is surest of)")
+                    help=unmask_help)
     ev.add_argument("--temperature", type=_positive_float,
                     help=f"spiking-vq: softmax temperature of the token draws (default {DEFAULT_TEMPERATURE})")
     ev.add_argument("--device", default="cpu", help="cpu, cuda or auto")
