@@ -174,14 +174,14 @@ def cmd_train(args) -> int:
     if args.snn_steps is None and args.arch == "patch":
         args.snn_steps = DenoiserConfig().num_steps  # every model's default T but the U-Net presets'
     own = {"latent-ddim": ("resume_from", "init", "decay_steps", "qat_from"),
-           "latent-decoder": ("init", "decay_steps", "qat_from"),
+           "latent-decoder": ("resume_from", "init", "decay_steps", "qat_from"),
            "spiking-vq": ("init", "decay_steps", "qat_from"),
            "fsddim": ("resume_from", "decay_steps")}.get(args.model, ())
     for option in ("resume_from", "init", "decay_steps", "qat_from"):
         if option not in own and getattr(args, option) is not None:
             raise SpikediffError(f"--{option.replace('_', '-')} is not an option of --model {args.model}")
-    for option in ("latent_noise", "decoder_channels"):
-        if args.model != "latent-decoder" and getattr(args, option):
+    for option in ("latent_noise", "decoder_channels", "adversarial", "adversarial_from"):
+        if args.model != "latent-decoder" and getattr(args, option) is not None:
             raise SpikediffError(f"--{option.replace('_', '-')} is an option of --model latent-decoder")
     if args.model == "latent-ddim":
         return _train_latent(args)
@@ -334,12 +334,27 @@ def _train_latent_decoder(args) -> int:
         raise SpikediffError("--model latent-decoder needs --init: the latent-ddim or spiking-vq sampler whose "
                              "decoder to train")
     load_sampler(args.init)  # refused now rather than after the training set is encoded
+    if args.resume_from is not None:
+        _check_decoder_resume_from(args.resume_from)
     cfg = DecoderTrainConfig(**_train_options(args, DecoderTrainConfig), init=args.init,
                              lr_min=DecoderTrainConfig.lr_min if args.lr_min is None else args.lr_min,
                              decay_steps=args.decay_steps, latent_noise=args.latent_noise or 0.0,
-                             decoder_channels=args.decoder_channels, qat_from=args.qat_from)
+                             decoder_channels=args.decoder_channels, qat_from=args.qat_from,
+                             adversarial=args.adversarial, adversarial_from=args.adversarial_from)
     return _run_training(train_latent_decoder, cfg, args,
-                         f" (the --init sampler with the trained decoder; the decoder's run is in {args.out}/decoder)")
+                         f" (the --init sampler with the trained decoder; the decoder's run is in {args.out}/decoder)",
+                         resume_from=args.resume_from)
+
+
+def _check_decoder_resume_from(path: Path) -> None:
+    """A decoder run's ``--resume-from`` is its compact resume file (``OUT/decoder/resume.pt``), checked now;
+    that it belongs to the same ``--init`` and options is checked once the run knows them."""
+    from .checkpoint import load_raw
+
+    ckpt = load_raw(path)
+    if "ema_half" not in ckpt or not str(ckpt.get("kind", "")).endswith(":decoder"):
+        raise SpikediffError(f"--resume-from {path}: not the compact resume file of a decoder run (OUT/decoder/"
+                             f"resume.pt)")
 
 
 def _train_spiking_vq(args) -> int:
@@ -869,7 +884,8 @@ def build_parser() -> argparse.ArgumentParser:
     ld.add_argument("--lr-min", type=_interval(0, 1, True, False),
                     help="[default: 0.0001; latent-decoder 1e-05]")
     ld.add_argument("--resume-from", type=Path, help="a run's compact resume.pt: continue it in an empty --out "
-                                                     "(latent-ddim and fsddim)")
+                                                     "(latent-ddim and fsddim; latent-decoder: OUT/decoder/resume.pt, "
+                                                     "with the run's --init)")
     ld.add_argument("--init", help="start from the weights of this latent-ddim checkpoint; latent-decoder: the "
                                    "latent-ddim or spiking-vq sampler whose decoder to train (OUT/model.pt is it with "
                                    "the new one); spiking-vq: the sampler whose SDID to fine-tune on its own VQ-SVAE "
@@ -878,8 +894,15 @@ def build_parser() -> argparse.ArgumentParser:
                     help="latent-decoder: a decoder of this width (its latent-grid layers; the VQ-SVAE stage's is "
                          "2 x --channels): wider, it starts as --init's, widened with its function unchanged; "
                          "narrower, untrained [default: --init's width]")
-    ld.add_argument("--latent-noise", type=_interval(0, 10, True, True), default=0.0,
-                    help="latent-decoder: Gaussian noise on the decoder's input latents, in latent standard deviations")
+    ld.add_argument("--adversarial", type=_interval(0, 100, False, True), metavar="W",
+                    help="latent-decoder: add a patch discriminator's verdict to the squared error, at W times the "
+                         "weight that balances the two terms' gradients (VQGAN's adaptive weight): sharper strokes")
+    ld.add_argument("--adversarial-from", type=_nonnegative_int, metavar="STEP",
+                    help="latent-decoder: the decoder feels the discriminator from this step on; it learns alone "
+                         "before [default: 500]")
+    ld.add_argument("--latent-noise", type=_interval(0, 10, True, True),
+                    help="latent-decoder: Gaussian noise on the decoder's input latents, in latent standard deviations "
+                         "[default: 0]")
     ld.add_argument("--qat-from", type=_nonnegative_int, help="quantization-aware training from this step on: the "
                                                             "denoiser (latent-decoder: the decoder; spiking-vq: the "
                                                             "SDID) trains on its Loihi fixed-point weights")

@@ -242,6 +242,43 @@ def test_two_stage_training_learns_resumes_and_samples(tmp_path):
     with pytest.raises(CheckpointError, match="a 'sdid' checkpoint, not a sampler"):
         load_model(tmp_path / "run" / "sdid" / "model.pt")
 
+    # the decoder stage with a discriminator: it learns alone, then the decoder feels it; a stopped run resumes
+    # (decoder, EMA and the discriminator with its optimizer) to what the unbroken run reaches
+    from spikediff.train.decoder_trainer import DecoderTrainConfig, train_latent_decoder
+
+    def adversarial(out, steps, log=lambda _m: None, **kw):
+        cfg = DecoderTrainConfig(data="digits", init=str(path), steps=steps, batch_size=8, decay_steps=4, warmup=1,
+                                 adversarial=0.5, adversarial_from=2, log_every=1)
+        return train_latent_decoder(cfg, tmp_path / out, progress=False, log=log, **kw)
+
+    straight = adversarial("adv", 4)
+    log = [json.loads(line) for line in (tmp_path / "adv" / "decoder" / "log.jsonl").read_text().splitlines()]
+    assert all("disc_loss" in r for r in log) and [("adversarial_balance" in r) for r in log] == [False] * 2 + [True] * 2
+    assert all(r["adversarial_balance"] > 0 for r in log[2:])
+    adversarial("adv-resumed", 2)
+    compact = tmp_path / "resume.pt"  # the compact file, as committed or carried to another machine
+    compact.write_bytes((tmp_path / "adv-resumed" / "decoder" / "resume.pt").read_bytes())
+    resumed = adversarial("adv-resumed", 4)
+    messages = []
+    moved = adversarial("adv-moved", 4, log=messages.append, resume_from=compact)
+    assert any("continuing from the compact file" in m and "step 2/4" in m for m in messages), messages
+    carried = load_raw(moved.parent / "decoder" / "last.pt")
+    assert carried["step"] == 4 and carried["companion"]["optimizer"]["state"][0]["step"] == 4
+    a, b = (load_raw(p.parent / "decoder" / "last.pt") for p in (straight, resumed))
+    for part in ("model", "ema_full"):
+        assert all(torch.equal(v, b[part][k]) for k, v in a[part].items() if torch.is_tensor(v)), part
+    assert all(torch.equal(v, b["companion"]["net"][k]) for k, v in a["companion"]["net"].items())
+    assert a["companion"]["optimizer"]["state"][0]["step"] == 4  # the discriminator stepped from the first step
+    assert load_raw(straight)["train"]["decoder"]["adversarial"] == 0.5
+    before = load_raw(path)["model"]["vq"]
+    assert any(not torch.equal(v, load_raw(straight)["model"]["vq"][k]) for k, v in before.items()
+               if k.startswith("decoder."))
+    with pytest.raises(SpikediffError, match="--adversarial-from needs --adversarial"):
+        DecoderTrainConfig(init=str(path), adversarial_from=3).validate()
+    with pytest.raises(SpikediffError, match="adversarial=0.5.*asks for None"):
+        train_latent_decoder(DecoderTrainConfig(data="digits", init=str(path), steps=5, batch_size=8, decay_steps=4,
+                                                warmup=1), tmp_path / "adv", progress=False, log=lambda _m: None)
+
 
 def load_raw_model(run):
     return load_raw(run / "sdid" / "last.pt")["model"]
@@ -340,6 +377,13 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     assert main(["train", "--model", "spiking-vq", "--decoder-channels", "6", "--data", "digits", "--out",
                  str(tmp_path / "bad-width"), "--quiet"]) == 2
     assert "--decoder-channels is an option of --model latent-decoder" in capsys.readouterr().err
+    assert main(["train", "--model", "spiking-vq", "--adversarial-from", "0", "--data", "digits", "--out",
+                 str(tmp_path / "bad-adv"), "--quiet"]) == 2
+    assert "--adversarial-from is an option of --model latent-decoder" in capsys.readouterr().err
+    assert main(["train", "--model", "latent-decoder", "--init", str(run / "model.pt"), "--resume-from",
+                 str(run / "model.pt"), "--data", "digits", "--out", str(tmp_path / "bad-resume"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "not the compact resume file of a decoder run" in err and len(err.strip().splitlines()) == 1
 
     # the SDID fine-tuned quantization-aware on the sampler's own VQ-SVAE (no VQ stage), the new decoder kept
     tuned = tmp_path / "tuned"

@@ -9,7 +9,9 @@ valid: only the decoder learns, on what the sampler hands it for the training se
 decoder as the token decoder, its first layer the codebook folded in). ``latent_noise`` adds Gaussian noise
 of that many latent standard deviations to a latent DDIM decoder's inputs, for the small errors of sampled
 latents. ``qat_from`` trains it quantization-aware from that step on (``train.qat``): a float-trained
-decoder's strokes break up in fixed point, the largest fixed-point loss of a latent sampler.
+decoder's strokes break up in fixed point, the largest fixed-point loss of a latent sampler. ``adversarial``
+adds a patch discriminator's verdict to the squared error from step ``adversarial_from`` on (``train.adversarial``):
+squared error alone draws blurred strokes.
 
 The stage is a ``trainer.fit`` run in ``OUT/decoder`` (resumable bit for bit, atomic checkpoints, EMA,
 Ctrl-C saves). When it ends, ``OUT/model.pt`` is the ``--init`` sampler with the trained decoder. Rerunning
@@ -30,6 +32,7 @@ from ..models import VQConfig
 from ..models.latent_ddim import KIND, LatentDDIM
 from ..models.vq_diffusion import KIND as VQ_KIND
 from ..models.vq_diffusion import SpikingVQDiffusion
+from .adversarial import Adversary
 from .latent_trainer import encode_dataset, state_digest
 from .qat import before_step_hook
 from .qat import check_options as check_qat_options
@@ -38,6 +41,7 @@ from .trainer import Stage, check_run_options, fit, resolve_device, run_director
 
 STAGE_KIND = KIND + ":decoder"
 TEST_IMAGES = 1000  # held-out images whose reconstruction MSE the run reports, before and after
+ADVERSARIAL_FROM = 500  # steps the discriminator learns alone before the decoder feels it
 
 
 @dataclass
@@ -56,6 +60,8 @@ class DecoderTrainConfig:
     decoder_channels: int | None = None  # another width for the decoder (``resize_decoder``) [default: --init's]
     qat_from: int | None = None  # quantization-aware training from this step on (``train.qat``)
     qat_refresh: int = 50  # steps between refreshes of the fixed-point scales
+    adversarial: float | None = None  # weight of the discriminator's verdict in the loss (``train.adversarial``)
+    adversarial_from: int | None = None  # the decoder feels it from this step on [default: ADVERSARIAL_FROM]
     seed: int = 0
     data_limit: int | None = None
     checkpoint_every: int = 250
@@ -70,6 +76,15 @@ class DecoderTrainConfig:
         if not 0 <= self.latent_noise <= 10:
             raise SpikediffError(f"--latent-noise must be in [0, 10] latent standard deviations, got "
                                  f"{self.latent_noise}")
+        if self.adversarial is None and self.adversarial_from is not None:
+            raise SpikediffError("--adversarial-from needs --adversarial (the weight of the discriminator's verdict)")
+        if self.adversarial is not None:
+            if not 0 < self.adversarial <= 100:
+                raise SpikediffError(f"--adversarial must be in (0, 100], got {self.adversarial}")
+            if self.adversarial_from is None:
+                self.adversarial_from = ADVERSARIAL_FROM
+            if self.adversarial_from < 0:
+                raise SpikediffError(f"--adversarial-from must be a step >= 0, got {self.adversarial_from}")
         if self.decoder_channels is not None and self.decoder_channels < 1:
             raise SpikediffError(f"--decoder-channels must be a positive integer, got {self.decoder_channels}")
         return self
@@ -79,7 +94,7 @@ class DecoderTrainConfig:
 
 
 RESUME_KEYS = ("data", "batch_size", "lr", "lr_min", "decay_steps", "seed", "latent_noise", "data_limit",
-               "encoder_sha256")
+               "adversarial", "adversarial_from", "encoder_sha256")
 
 
 def _with_decoder(state: dict, decoder_state: dict) -> dict:
@@ -162,7 +177,23 @@ def reconstruction_mse(model, images: torch.Tensor) -> float:
                      for x in images.split(250)) / images.numel())
 
 
-def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress: bool = True, log=print) -> Path:
+def _chain(*hooks):
+    """One ``Stage.before_step`` calling each of ``hooks`` that is not None (None if none is)."""
+    hooks = [h for h in hooks if h is not None]
+    if not hooks:
+        return None
+
+    def before_step(model, step):
+        for hook in hooks:
+            hook(model, step)
+
+    return before_step
+
+
+def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress: bool = True, log=print,
+                         resume_from: Path | None = None) -> Path:
+    """Train ``cfg.init``'s decoder in ``out_dir``; ``resume_from``: the compact ``decoder/resume.pt`` of a run
+    of the same ``--init`` and options, continued in an empty ``out_dir`` (e.g. on another machine)."""
     cfg.validate()
     with run_directory(out_dir) as out:
         device = resolve_device(cfg.device)
@@ -192,25 +223,32 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
         decoder = sampler.trainable_decoder().requires_grad_(True).train()  # shares the sampler's decoder
         x_all, z_all, std = data.to(device), latents.to(device), std.to(device)
 
+        adversary = None if cfg.adversarial is None else Adversary(
+            data.shape[1], cfg.adversarial, cfg.adversarial_from, cfg.lr, cfg.seed, device)
+
         def batch_loss(model, gen, stats):
             idx = torch.randint(0, len(z_all), (cfg.batch_size,), generator=gen)
             z = z_all[idx.to(device)]
             if cfg.latent_noise:
                 z = z + cfg.latent_noise * std * torch.randn(z.shape, generator=gen).to(device)
-            return torch.nn.functional.mse_loss(model(model.host_input(z), stats), x_all[idx.to(device)])
+            fake, real = model(model.host_input(z), stats), x_all[idx.to(device)]
+            loss = torch.nn.functional.mse_loss(fake, real)
+            return loss if adversary is None else adversary.loss(loss, fake, real, stats)
 
         header = {"format": FORMAT, "version": VERSION, "kind": stage_kind, "model_config": vcfg.to_dict(),
                   "diffusion": raw["diffusion"]}
         stage_dir = out / "decoder"
         stage_dir.mkdir(exist_ok=True)
-        before_step = before_step_hook(cfg, sampler, role="decoder", net=decoder)
+        before_step = _chain(before_step_hook(cfg, sampler, role="decoder", net=decoder),
+                             None if adversary is None else (lambda _model, step: adversary.before_step(step)))
 
         fit(Stage(model=decoder, header=header, options={**cfg.options(), "encoder_sha256": encoder_digest},
                   resume_keys=RESUME_KEYS, batch_loss=batch_loss, desc=f"decoder {cfg.data}",
-                  loss_name="reconstruction MSE", before_step=before_step,
+                  loss_name="reconstruction MSE" if adversary is None else "reconstruction MSE + adversarial",
+                  before_step=before_step, companion=adversary,
                   rate_norm={k: n * cfg.batch_size * vcfg.num_steps for k, n in decoder.neuron_counts().items()},
                   model_options=lambda config: VQConfig.from_dict(config).effective()),
-            cfg, stage_dir, progress, log)
+            cfg, stage_dir, progress, log, resume_from=resume_from)
 
         trained = load_raw(stage_dir / "model.pt")
         decoder.load_state_dict(trained["model"])
@@ -221,7 +259,8 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
             f"{mse_after:.5f} (step {trained['train']['step']})")
         info = {"init": str(init_path), "run": str(stage_dir), "step": trained["train"]["step"],
                 "channels": vcfg.decoder_width,
-                "latent_noise": cfg.latent_noise, "qat_from": cfg.qat_from, "test_mse_before": mse_before,
+                "latent_noise": cfg.latent_noise, "qat_from": cfg.qat_from, "adversarial": cfg.adversarial,
+                "adversarial_from": cfg.adversarial_from, "test_mse_before": mse_before,
                 "test_mse_after": mse_after}
         joined = join(raw, {k: v.cpu() for k, v in trained["model"].items()}, info, vcfg)
         save_atomic(mark_on_grid(joined, "decoder", qat_ran(cfg, trained["train"]["step"])), out / "model.pt")

@@ -390,6 +390,9 @@ class Stage:
     init_state: dict | None = None
     # (model, step) before each step's batch: quantization-aware training refreshes its scales here
     before_step: Callable | None = None
+    # a helper trained beside the model inside ``batch_loss`` (e.g. a discriminator): anything with
+    # state_dict()/load_state_dict(), saved in every checkpoint, so that a resumed run equals an unbroken one
+    companion: object | None = None
 
 
 def learning_rate(cfg, step: int, warm_start: int = 0) -> float:
@@ -457,6 +460,15 @@ def _check_resume(stage: Stage, ckpt: dict, path: Path) -> None:
     if differ or was != asked:
         raise SpikediffError(f"{path}: was trained with other model options: {', '.join(differ)}; use another "
                              f"--out directory or the same options")
+
+
+def _restore_companion(stage: Stage, ckpt: dict, path: Path) -> None:
+    if stage.companion is None:
+        return
+    if "companion" not in ckpt:
+        raise SpikediffError(f"{path}: holds no state of this run's {type(stage.companion).__name__} (made by a run "
+                             f"without it); use another --out directory or the same options")
+    _restore(path, f"the {type(stage.companion).__name__}", lambda: stage.companion.load_state_dict(ckpt["companion"]))
 
 
 def _restore(path: Path, what: str, load) -> None:
@@ -562,6 +574,7 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
         _restore(resume_from, "the EMA weights", lambda: ema.load_state_dict(
             {"module": _full(ckpt["ema_half"]), "num_updates": ckpt["ema_updates"]}))
         _restore(resume_from, "the random generator state", lambda: gen.set_state(ckpt["generator"]))
+        _restore_companion(stage, ckpt, resume_from)
         step = warm_start = ckpt["step"]
         loss_avg = ckpt.get("loss_avg")
         log(f"continuing from the compact file {resume_from} at step {step}/{cfg.steps} (fresh optimizer, "
@@ -579,6 +592,7 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
         _restore(last, "the random generator state", lambda: gen.set_state(ckpt["generator"]))
         if scaler is not None and isinstance(ckpt.get("grad_scaler"), dict):
             _restore(last, "the gradient scaler", lambda: scaler.load_state_dict(ckpt["grad_scaler"]))
+        _restore_companion(stage, ckpt, last)
         step = ckpt["step"]
         loss_avg = ckpt.get("loss_avg")
         warm_start = ckpt.get("warm_start", 0)
@@ -595,13 +609,16 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
         if not g.main:
             return
         extra = {"grad_scaler": scaler.state_dict()} if scaler is not None else {}
+        if stage.companion is not None:
+            extra["companion"] = stage.companion.state_dict()
         save_atomic({**stage.header, "model": model.state_dict(), "ema_full": ema.state_dict(),
                      "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step, "loss_avg": loss_value,
                      "warm_start": warm_start, "qat_scales": getattr(model, "qat_scales", None),
                      "train_config": stage.options, **extra}, last)
         save_atomic({**stage.header, "model": _half(model.state_dict()), "ema_half": _half(ema.module.state_dict()),
                      "ema_updates": ema.num_updates, "generator": gen.get_state(), "step": step,
-                     "loss_avg": loss_value, "train_config": stage.options}, out / "resume.pt")
+                     "loss_avg": loss_value, "train_config": stage.options,
+                     **({"companion": extra["companion"]} if "companion" in extra else {})}, out / "resume.pt")
         # The small file: EMA weights only, to sample, export and ship.
         save_atomic({**stage.header, "model": ema.module.state_dict(),
                      "train": {**stage.options, "step": step, "loss": loss_value}}, out / "model.pt")
