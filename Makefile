@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh clone (Python 3.11):
-#   make demo   -> the shipped checkpoint -> NIR -> Lava CPU simulator (Loihi fixed point): out/demo/samples.png
+#   make demo   -> the shipped mnist-vq sampler -> NIR -> Lava CPU simulator (Loihi fixed point): out/demo/samples.png
 #                  + samples.counters.json, checked bit for bit against spikediff's simulator
 #   make test   -> the test suite (what CI runs)
 PYTHON ?= python3
@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/spikediff sample --backend lava --fixed-point -n 9 --steps 20 -o out/demo/
+	$(BIN)/spikediff sample mnist-vq --backend lava --fixed-point -n 6 --steps 10 -o out/demo/
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q tests
