@@ -896,7 +896,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "narrower, untrained [default: --init's width]")
     ld.add_argument("--adversarial", type=_interval(0, 100, False, True), metavar="W",
                     help="latent-decoder: add a patch discriminator's verdict to the squared error, at W times the "
-                         "weight that balances the two terms' gradients (VQGAN's adaptive weight): sharper strokes")
+                         "weight that balances the two terms' gradients (VQGAN's adaptive weight), against blurred strokes")
     ld.add_argument("--adversarial-from", type=_nonnegative_int, metavar="STEP",
                     help="latent-decoder: the decoder feels the discriminator from this step on; it learns alone "
                          "before [default: 500]")
