@@ -795,9 +795,6 @@ def build_parser() -> argparse.ArgumentParser:
     from .diffusion.sampler import DEFAULT_INFERENCE_STEPS
     from .diffusion.schedule import PREDICTION_TYPES
     from .diffusion.solvers import SOLVERS
-
-    unmask_help = ("spiking-vq: which cells each step unmasks: random (default), or confidence (MaskGIT's: those "
-                   "whose drawn tokens the denoiser is surest of)")
     from .models import DenoiserConfig
     from .runtime.session import TARGETS
     from .train import TrainConfig
@@ -824,9 +821,11 @@ def build_parser() -> argparse.ArgumentParser:
     from .diffusion.absorbing import MASK_SCHEDULES
     from .models import TokenDenoiserConfig, VQConfig
     from .models.unet import PRESETS as UNET_PRESETS
-    from .train.decoder_trainer import DecoderTrainConfig
+    from .train.decoder_trainer import ADVERSARIAL_FROM, DecoderTrainConfig
     from .train.vq_trainer import VQTrainConfig
 
+    unmask_help = ("spiking-vq: which cells each step unmasks: random (default), or confidence (MaskGIT's: those "
+                   "whose drawn tokens the denoiser is surest of)")
     t, m, v, d, vt = TrainConfig(), DenoiserConfig(), VQConfig(), TokenDenoiserConfig(), VQTrainConfig()
     dt = DecoderTrainConfig()
     tr = sub.add_parser("train", help="train a spiking diffusion model (resumes if OUT holds a run)",
@@ -899,7 +898,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "weight that balances the two terms' gradients (VQGAN's adaptive weight), against blurred strokes")
     ld.add_argument("--adversarial-from", type=_nonnegative_int, metavar="STEP",
                     help="latent-decoder: the decoder feels the discriminator from this step on; it learns alone "
-                         "before [default: 500]")
+                         f"before [default: {ADVERSARIAL_FROM}]")
     ld.add_argument("--latent-noise", type=_interval(0, 10, True, True),
                     help="latent-decoder: Gaussian noise on the decoder's input latents, in latent standard deviations "
                          "[default: 0]")

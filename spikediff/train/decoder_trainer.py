@@ -177,19 +177,6 @@ def reconstruction_mse(model, images: torch.Tensor) -> float:
                      for x in images.split(250)) / images.numel())
 
 
-def _chain(*hooks):
-    """One ``Stage.before_step`` calling each of ``hooks`` that is not None (None if none is)."""
-    hooks = [h for h in hooks if h is not None]
-    if not hooks:
-        return None
-
-    def before_step(model, step):
-        for hook in hooks:
-            hook(model, step)
-
-    return before_step
-
-
 def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress: bool = True, log=print,
                          resume_from: Path | None = None) -> Path:
     """Train ``cfg.init``'s decoder in ``out_dir``; ``resume_from``: the compact ``decoder/resume.pt`` of a run
@@ -239,8 +226,7 @@ def train_latent_decoder(cfg: DecoderTrainConfig, out_dir: str | Path, progress:
                   "diffusion": raw["diffusion"]}
         stage_dir = out / "decoder"
         stage_dir.mkdir(exist_ok=True)
-        before_step = _chain(before_step_hook(cfg, sampler, role="decoder", net=decoder),
-                             None if adversary is None else (lambda _model, step: adversary.before_step(step)))
+        before_step = before_step_hook(cfg, sampler, role="decoder", net=decoder)
 
         fit(Stage(model=decoder, header=header, options={**cfg.options(), "encoder_sha256": encoder_digest},
                   resume_keys=RESUME_KEYS, batch_loss=batch_loss, desc=f"decoder {cfg.data}",

@@ -391,7 +391,8 @@ class Stage:
     # (model, step) before each step's batch: quantization-aware training refreshes its scales here
     before_step: Callable | None = None
     # a helper trained beside the model inside ``batch_loss`` (e.g. a discriminator): anything with
-    # state_dict()/load_state_dict(), saved in every checkpoint, so that a resumed run equals an unbroken one
+    # state_dict()/load_state_dict(), saved in every checkpoint, so that a resumed run equals an unbroken one,
+    # and before_step(step), called before each step's batch
     companion: object | None = None
 
 
@@ -608,17 +609,15 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
     def save(loss_value):
         if not g.main:
             return
+        companion = {} if stage.companion is None else {"companion": stage.companion.state_dict()}
         extra = {"grad_scaler": scaler.state_dict()} if scaler is not None else {}
-        if stage.companion is not None:
-            extra["companion"] = stage.companion.state_dict()
         save_atomic({**stage.header, "model": model.state_dict(), "ema_full": ema.state_dict(),
                      "optimizer": opt.state_dict(), "generator": gen.get_state(), "step": step, "loss_avg": loss_value,
                      "warm_start": warm_start, "qat_scales": getattr(model, "qat_scales", None),
-                     "train_config": stage.options, **extra}, last)
+                     "train_config": stage.options, **extra, **companion}, last)
         save_atomic({**stage.header, "model": _half(model.state_dict()), "ema_half": _half(ema.module.state_dict()),
                      "ema_updates": ema.num_updates, "generator": gen.get_state(), "step": step,
-                     "loss_avg": loss_value, "train_config": stage.options,
-                     **({"companion": extra["companion"]} if "companion" in extra else {})}, out / "resume.pt")
+                     "loss_avg": loss_value, "train_config": stage.options, **companion}, out / "resume.pt")
         # The small file: EMA weights only, to sample, export and ship.
         save_atomic({**stage.header, "model": ema.module.state_dict(),
                      "train": {**stage.options, "step": step, "loss": loss_value}}, out / "model.pt")
@@ -636,6 +635,8 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
                 stats = {} if (step + 1) % cfg.log_every == 0 else None
                 if stage.before_step is not None:
                     stage.before_step(model, step)
+                if stage.companion is not None:
+                    stage.companion.before_step(step)
                 loss = stage.batch_loss(net, gen, stats)
                 value = float(g.sum(loss.detach())) / g.world  # the global batch's loss, the same everywhere
                 if not math.isfinite(value):
