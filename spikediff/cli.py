@@ -175,7 +175,7 @@ def cmd_train(args) -> int:
         args.snn_steps = DenoiserConfig().num_steps  # every model's default T but the U-Net presets'
     own = {"latent-ddim": ("resume_from", "init", "decay_steps", "qat_from"),
            "latent-decoder": ("resume_from", "init", "decay_steps", "qat_from"),
-           "spiking-vq": ("init", "decay_steps", "qat_from"),
+           "spiking-vq": ("resume_from", "init", "decay_steps", "qat_from"),
            "fsddim": ("resume_from", "decay_steps")}.get(args.model, ())
     for option in ("resume_from", "init", "decay_steps", "qat_from"):
         if option not in own and getattr(args, option) is not None:
@@ -183,6 +183,8 @@ def cmd_train(args) -> int:
     for option in ("latent_noise", "decoder_channels", "adversarial", "adversarial_from"):
         if args.model != "latent-decoder" and getattr(args, option) is not None:
             raise SpikediffError(f"--{option.replace('_', '-')} is an option of --model latent-decoder")
+    if args.model != "spiking-vq" and args.sdid_channels is not None:
+        raise SpikediffError("--sdid-channels is an option of --model spiking-vq")
     if args.model == "latent-ddim":
         return _train_latent(args)
     if args.model == "fsddim" and args.resume_from is not None:
@@ -335,7 +337,7 @@ def _train_latent_decoder(args) -> int:
                              "decoder to train")
     load_sampler(args.init)  # refused now rather than after the training set is encoded
     if args.resume_from is not None:
-        _check_decoder_resume_from(args.resume_from)
+        _check_stage_resume_from(args.resume_from, "decoder")
     cfg = DecoderTrainConfig(**_train_options(args, DecoderTrainConfig), init=args.init,
                              lr_min=DecoderTrainConfig.lr_min if args.lr_min is None else args.lr_min,
                              decay_steps=args.decay_steps, latent_noise=args.latent_noise or 0.0,
@@ -346,14 +348,15 @@ def _train_latent_decoder(args) -> int:
                          resume_from=args.resume_from)
 
 
-def _check_decoder_resume_from(path: Path) -> None:
-    """A decoder run's ``--resume-from`` is its compact resume file (``OUT/decoder/resume.pt``), checked now;
-    that it belongs to the same ``--init`` and options is checked once the run knows them."""
+def _check_stage_resume_from(path: Path, stage: str) -> None:
+    """A stage run's ``--resume-from`` (the decoder's, an ``--init`` run's SDID) is its compact resume file
+    (``OUT/STAGE/resume.pt``), checked now; that it belongs to the same ``--init`` and options is checked once
+    the run knows them."""
     from .checkpoint import load_raw
 
     ckpt = load_raw(path)
-    if "ema_half" not in ckpt or not str(ckpt.get("kind", "")).endswith(":decoder"):
-        raise SpikediffError(f"--resume-from {path}: not the compact resume file of a decoder run (OUT/decoder/"
+    if "ema_half" not in ckpt or not str(ckpt.get("kind", "")).endswith(f":{stage}"):
+        raise SpikediffError(f"--resume-from {path}: not the compact resume file of a {stage} run (OUT/{stage}/"
                              f"resume.pt)")
 
 
@@ -363,14 +366,21 @@ def _train_spiking_vq(args) -> int:
 
     if args.init is not None:
         load_init(args.init)  # refused now rather than after the training set is loaded
+    if args.resume_from is not None:
+        if args.init is None:
+            raise SpikediffError("--resume-from continues the SDID stage of a --model spiking-vq --init run; a "
+                                 "two-stage run resumes from its --out")
+        _check_stage_resume_from(args.resume_from, "sdid")
     v, d = VQConfig(), TokenDenoiserConfig()
     neuron = dict(num_steps=args.snn_steps, beta=args.beta, threshold=args.threshold, readout_alpha=args.readout_alpha)
     vq = VQConfig(channels=args.channels or v.channels, codebook_size=args.codebook_size, code_dim=args.code_dim, **neuron)
-    sdid = TokenDenoiserConfig(channels=args.sdid_channels, hidden=args.hidden or d.hidden,
+    widths = dict(sdid_channels=args.sdid_channels, sdid_hidden=args.hidden) if args.init else {}
+    sdid = TokenDenoiserConfig(channels=args.sdid_channels or d.channels, hidden=args.hidden or d.hidden,
                                time_features=args.time_features or d.time_features, **neuron)
     cfg = VQTrainConfig(**_train_options(args, VQTrainConfig), vq_steps=args.vq_steps, decay_steps=args.decay_steps,
                         lr_min=VQTrainConfig.lr_min if args.lr_min is None else args.lr_min,
-                        mask_schedule=args.mask_schedule, vq=vq, sdid=sdid, init=args.init, qat_from=args.qat_from)
+                        mask_schedule=args.mask_schedule, vq=vq, sdid=sdid, init=args.init, qat_from=args.qat_from,
+                        **widths)
     from dataclasses import replace
 
     from .data.datasets import image_size
@@ -381,7 +391,7 @@ def _train_spiking_vq(args) -> int:
         replace(sdid, codebook_size=vq.codebook_size, grid=vq_sized.grid))], vq_sized.image_size ** 2)
     runs = f"the SDID's run is in {args.out}/sdid" if args.init else \
         f"the stages' runs are in {args.out}/vq and {args.out}/sdid"
-    return _run_training(train_spiking_vq, cfg, args, f" (VQ-SVAE and SDID; {runs})")
+    return _run_training(train_spiking_vq, cfg, args, f" (VQ-SVAE and SDID; {runs})", resume_from=args.resume_from)
 
 
 def _print_spike_table(neurons: dict, spikes_per_image: dict, updates_per_neuron: int, footer: str) -> None:
@@ -868,7 +878,9 @@ def build_parser() -> argparse.ArgumentParser:
     vqo.add_argument("--vq-steps", type=_positive_int, default=vt.vq_steps, help="optimizer steps of the VQ-SVAE stage")
     vqo.add_argument("--codebook-size", type=_positive_int, default=v.codebook_size, help="K, codes in the codebook")
     vqo.add_argument("--code-dim", type=_positive_int, default=v.code_dim, help="D, dimensions of a code vector")
-    vqo.add_argument("--sdid-channels", type=_positive_int, default=d.channels, help="width of the SDID's grid layers")
+    vqo.add_argument("--sdid-channels", type=_positive_int,
+                     help=f"width of the SDID's grid layers [default: {d.channels}]; with --init, the init's SDID is "
+                          f"widened to it (and its dense layer to --hidden), starting as the init's")
     vqo.add_argument("--mask-schedule", default=vt.mask_schedule, choices=MASK_SCHEDULES,
                      help="masked fraction over the sampling steps (training draws from the same)")
     ld = tr.add_argument_group("latent-ddim options (--init and --qat-from also for latent-decoder and spiking-vq)")
@@ -884,7 +896,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="[default: 0.0001; latent-decoder 1e-05]")
     ld.add_argument("--resume-from", type=Path, help="a run's compact resume.pt: continue it in an empty --out "
                                                      "(latent-ddim and fsddim; latent-decoder: OUT/decoder/resume.pt, "
-                                                     "with the run's --init)")
+                                                     "spiking-vq: OUT/sdid/resume.pt, each with the run's --init)")
     ld.add_argument("--init", help="start from the weights of this latent-ddim checkpoint; latent-decoder: the "
                                    "latent-ddim or spiking-vq sampler whose decoder to train (OUT/model.pt is it with "
                                    "the new one); spiking-vq: the sampler whose SDID to fine-tune on its own VQ-SVAE "

@@ -389,7 +389,7 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     tuned = tmp_path / "tuned"
     assert main(["train", "--model", "spiking-vq", "--init", str(dec / "model.pt"), "--data", "digits", "--steps", "3",
                  "--batch-size", "8", "--lr", "2e-4", "--qat-from", "1", "--warmup", "1", "--decay-steps", "3",
-                 "--lr-min", "1e-5", "--out", str(tuned), "--quiet"]) == 0
+                 "--lr-min", "1e-5", "--sdid-channels", "6", "--hidden", "12", "--out", str(tuned), "--quiet"]) == 0
     assert not (tuned / "vq").exists() and (tuned / "sdid" / "resume.pt").is_file()
     assert set(torch.load(tuned / "sdid" / "last.pt", weights_only=False)["qat_scales"]) >= {"fc_out"}
     start, end = load_raw(dec / "model.pt"), load_raw(tuned / "model.pt")
@@ -398,18 +398,44 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
                if v.is_floating_point())
     assert end["train"]["init"] == str(dec / "model.pt") and end["train"]["step"] == 3
     assert (end["train"]["decay_steps"], end["train"]["lr_min"]) == (3, 1e-5)  # the SDID's learning-rate decay
-    assert end["model_config"] == start["model_config"]
+    assert end["model_config"]["vq"] == start["model_config"]["vq"]  # the SDID widened from 4 x 8 to 6 x 12
+    assert {k: v for k, v in end["model_config"]["sdid"].items() if k not in ("channels", "hidden")} == {
+        k: v for k, v in start["model_config"]["sdid"].items() if k not in ("channels", "hidden")}
+    assert (end["model_config"]["sdid"]["channels"], end["model_config"]["sdid"]["hidden"]) == (6, 12)
+    grid_cells = end["model_config"]["sdid"]["grid"] ** 2
+    assert end["model"]["sdid"]["fc_1.weight"].shape == (12, 6 * grid_cells) and end["train"]["sdid_channels"] == 6
     assert end["trained_on_grid"] == ["decoder", "denoiser"]  # the init's quantization-aware decoder, kept
     assert main(["sample", str(tuned / "model.pt"), "-n", "2", "--steps", "2", "-o", str(tmp_path / "t.png")]) == 0
     capsys.readouterr()
+    # ... continued on "another machine" from its compact resume file, one step further
+    moved = tmp_path / "moved"
+    assert main(["train", "--model", "spiking-vq", "--init", str(dec / "model.pt"), "--data", "digits", "--steps", "4",
+                 "--batch-size", "8", "--lr", "2e-4", "--qat-from", "1", "--warmup", "1", "--decay-steps", "3",
+                 "--lr-min", "1e-5", "--sdid-channels", "6", "--hidden", "12", "--resume-from",
+                 str(tuned / "sdid" / "resume.pt"), "--out", str(moved)]) == 0
+    assert "continuing from the compact file" in capsys.readouterr().out
+    assert load_raw(moved / "model.pt")["train"]["step"] == 4
+    for bad, message in ((dec / "model.pt", "not the compact resume file of a sdid run"),
+                         (tuned / "sdid" / "resume.pt", "continues the SDID stage of a --model spiking-vq --init")):
+        init = ["--init", str(dec / "model.pt")] if "not the" in message else []
+        assert main(["train", "--model", "spiking-vq", *init, "--data", "digits", "--resume-from", str(bad),
+                     "--out", str(tmp_path / "bad-sdid-resume"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1
     assert main(["train", "--model", "spiking-vq", "--init", "mnist", "--out", str(tmp_path / "bad"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "not a spiking-vq sampler" in err and len(err.strip().splitlines()) == 1
+    assert main(["train", "--model", "spiking-vq", "--init", str(dec / "model.pt"), "--data", "digits",
+                 "--sdid-channels", "3", "--out", str(tmp_path / "narrow"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--sdid-channels 3: narrower than the SDID of --init" in err and len(err.strip().splitlines()) == 1
+    assert main(["train", "--model", "latent-ddim", "--sdid-channels", "8", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "--sdid-channels is an option of --model spiking-vq" in capsys.readouterr().err
 
 
 def test_a_widened_decoder_starts_as_the_old_one():
     from spikediff.models.spiking_vq import SpikingDecoder
-    from spikediff.train.decoder_trainer import widen
+    from spikediff.train.widening import widen
 
     torch.manual_seed(1)
     cfg = VQConfig(image_size=8, channels=4, codebook_size=8, code_dim=4)
@@ -421,6 +447,23 @@ def test_a_widened_decoder_starts_as_the_old_one():
     assert torch.equal(old(codes, stats_old), new(codes, stats_new))  # same function ...
     assert stats_new["h2"] > stats_old["h2"] > 0  # ... while the added neurons fire too
     assert new.conv_h2.weight[:8, 8:].abs().sum() == 0 and new.conv_h2.weight[8:, :8].abs().sum() > 0
+
+
+def test_a_widened_sdid_starts_as_the_old_one():
+    from spikediff.train.vq_trainer import widened_state
+
+    torch.manual_seed(2)
+    old = SpikingTokenDenoiser(TokenDenoiserConfig(codebook_size=6, grid=3, channels=8, hidden=16))
+    wide_cfg = TokenDenoiserConfig(codebook_size=6, grid=3, channels=12, hidden=24)
+    new = SpikingTokenDenoiser(wide_cfg)
+    tokens, ratio = torch.randint(0, 7, (5, 3, 3)), torch.rand(5)
+    assert not torch.allclose(old(tokens, ratio), new(tokens, ratio))
+    new.load_state_dict(widened_state(old, wide_cfg, seed=0))
+    stats_old, stats_new = {}, {}
+    assert torch.equal(old(tokens, ratio, stats_old), new(tokens, ratio, stats_new))  # the same logits ...
+    assert stats_new["e1"] > stats_old["e1"] > 0 and stats_new["g"] > stats_old["g"]  # ... the new neurons fire
+    same = widened_state(old, old.config, seed=0)
+    assert same.keys() == old.state_dict().keys() and all(torch.equal(v, old.state_dict()[k]) for k, v in same.items())
 
 
 def _deployable_parts():

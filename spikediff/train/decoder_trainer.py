@@ -38,6 +38,7 @@ from .qat import before_step_hook
 from .qat import check_options as check_qat_options
 from .qat import ran as qat_ran
 from .trainer import Stage, check_run_options, fit, resolve_device, run_directory
+from .widening import widen
 
 STAGE_KIND = KIND + ":decoder"
 TEST_IMAGES = 1000  # held-out images whose reconstruction MSE the run reports, before and after
@@ -138,24 +139,6 @@ def resize_decoder(sampler, channels: int | None, seed: int = 0) -> VQConfig:
         widen(vq.decoder, decoder)
     vq.decoder, vq.config = decoder.requires_grad_(False), config
     return config
-
-
-@torch.no_grad()
-def widen(old: torch.nn.Module, new: torch.nn.Module) -> None:
-    """Function-preserving widening (Net2Net's idea, Chen et al. 2016, with zeros): every parameter of ``new``
-    takes ``old``'s values in the block they share; the weights from the added neurons to the old ones and to
-    the readout are zero, so ``new`` computes what ``old`` did, while the added neurons' own inputs keep their
-    random start and their outgoing weights get gradients from the first step."""
-    before = old.state_dict()
-    for name, value in new.state_dict().items():
-        was = before[name]
-        if value.ndim == 0:
-            value.copy_(was)
-            continue
-        block = tuple(slice(0, d) for d in was.shape)
-        if value.ndim > 1:
-            value[: was.shape[0], was.shape[1]:] = 0  # added inputs into old outputs (the readout's too)
-        value[block] = was
 
 
 # sampler class -> (the stage's checkpoint kind, how its checkpoint takes the trained decoder)

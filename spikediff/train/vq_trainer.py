@@ -10,7 +10,9 @@ resumes wherever it stopped.
 With ``init`` (a spiking-vq sampler) there is no VQ stage: the sampler's VQ-SVAE is kept as it is (decoder
 included), its tokens encode the training set, and its SDID is the starting point of the SDID stage, whose
 ``qat_from`` trains it quantization-aware (``train.qat``): the fine-tuning that makes fixed point cost less,
-since one changed logit changes a token draw and the sample diverges from there.
+since one changed logit changes a token draw and the sample diverges from there. ``sdid_channels`` and
+``sdid_hidden`` widen that SDID first (``widening.widen``: it starts as the init's, the added neurons silent
+towards the old ones): an SDID whose loss has stopped falling at its width grows on the same frozen tokens.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from .qat import before_step_hook
 from .qat import check_options as check_qat_options
 from .qat import ran as qat_ran
 from .trainer import Stage, check_run_options, fit, resolve_device, run_directory
+from .widening import widen
 
 
 @dataclass
@@ -54,6 +57,8 @@ class VQTrainConfig:
     init: str | None = None  # a spiking-vq sampler: keep its VQ-SVAE, fine-tune its SDID (no VQ stage)
     qat_from: int | None = None  # the SDID quantization-aware from this step on (``train.qat``)
     qat_refresh: int = 50  # steps between refreshes of the fixed-point scales
+    sdid_channels: int | None = None  # with init: its SDID's grid layers widened to this [default: as they are]
+    sdid_hidden: int | None = None  # with init: its SDID's dense layer widened to this [default: as it is]
     seed: int = 0
     data_limit: int | None = None
     checkpoint_every: int = 250
@@ -67,6 +72,12 @@ class VQTrainConfig:
         if self.mask_schedule not in MASK_SCHEDULES:
             raise SpikediffError(f"--mask-schedule {self.mask_schedule!r}: choose one of {', '.join(MASK_SCHEDULES)}")
         check_qat_options(self)
+        widths = {k: getattr(self, k) for k in ("sdid_channels", "sdid_hidden") if getattr(self, k) is not None}
+        if widths and self.init is None:
+            raise SpikediffError(f"{', '.join(widths)}: these widen the SDID of an init sampler; without init, set "
+                                 f"the SDID's width in sdid")
+        if any(v < 1 for v in widths.values()):
+            raise SpikediffError(f"{widths}: widths must be positive")
         self.vq.validate()
         self.sdid.validate()
         return self
@@ -76,6 +87,7 @@ class VQTrainConfig:
 
 
 RESUME_KEYS = ("data", "batch_size", "lr", "seed", "data_limit")
+SDID_RESUME_KEYS = ("vq_steps", "vq_sha256", "mask_schedule", "decay_steps", "sdid_channels", "sdid_hidden")
 
 
 def header(cfg: VQTrainConfig) -> dict:
@@ -91,16 +103,23 @@ def load_init(name: str) -> tuple:
     return model, raw
 
 
-def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = True, log=print) -> Path:
+def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = True, log=print,
+                     resume_from: Path | None = None) -> Path:
     """Both stages into ``out_dir`` (resuming what is there), or with ``cfg.init`` the SDID stage alone on the
-    sampler's VQ-SVAE; returns the joined ``model.pt``."""
+    sampler's VQ-SVAE; returns the joined ``model.pt``. ``resume_from``: with ``cfg.init``, the compact
+    ``sdid/resume.pt`` of a run of the same init and options, continued in an empty ``out_dir`` (e.g. on
+    another machine)."""
     cfg.validate()
+    if resume_from is not None and cfg.init is None:
+        raise SpikediffError("resume_from continues the SDID stage of an init run; a two-stage run resumes from "
+                             "its out_dir")
     init = load_init(cfg.init) if cfg.init is not None else None
     with run_directory(out_dir) as out:
         device = resolve_device(cfg.device)
         size = dataset_image_size(cfg.data)
         if init is not None:  # the sampler's networks and mask schedule, whatever the options said
-            cfg.vq, cfg.sdid, cfg.mask_schedule = init[0].vq.config, init[0].sdid.config, init[0].mask_schedule
+            cfg.vq, cfg.mask_schedule = init[0].vq.config, init[0].mask_schedule
+            cfg.sdid = widened_config(init[0].sdid.config, cfg)
             if cfg.vq.image_size != size:
                 raise SpikediffError(f"--init {cfg.init}: made for {cfg.vq.image_size}x{cfg.vq.image_size} images, "
                                      f"--data {cfg.data} has {size}x{size}")
@@ -121,8 +140,8 @@ def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = T
             stamp = {"vq_sha256": state_digest(vq.state_dict())}
         tokens = _tokens(cfg, vq, data, out / "tokens.pt", progress, stamp)
         sdid = _train_sdid(cfg, tokens, out / "sdid", device, progress, log, vq,
-                           init_state=None if init is None else init[0].sdid.state_dict(),
-                           vq_sha256=stamp.get("vq_sha256"))
+                           init_state=None if init is None else widened_state(init[0].sdid, cfg.sdid, cfg.seed),
+                           vq_sha256=stamp.get("vq_sha256"), resume_from=resume_from)
         done = load_raw(out / "sdid" / "model.pt")["train"]
         extra = {} if init is None else {"init": str(cfg.init), "init_train": init[1]["train"]}
         result = {**header(cfg), "model": {"vq": vq.state_dict(), "sdid": sdid.state_dict()},
@@ -132,6 +151,30 @@ def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = T
             result = mark_on_grid(result, "decoder", "decoder" in getattr(init[0], "trained_on_grid", ()))
         save_atomic(mark_on_grid(result, "denoiser", qat_ran(cfg, done["step"])), out / "model.pt")
         return out / "model.pt"
+
+
+def widened_config(config: TokenDenoiserConfig, cfg: VQTrainConfig) -> TokenDenoiserConfig:
+    """The init's SDID config with ``cfg``'s ``sdid_channels`` and ``sdid_hidden``; narrower is refused (a
+    trained SDID is only grown)."""
+    wanted = {"channels": cfg.sdid_channels, "hidden": cfg.sdid_hidden}
+    for field_name, width in wanted.items():
+        if width is not None and width < getattr(config, field_name):
+            option = "--sdid-channels" if field_name == "channels" else "--hidden"
+            raise SpikediffError(f"{option} {width}: narrower than the SDID of --init {cfg.init} "
+                                 f"({getattr(config, field_name)}); a trained SDID can only be widened")
+    return replace(config, **{k: v for k, v in wanted.items() if v is not None}).validate()
+
+
+def widened_state(sdid: SpikingTokenDenoiser, config: TokenDenoiserConfig, seed: int) -> dict:
+    """``sdid``'s weights, or, for a wider ``config``, those of an SDID of that width that computes the same
+    logits (its added neurons start from a seeded random draw)."""
+    if config == sdid.config:
+        return sdid.state_dict()
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        wide = SpikingTokenDenoiser(config).to(next(sdid.parameters()))
+    widen(sdid, wide)
+    return wide.state_dict()
 
 
 def _ema_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
@@ -189,7 +232,8 @@ def _tokens(cfg: VQTrainConfig, vq: SpikingVQVAE, data: torch.Tensor, path: Path
 
 
 def _train_sdid(cfg: VQTrainConfig, tokens: torch.Tensor, out: Path, device, progress, log, vq: SpikingVQVAE,
-                init_state: dict | None = None, vq_sha256: str | None = None) -> SpikingTokenDenoiser:
+                init_state: dict | None = None, vq_sha256: str | None = None,
+                resume_from: Path | None = None) -> SpikingTokenDenoiser:
     out.mkdir(exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = SpikingTokenDenoiser(cfg.sdid).to(device)
@@ -208,9 +252,8 @@ def _train_sdid(cfg: VQTrainConfig, tokens: torch.Tensor, out: Path, device, pro
     before_step = before_step_hook(cfg, SpikingVQDiffusion(vq, model, cfg.mask_schedule))
     fit(Stage(model=model, header={**header(cfg), "kind": KIND + ":sdid", "model_config": cfg.sdid.to_dict()},
               options={**cfg.options(), "stage": "sdid", "vq_sha256": vq_sha256},
-              resume_keys=RESUME_KEYS + ("vq_steps", "vq_sha256", "mask_schedule", "decay_steps"), batch_loss=batch_loss,
-              desc=f"SDID {cfg.data}",
+              resume_keys=RESUME_KEYS + SDID_RESUME_KEYS, batch_loss=batch_loss, desc=f"SDID {cfg.data}",
               loss_name="cross-entropy on masked tokens", init_state=init_state, before_step=before_step,
               rate_norm={k: n * cfg.batch_size * cfg.sdid.num_steps for k, n in model.neuron_counts().items()}),
-        cfg, out, progress, log)
+        cfg, out, progress, log, resume_from=resume_from)
     return _ema_weights(SpikingTokenDenoiser(cfg.sdid).to(device), out / "model.pt")
