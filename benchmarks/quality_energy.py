@@ -30,6 +30,8 @@ from spikediff.metrics.evaluation import evaluate
 # published FIDs (see the README; no energy is published for any of them)
 PUBLISHED = {"mnist": {"FSDDIM": 3.99, "SDDPM": 29.48, "Spiking-Diffusion": 37.50},
              "fashion-mnist": {"FSDDIM": 9.17, "SDDPM": 21.38, "Spiking-Diffusion": 91.98}}
+# the project's quality-energy targets (FID at N = 10k, fixed point; Loihi 2 mJ per image), shaded on the plot
+TARGETS = {"mnist": (30.0, 3.0), "fashion-mnist": (40.0, 3.0)}
 
 
 def measure(name: str, ckpt: str, steps: list, solvers: list, n: int, ref_n: int, command: str,
@@ -66,26 +68,39 @@ def plot(rows: list, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
     datasets = sorted({r["data"] for r in rows})
     fig, axes = plt.subplots(1, len(datasets), figsize=(6.4 * len(datasets), 4.6), squeeze=False)
     for ax, data in zip(axes[0], datasets):
         mine = [r for r in rows if r["data"] == data]
-        for (model, solver) in dict.fromkeys((r["model"], r["solver"]) for r in mine):
-            pts = sorted((r for r in mine if r["model"] == model and r["solver"] == solver), key=lambda r: r["steps"])
+        sizes = sorted({(r["n"], r["ref_n"]) for r in mine})
+        for (model, solver, n, ref_n) in dict.fromkeys((r["model"], r["solver"], r["n"], r["ref_n"]) for r in mine):
+            pts = sorted((r for r in mine if (r["model"], r["solver"], r["n"], r["ref_n"]) == (model, solver, n, ref_n)),
+                         key=lambda r: r["steps"])
             x = [r["energy_per_image_J"]["loihi2"] * 1e3 for r in pts]
             y = [r["fid"] for r in pts]
-            label = model + ("" if solver == "-" else f" ({solver})")
-            ax.plot(x, y, marker="o", label=label)
+            label = model + ("" if solver == "-" else f" ({solver})") + ("" if len(sizes) == 1 else f", N = {n} vs {ref_n}")
+            ax.plot(x, y, marker="o" if n == sizes[0][0] else "s", label=label)
             for r, xi, yi in zip(pts, x, y):
                 ax.annotate(str(r["steps"]), (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
         for i, (paper, fid) in enumerate(PUBLISHED.get(data, {}).items()):
             ax.axhline(fid, linestyle="--", linewidth=0.8, color=f"C{7 + i % 3}")
             ax.text(0.02, fid, f" {paper} {fid:g} (published; no energy)", fontsize=7,
                     va="bottom", transform=ax.get_yaxis_transform(), color=f"C{7 + i % 3}")
+        if data in TARGETS:
+            fid, mj = TARGETS[data]
+            left = min(r["energy_per_image_J"]["loihi2"] * 1e3 for r in mine) / 1.5
+            ax.fill_between([left, mj], 0, fid, color="C2", alpha=0.12, zorder=0,
+                            label=f"target: FID <= {fid:g} (N = 10k) at <= {mj:g} mJ")
+            ax.set_xlim(left=left)
+            ax.set_ylim(bottom=0)
         ax.set_xscale("log")
+        for axis in (ax.xaxis.set_major_formatter, ax.xaxis.set_minor_formatter):  # 1 2 3 5 10 20 ... in mJ
+            axis(FuncFormatter(lambda v, _pos: f"{v:g}" if f"{v:.0e}"[0] in "1235" else ""))
         ax.set_xlabel("Loihi 2 energy per image (mJ, spikediff's cost model)")
-        ax.set_ylabel(f"FID, N = {mine[0]['n']} fixed-point samples vs {mine[0]['ref_n']} training images")
+        ax.set_ylabel("FID of fixed-point samples vs training images" if len(sizes) > 1 else
+                      f"FID, N = {sizes[0][0]} fixed-point samples vs {sizes[0][1]} training images")
         ax.set_title(f"{data}: quality against energy (numbers: denoising steps)", fontsize=10)
         ax.legend(fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,7 +132,10 @@ def main() -> None:
     figure = args.out.parent / args.out.stem / "fid_energy.png"
     plot(rows, figure)
     body = ["Fixed-point samples (the deployed model on the bit-exact simulator); energy per image on the Loihi 2 "
-            "profile from 64 images. Published FIDs are drawn as dashed lines: none of them comes with an energy.",
+            "profile from 64 images. Published FIDs are drawn as dashed lines: none of them comes with an energy. "
+            "The shaded region is the project's target (FID at N = 10k against 10k training images); FID falls "
+            "with N (fewer samples bias it upward), so a point at N = 1000 against 5000 is not yet measured against "
+            "it.",
             "", f"![FID against energy]({args.out.stem}/{figure.name})", "",
             "| model | solver | steps | FID | KID x 1e-3 | N | N ref | Loihi 2 mJ / image | Loihi 1 mJ / image |",
             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
