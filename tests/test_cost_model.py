@@ -82,6 +82,50 @@ def test_a_convolution_is_stored_as_one_shared_kernel_per_core(tmp_path):
     assert _per_population(unshared)["a"] > 4
 
 
+def test_a_shared_kernel_stores_only_the_rows_it_uses_dense_or_sparse(tmp_path):
+    """A kernel derived for space-to-depth layouts (nearest up-sampling by 2, then a 3 x 3 convolution, written
+    as one Conv2d onto 4 phases per channel) is mostly structural zeros: a core keeps its nonzero rows only."""
+    import torch
+
+    from spikediff.models.s2d import S2DSynapse
+
+    syn = S2DSynapse(2, 2, 3, upsample=2, r_out=2, bias=False)
+    with torch.no_grad():
+        syn.weight.fill_(0.5)
+    w, _, stride, pad, _ = syn.derived()
+    w = w.detach()
+    assert tuple(w.shape) == (8, 2, 3, 3)  # 2 channels x 4 phases, 2 input channels, 3 x 3 coarse offsets
+    conv = nir.Conv2d(input_shape=np.array([4, 4]), weight=w.numpy().astype(np.float64),
+                      stride=np.array([stride, stride]), padding=np.array([pad, pad]), dilation=np.array([1, 1]),
+                      groups=1, bias=np.zeros(8))
+    nodes = {"in": nir.Input(input_type={"input": np.array([2, 4, 4])}), "c1": conv, "a": _lif3((8, 4, 4)),
+             "c2": _conv(1, 8, 1, [4, 4]),
+             "r": nir.LI(tau=np.full((1, 4, 4), 2e-4), r=np.full((1, 4, 4), 2.0), v_leak=np.zeros((1, 4, 4))),
+             "out": nir.Output(output_type={"output": np.array([1, 4, 4])})}
+    edges = [("in", "c1"), ("c1", "a"), ("a", "c2"), ("c2", "r"), ("r", "out")]
+    dep = compile_graph(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False), num_steps=1, fixed_point=True)
+    m = _mapped(dep, _profile(tmp_path, memory_per_core=10000, **LOIHI2_LIKE))
+    (core,) = [c for c in m.cores if c.population == "a"]
+    # per axis, phase 0 reads coarse offsets -1 and 0, phase 1 offsets 0 and +1: with 2 output channels, a row
+    # (input channel, offset) has 2 nonzero weights at a corner offset, 4 at an edge, 8 at the centre, of the 8
+    # channels on the core; dense 8 x 8 = 64 bits, sparse count x (8 + 3 index bits): per input channel
+    # 4 x 22 + 4 x 44 + 64 = 328 bits, so 656 bits = 82 B (all 144 entries stored densely: 144 B)
+    assert core.synapse_bytes == 82
+    # a 64-bit header per row: the 18 rows add 144 B
+    m = _mapped(dep, _profile(tmp_path, memory_per_core=10000, **{**LOIHI2_LIKE, "synapse_row_bits": 64}))
+    assert [c.synapse_bytes for c in m.cores if c.population == "a"] == [82 + 144]
+    # rows of zeros are not stored: zero the kernel's right-hand column (6 of the 18 rows)
+    w2 = w.numpy().astype(np.float64).copy()
+    w2[..., 2] = 0
+    nodes["c1"] = nir.Conv2d(input_shape=np.array([4, 4]), weight=w2, stride=np.array([stride, stride]),
+                             padding=np.array([pad, pad]), dilation=np.array([1, 1]), groups=1, bias=np.zeros(8))
+    dep = compile_graph(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False), num_steps=1, fixed_point=True)
+    m = _mapped(dep, _profile(tmp_path, memory_per_core=10000, **{**LOIHI2_LIKE, "synapse_row_bits": 64}))
+    # left per input channel: column -1 (offsets y = -1, 0, +1: 22 + 44 + 22 bits) and column 0 (44 + 64 + 44)
+    left = 2 * (22 + 44 + 22) + 2 * (44 + 64 + 44)
+    assert [c.synapse_bytes for c in m.cores if c.population == "a"] == [(left + 12 * 64) // 8]
+
+
 def _dense_graph(w):
     """Input (16) -> Linear w (4 x 16) -> LIF (4) -> Linear (1 x 4) -> LI (1)."""
     return compile_graph(_chain(_inp(16), nir.Linear(weight=w), _lif(4), nir.Linear(weight=np.ones((1, 4))), _li(1),

@@ -209,3 +209,69 @@ def test_the_ann_twin_counts_the_natural_network_not_the_derived_kernels_zeros(t
                 for f in sd.loop.folded.synapses)  # every entry of every kernel at every position
     # at most the natural layers' taps at every position (borders not excluded), far below the dense count
     assert 0 < twin <= tiny.sizes()["synapses"] and twin < 0.5 * dense
+
+
+@pytest.mark.parametrize("c_in,c_out,k,stride,up,r_in,r_out,grid", CASES)
+def test_the_simulator_s_natural_form_of_a_derived_kernel_is_exact(c_in, c_out, k, stride, up, r_in, r_out, grid):
+    """``natural_conv``: the natural integer kernel read back out of a derived one gives, through shuffle,
+    up-sampling, convolution and unshuffle, the derived convolution to the bit; where an up-sampling merges
+    taps, only if the derived kernel is the derivation of some integer natural kernel."""
+    from spikediff.export.natural_conv import NaturalConv, S2DGeometry, natural_kernel
+
+    layer = S2DSynapse(c_in, c_out, k, stride=stride, upsample=up, r_in=r_in, r_out=r_out, bias=False).double()
+    with torch.no_grad():
+        layer.weight.copy_(_ints(c_out, c_in, k, k, seed=3))
+    derived = deployable(layer)
+    w = derived.weight.detach().numpy()
+    geometry = S2DGeometry(r_in, r_out, k, stride, up)
+    assert geometry.mismatch(w.shape, derived.stride, derived.padding, derived.dilation, derived.groups) == ""
+    natural = natural_kernel(w, geometry)
+    merged = up > 1 and k > 1  # some tap never lands alone: read out by difference, or not at all
+    if merged:
+        assert natural is None
+        return
+    np.testing.assert_array_equal(natural, layer.weight.detach().numpy())
+    x = _ints(3, c_in * r_in ** 2, grid, grid, low=0, high=2, seed=4)
+    assert torch.equal(NaturalConv(torch.as_tensor(natural), geometry)(x), derived(x))
+    with torch.no_grad():
+        layer.weight.fill_(1.0)
+    structural = deployable(layer).weight.detach().numpy() == 0  # zeros of the form, whatever the weights
+    if structural.any():  # a weight where the form has a zero: no natural kernel derives it
+        w_bad = w.copy()
+        w_bad[np.unravel_index(np.argmax(structural), w.shape)] = 1
+        assert natural_kernel(w_bad, geometry) is None
+
+
+def test_the_simulator_runs_derived_kernels_in_natural_form_bit_for_bit(tiny, tmp_path):
+    """The exporter marks each derived Conv2d with its geometry (kept in the NIR file); the fixed-point simulator
+    runs those in natural form, with the same integers out as the dense convolutions; a geometry that does not
+    describe its node is refused in one line that names it."""
+    import nir
+
+    from spikediff.export.nir_graph import write_nir
+    from spikediff.export.plan import NirGraphError
+    from spikediff.export.simulator import Simulator
+
+    graph = to_nir(tiny, NoiseSchedule(1000, "v_prediction"))
+    marked = {n for n, node in graph.nodes.items() if (node.metadata or {}).get("s2d")}
+    assert marked and all(isinstance(graph.nodes[n], nir.Conv2d) for n in marked)
+    write_nir(graph, tmp_path / "g.nir")
+    back = nir.read(str(tmp_path / "g.nir"))
+    assert {n for n, node in back.nodes.items() if (node.metadata or {}).get("s2d")} == marked
+    dep = compile_graph(back, fixed_point=True)
+    sim = Simulator(dep)
+    assert set(sim.natural) and set(sim.natural) <= {f.syn.name for f in dep.folded.synapses}
+    dense = Simulator(dep, natural=False)
+    assert not dense.natural
+    rng = np.random.default_rng(0)
+    inputs = {k: rng.standard_normal((4, *s)) for k, s in dep.plan.inputs.items()}
+    a, b = sim.evaluate(inputs), dense.evaluate(inputs)
+    assert torch.equal(a["readout_int"], b["readout_int"]) and a["readout_int"].abs().sum() > 0
+    for name in a["neuron_spikes"]:
+        assert torch.equal(a["neuron_spikes"][name], b["neuron_spikes"][name]), name
+    name = next(n for n in sorted(marked) if back.nodes[n].metadata["s2d"]["kernel"] == 3)
+    good = dict(back.nodes[name].metadata["s2d"])
+    for bad in ({"r_in": 3}, {"kernel": 1}, {"stride": "2"}):
+        back.nodes[name].metadata["s2d"] = {**good, **bad}
+        with pytest.raises(NirGraphError, match=f"NIR node '{name}': its s2d metadata"):
+            compile_graph(back, fixed_point=True)

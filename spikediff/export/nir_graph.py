@@ -32,7 +32,9 @@ from ..models.spiking_graph import SpikingGraph, deployable
 DT = 1e-4  # snnTorch's NIR time step
 
 
-def _synapse(layer: torch.nn.Module, in_shape: tuple):
+def _synapse(layer: torch.nn.Module, in_shape: tuple, geometry: dict | None = None):
+    """The NIR node of one deployable synapse layer; ``geometry``: the space-to-depth form its kernel was derived
+    for (``S2DSynapse.geometry``), written into the Conv2d's metadata."""
     import nir
 
     w = layer.weight.detach().cpu().numpy().astype(np.float32)
@@ -46,7 +48,7 @@ def _synapse(layer: torch.nn.Module, in_shape: tuple):
         b = np.zeros(w.shape[0], dtype=np.float32)
     return nir.Conv2d(input_shape=np.array(in_shape[1:]), weight=w, stride=np.array(layer.stride),
                       padding=np.array(layer.padding), dilation=np.array(layer.dilation),
-                      groups=layer.groups, bias=b)
+                      groups=layer.groups, bias=b, metadata={"s2d": geometry} if geometry else {})
 
 
 def _flatten(shape: tuple):
@@ -79,7 +81,7 @@ def to_nir(model: SpikingGraph, schedule=None, metadata: dict | None = None):
                 src_name = f"{syn}_flatten_in"
                 nodes[src_name] = _flatten(pop_shape[src])
                 edges.append((src, src_name))
-            nodes[syn] = _synapse(layer, shapes[syn][0])
+            nodes[syn] = _synapse(layer, shapes[syn][0], getattr(getattr(model, syn), "geometry", None))
             edges.append((src_name, syn))
             out_shape = shapes[syn][1]
             if flat_target and len(out_shape) > 1:

@@ -45,6 +45,7 @@ class ConvOp:
     padding: tuple
     dilation: tuple
     groups: int
+    s2d: object = None  # natural_conv.S2DGeometry when the NIR node says the kernel is derived for s2d layouts
 
     def out_shape(self, in_shape: tuple) -> tuple:
         _c, h, w = in_shape
@@ -61,7 +62,7 @@ class ConvOp:
                                           None, self.stride, self.padding, self.dilation, self.groups).numpy()
 
     def with_weight(self, weight: np.ndarray) -> ConvOp:
-        return ConvOp(weight, self.stride, self.padding, self.dilation, self.groups)
+        return ConvOp(weight, self.stride, self.padding, self.dilation, self.groups, self.s2d)
 
     def matrix(self, in_shape: tuple):
         """The convolution as a sparse (out, in) matrix over flat NIR-order arrays (scipy CSR; zero weights
@@ -256,7 +257,7 @@ def _node_op(name: str, node, in_shape: tuple):
         if w.ndim != 4 or w.shape[1] * groups != c:
             raise NirGraphError(f"NIR node {name!r}: Conv2d weight {w.shape} with groups={groups} does not fit its "
                                 f"input shape {in_shape}")
-        op = ConvOp(w, _pair(node.stride), _pair(node.padding), _pair(node.dilation), groups)
+        op = ConvOp(w, _pair(node.stride), _pair(node.padding), _pair(node.dilation), groups, _s2d(name, node, w))
         bias = None
         if node.bias is not None and np.any(np.asarray(node.bias) != 0):
             b = np.broadcast_to(_finite(name, "bias", node.bias).reshape(-1), (w.shape[0],))
@@ -275,6 +276,25 @@ def _node_op(name: str, node, in_shape: tuple):
         op = ConvOp(scale[:, 0].reshape(c, 1, 1, 1).copy(), (1, 1), (0, 0), (1, 1), c)
         return op, None, in_shape
     raise NirGraphError(f"NIR node {name!r}: {kind} is not a weight node")
+
+
+def _s2d(name: str, node, w: np.ndarray):
+    """The node's space-to-depth geometry (``metadata["s2d"]``, written by spikediff's exporter), checked against
+    its Conv2d; None when it has none."""
+    from .natural_conv import S2DGeometry
+
+    meta = (getattr(node, "metadata", None) or {}).get("s2d")
+    if meta is None:
+        return None
+    try:
+        geometry = S2DGeometry.from_metadata(meta)
+    except SpikediffError as e:
+        raise NirGraphError(f"NIR node {name!r}: its s2d metadata {meta!r}: {e}") from None
+    why = geometry.mismatch(w.shape, _pair(node.stride), _pair(node.padding), _pair(node.dilation), int(node.groups))
+    if why:
+        raise NirGraphError(f"NIR node {name!r}: its s2d metadata {geometry.to_metadata()} does not describe its "
+                            f"Conv2d: {why}")
+    return geometry
 
 
 def _identity(shape: tuple):

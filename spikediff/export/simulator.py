@@ -10,7 +10,8 @@ Everything is torch, on CPU or CUDA, for many images at once. Synapses from spik
 float32 convolutions/matmuls: binary spikes times integer weights give integer partial sums no larger than
 a neuron's worst-case input, which the quantizer keeps below 2**17, so float32 (24-bit mantissa) is exact in
 any summation order. TF32 is switched off while we run, since it would round the weights. The graded host
-input is computed once per evaluation in float64 (exact below 2**53).
+input is computed once per evaluation in float64 (exact below 2**53). A convolution derived for space-to-depth
+layouts runs in its natural form where that sums the same integer products (``natural_conv``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from . import loihi_arith
+from .natural_conv import NaturalConv, natural_kernel
 from .plan import CONST
 from .quantize import encode_input
 
@@ -72,12 +74,14 @@ class Simulator:
     Floating point: Lava's float LIF in float64 (u = u (1 - du) + a_in, v = v (1 - dv) + u + bias, spike when
     v > vth, v = 0), the reference for ``spikediff run --backend sim``."""
 
-    def __init__(self, dep, device="cpu"):
+    def __init__(self, dep, device="cpu", natural: bool = True):
+        """``natural=False``: run every convolution dense, derived ones included (for comparison)."""
         self.dep, self.folded, self.fx, self.plan = dep, dep.folded, dep.fixed, dep.plan
         self.device = resolve_device(device)
         p, fx = self.plan, self.fx
         self.order = list(p.populations)  # by latency: a source fires before its targets read it
         self.bias, self.weights = {}, {}
+        self.natural = {}  # s2d-derived conv synapse -> NaturalConv (fixed point only: exact integer sums)
         for name in self.order:
             if fx is not None:
                 q = fx.populations[name]
@@ -94,12 +98,19 @@ class Simulator:
             # graded input (or an unusually large fan-in): float64, exact below 2**53
             dtype = torch.float64 if f.syn.src in p.inputs or worst >= FLOAT32_EXACT else torch.float32
             self.weights[f.syn.name] = torch.as_tensor(w, dtype=dtype, device=self.device)
+            if natural and f.conv is not None and f.conv.s2d is not None:  # the same integer products, without the zeros
+                kernel = natural_kernel(w, f.conv.s2d)
+                if kernel is not None:
+                    self.natural[f.syn.name] = NaturalConv(torch.as_tensor(kernel, dtype=dtype, device=self.device),
+                                                           f.conv.s2d)
         self.history = max([s.delay + (1 if s.recurrent else 0) for s in p.synapses] + [0])
 
     def _deliver(self, f, x: torch.Tensor) -> torch.Tensor:
         w = self.weights[f.syn.name]
         x = x.reshape(len(x), *f.src_shape).to(w.dtype)
-        if f.conv is not None:
+        if f.syn.name in self.natural:
+            out = self.natural[f.syn.name](x)
+        elif f.conv is not None:
             c = f.conv
             out = torch.nn.functional.conv2d(x, w, None, c.stride, c.padding, c.dilation, c.groups)
         else:

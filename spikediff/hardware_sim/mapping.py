@@ -8,10 +8,14 @@ population in Lava's order (``layout.population_perms``).
 What a core holds (the profile decides which rules apply):
 
 - Loihi 2 (``memory_per_core``): one budget per core for synapses, neuron state and axon tables together.
-  A convolution (``conv_kernel_shared``) is stored as its kernel for the output channels on the core: one row
-  per (input channel, kernel offset), each ``synapse_row_bits`` plus ``bits_per_weight`` per channel, however
-  many positions the core holds. A dense synapse is a dense matrix (input axons x (row + neurons x bits)) or a
-  sparse one (input axons x row + nonzero weights x (bits + index bits)), whichever is smaller. Neuron state
+  A convolution (``conv_kernel_shared``) is stored as its kernel for the output channels on the core, however
+  many positions the core holds: one row per (input channel, kernel offset) that has a nonzero weight for one
+  of them, each ``synapse_row_bits`` plus its weights dense (``bits_per_weight`` per channel on the core) or
+  sparse (its nonzero weights x (bits + index bits)), whichever is smaller. Rows of zeros are not stored: a
+  kernel derived for space-to-depth layouts (``models.s2d``) is mostly structural zeros, and storing them made
+  a U-Net's decoder cores many times those of the natural network it equals. A dense synapse is a dense matrix
+  (input axons x (row + neurons x bits)) or a sparse one (input axons x row + nonzero weights x (bits + index
+  bits)), whichever is smaller. Neuron state
   is ``neuron_state_bytes`` per neuron. Input axons (a dense synapse's source neurons, a convolution's source
   cores) cost ``axon_in_bytes`` each, routing entries (a source neuron to a destination core; for a
   convolution, a core to a core) ``axon_out_bytes`` each.
@@ -159,10 +163,13 @@ class _PopulationCost:
         self.fan_in = {f.syn.name: conn.deliver(f, np.ones(conn.size(f.syn.src))) for f in self.incoming}
         shape = folded.plan.shapes[name]
         self.channel = {}  # conv synapse -> output channel of each neuron (NIR flat order)
+        self.kernel_nz = {}  # conv synapse -> (output channels, rows of its group) nonzero weights
         for f in self.incoming:
             if f.conv is not None and rules.kernels:
                 out = f.op.out_shape(f.src_shape)
                 self.channel[f.syn.name] = np.arange(int(np.prod(out))) // (out[1] * out[2])
+                mask = conn.masks32[f.syn.name]
+                self.kernel_nz[f.syn.name] = mask.reshape(mask.shape[0], -1).numpy() != 0
         self.shape = shape
         # A mapper asks for the cost of many candidate runs of neurons; what does not depend on the run is worked
         # out here, once, so that most questions need no convolution: per shared-kernel synapse, which of the
@@ -185,6 +192,20 @@ class _PopulationCost:
         mask[idx] = 1
         return self.conn.pull(f, mask) > 0
 
+    def _kernel_bits(self, f, channels: np.ndarray) -> float:
+        """Bits of a shared kernel's rows for the output ``channels`` (sorted) on one core: per row of a group
+        (input channel of the group, kernel offset) with a nonzero weight for one of the group's channels on the
+        core, a header plus its weights dense or sparse, whichever is smaller."""
+        r = self.rules
+        per_group = f.conv.weight.shape[0] // f.conv.groups
+        group = channels // per_group
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])  # channels are sorted: groups contiguous
+        count = np.add.reduceat(self.kernel_nz[f.syn.name][channels].astype(np.int64), starts, axis=0)
+        width = np.diff(np.r_[starts, len(channels)])[:, None]  # the group's channels on the core
+        index_bits = np.ceil(np.log2(np.maximum(width, 2)))
+        row = np.minimum(width * r.weight_bits, count * (r.weight_bits + index_bits))
+        return float(((r.row_bits + row) * (count > 0)).sum())
+
     def __call__(self, idx) -> dict:
         r = self.rules
         n = len(idx)
@@ -192,13 +213,9 @@ class _PopulationCost:
         for f in self.incoming:
             nnz = float(self.fan_in[f.syn.name][idx].sum())
             synapses += nnz
-            if f.syn.name in self.channel:  # a shared kernel: rows x (header + channels on the core x bits)
-                w = f.conv.weight
-                per_group = w.shape[0] // f.conv.groups
+            if f.syn.name in self.channel:  # a shared kernel: the rows the core's channels use
                 channels = np.unique(self.channel[f.syn.name][idx])
-                groups = len(np.unique(channels // per_group))
-                rows = w.shape[1] * w.shape[2] * w.shape[3] * groups
-                bits += rows * r.row_bits + len(channels) * w.shape[1] * w.shape[2] * w.shape[3] * r.weight_bits
+                bits += self._kernel_bits(f, channels)
                 reach = self.src_reach.get(f.syn.name)
                 axons += max(1, int(reach[idx].any(axis=0).sum())) if reach is not None else 1
                 continue

@@ -169,6 +169,16 @@ class S2DSynapse(nn.Module):
         size = self._geometry[2]
         return (self.c_out * ro2, self.c_in * ri2, size, size)
 
+    @property
+    def geometry(self) -> dict | None:
+        """What the exporter writes into the derived Conv2d's NIR metadata (``s2d``) so that a compiler can run it
+        in natural form (``export.natural_conv``); None for a synapse whose derived form is its natural one, or a
+        per-channel scale or constant-source synapse."""
+        if self.depthwise or self.constant_source or (self.r_in, self.r_out, self.upsample) == (1, 1, 1):
+            return None
+        return {"r_in": self.r_in, "r_out": self.r_out, "kernel": self.k, "stride": self.stride,
+                "upsample": self.upsample}
+
     @torch.no_grad()
     def fused(self) -> nn.Conv2d:
         w, b, s, pad, groups = self.derived()
