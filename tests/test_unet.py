@@ -271,7 +271,7 @@ def test_the_simulator_runs_derived_kernels_in_natural_form_bit_for_bit(tiny, tm
         assert torch.equal(a["neuron_spikes"][name], b["neuron_spikes"][name]), name
     name = next(n for n in sorted(marked) if back.nodes[n].metadata["s2d"]["kernel"] == 3)
     good = dict(back.nodes[name].metadata["s2d"])
-    for bad in ({"r_in": 3}, {"kernel": 1}, {"stride": "2"}):
+    for bad in ({"r_in": 3}, {"kernel": 1}, {"stride": "2"}, {"upsample": np.array([1, 2])}, {"r_out": 1.5}):
         back.nodes[name].metadata["s2d"] = {**good, **bad}
         with pytest.raises(NirGraphError, match=f"NIR node '{name}': its s2d metadata"):
             compile_graph(back, fixed_point=True)

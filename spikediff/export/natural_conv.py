@@ -12,7 +12,7 @@ the derived one and uses it only where deriving it again gives the derived kerne
 then pixel shuffle, up-sample, convolve and unshuffle sum the same integer products, so the result is the same to
 the bit (float32 is exact for the simulator's integer partial sums, see ``export.simulator``). A derived kernel
 that no natural one explains (an up-sampling that merged two taps which quantization then rounded apart, or a
-hand-edited file) runs dense, as any other convolution. About 7 times faster on a 32-channel map at factor 4.
+hand-edited file) runs dense, as any other convolution. ``benchmarks/unet_simulator.py`` measures the gain.
 """
 
 from __future__ import annotations
@@ -51,7 +51,9 @@ class S2DGeometry:
     def from_metadata(cls, meta) -> S2DGeometry:
         if not isinstance(meta, dict) or set(meta) != set(KEYS):
             raise SpikediffError(f"s2d metadata must be a table of {', '.join(KEYS)}, got {meta!r}")
-        return cls(**{k: int(v) if isinstance(v, (np.integer, np.ndarray)) else v for k, v in meta.items()})
+        # a NIR file gives numbers back as numpy scalars or one-element arrays; anything else is refused below
+        return cls(**{k: v.item() if isinstance(v, (np.generic, np.ndarray)) and np.size(v) == 1 else v
+                      for k, v in meta.items()})
 
     def to_metadata(self) -> dict:
         return {k: int(v) for k, v in asdict(self).items()}
