@@ -277,9 +277,9 @@ def main() -> None:
                          f"{_mj(e['dynamic_1000_steps_J'])} at 1000" for prof, e in paper.items()) + ".", "",
              "Only these extrapolate credibly (exponents near 2 for synaptic ops, 1 for neurons). Cores, chips, "
              "static, routing, chip-to-chip energy and time are the mapping's, fitted through two narrow widths. "
-             "The mapping now stores only the kernel rows a core uses (a derived space-to-depth kernel's "
-             "structural zeros no longer fill Loihi 2 cores: before, width 8 took 3418 cores at the fewest and 276"
-             " mJ per image), so Loihi 2 needs fewer cores than Loihi 1 at both widths; but the largest decoder "
+             "The mapping stores only the kernel rows a core uses (a derived space-to-depth kernel's "
+             "structural zeros do not fill Loihi 2 cores), so Loihi 2 needs fewer cores than Loihi 1 at both "
+             "widths; but the largest decoder "
              "maps are bound by routing tables (a core of a space-to-depth map holds whole coarse positions, every"
              " phase of every channel, and reaches most cores of the next map), and the cores' exponent "
              "fitted between the two widths (above) carried to 128 is no more than a bound. A mapping that cuts those maps by "

@@ -32,7 +32,7 @@ from ..models.spiking_graph import SpikingGraph, deployable
 DT = 1e-4  # snnTorch's NIR time step
 
 
-def _synapse(layer: torch.nn.Module, in_shape: tuple, geometry: dict | None = None):
+def _synapse(layer: torch.nn.Module, in_shape: tuple, geometry=None):
     """The NIR node of one deployable synapse layer; ``geometry``: the space-to-depth form its kernel was derived
     for (``S2DSynapse.geometry``), written into the Conv2d's metadata."""
     import nir
@@ -48,7 +48,7 @@ def _synapse(layer: torch.nn.Module, in_shape: tuple, geometry: dict | None = No
         b = np.zeros(w.shape[0], dtype=np.float32)
     return nir.Conv2d(input_shape=np.array(in_shape[1:]), weight=w, stride=np.array(layer.stride),
                       padding=np.array(layer.padding), dilation=np.array(layer.dilation),
-                      groups=layer.groups, bias=b, metadata={"s2d": geometry} if geometry else {})
+                      groups=layer.groups, bias=b, metadata={"s2d": geometry.to_metadata()} if geometry else {})
 
 
 def _flatten(shape: tuple):

@@ -45,7 +45,7 @@ class ConvOp:
     padding: tuple
     dilation: tuple
     groups: int
-    s2d: object = None  # natural_conv.S2DGeometry when the NIR node says the kernel is derived for s2d layouts
+    s2d: object = None  # models.s2d.S2DGeometry when the NIR node says the kernel is derived for s2d layouts
 
     def out_shape(self, in_shape: tuple) -> tuple:
         _c, h, w = in_shape
@@ -281,7 +281,7 @@ def _node_op(name: str, node, in_shape: tuple):
 def _s2d(name: str, node, w: np.ndarray):
     """The node's space-to-depth geometry (``metadata["s2d"]``, written by spikediff's exporter), checked against
     its Conv2d; None when it has none."""
-    from .natural_conv import S2DGeometry
+    from ..models.s2d import S2DGeometry
 
     meta = (getattr(node, "metadata", None) or {}).get("s2d")
     if meta is None:

@@ -28,7 +28,9 @@ A synapse from a *spatially constant* map (the time branch) writes the same curr
 from __future__ import annotations
 
 import math
+from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,6 +67,65 @@ def placement(r_in: int, r_out: int, k: int, stride: int = 1, upsample: int = 1,
     for p, q, kk, j in taps:
         a[p, q, kk, j] += 1
     return s, padding, a
+
+
+def expand_kernel(w: torch.Tensor, a: torch.Tensor, r_in: int, r_out: int) -> torch.Tensor:
+    """The derived (C_out r_out^2, C_in r_in^2, size, size) kernel of a natural (C_out, C_in, k, k) one through
+    the per-axis ``placement`` A (differentiable in w)."""
+    # W[o, py, px, i, qy, qx, ky, kx] = sum_{jy, jx} w[o, i, jy, jx] A[py, qy, ky, jy] A[px, qx, kx, jx]
+    big = torch.einsum("oiab,pqya,PQxb->opPiqQyx", w, a, a)
+    size = a.shape[2]
+    return big.reshape(w.shape[0] * r_out ** 2, w.shape[1] * r_in ** 2, size, size)
+
+
+GEOMETRY_KEYS = ("r_in", "r_out", "kernel", "stride", "upsample")
+
+
+@dataclass(frozen=True)
+class S2DGeometry:
+    """One natural operation (nearest up-sampling by ``upsample``, a ``kernel`` x ``kernel`` convolution of
+    ``stride``, padding kernel // 2) between maps held with s2d factors ``r_in`` and ``r_out``."""
+
+    r_in: int
+    r_out: int
+    kernel: int
+    stride: int = 1
+    upsample: int = 1
+
+    def __post_init__(self):
+        for key in GEOMETRY_KEYS:
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise SpikediffError(f"s2d geometry: {key} must be a positive integer, got {value!r}")
+        axis_taps(self.r_in, self.r_out, self.kernel, self.stride, self.upsample)  # the layouts must fit
+
+    @classmethod
+    def from_metadata(cls, meta) -> S2DGeometry:
+        if not isinstance(meta, dict) or set(meta) != set(GEOMETRY_KEYS):
+            raise SpikediffError(f"s2d metadata must be a table of {', '.join(GEOMETRY_KEYS)}, got {meta!r}")
+        # a NIR file gives numbers back as numpy scalars or one-element arrays; anything else is refused below
+        return cls(**{k: v.item() if isinstance(v, (np.generic, np.ndarray)) and np.size(v) == 1 else v
+                      for k, v in meta.items()})
+
+    def to_metadata(self) -> dict:
+        return {k: int(v) for k, v in asdict(self).items()}
+
+    def derived_conv(self) -> tuple:
+        """(coarse stride, padding, kernel size) of the derived Conv2d."""
+        return axis_taps(self.r_in, self.r_out, self.kernel, self.stride, self.upsample)[:3]
+
+    def mismatch(self, weight_shape: tuple, stride: tuple, padding: tuple, dilation: tuple, groups: int) -> str:
+        """Why a Conv2d of these parameters is not this geometry's derived form ('' if it is)."""
+        s, pad, size = self.derived_conv()
+        c_out, c_in = weight_shape[:2]
+        if groups != 1 or tuple(dilation) != (1, 1):
+            return "it is grouped or dilated"
+        if tuple(weight_shape[2:]) != (size, size) or tuple(stride) != (s, s) or tuple(padding) != (pad, pad):
+            return (f"it derives a {size} x {size} kernel of stride {s} and padding {pad}, the node has "
+                    f"{tuple(weight_shape[2:])}, stride {tuple(stride)}, padding {tuple(padding)}")
+        if c_out % self.r_out ** 2 or c_in % self.r_in ** 2:
+            return f"{c_out} x {c_in} channels are not multiples of {self.r_out ** 2} x {self.r_in ** 2} phases"
+        return ""
 
 
 class S2DSynapse(nn.Module):
@@ -147,11 +208,7 @@ class S2DSynapse(nn.Module):
         if self.constant_source:
             return w.repeat_interleave(ro2, 0), bias, self.stride, 0, 1
         s, pad, a = placement(self.r_in, self.r_out, self.k, self.stride, self.upsample, dtype=w.dtype)
-        a = a.to(w.device)
-        # W[o, py, px, i, qy, qx, ky, kx] = sum_{jy, jx} w[o, i, jy, jx] A[py, qy, ky, jy] A[px, qx, kx, jx]
-        big = torch.einsum("oiab,pqya,PQxb->opPiqQyx", w, a, a)
-        size = a.shape[2]
-        return big.reshape(self.c_out * ro2, self.c_in * self.r_in ** 2, size, size), bias, s, pad, 1
+        return expand_kernel(w, a.to(w.device), self.r_in, self.r_out), bias, s, pad, 1
 
     def folded(self) -> tuple:
         """(weight, bias) of ``fused()``, differentiable (the interface quantization-aware training reads)."""
@@ -170,14 +227,13 @@ class S2DSynapse(nn.Module):
         return (self.c_out * ro2, self.c_in * ri2, size, size)
 
     @property
-    def geometry(self) -> dict | None:
+    def geometry(self) -> S2DGeometry | None:
         """What the exporter writes into the derived Conv2d's NIR metadata (``s2d``) so that a compiler can run it
         in natural form (``export.natural_conv``); None for a synapse whose derived form is its natural one, or a
         per-channel scale or constant-source synapse."""
         if self.depthwise or self.constant_source or (self.r_in, self.r_out, self.upsample) == (1, 1, 1):
             return None
-        return {"r_in": self.r_in, "r_out": self.r_out, "kernel": self.k, "stride": self.stride,
-                "upsample": self.upsample}
+        return S2DGeometry(self.r_in, self.r_out, self.k, self.stride, self.upsample)
 
     @torch.no_grad()
     def fused(self) -> nn.Conv2d:
