@@ -1,7 +1,7 @@
 # Two commands do all set-up on a fresh clone (Python 3.11):
 #   make demo   -> the shipped mnist-vq sampler -> NIR -> Lava CPU simulator (Loihi fixed point): out/demo/samples.png
 #                  + samples.counters.json, checked bit for bit against spikediff's simulator
-#   make test   -> the test suite (what CI runs)
+#   make test   -> the test suite (what CI runs), one worker per core, each test file on one worker
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -30,7 +30,7 @@ demo: $(STAMP)
 	$(BIN)/spikediff sample mnist-vq --backend lava --fixed-point -n 6 --steps 10 -o out/demo/
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q -n auto --dist loadfile tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/cpu_throughput.py --out benchmarks/results/cpu_throughput.md
