@@ -75,7 +75,9 @@ def plot(rows: list, path: Path) -> None:
     for ax, data in zip(axes[0], datasets):
         mine = [r for r in rows if r["data"] == data]
         sizes = sorted({(r["n"], r["ref_n"]) for r in mine})
-        series = lambda r: (r["model"], r["solver"], r["n"], r["ref_n"])  # noqa: E731
+        def series(r):
+            return r["model"], r["solver"], r["n"], r["ref_n"]
+
         for (model, solver, n, ref_n) in dict.fromkeys(map(series, mine)):
             pts = sorted((r for r in mine if series(r) == (model, solver, n, ref_n)), key=lambda r: r["steps"])
             x = [r["energy_per_image_J"]["loihi2"] * 1e3 for r in pts]
