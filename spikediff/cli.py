@@ -183,8 +183,9 @@ def cmd_train(args) -> int:
     for option in ("latent_noise", "decoder_channels", "adversarial", "adversarial_from"):
         if args.model != "latent-decoder" and getattr(args, option) is not None:
             raise SpikediffError(f"--{option.replace('_', '-')} is an option of --model latent-decoder")
-    if args.model != "spiking-vq" and args.sdid_channels is not None:
-        raise SpikediffError("--sdid-channels is an option of --model spiking-vq")
+    for option in ("sdid_channels", "vq_decay_steps"):
+        if args.model != "spiking-vq" and getattr(args, option) is not None:
+            raise SpikediffError(f"--{option.replace('_', '-')} is an option of --model spiking-vq")
     if args.model == "latent-ddim":
         return _train_latent(args)
     if args.model == "fsddim" and args.resume_from is not None:
@@ -349,9 +350,9 @@ def _train_latent_decoder(args) -> int:
 
 
 def _check_stage_resume_from(path: Path, stage: str) -> None:
-    """A stage run's ``--resume-from`` (the decoder's, an ``--init`` run's SDID) is its compact resume file
-    (``OUT/STAGE/resume.pt``), checked now; that it belongs to the same ``--init`` and options is checked once
-    the run knows them."""
+    """A stage run's ``--resume-from`` (the decoder's, an ``--init`` run's SDID, a two-stage run's VQ-SVAE) is
+    its compact resume file (``OUT/STAGE/resume.pt``), checked now; that it belongs to the same ``--init`` and
+    options is checked once the run knows them."""
     from .checkpoint import load_raw
 
     ckpt = load_raw(path)
@@ -366,11 +367,8 @@ def _train_spiking_vq(args) -> int:
 
     if args.init is not None:
         load_init(args.init)  # refused now rather than after the training set is loaded
-    if args.resume_from is not None:
-        if args.init is None:
-            raise SpikediffError("--resume-from continues the SDID stage of a --model spiking-vq --init run; a "
-                                 "two-stage run resumes from its --out")
-        _check_stage_resume_from(args.resume_from, "sdid")
+    if args.resume_from is not None:  # an --init run has only the SDID stage; a two-stage run moves in its VQ stage
+        _check_stage_resume_from(args.resume_from, "sdid" if args.init else "vq")
     v, d = VQConfig(), TokenDenoiserConfig()
     neuron = dict(num_steps=args.snn_steps, beta=args.beta, threshold=args.threshold, readout_alpha=args.readout_alpha)
     vq = VQConfig(channels=args.channels or v.channels, codebook_size=args.codebook_size, code_dim=args.code_dim, **neuron)
@@ -378,6 +376,7 @@ def _train_spiking_vq(args) -> int:
     sdid = TokenDenoiserConfig(channels=args.sdid_channels or d.channels, hidden=args.hidden or d.hidden,
                                time_features=args.time_features or d.time_features, **neuron)
     cfg = VQTrainConfig(**_train_options(args, VQTrainConfig), vq_steps=args.vq_steps, decay_steps=args.decay_steps,
+                        vq_decay_steps=args.vq_decay_steps,
                         lr_min=VQTrainConfig.lr_min if args.lr_min is None else args.lr_min,
                         mask_schedule=args.mask_schedule, vq=vq, sdid=sdid, init=args.init, qat_from=args.qat_from,
                         **widths)
@@ -876,6 +875,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="readout current decay (1 - Lava du)")
     vqo = tr.add_argument_group("spiking-vq options")
     vqo.add_argument("--vq-steps", type=_positive_int, default=vt.vq_steps, help="optimizer steps of the VQ-SVAE stage")
+    vqo.add_argument("--vq-decay-steps", type=_positive_int,
+                     help="cosine learning-rate decay of the VQ-SVAE stage to --lr-min at this step [default: none, "
+                          "constant]")
     vqo.add_argument("--codebook-size", type=_positive_int, default=v.codebook_size, help="K, codes in the codebook")
     vqo.add_argument("--code-dim", type=_positive_int, default=v.code_dim, help="D, dimensions of a code vector")
     vqo.add_argument("--sdid-channels", type=_positive_int,
@@ -896,7 +898,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="[default: 0.0001; latent-decoder 1e-05]")
     ld.add_argument("--resume-from", type=Path, help="a run's compact resume.pt: continue it in an empty --out "
                                                      "(latent-ddim and fsddim; latent-decoder: OUT/decoder/resume.pt, "
-                                                     "spiking-vq: OUT/sdid/resume.pt, each with the run's --init)")
+                                                     "spiking-vq: OUT/vq/resume.pt, or with --init OUT/sdid/resume.pt; "
+                                                     "each with the run's --init and options)")
     ld.add_argument("--init", help="start from the weights of this latent-ddim checkpoint; latent-decoder: the "
                                    "latent-ddim or spiking-vq sampler whose decoder to train (OUT/model.pt is it with "
                                    "the new one); spiking-vq: the sampler whose SDID to fine-tune on its own VQ-SVAE "

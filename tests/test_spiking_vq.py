@@ -1,6 +1,7 @@
 """Spiking-Diffusion: codebook, straight-through gradients, masking schedule, token sampler, two-stage training."""
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -280,6 +281,36 @@ def test_two_stage_training_learns_resumes_and_samples(tmp_path):
                                                 warmup=1), tmp_path / "adv", progress=False, log=lambda _m: None)
 
 
+def test_the_vq_stage_decays_and_moves_to_another_machine(tmp_path):
+    """The VQ-SVAE stage (the long one) anneals with --vq-decay-steps and continues from its compact file in an
+    empty --out; the SDID stage then starts there as usual. A file of other options, or of the SDID stage, is
+    refused in one line."""
+    from spikediff.train.trainer import learning_rate
+
+    cfg = _tiny_cfg(vq_steps=40, steps=4, vq_decay_steps=30, lr_min=1e-5, checkpoint_every=20, log_every=10)
+    stage = dataclasses.replace(cfg, decay_steps=cfg.vq_decay_steps)
+    assert learning_rate(stage, 30) == learning_rate(stage, 39) == pytest.approx(1e-5)  # reached, then kept
+    train_spiking_vq(dataclasses.replace(cfg, vq_steps=20), tmp_path / "first", progress=False, log=lambda _m: None)
+    compact = tmp_path / "vq-resume.pt"  # as committed, or carried to another machine
+    compact.write_bytes((tmp_path / "first" / "vq" / "resume.pt").read_bytes())
+    messages = []
+    path = train_spiking_vq(cfg, tmp_path / "moved", progress=False, log=messages.append, resume_from=compact)
+    assert any("continuing from the compact file" in m and "step 20/40" in m for m in messages), messages
+    done = load_raw(path)["train"]
+    assert (done["vq_step"], done["step"], done["vq_decay_steps"]) == (40, 4, 30)
+    log = [json.loads(line) for line in (tmp_path / "moved" / "vq" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [30, 40]  # the moved run's own records, from where it went on
+    # at its last step already: the stage's files are written, nothing trained
+    again = train_spiking_vq(dataclasses.replace(cfg, vq_steps=20), tmp_path / "done", progress=False,
+                             log=lambda _m: None, resume_from=compact)
+    assert load_raw(again)["train"]["vq_step"] == 20 and (tmp_path / "done" / "vq" / "last.pt").is_file()
+    with pytest.raises(SpikediffError, match="vq_decay_steps=30, this command asks for 25"):
+        train_spiking_vq(dataclasses.replace(cfg, vq_decay_steps=25), tmp_path / "other", progress=False,
+                         log=lambda _m: None, resume_from=compact)
+    with pytest.raises(SpikediffError, match="--vq-decay-steps 5 must be after the warm-up"):
+        dataclasses.replace(cfg, vq_decay_steps=5).validate()
+
+
 def load_raw_model(run):
     return load_raw(run / "sdid" / "last.pt")["model"]
 
@@ -416,8 +447,8 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     assert "continuing from the compact file" in capsys.readouterr().out
     assert load_raw(moved / "model.pt")["train"]["step"] == 4
     for bad, message in ((dec / "model.pt", "not the compact resume file of a sdid run"),
-                         (tuned / "sdid" / "resume.pt", "continues the SDID stage of a --model spiking-vq --init")):
-        init = ["--init", str(dec / "model.pt")] if "not the" in message else []
+                         (tuned / "sdid" / "resume.pt", "not the compact resume file of a vq run")):
+        init = ["--init", str(dec / "model.pt")] if "sdid run" in message else []
         assert main(["train", "--model", "spiking-vq", *init, "--data", "digits", "--resume-from", str(bad),
                      "--out", str(tmp_path / "bad-sdid-resume"), "--quiet"]) == 2
         err = capsys.readouterr().err
@@ -431,6 +462,12 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     assert "--sdid-channels 3: narrower than the SDID of --init" in err and len(err.strip().splitlines()) == 1
     assert main(["train", "--model", "latent-ddim", "--sdid-channels", "8", "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "--sdid-channels is an option of --model spiking-vq" in capsys.readouterr().err
+    assert main(["train", "--model", "latent-ddim", "--vq-decay-steps", "800", "--out", str(tmp_path / "x"),
+                 "--quiet"]) == 2
+    assert "--vq-decay-steps is an option of --model spiking-vq" in capsys.readouterr().err
+    assert main(["train", "--model", "spiking-vq", "--init", str(dec / "model.pt"), "--vq-decay-steps", "800",
+                 "--data", "digits", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "an --init run has no VQ-SVAE stage" in capsys.readouterr().err
 
 
 def test_a_widened_decoder_starts_as_the_old_one():

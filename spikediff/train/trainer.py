@@ -674,6 +674,8 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
                     save(loss_avg)
                     saved_step = step
                     boundary.saved()
+            if saved_step is None:  # continued from a compact file at its last step: the run's files, here
+                save(loss_avg)
             if stopping:
                 raise KeyboardInterrupt(boundary.signum or signal.SIGTERM)
     except KeyboardInterrupt:

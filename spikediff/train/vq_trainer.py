@@ -43,6 +43,7 @@ from .widening import widen
 class VQTrainConfig:
     data: str = "mnist"
     vq_steps: int = 3000  # stage 1
+    vq_decay_steps: int | None = None  # the VQ stage's cosine decay to lr_min at this step (None: constant)
     steps: int = 4000  # stage 2 (SDID)
     batch_size: int = 64
     lr: float = 1e-3
@@ -69,6 +70,15 @@ class VQTrainConfig:
 
     def validate(self) -> VQTrainConfig:
         check_run_options(self, counts=("vq_steps", "restart_every"), decays=("ema_decay", "vq_ema_decay"))
+        if self.vq_decay_steps is not None:
+            if self.init is not None:
+                raise SpikediffError("--vq-decay-steps decays the VQ-SVAE stage's learning rate; an --init run has "
+                                     "no VQ-SVAE stage")
+            if self.vq_decay_steps <= self.warmup:
+                raise SpikediffError(f"--vq-decay-steps {self.vq_decay_steps} must be after the warm-up "
+                                     f"({self.warmup} steps)")
+            if not 0 <= self.lr_min <= self.lr:
+                raise SpikediffError(f"--lr-min must be in [0, --lr], got {self.lr_min}")
         if self.mask_schedule not in MASK_SCHEDULES:
             raise SpikediffError(f"--mask-schedule {self.mask_schedule!r}: choose one of {', '.join(MASK_SCHEDULES)}")
         check_qat_options(self)
@@ -87,7 +97,8 @@ class VQTrainConfig:
 
 
 RESUME_KEYS = ("data", "batch_size", "lr", "seed", "data_limit")
-SDID_RESUME_KEYS = ("vq_steps", "vq_sha256", "mask_schedule", "decay_steps", "sdid_channels", "sdid_hidden")
+VQ_RESUME_KEYS = ("vq_decay_steps",)
+SDID_RESUME_KEYS = ("vq_steps", "vq_decay_steps", "vq_sha256", "mask_schedule", "decay_steps", "sdid_channels", "sdid_hidden")
 
 
 def header(cfg: VQTrainConfig) -> dict:
@@ -106,13 +117,11 @@ def load_init(name: str) -> tuple:
 def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = True, log=print,
                      resume_from: Path | None = None) -> Path:
     """Both stages into ``out_dir`` (resuming what is there), or with ``cfg.init`` the SDID stage alone on the
-    sampler's VQ-SVAE; returns the joined ``model.pt``. ``resume_from``: with ``cfg.init``, the compact
-    ``sdid/resume.pt`` of a run of the same init and options, continued in an empty ``out_dir`` (e.g. on
-    another machine)."""
+    sampler's VQ-SVAE; returns the joined ``model.pt``. ``resume_from``, continued in an empty ``out_dir``
+    (e.g. on another machine): with ``cfg.init``, the compact ``sdid/resume.pt`` of a run of the same init and
+    options; without, the compact ``vq/resume.pt`` of a two-stage run of the same options, whose VQ stage it
+    continues (the long stage; the SDID stage then starts as usual)."""
     cfg.validate()
-    if resume_from is not None and cfg.init is None:
-        raise SpikediffError("resume_from continues the SDID stage of an init run; a two-stage run resumes from "
-                             "its out_dir")
     init = load_init(cfg.init) if cfg.init is not None else None
     with run_directory(out_dir) as out:
         device = resolve_device(cfg.device)
@@ -131,7 +140,7 @@ def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = T
             raise SpikediffError(f"dataset {cfg.data}: no training images")
 
         if init is None:
-            vq = _train_vq(cfg, data, out / "vq", device, progress, log)
+            vq = _train_vq(cfg, data, out / "vq", device, progress, log, resume_from=resume_from)
             done_vq = load_raw(out / "vq" / "model.pt")["train"]
             stamp = {"vq_steps": cfg.vq_steps}
         else:
@@ -141,7 +150,7 @@ def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = T
         tokens = _tokens(cfg, vq, data, out / "tokens.pt", progress, stamp)
         sdid = _train_sdid(cfg, tokens, out / "sdid", device, progress, log, vq,
                            init_state=None if init is None else widened_state(init[0].sdid, cfg.sdid, cfg.seed),
-                           vq_sha256=stamp.get("vq_sha256"), resume_from=resume_from)
+                           vq_sha256=stamp.get("vq_sha256"), resume_from=resume_from if init is not None else None)
         done = load_raw(out / "sdid" / "model.pt")["train"]
         extra = {} if init is None else {"init": str(cfg.init), "init_train": init[1]["train"]}
         result = {**header(cfg), "model": {"vq": vq.state_dict(), "sdid": sdid.state_dict()},
@@ -182,7 +191,8 @@ def _ema_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
     return model.eval().requires_grad_(False)
 
 
-def _train_vq(cfg: VQTrainConfig, data: torch.Tensor, out: Path, device, progress, log) -> SpikingVQVAE:
+def _train_vq(cfg: VQTrainConfig, data: torch.Tensor, out: Path, device, progress, log,
+              resume_from: Path | None = None) -> SpikingVQVAE:
     out.mkdir(exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = SpikingVQVAE(cfg.vq).to(device)
@@ -204,12 +214,12 @@ def _train_vq(cfg: VQTrainConfig, data: torch.Tensor, out: Path, device, progres
             model.quantizer.restart_dead(last_batch["z"], last_batch["codes"], gen)
 
     neurons = {**model.encoder.neuron_counts(), **model.decoder.neuron_counts()}
-    stage_cfg = replace(cfg, steps=cfg.vq_steps, ema_decay=cfg.vq_ema_decay, decay_steps=None)
+    stage_cfg = replace(cfg, steps=cfg.vq_steps, ema_decay=cfg.vq_ema_decay, decay_steps=cfg.vq_decay_steps)
     fit(Stage(model=model, header={**header(cfg), "kind": KIND + ":vq", "model_config": cfg.vq.to_dict()},
-              options={**cfg.options(), "stage": "vq"}, resume_keys=RESUME_KEYS, batch_loss=batch_loss,
+              options={**cfg.options(), "stage": "vq"}, resume_keys=RESUME_KEYS + VQ_RESUME_KEYS, batch_loss=batch_loss,
               desc=f"VQ-SVAE {cfg.data}", on_step=on_step, loss_name="MSE + codebook + commitment",
               rate_norm={k: n * cfg.batch_size * cfg.vq.num_steps for k, n in neurons.items()}),
-        stage_cfg, out, progress, log)
+        stage_cfg, out, progress, log, resume_from=resume_from)
     return _ema_weights(SpikingVQVAE(cfg.vq).to(device), out / "model.pt")
 
 
