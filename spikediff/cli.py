@@ -349,16 +349,17 @@ def _train_latent_decoder(args) -> int:
                          resume_from=args.resume_from)
 
 
-def _check_stage_resume_from(path: Path, stage: str) -> None:
+def _check_stage_resume_from(path: Path, stage: str | tuple) -> None:
     """A stage run's ``--resume-from`` (the decoder's, an ``--init`` run's SDID, a two-stage run's VQ-SVAE) is
     its compact resume file (``OUT/STAGE/resume.pt``), checked now; that it belongs to the same ``--init`` and
     options is checked once the run knows them."""
     from .checkpoint import load_raw
 
+    stages = (stage,) if isinstance(stage, str) else stage
     ckpt = load_raw(path)
-    if "ema_half" not in ckpt or not str(ckpt.get("kind", "")).endswith(f":{stage}"):
-        raise SpikediffError(f"--resume-from {path}: not the compact resume file of a {stage} run (OUT/{stage}/"
-                             f"resume.pt)")
+    if "ema_half" not in ckpt or not str(ckpt.get("kind", "")).endswith(tuple(f":{s}" for s in stages)):
+        raise SpikediffError(f"--resume-from {path}: not the compact resume file of a {' or '.join(stages)} run "
+                             f"({' or '.join(f'OUT/{s}/resume.pt' for s in stages)})")
 
 
 def _train_spiking_vq(args) -> int:
@@ -367,8 +368,8 @@ def _train_spiking_vq(args) -> int:
 
     if args.init is not None:
         load_init(args.init)  # refused now rather than after the training set is loaded
-    if args.resume_from is not None:  # an --init run has only the SDID stage; a two-stage run moves in its VQ stage
-        _check_stage_resume_from(args.resume_from, "sdid" if args.init else "vq")
+    if args.resume_from is not None:  # an --init run has only the SDID stage; a two-stage run moves in either
+        _check_stage_resume_from(args.resume_from, "sdid" if args.init else ("vq", "sdid"))
     v, d = VQConfig(), TokenDenoiserConfig()
     neuron = dict(num_steps=args.snn_steps, beta=args.beta, threshold=args.threshold, readout_alpha=args.readout_alpha)
     vq = VQConfig(channels=args.channels or v.channels, codebook_size=args.codebook_size, code_dim=args.code_dim, **neuron)
@@ -898,7 +899,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="[default: 0.0001; latent-decoder 1e-05]")
     ld.add_argument("--resume-from", type=Path, help="a run's compact resume.pt: continue it in an empty --out "
                                                      "(latent-ddim and fsddim; latent-decoder: OUT/decoder/resume.pt, "
-                                                     "spiking-vq: OUT/vq/resume.pt, or with --init OUT/sdid/resume.pt; "
+                                                     "spiking-vq: OUT/vq/resume.pt or OUT/sdid/resume.pt; "
                                                      "each with the run's --init and options)")
     ld.add_argument("--init", help="start from the weights of this latent-ddim checkpoint; latent-decoder: the "
                                    "latent-ddim or spiking-vq sampler whose decoder to train (OUT/model.pt is it with "

@@ -281,10 +281,10 @@ def test_two_stage_training_learns_resumes_and_samples(tmp_path):
                                                 warmup=1), tmp_path / "adv", progress=False, log=lambda _m: None)
 
 
-def test_the_vq_stage_decays_and_moves_to_another_machine(tmp_path):
+def test_both_stages_decay_and_move_to_another_machine(tmp_path):
     """The VQ-SVAE stage (the long one) anneals with --vq-decay-steps and continues from its compact file in an
-    empty --out; the SDID stage then starts there as usual. A file of other options, or of the SDID stage, is
-    refused in one line."""
+    empty --out, the SDID stage then starting there as usual; the SDID stage continues from its own compact
+    file, which carries the finished VQ-SVAE. Files of other options are refused in one line."""
     from spikediff.train.trainer import learning_rate
 
     cfg = _tiny_cfg(vq_steps=40, steps=4, vq_decay_steps=30, lr_min=1e-5, checkpoint_every=20, log_every=10)
@@ -309,6 +309,25 @@ def test_the_vq_stage_decays_and_moves_to_another_machine(tmp_path):
                          log=lambda _m: None, resume_from=compact)
     with pytest.raises(SpikediffError, match="--vq-decay-steps 5 must be after the warm-up"):
         dataclasses.replace(cfg, vq_decay_steps=5).validate()
+
+    # the SDID stage moves too: its compact file carries the finished VQ-SVAE in float32
+    sdid_file = tmp_path / "sdid-resume.pt"
+    sdid_file.write_bytes((tmp_path / "moved" / "sdid" / "resume.pt").read_bytes())
+    messages = []
+    longer = dataclasses.replace(cfg, steps=6)
+    path = train_spiking_vq(longer, tmp_path / "sdid-moved", progress=False, log=messages.append,
+                            resume_from=sdid_file)
+    assert any("came finished" in m for m in messages) and any("step 4/6" in m for m in messages), messages
+    assert not (tmp_path / "sdid-moved" / "vq" / "last.pt").exists()  # no VQ stage trained here
+    before, after = load_raw(tmp_path / "moved" / "model.pt"), load_raw(path)
+    assert all(torch.equal(v, after["model"]["vq"][k]) for k, v in before["model"]["vq"].items())
+    assert (after["train"]["vq_step"], after["train"]["step"]) == (40, 6)
+    messages = []  # the same command again in that directory: nothing retrained
+    train_spiking_vq(longer, tmp_path / "sdid-moved", progress=False, log=messages.append)
+    assert any("came finished" in m for m in messages) and any("already trained" in m for m in messages), messages
+    other = dataclasses.replace(longer, vq=dataclasses.replace(longer.vq, code_dim=5))
+    with pytest.raises(SpikediffError, match="its VQ-SVAE differs from this command's in code_dim"):
+        train_spiking_vq(other, tmp_path / "sdid-other", progress=False, log=lambda _m: None, resume_from=sdid_file)
 
 
 def load_raw_model(run):
@@ -446,9 +465,11 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
                  str(tuned / "sdid" / "resume.pt"), "--out", str(moved)]) == 0
     assert "continuing from the compact file" in capsys.readouterr().out
     assert load_raw(moved / "model.pt")["train"]["step"] == 4
-    for bad, message in ((dec / "model.pt", "not the compact resume file of a sdid run"),
-                         (tuned / "sdid" / "resume.pt", "not the compact resume file of a vq run")):
-        init = ["--init", str(dec / "model.pt")] if "sdid run" in message else []
+    for bad, with_init, message in ((dec / "model.pt", True, "not the compact resume file of a sdid run"),
+                                    (tuned / "sdid" / "resume.pt", False, "carries no VQ-SVAE"),
+                                    (dec / "decoder" / "resume.pt", False,
+                                     "not the compact resume file of a vq or sdid run")):
+        init = ["--init", str(dec / "model.pt")] if with_init else []
         assert main(["train", "--model", "spiking-vq", *init, "--data", "digits", "--resume-from", str(bad),
                      "--out", str(tmp_path / "bad-sdid-resume"), "--quiet"]) == 2
         err = capsys.readouterr().err

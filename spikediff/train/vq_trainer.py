@@ -119,9 +119,14 @@ def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = T
     """Both stages into ``out_dir`` (resuming what is there), or with ``cfg.init`` the SDID stage alone on the
     sampler's VQ-SVAE; returns the joined ``model.pt``. ``resume_from``, continued in an empty ``out_dir``
     (e.g. on another machine): with ``cfg.init``, the compact ``sdid/resume.pt`` of a run of the same init and
-    options; without, the compact ``vq/resume.pt`` of a two-stage run of the same options, whose VQ stage it
-    continues (the long stage; the SDID stage then starts as usual)."""
+    options; without, either compact file of a two-stage run of the same options: ``vq/resume.pt`` continues
+    its VQ stage (the SDID stage then starts as usual), ``sdid/resume.pt`` its SDID stage on the finished
+    VQ-SVAE that file carries."""
     cfg.validate()
+    vq_resume = sdid_resume = None
+    if resume_from is not None:
+        moved = cfg.init is None and str(load_raw(resume_from).get("kind", "")).endswith(":vq")
+        vq_resume, sdid_resume = (resume_from, None) if moved else (None, resume_from)
     init = load_init(cfg.init) if cfg.init is not None else None
     with run_directory(out_dir) as out:
         device = resolve_device(cfg.device)
@@ -140,7 +145,9 @@ def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = T
             raise SpikediffError(f"dataset {cfg.data}: no training images")
 
         if init is None:
-            vq = _train_vq(cfg, data, out / "vq", device, progress, log, resume_from=resume_from)
+            if sdid_resume is not None:
+                _carry_vq(cfg, sdid_resume, out / "vq")
+            vq = _train_vq(cfg, data, out / "vq", device, progress, log, resume_from=vq_resume)
             done_vq = load_raw(out / "vq" / "model.pt")["train"]
             stamp = {"vq_steps": cfg.vq_steps}
         else:
@@ -150,7 +157,9 @@ def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = T
         tokens = _tokens(cfg, vq, data, out / "tokens.pt", progress, stamp)
         sdid = _train_sdid(cfg, tokens, out / "sdid", device, progress, log, vq,
                            init_state=None if init is None else widened_state(init[0].sdid, cfg.sdid, cfg.seed),
-                           vq_sha256=stamp.get("vq_sha256"), resume_from=resume_from if init is not None else None)
+                           vq_sha256=stamp.get("vq_sha256"), resume_from=sdid_resume,
+                           carry=None if init is not None else {"model_config": cfg.vq.to_dict(),
+                                                                "model": vq.state_dict(), "train": done_vq})
         done = load_raw(out / "sdid" / "model.pt")["train"]
         extra = {} if init is None else {"init": str(cfg.init), "init_train": init[1]["train"]}
         result = {**header(cfg), "model": {"vq": vq.state_dict(), "sdid": sdid.state_dict()},
@@ -191,9 +200,34 @@ def _ema_weights(model: torch.nn.Module, path: Path) -> torch.nn.Module:
     return model.eval().requires_grad_(False)
 
 
+def _carry_vq(cfg: VQTrainConfig, path: Path, out: Path) -> None:
+    """The finished VQ-SVAE that a two-stage run's compact SDID file carries, written as the VQ stage's
+    ``model.pt`` in ``out`` (marked as carried, so that the same command in the same directory trains no VQ
+    stage again); refused in one line if the file carries none or another configuration."""
+    carried = load_raw(path).get("vq_svae")
+    if not isinstance(carried, dict) or not {"model_config", "model", "train"} <= set(carried):
+        raise SpikediffError(f"--resume-from {path}: carries no VQ-SVAE (an SDID file of a two-stage run carries it "
+                             f"since --vq-decay-steps was added; an --init run's needs its --init)")
+    if carried["model_config"] != cfg.vq.to_dict():
+        differ = sorted(k for k in set(carried["model_config"]) | set(cfg.vq.to_dict())
+                        if carried["model_config"].get(k) != cfg.vq.to_dict().get(k))
+        raise SpikediffError(f"--resume-from {path}: its VQ-SVAE differs from this command's in "
+                             f"{', '.join(differ)}; use the run's options")
+    out.mkdir(exist_ok=True)
+    if not (out / "last.pt").exists():
+        save_atomic({**header(cfg), "kind": KIND + ":vq", "model_config": carried["model_config"],
+                     "model": carried["model"], "train": {**carried["train"], "carried_from": str(path)}},
+                    out / "model.pt")
+
+
 def _train_vq(cfg: VQTrainConfig, data: torch.Tensor, out: Path, device, progress, log,
               resume_from: Path | None = None) -> SpikingVQVAE:
     out.mkdir(exist_ok=True)
+    if not (out / "last.pt").exists() and (out / "model.pt").exists():
+        carried = load_raw(out / "model.pt")["train"].get("carried_from")
+        if carried is not None:  # the stage was finished elsewhere and came with a compact SDID file
+            log(f"the VQ-SVAE stage came finished with {carried}")
+            return _ema_weights(SpikingVQVAE(cfg.vq).to(device), out / "model.pt")
     torch.manual_seed(cfg.seed)
     model = SpikingVQVAE(cfg.vq).to(device)
     last_batch = {}
@@ -243,7 +277,9 @@ def _tokens(cfg: VQTrainConfig, vq: SpikingVQVAE, data: torch.Tensor, path: Path
 
 def _train_sdid(cfg: VQTrainConfig, tokens: torch.Tensor, out: Path, device, progress, log, vq: SpikingVQVAE,
                 init_state: dict | None = None, vq_sha256: str | None = None,
-                resume_from: Path | None = None) -> SpikingTokenDenoiser:
+                resume_from: Path | None = None, carry: dict | None = None) -> SpikingTokenDenoiser:
+    """``carry``: a two-stage run's finished VQ-SVAE (config, float32 EMA weights, its stage's record), in
+    every file of the stage, so that its compact file alone continues the run elsewhere."""
     out.mkdir(exist_ok=True)
     torch.manual_seed(cfg.seed)
     model = SpikingTokenDenoiser(cfg.sdid).to(device)
@@ -260,7 +296,9 @@ def _train_sdid(cfg: VQTrainConfig, tokens: torch.Tensor, out: Path, device, pro
         return loss
 
     before_step = before_step_hook(cfg, SpikingVQDiffusion(vq, model, cfg.mask_schedule))
-    fit(Stage(model=model, header={**header(cfg), "kind": KIND + ":sdid", "model_config": cfg.sdid.to_dict()},
+    carried = {} if carry is None else {"vq_svae": {**carry, "model": {k: v.cpu() for k, v in carry["model"].items()}}}
+    fit(Stage(model=model, header={**header(cfg), "kind": KIND + ":sdid", "model_config": cfg.sdid.to_dict(),
+                                   **carried},
               options={**cfg.options(), "stage": "sdid", "vq_sha256": vq_sha256},
               resume_keys=RESUME_KEYS + SDID_RESUME_KEYS, batch_loss=batch_loss, desc=f"SDID {cfg.data}",
               loss_name="cross-entropy on masked tokens", init_state=init_state, before_step=before_step,
