@@ -2,6 +2,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -35,3 +36,18 @@ def run_cli(*args, timeout=300, env=None):
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "spikediff", *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env=full_env)
+
+
+@pytest.fixture
+def cli(capsys):
+    """``spikediff ...`` in this interpreter (no start-up of its own: the CLI's exit status and output as
+    ``run_cli`` gives them, for tests that need no fresh process)."""
+    from spikediff.cli import main
+
+    def run(*args):
+        capsys.readouterr()
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+    return run

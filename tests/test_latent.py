@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
 
 from spikediff.diffusion import NoiseSchedule, kinds
 from spikediff.diffusion.sampler import initial_noise
@@ -135,32 +134,32 @@ def test_quantization_aware_training_of_the_decoder_uses_its_deployed_grid():
         QAT(model, SCHEDULE, role="readout")
 
 
-def test_cli_trains_samples_exports_and_reports_a_latent_sampler(tmp_path):
+def test_cli_trains_samples_exports_and_reports_a_latent_sampler(tmp_path, cli):
     run = tmp_path / "run"
-    res = run_cli("train", "--model", "latent-ddim", "--data", "mnist", "--data-limit", "64", "--steps", "4",
-                  "--batch-size", "8", "--channels", "4", "--hidden", "8", "--blocks", "1", "--qat-from", "2",
-                  "--out", run, "--quiet", timeout=600)
+    res = cli("train", "--model", "latent-ddim", "--data", "mnist", "--data-limit", "64", "--steps", "4",
+              "--batch-size", "8", "--channels", "4", "--hidden", "8", "--blocks", "1", "--qat-from", "2",
+              "--out", run, "--quiet")
     assert res.returncode == 0, res.stderr
     assert (run / "resume.pt").is_file() and (run / "latents.pt").is_file()
     # the compact file continues the run in an empty folder, as on another machine
     moved = tmp_path / "moved"
-    res = run_cli("train", "--model", "latent-ddim", "--data", "mnist", "--data-limit", "64", "--steps", "6",
-                  "--batch-size", "8", "--channels", "4", "--hidden", "8", "--blocks", "1", "--qat-from", "2",
-                  "--out", moved, "--resume-from", run / "resume.pt", "--quiet", timeout=600)
+    res = cli("train", "--model", "latent-ddim", "--data", "mnist", "--data-limit", "64", "--steps", "6",
+              "--batch-size", "8", "--channels", "4", "--hidden", "8", "--blocks", "1", "--qat-from", "2",
+              "--out", moved, "--resume-from", run / "resume.pt", "--quiet")
     assert res.returncode == 0, res.stderr
     start, end = (torch.load(f, weights_only=True) for f in (run / "resume.pt", moved / "last.pt"))
     assert start["step"] == 4 and end["step"] == 6
     assert any(not torch.equal(start["model"][k].float(), v.float()) for k, v in end["model"].items()
                if v.is_floating_point())  # it trained on from the file's weights
-    res = run_cli("sample", run / "model.pt", "--backend", "lava", "--fixed-point", "-n", "2", "--steps", "2",
-                  "--solver", "dpm++", "-o", tmp_path / "s.png", timeout=600)
+    res = cli("sample", run / "model.pt", "--backend", "lava", "--fixed-point", "-n", "2", "--steps", "2",
+              "--solver", "dpm++", "-o", tmp_path / "s.png")
     assert res.returncode == 0, res.stderr
     assert "identical to spikediff's bit-exact simulator" in res.stdout and "decoder on Lava" in res.stdout
-    res = run_cli("export", run / "model.pt", "-o", tmp_path / "l.nir", "--onnx", tmp_path / "l.onnx")
+    res = cli("export", run / "model.pt", "-o", tmp_path / "l.nir", "--onnx", tmp_path / "l.onnx")
     assert res.returncode == 0, res.stderr
     for name in ("l.denoiser.nir", "l.decoder.nir", "l.denoiser.onnx", "l.decoder.onnx"):
         assert (tmp_path / name).stat().st_size > 0, name
-    res = run_cli("report", run / "model.pt", "-n", "2", "--steps", "2", "-o", tmp_path / "rep", "--quiet")
+    res = cli("report", run / "model.pt", "-n", "2", "--steps", "2", "-o", tmp_path / "rep", "--quiet")
     assert res.returncode == 0, res.stderr
 
     rep = json.loads((tmp_path / "rep" / "report.json").read_text())
@@ -168,9 +167,9 @@ def test_cli_trains_samples_exports_and_reports_a_latent_sampler(tmp_path):
 
     # the decoder stage: the sampler's decoder trained on its frozen encoder's latents, joined into one sampler
     dec = tmp_path / "dec"
-    res = run_cli("train", "--model", "latent-decoder", "--init", run / "model.pt", "--data", "mnist", "--data-limit",
-                  "64", "--steps", "3", "--batch-size", "8", "--latent-noise", "0.1", "--qat-from", "1", "--out", dec,
-                  "--quiet", timeout=600)
+    res = cli("train", "--model", "latent-decoder", "--init", run / "model.pt", "--data", "mnist", "--data-limit",
+              "64", "--steps", "3", "--batch-size", "8", "--latent-noise", "0.1", "--qat-from", "1", "--out", dec,
+              "--quiet")
     assert res.returncode == 0, res.stderr
     assert "reconstruction MSE" in res.stdout and (dec / "decoder" / "resume.pt").is_file()
     # quantization-aware from step 1: the decoder's run trained on the decoder's fixed-point grid
@@ -184,13 +183,13 @@ def test_cli_trains_samples_exports_and_reports_a_latent_sampler(tmp_path):
         moved = key.startswith("decoder.") and key.endswith(("weight", "bias"))
         assert torch.equal(value, after["autoencoder"][key]) != moved, key
     assert all(torch.equal(v, after["model"][k]) for k, v in before["model"].items())
-    res = run_cli("sample", dec / "model.pt", "--backend", "torch", "-n", "2", "--steps", "2", "-o", tmp_path / "d.png")
+    res = cli("sample", dec / "model.pt", "--backend", "torch", "-n", "2", "--steps", "2", "-o", tmp_path / "d.png")
     assert res.returncode == 0, res.stderr
     # run again: nothing left to train, joined again; a checkpoint of another kind is refused in one line
-    res = run_cli("train", "--model", "latent-decoder", "--init", run / "model.pt", "--data", "mnist", "--data-limit",
-                  "64", "--steps", "3", "--batch-size", "8", "--latent-noise", "0.1", "--out", dec, "--quiet")
+    res = cli("train", "--model", "latent-decoder", "--init", run / "model.pt", "--data", "mnist", "--data-limit",
+              "64", "--steps", "3", "--batch-size", "8", "--latent-noise", "0.1", "--out", dec, "--quiet")
     assert res.returncode == 0 and "already trained" in res.stdout, res.stderr
-    res = run_cli("train", "--model", "latent-decoder", "--init", "mnist", "--out", tmp_path / "bad", "--quiet")
+    res = cli("train", "--model", "latent-decoder", "--init", "mnist", "--out", tmp_path / "bad", "--quiet")
     assert res.returncode == 2 and "not a latent-ddim or spiking-vq sampler" in res.stderr
     assert len(res.stderr.splitlines()) == 1
     assert not (tmp_path / "bad").exists()

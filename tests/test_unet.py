@@ -215,8 +215,10 @@ def test_the_ann_twin_counts_the_natural_network_not_the_derived_kernels_zeros(t
 def test_the_simulator_s_natural_form_of_a_derived_kernel_is_exact(c_in, c_out, k, stride, up, r_in, r_out, grid):
     """``natural_conv``: the natural integer kernel read back out of a derived one gives, through shuffle,
     up-sampling, convolution and unshuffle, the derived convolution to the bit; where an up-sampling merges
-    taps, only if the derived kernel is the derivation of some integer natural kernel."""
-    from spikediff.export.natural_conv import NaturalConv, S2DGeometry, natural_kernel
+    taps, only if the derived kernel is the derivation of some integer natural kernel. Every derived kernel,
+    merged taps rounded apart included, runs phase by phase to the bit; a weight where the form has a zero
+    leaves both forms to the dense convolution."""
+    from spikediff.export.natural_conv import NaturalConv, S2DGeometry, natural_kernel, phase_split
 
     layer = S2DSynapse(c_in, c_out, k, stride=stride, upsample=up, r_in=r_in, r_out=r_out, bias=False).double()
     with torch.no_grad():
@@ -225,21 +227,32 @@ def test_the_simulator_s_natural_form_of_a_derived_kernel_is_exact(c_in, c_out, 
     w = derived.weight.detach().numpy()
     geometry = S2DGeometry(r_in, r_out, k, stride, up)
     assert geometry.mismatch(w.shape, derived.stride, derived.padding, derived.dilation, derived.groups) == ""
-    natural = natural_kernel(w, geometry)
-    merged = up > 1 and k > 1  # some tap never lands alone: read out by difference, or not at all
-    if merged:
-        assert natural is None
-        return
-    np.testing.assert_array_equal(natural, layer.weight.detach().numpy())
+    natural, trained = natural_kernel(w, geometry), layer.weight.detach().numpy().copy()
     x = _ints(3, c_in * r_in ** 2, grid, grid, low=0, high=2, seed=4)
-    assert torch.equal(NaturalConv(torch.as_tensor(natural), geometry)(x), derived(x))
     with torch.no_grad():
         layer.weight.fill_(1.0)
     structural = deployable(layer).weight.detach().numpy() == 0  # zeros of the form, whatever the weights
-    if structural.any():  # a weight where the form has a zero: no natural kernel derives it
+    # the derived kernel as quantization leaves it: every weight the form allows rounded on its own
+    rounded = np.where(structural, 0, w + _ints(*w.shape, low=-1, high=2, seed=5).numpy())
+
+    def dense(kernel):
+        return F.conv2d(x, torch.as_tensor(kernel), None, derived.stride, derived.padding)
+
+    for kernel in (w, rounded):
+        split = phase_split(kernel, geometry, derived.stride, derived.padding)
+        assert split is not None and torch.equal(split(x), dense(kernel)) and dense(kernel).abs().sum() > 0
+    merged = up > 1 and k > 1  # some tap never lands alone: read out by difference, or not at all
+    if merged:
+        assert natural is None and natural_kernel(rounded, geometry) is None
+        assert sum(p[-1].numel() for p in split.parts) < w.size  # fewer products per position than dense
+    else:
+        np.testing.assert_array_equal(natural, trained)
+        assert torch.equal(NaturalConv(torch.as_tensor(natural), geometry)(x), derived(x))
+    if structural.any():  # a weight where the form has a zero: no natural kernel derives it, no split holds it
         w_bad = w.copy()
         w_bad[np.unravel_index(np.argmax(structural), w.shape)] = 1
         assert natural_kernel(w_bad, geometry) is None
+        assert phase_split(w_bad, geometry, derived.stride, derived.padding) is None
 
 
 def test_the_simulator_runs_derived_kernels_in_natural_form_bit_for_bit(tiny, tmp_path):
@@ -261,6 +274,11 @@ def test_the_simulator_runs_derived_kernels_in_natural_form_bit_for_bit(tiny, tm
     dep = compile_graph(back, fixed_point=True)
     sim = Simulator(dep)
     assert set(sim.natural) and set(sim.natural) <= {f.syn.name for f in dep.folded.synapses}
+    from spikediff.export.natural_conv import NaturalConv, PhaseSplitConv
+
+    forms = {type(form) for form in sim.natural.values()}
+    assert forms == {NaturalConv, PhaseSplitConv}  # the up-sampling synapses phase by phase, no derived one dense
+    assert len(sim.natural) == sum(f.conv is not None and f.conv.s2d is not None for f in dep.folded.synapses)
     dense = Simulator(dep, natural=False)
     assert not dense.natural
     rng = np.random.default_rng(0)

@@ -10,9 +10,14 @@ The exporter marks such a Conv2d node with ``metadata["s2d"]`` (``models.s2d.S2D
 natural kernel size, stride and nearest up-sampling). The simulator reads the natural integer kernel back out of
 the derived one and uses it only where deriving it again gives the derived kernel exactly (``natural_kernel``):
 then pixel shuffle, up-sample, convolve and unshuffle sum the same integer products, so the result is the same to
-the bit (float32 is exact for the simulator's integer partial sums, see ``export.simulator``). A derived kernel
-that no natural one explains (an up-sampling that merged two taps which quantization then rounded apart, or a
-hand-edited file) runs dense, as any other convolution. ``benchmarks/unet_simulator.py`` measures the gain.
+the bit (float32 is exact for the simulator's integer partial sums, see ``export.simulator``).
+
+An up-sampling's derived kernel has no natural one: nearest up-sampling lands two fine taps on one coarse pixel,
+and the derived kernel holds their sum, quantized as one weight. Such a kernel runs phase by phase
+(``phase_split``): for each output phase and input phase, one small convolution over only the derived taps the
+geometry lets them share, so the structural zeros are skipped and every remaining product is one the dense
+convolution makes (the same integers, exact). A kernel with a weight where the geometry has a zero (a hand-edited
+file) runs dense, as any other convolution. ``benchmarks/unet_simulator.py`` measures the gain.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import torch.nn.functional as F
 
 from ..models.s2d import S2DGeometry, expand_kernel, placement
 
-__all__ = ["NaturalConv", "S2DGeometry", "natural_kernel"]
+__all__ = ["NaturalConv", "PhaseSplitConv", "S2DGeometry", "natural_kernel", "phase_split"]
 
 
 def natural_kernel(weight: np.ndarray, g: S2DGeometry) -> np.ndarray | None:
@@ -69,3 +74,58 @@ class NaturalConv:
             x = F.interpolate(x, scale_factor=g.upsample, mode="nearest")
         y = F.conv2d(x, self.weight, None, g.stride, g.kernel // 2)
         return F.pixel_unshuffle(y, g.r_out) if g.r_out > 1 else y
+
+
+@dataclass(frozen=True)
+class PhaseSplitConv:
+    """A derived convolution computed one (output phase, input phase) pair at a time, each over the bounding box
+    of the derived taps the pair can share: the dense convolution's nonzero products, without its zeros."""
+
+    parts: tuple  # (py, px, qy, qx, ky0, kx0, kernel (C_out, C_in, kh, kw)) per pair that shares a tap
+    channels: tuple  # (C_out, C_in) of the natural maps
+    geometry: S2DGeometry
+    stride: int
+    padding: tuple  # the derived convolution's (rows, columns)
+    size: int  # the derived kernel's side
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        g, (c_out, c_in), (ph, pw) = self.geometry, self.channels, self.padding
+        n, _, h, w = x.shape
+        h_out = (h + 2 * ph - self.size) // self.stride + 1
+        w_out = (w + 2 * pw - self.size) // self.stride + 1
+        xp = F.pad(x, (pw, pw, ph, ph)).reshape(n, c_in, g.r_in, g.r_in, h + 2 * ph, w + 2 * pw)
+        out = x.new_zeros(n, c_out, g.r_out, g.r_out, h_out, w_out)
+        for py, px, qy, qx, ky0, kx0, kernel in self.parts:
+            y = F.conv2d(xp[:, :, qy, qx, ky0:, kx0:], kernel, None, self.stride)
+            out[:, :, py, px] += y[:, :, :h_out, :w_out]
+        return out.reshape(n, c_out * g.r_out ** 2, h_out, w_out)
+
+
+def phase_split(weight, g: S2DGeometry, stride, padding, dtype=torch.float64, device="cpu") -> PhaseSplitConv | None:
+    """``weight`` (a derived kernel of geometry ``g``) as a ``PhaseSplitConv``, or None if it has a nonzero
+    weight where the geometry has none (then only the dense convolution computes what it says)."""
+    stride, padding = np.broadcast_to(np.asarray(stride), 2), np.broadcast_to(np.asarray(padding), 2)
+    if stride[0] != stride[1]:
+        return None
+    a = placement(g.r_in, g.r_out, g.kernel, g.stride, g.upsample, dtype=torch.float64)[2].numpy()
+    reach = a.sum(3) > 0  # (output phase, input phase, derived tap) per axis: may a natural tap land there
+    ro, ri, size = reach.shape
+    w = np.asarray(weight, dtype=np.float64)
+    if w.ndim != 4 or w.shape[2:] != (size, size) or w.shape[0] % ro ** 2 or w.shape[1] % ri ** 2:
+        return None
+    w6 = w.reshape(w.shape[0] // ro ** 2, ro, ro, w.shape[1] // ri ** 2, ri, ri, size, size)
+    allowed = reach[:, None, :, None, :, None] & reach[None, :, None, :, None, :]  # (py, px, qy, qx, ky, kx)
+    if np.any(w6.transpose(1, 2, 4, 5, 6, 7, 0, 3)[~allowed]):
+        return None
+    parts = []
+    for py in range(ro):
+        for px in range(ro):
+            for qy in range(ri):
+                for qx in range(ri):
+                    ys, xs = np.flatnonzero(reach[py, qy]), np.flatnonzero(reach[px, qx])
+                    if len(ys) and len(xs):
+                        box = w6[:, py, px, :, qy, qx, ys[0]:ys[-1] + 1, xs[0]:xs[-1] + 1]
+                        parts.append((py, px, qy, qx, int(ys[0]), int(xs[0]),
+                                      torch.as_tensor(np.ascontiguousarray(box), dtype=dtype, device=device)))
+    return PhaseSplitConv(tuple(parts), (w6.shape[0], w6.shape[3]), g, int(stride[0]),
+                          (int(padding[0]), int(padding[1])), size)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from . import loihi_arith
-from .natural_conv import NaturalConv, natural_kernel
+from .natural_conv import NaturalConv, natural_kernel, phase_split
 from .plan import CONST
 from .quantize import encode_input
 
@@ -81,7 +81,9 @@ class Simulator:
         p, fx = self.plan, self.fx
         self.order = list(p.populations)  # by latency: a source fires before its targets read it
         self.bias, self.weights = {}, {}
-        self.natural = {}  # s2d-derived conv synapse -> NaturalConv (fixed point only: exact integer sums)
+        # s2d-derived conv synapse -> NaturalConv, or PhaseSplitConv where no natural kernel derives it (fixed point
+        # only: the same integer products as the dense convolution, without its structural zeros)
+        self.natural = {}
         for name in self.order:
             if fx is not None:
                 q = fx.populations[name]
@@ -103,6 +105,10 @@ class Simulator:
                 if kernel is not None:
                     self.natural[f.syn.name] = NaturalConv(torch.as_tensor(kernel, dtype=dtype, device=self.device),
                                                            f.conv.s2d)
+                elif np.all(np.asarray(f.conv.dilation) == 1) and f.conv.groups == 1:
+                    split = phase_split(w, f.conv.s2d, f.conv.stride, f.conv.padding, dtype, self.device)
+                    if split is not None:
+                        self.natural[f.syn.name] = split
         self.history = max([s.delay + (1 if s.recurrent else 0) for s in p.synapses] + [0])
 
     def _deliver(self, f, x: torch.Tensor) -> torch.Tensor:
