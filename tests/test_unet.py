@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from spikediff import SpikediffError
 from spikediff.diffusion import NoiseSchedule
 from spikediff.diffusion.sampler import initial_noise, sample_torch
 from spikediff.export.deployment import compile_graph, compile_sampler
@@ -293,3 +294,36 @@ def test_the_simulator_runs_derived_kernels_in_natural_form_bit_for_bit(tiny, tm
         back.nodes[name].metadata["s2d"] = {**good, **bad}
         with pytest.raises(NirGraphError, match=f"NIR node '{name}': its s2d metadata"):
             compile_graph(back, fixed_point=True)
+
+
+def test_the_mapper_places_space_to_depth_maps_by_their_natural_columns(tiny, monkeypatch):
+    """A map held in space-to-depth layout is taken by the natural map's columns (fine x, then fine y, then
+    channels), so a core holds neighbouring fine positions; by its coarse columns (every phase of every channel
+    of a coarse position on one core) its cores would reach more cores of the next map: more routing entries."""
+    from spikediff.hardware_sim import mapping
+    from spikediff.hardware_sim.connectivity import Connectivity
+    from spikediff.hardware_sim.profiles import load_profile
+
+    dep = compile_graph(to_nir(tiny, NoiseSchedule(1000, "v_prediction")), fixed_point=True)
+    conn = Connectivity(dep.folded, dep.fixed)
+    prof = load_profile("loihi2").with_overrides({"max_neurons_per_core": 16})  # several cores per map
+    factors = {k: r for k, r in mapping.s2d_factors(dep.folded).items() if r > 1 and len(dep.plan.shapes[k]) == 3}
+    assert factors
+    natural = mapping.map_to_cores(dep.folded, conn, prof)
+    for name, r in factors.items():
+        c2, h, w = dep.plan.shapes[name]
+        ind = np.indices((c2 // r ** 2, r, r, h, w)).reshape(5, -1)  # NIR order: channel c r^2 + py r + px
+        fine_x = ind[4] * r + ind[2]
+        owner = natural.core_of[name]
+        assert len(np.unique(owner)) > 1, name
+        for core in np.unique(owner):
+            xs = np.unique(fine_x[owner == core])
+            assert xs[-1] - xs[0] + 1 == len(xs), (name, core)  # neighbouring fine columns
+        order = mapping.neuron_order((c2, h, w), s2d=r)
+        assert np.all(np.diff(owner[order]) >= 0)
+    monkeypatch.setattr(mapping, "s2d_factors", lambda _folded: {})
+    coarse = mapping.map_to_cores(dep.folded, conn, prof)
+    entries = [sum(c.fan_out_axons for c in m.cores) for m in (natural, coarse)]
+    assert entries[0] < entries[1], entries
+    with pytest.raises(SpikediffError, match="cannot be in space-to-depth layout at factor 2"):
+        mapping.neuron_order((3, 4, 4), s2d=2)

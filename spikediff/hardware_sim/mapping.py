@@ -25,7 +25,9 @@ What a core holds (the profile decides which rules apply):
 Policies: ``fewest`` (each core takes the longest run of neurons that fits: the fewest cores), ``lava`` (an
 image population cut into slices of whole columns, a power of two wide, the widest that fits, as Lava's
 compiler cut PilotNet; flat ones as ``fewest``), ``balanced`` (a given number of cores per population, cut
-so that each holds the same work: what the least-energy mapping uses, see ``balance``).
+so that each holds the same work: what the least-energy mapping uses, see ``balance``). ``fewest`` and
+``balanced`` take a map held in space-to-depth layout by the natural map's columns (``neuron_order``), so
+that its cores reach as few cores of the next map as the natural network's would; ``lava`` by its own.
 
 Routing entries and fan-out depend on where the targets are, so they are counted afterwards; a core over its
 budget or its fan-out limit has its population re-split into smaller cores until all fit. Cores fill chips
@@ -119,14 +121,36 @@ class Mapping:
                                                          for k in keys}}
 
 
-def neuron_order(shape: tuple, lava_perm=None) -> np.ndarray:
-    """NIR flat indices in Lava's order, the order cores take them: an image by columns (x slowest, then y,
-    channels fastest); a flat population fed by flattened convs in Lava's flatten order (``lava_perm``)."""
+def neuron_order(shape: tuple, lava_perm=None, s2d: int = 1) -> np.ndarray:
+    """NIR flat indices in the order cores take them: an image by columns (x slowest, then y, channels fastest),
+    as Lava orders it; a flat population fed by flattened convs in Lava's flatten order (``lava_perm``).
+
+    ``s2d`` > 1: the image is a map held in space-to-depth layout at that factor (``models.s2d``), whose channel
+    c r^2 + py r + px at coarse (Y, X) is the natural map's channel c at fine (Y r + py, X r + px). It is taken
+    by the natural map's columns: a core then holds neighbouring fine positions, as the natural network's cores
+    would, instead of whole coarse positions (every phase of every channel), each of which reaches most cores of
+    the next map and fills the routing tables."""
     n = int(np.prod(shape))
+    if len(shape) == 3 and s2d > 1:
+        c, h, w = shape
+        if c % (s2d * s2d):
+            raise SpikediffError(f"a map of {c} channels cannot be in space-to-depth layout at factor {s2d}")
+        return np.arange(n).reshape(c // (s2d * s2d), s2d, s2d, h, w).transpose(4, 2, 3, 1, 0).reshape(-1)
     if len(shape) == 3:
         c, h, w = shape
         return np.arange(n).reshape(c, h, w).transpose(2, 1, 0).reshape(-1)
     return np.arange(n) if lava_perm is None else np.asarray(lava_perm)
+
+
+def s2d_factors(folded) -> dict:
+    """Population -> its space-to-depth factor, read off the derived convolutions it sends or receives
+    (populations no derived convolution touches are absent)."""
+    factors = {}
+    for f in folded.synapses:
+        if f.conv is not None and f.conv.s2d is not None:
+            factors.setdefault(f.syn.src, f.conv.s2d.r_in)
+            factors.setdefault(f.syn.dst, f.conv.s2d.r_out)
+    return factors
 
 
 class Rules:
@@ -331,9 +355,12 @@ def map_to_cores(folded, conn, profile, policy: str = "fewest", cores: dict | No
     p = folded.plan
     caps = {name: rules.max_neurons for name in p.populations}
     perms = population_perms(folded)
+    # Lava's compiler slices a derived convolution's map by its own (coarse) columns; our policies place a map in
+    # space-to-depth layout by the natural map's columns (``neuron_order``)
+    factors = {} if policy == "lava" else s2d_factors(folded)
     split = set()
     for _attempt in range(32):
-        mapping, over = _map_once(folded, conn, rules, caps, perms, policy, cores, work)
+        mapping, over = _map_once(folded, conn, rules, caps, perms, policy, cores, work, factors)
         if not over:
             mapping.limits.update({name: "routing tables" if rules.shared else "fan-out axons" for name in split})
             return mapping
@@ -346,12 +373,12 @@ def map_to_cores(folded, conn, profile, policy: str = "fewest", cores: dict | No
     raise SpikediffError(f"could not satisfy the routing limits of {profile.name} for {', '.join(over)}")
 
 
-def _map_once(folded, conn, rules: Rules, caps: dict, perms: dict, policy: str, cores, work) -> tuple:
+def _map_once(folded, conn, rules: Rules, caps: dict, perms: dict, policy: str, cores, work, factors: dict) -> tuple:
     p = folded.plan
     out_cores, core_of, limits = [], {}, {}
     for name in sorted(p.populations, key=lambda k: (p.latency[k], k)):
         cost = _PopulationCost(folded, conn, name, rules, core_of)
-        order = neuron_order(p.shapes[name], perms.get(name))
+        order = neuron_order(p.shapes[name], perms.get(name), factors.get(name, 1))
         chunks = None
         if policy == "balanced" and cores and name in cores:
             chunks, limits[name] = _balanced(cost, order, caps[name], int(cores[name]), work[name], rules.name)
