@@ -206,8 +206,8 @@ def _carry_vq(cfg: VQTrainConfig, path: Path, out: Path) -> None:
     stage again); refused in one line if the file carries none or another configuration."""
     carried = load_raw(path).get("vq_svae")
     if not isinstance(carried, dict) or not {"model_config", "model", "train"} <= set(carried):
-        raise SpikediffError(f"--resume-from {path}: carries no VQ-SVAE (an SDID file of a two-stage run carries it "
-                             f"since --vq-decay-steps was added; an --init run's needs its --init)")
+        raise SpikediffError(f"--resume-from {path}: carries no VQ-SVAE (an --init run's SDID file continues with "
+                             f"its --init; a two-stage run's from an older spikediff, in its own --out)")
     if carried["model_config"] != cfg.vq.to_dict():
         differ = sorted(k for k in set(carried["model_config"]) | set(cfg.vq.to_dict())
                         if carried["model_config"].get(k) != cfg.vq.to_dict().get(k))
