@@ -1,8 +1,11 @@
+import io
 import os
+import signal
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
-from types import SimpleNamespace
+from typing import NamedTuple
 
 import pytest
 
@@ -38,16 +41,31 @@ def run_cli(*args, timeout=300, env=None):
                           timeout=timeout, cwd=ROOT, env=full_env)
 
 
-@pytest.fixture
-def cli(capsys):
-    """``spikediff ...`` in this interpreter (no start-up of its own: the CLI's exit status and output as
-    ``run_cli`` gives them, for tests that need no fresh process)."""
+
+class CliResult(NamedTuple):
+    """What ``spikediff`` gave: unpacks as (status, stdout, stderr), or read like a CompletedProcess."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run_main(*args, timeout: float = 30) -> CliResult:
+    """``spikediff.cli.main`` in this process (no interpreter start-up, unlike ``run_cli``). A SIGALRM guards
+    against a call that blocks (the FIFO cases), so a regression fails the test instead of hanging the suite."""
     from spikediff.cli import main
 
-    def run(*args):
-        capsys.readouterr()
-        code = main([str(a) for a in args])
-        out = capsys.readouterr()
-        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+    out, err = io.StringIO(), io.StringIO()
 
-    return run
+    def too_long(signum, frame):
+        raise TimeoutError(f"spikediff {' '.join(map(str, args))} blocked for {timeout} s")
+
+    previous = signal.signal(signal.SIGALRM, too_long)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            status = main([str(a) for a in args])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    return CliResult(status, out.getvalue(), err.getvalue())

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import run_main
 
 from spikediff.diffusion import NoiseSchedule, kinds
 from spikediff.diffusion.sampler import initial_noise
@@ -134,7 +135,10 @@ def test_quantization_aware_training_of_the_decoder_uses_its_deployed_grid():
         QAT(model, SCHEDULE, role="readout")
 
 
-def test_cli_trains_samples_exports_and_reports_a_latent_sampler(tmp_path, cli):
+def test_cli_trains_samples_exports_and_reports_a_latent_sampler(tmp_path):
+    def cli(*args):
+        return run_main(*args, timeout=600)
+
     run = tmp_path / "run"
     res = cli("train", "--model", "latent-ddim", "--data", "mnist", "--data-limit", "64", "--steps", "4",
               "--batch-size", "8", "--channels", "4", "--hidden", "8", "--blocks", "1", "--qat-from", "2",

@@ -6,7 +6,6 @@ The Lava worker tests live in test_reliability_lava.py, the generated bad inputs
 """
 
 import gzip
-import io
 import json
 import os
 import pickle
@@ -17,39 +16,19 @@ import subprocess
 import sys
 import time
 import zipfile
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import ROOT
+from conftest import run_main as cli
 
 from spikediff import SpikediffError
 from spikediff.checkpoint import SHIPPED_MODELS, load_model, load_raw
-from spikediff.cli import main
 from spikediff.models import DenoiserConfig, SpikingDenoiser
 from spikediff.train import TrainConfig, train
 
 TINY = dict(channels=4, hidden=16)
-
-
-def cli(*args, timeout: float = 30):
-    """``spikediff.cli.main`` in this process: (status, stdout, stderr). A SIGALRM guards against a call that
-    blocks (the FIFO cases), so a regression fails the test instead of hanging the suite."""
-    out, err = io.StringIO(), io.StringIO()
-
-    def too_long(signum, frame):
-        raise TimeoutError(f"spikediff {' '.join(map(str, args))} blocked for {timeout} s")
-
-    previous = signal.signal(signal.SIGALRM, too_long)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
-    try:
-        with redirect_stdout(out), redirect_stderr(err):
-            status = main([str(a) for a in args])
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
-    return status, out.getvalue(), err.getvalue()
 
 
 def assert_clean_error(status, err, *needles):

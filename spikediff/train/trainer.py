@@ -84,20 +84,23 @@ class TrainConfig:
         return self
 
 
-def check_run_options(cfg, counts: tuple = (), decays: tuple = ("ema_decay",)) -> None:
+def check_run_options(cfg, counts: tuple = (), decays: tuple = ("ema_decay",),
+                      lr_decays: tuple = ("decay_steps",)) -> None:
     """The options every training run shares, checked alike for every kind: step and batch counts (plus
-    ``counts``), the learning rate and, where the run has them, its decay (``lr_min``, ``decay_steps``), and
-    the EMA decays (``decays``)."""
+    ``counts``), the learning rate and, where the run has them, its decays (``lr_min``, and each of
+    ``lr_decays``: a stage's ``decay_steps``), and the EMA decays (``decays``)."""
     for name in ("steps", "batch_size", "checkpoint_every", "log_every", *counts):
         if getattr(cfg, name) < 1:
             raise SpikediffError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
     if not 0 < cfg.lr < 1:
         raise SpikediffError(f"--lr must be in (0, 1), got {cfg.lr}")
-    decay = getattr(cfg, "decay_steps", None)
-    if decay is not None and not 0 <= cfg.lr_min <= cfg.lr:  # without a decay, --lr-min is never reached
-        raise SpikediffError(f"--lr-min must be in [0, --lr], got {cfg.lr_min}")
-    if decay is not None and decay <= cfg.warmup:
-        raise SpikediffError(f"--decay-steps {decay} must be after the warm-up ({cfg.warmup} steps)")
+    for option in lr_decays:
+        decay = getattr(cfg, option, None)
+        if decay is not None and not 0 <= cfg.lr_min <= cfg.lr:  # without a decay, --lr-min is never reached
+            raise SpikediffError(f"--lr-min must be in [0, --lr], got {cfg.lr_min}")
+        if decay is not None and decay <= cfg.warmup:
+            raise SpikediffError(f"--{option.replace('_', '-')} {decay} must be after the warm-up ({cfg.warmup} "
+                                 f"steps)")
     for name in decays:
         if not 0 <= getattr(cfg, name) < 1:
             raise SpikediffError(f"--{name.replace('_', '-')} must be in [0, 1), got {getattr(cfg, name)}")

@@ -69,16 +69,11 @@ class VQTrainConfig:
     sdid: TokenDenoiserConfig = field(default_factory=TokenDenoiserConfig)
 
     def validate(self) -> VQTrainConfig:
-        check_run_options(self, counts=("vq_steps", "restart_every"), decays=("ema_decay", "vq_ema_decay"))
-        if self.vq_decay_steps is not None:
-            if self.init is not None:
-                raise SpikediffError("--vq-decay-steps decays the VQ-SVAE stage's learning rate; an --init run has "
-                                     "no VQ-SVAE stage")
-            if self.vq_decay_steps <= self.warmup:
-                raise SpikediffError(f"--vq-decay-steps {self.vq_decay_steps} must be after the warm-up "
-                                     f"({self.warmup} steps)")
-            if not 0 <= self.lr_min <= self.lr:
-                raise SpikediffError(f"--lr-min must be in [0, --lr], got {self.lr_min}")
+        check_run_options(self, counts=("vq_steps", "restart_every"), decays=("ema_decay", "vq_ema_decay"),
+                          lr_decays=("decay_steps", "vq_decay_steps"))
+        if self.vq_decay_steps is not None and self.init is not None:
+            raise SpikediffError("--vq-decay-steps decays the VQ-SVAE stage's learning rate; an --init run has no "
+                                 "VQ-SVAE stage")
         if self.mask_schedule not in MASK_SCHEDULES:
             raise SpikediffError(f"--mask-schedule {self.mask_schedule!r}: choose one of {', '.join(MASK_SCHEDULES)}")
         check_qat_options(self)
