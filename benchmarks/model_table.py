@@ -195,6 +195,10 @@ def table_body(rows: list, command: str) -> list:
     body += ["| " + " | ".join(c[2](r) for c in columns) + " |" for r in rows]
     body += ["", PUBLISHED_NOTE, "", "Commands behind the rows:", ""]
     body += [f"- `{c}`" for c in dict.fromkeys(r.get("command", command) for r in rows)]
+    refreshed = list(dict.fromkeys(r["costs_command"] for r in rows if r.get("costs_command")))
+    if refreshed:  # kept by the rows, so that a later --merge still says so
+        body += ["", "Activity and cost columns of the rows above measured again with the current cost model: "
+                 + ", ".join(f"`{c}`" for c in refreshed)]
     return body
 
 
@@ -275,9 +279,8 @@ def refresh_costs(out: Path, command: str) -> None:
             model, schedule, _raw = load_model(r["checkpoint"])
             done[key] = cost_fields(model, schedule, cache_dir(r["checkpoint"]) / "report", r["denoising_steps"],
                                     r["checkpoint"])
-        rows.append({"command": old["command"], **r, **done[key]})
-    write_table(out, rows, {}, command, "Models, quality, energy and speed",
-                extra=("", f"Activity and cost columns measured again with the current cost model: `{command}`"))
+        rows.append({"command": old["command"], **r, **done[key], "costs_command": command})
+    write_table(out, rows, {}, command, "Models, quality, energy and speed")
 
 
 def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, command: str,
