@@ -6,6 +6,8 @@ continuous latents (the latent DDIM's ceiling: it decodes latents, not codes), f
 
 Usage: python benchmarks/vq_codebook.py --out benchmarks/results/vq_codebook.md [-n 2000] [--fid 10000]
        [--model mnist-vq=runs/vq-mnist/model.pt ...]   (default: the shipped spiking-vq models)
+A run's VQ-stage checkpoint (runs/NAME/vq/model.pt, last.pt or resume.pt) is read too: its VQ-SVAE can be judged
+before an SDID is trained on its tokens.
 """
 
 from __future__ import annotations
@@ -20,6 +22,23 @@ from _report import write_report
 from spikediff.checkpoint import SHIPPED_MODELS, load_model
 from spikediff.data import load_images, to_model_range
 from spikediff.images import save_grid
+
+
+def load(ckpt: str):
+    """(an object with the VQ-SVAE as ``.vq``, the checkpoint dict): a sampler, or a run's VQ-stage file (EMA)."""
+    from types import SimpleNamespace
+
+    from spikediff.checkpoint import load_raw, resolve
+    from spikediff.models import SpikingVQVAE, VQConfig
+
+    raw = load_raw(resolve(ckpt))
+    if not str(raw.get("kind", "")).endswith(":vq"):
+        model, _, raw = load_model(ckpt)
+        return model, raw
+    vq = SpikingVQVAE(VQConfig(**raw["model_config"]))
+    state = raw.get("ema_full", {}).get("module") or raw.get("ema_half") or raw["model"]
+    vq.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    return SimpleNamespace(vq=vq.eval().requires_grad_(False)), {**raw, "train": raw.get("train") or raw["train_config"]}
 
 
 @torch.no_grad()
@@ -81,7 +100,7 @@ def main() -> None:
     images_dir = args.out.parent / "vq_codebook"
     images_dir.mkdir(parents=True, exist_ok=True)
     for name, ckpt in models.items():
-        model, _, raw = load_model(ckpt)
+        model, raw = load(ckpt)
         r = measure(model, raw["train"]["data"], args.n)
         if args.fid:
             r["reconstruction_fid"] = {"n": args.fid, **reconstruction_fid(model, raw["train"]["data"], args.fid)}
