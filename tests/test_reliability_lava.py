@@ -143,3 +143,28 @@ def test_sigterm_stops_spikediff_sample_on_lava_and_writes_nothing(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert err.strip().splitlines()[-1] == "spikediff: terminated" and "Traceback" not in err, err
     assert not out.exists() and not list(tmp_path.glob("*.part"))  # nothing half-written
+
+
+def _sleep_for_ever():
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # as a Lava worker does
+    while True:
+        time.sleep(1)
+
+
+def test_a_stop_that_hangs_kills_the_workers():
+    """Lava's stop joins its workers; one stuck (a signal in the middle of reading a Var back) would hold the
+    parent for ever. The stop's watchdog kills the workers, which lets the join return."""
+    import multiprocessing
+
+    from spikediff.runtime.session import _stop
+
+    worker = multiprocessing.get_context("fork").Process(target=_sleep_for_ever)
+    worker.start()
+
+    class StuckRun:  # stops the way Lava's runtime does: by joining its workers
+        def stop(self):
+            worker.join()
+
+    start = time.monotonic()
+    _stop(StuckRun(), quiet=False, timeout=1.0)
+    assert not worker.is_alive() and time.monotonic() - start < 30

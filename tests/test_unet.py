@@ -160,12 +160,16 @@ def test_time_maps_are_spatially_constant_and_the_model_is_its_export(tiny):
     torch.testing.assert_close(torch.stack(outs).mean(0), expected, rtol=0, atol=1e-5)
 
 
-def test_lava_float_run_equals_pytorch_spike_for_spike(tiny):
-    """Three denoiser calls in one Lava run: delays align the skips of every depth, resets separate the calls."""
+@pytest.mark.parametrize("compact", [False, True], ids=["dense", "compact"])
+def test_lava_float_run_equals_pytorch_spike_for_spike(tiny, compact):
+    """Three denoiser calls in one Lava run: delays align the skips of every depth, resets separate the calls.
+    Compact: the derived kernels held and run as their natural ones (how the paper's width fits in memory)."""
     from spikediff.runtime.build import build
     from spikediff.runtime.run import run_windows
 
-    net = build(compile_graph(to_nir(tiny), num_steps=tiny.config.num_steps))
+    dep = compile_graph(to_nir(tiny, compact=compact), num_steps=tiny.config.num_steps)
+    assert sum(f.conv is not None and f.conv.compact for f in dep.folded.synapses) == (16 if compact else 0)
+    net = build(dep)
     x, t = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.tensor([999, 500, 20])
     result = run_windows(net, tiny.make_input(x, t).numpy(), record_spikes=True)
     per_call = []
@@ -179,6 +183,49 @@ def test_lava_float_run_equals_pytorch_spike_for_spike(tiny):
         counts = [s[name] for s in per_call]
         assert sum(counts) > 0, name
         np.testing.assert_array_equal(result["spikes"][name].sum(1), counts, err_msg=name)
+
+
+def test_compact_graph_means_the_dense_one(tiny, tmp_path):
+    """A compact graph's kernels are the natural ones, yet ask for the array and get fused()'s exactly; it
+    compiles to the same folded synapses (the dense kernel's up-sampling taps were summed in float32, the compact
+    one's in float64), computes the same currents, and its NIR file is the dense graph's."""
+    import nir
+
+    from spikediff.export.nir_graph import read_graph, write_nir
+    from spikediff.models.s2d import DerivedKernel
+
+    dense, compact = to_nir(tiny), to_nir(tiny, compact=True)
+    held = {k: n.weight for k, n in compact.nodes.items() if isinstance(getattr(n, "weight", None), DerivedKernel)}
+    assert held and all(k in dense.nodes and "s2d" in dense.nodes[k].metadata for k in held)
+    for k, kernel in held.items():
+        assert kernel.shape == dense.nodes[k].weight.shape and kernel.natural.size < kernel.size
+        np.testing.assert_array_equal(np.asarray(kernel), dense.nodes[k].weight, err_msg=k)
+    from spikediff.export.fold import synaptic_input
+
+    a, b = compile_graph(dense), compile_graph(compact)
+    gen = torch.Generator().manual_seed(0)
+    for fa, fb in zip(a.folded.synapses, b.folded.synapses, strict=True):
+        assert fa.syn.name == fb.syn.name and fb.op.out_shape(fb.src_shape) == fa.op.out_shape(fa.src_shape)
+        np.testing.assert_allclose(np.asarray(fb.weight), fa.weight, rtol=2e-6, atol=1e-9, err_msg=fa.syn.name)
+        if fb.conv is not None and fb.conv.compact:  # run the natural way, the same currents
+            x = torch.randint(0, 2, (2, *fa.src_shape), generator=gen).double().numpy()
+            np.testing.assert_allclose(synaptic_input(fb, x), synaptic_input(fa, x), rtol=0, atol=1e-6)
+    # fixed point quantizes the dense derived kernels, whichever form the graph came in
+    qa, qb = compile_graph(dense, fixed_point=True), compile_graph(compact, fixed_point=True)
+    assert not any(f.conv is not None and f.conv.compact for f in qb.folded.synapses)
+    for k, w in qa.fixed.weights.items():
+        np.testing.assert_array_equal(qb.fixed.weights[k], w, err_msg=k)
+    # a compact kernel must be of the geometry its node's metadata names
+    name, other = next((a, b) for a in held for b in held if held[a].geometry != held[b].geometry)
+    compact.nodes[name].metadata = {"s2d": held[other].geometry.to_metadata()}
+    with pytest.raises(SpikediffError, match=f"{name}.*not the geometry its compact kernel"):
+        compile_graph(compact)
+    compact.nodes[name].metadata = dense.nodes[name].metadata
+    write_nir(compact, tmp_path / "compact.nir")
+    again = read_graph(tmp_path / "compact.nir")
+    for k in held:
+        np.testing.assert_array_equal(again.nodes[k].weight, dense.nodes[k].weight)
+    assert isinstance(compact.nodes[next(iter(held))], nir.Conv2d)
 
 
 def test_lava_fixed_point_sampler_equals_the_simulator_images_and_spikes(tiny):

@@ -23,7 +23,7 @@ from types import MappingProxyType
 import numpy as np
 
 from .. import SpikediffError
-from .fold import Folded, fold
+from .fold import Folded, dense_kernels, fold
 from .plan import NirGraphError, Plan, plan
 from .quantize import FixedPoint, calibrate, quantize
 from .split import check_factor, split_readouts
@@ -151,7 +151,7 @@ def compile_graph(graph, *, fixed_point: bool = False, num_steps: int | None = N
     if fixed_point:
         if readout_split is None:
             readout_split = check_factor(meta.get("readout_split", 1), "NIR graph metadata: readout_split")
-        folded = split_readouts(folded, readout_split)
+        folded = split_readouts(dense_kernels(folded), readout_split)
         current = calibrate(folded, calibration) if calibration is not None else None
         fixed = quantize(folded, current, strict=strict)
         for name, err in fixed.errors.items():

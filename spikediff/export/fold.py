@@ -87,9 +87,9 @@ def fold(p: Plan, dt: float) -> Folded:
             if np.ptp(g, axis=1).max() > 0:
                 raise NirGraphError(f"NIR node {s.dst!r}: its input gain r*dt/tau varies within a channel; it cannot be "
                                     f"folded into the weights of {s.name!r}")
-            op = s.op.with_weight(s.op.weight * g[:, 0].reshape(-1, 1, 1, 1))
+            op = s.op.scaled(g[:, 0])
         else:
-            op = s.op.with_weight(s.op.weight * gain.reshape(-1)[:, None])
+            op = s.op.scaled(gain.reshape(-1))
         synapses.append(FoldedSynapse(s, op, shapes[s.src], dst_shape))
         if s.bias is None or not np.any(s.bias != 0):
             continue
@@ -108,3 +108,15 @@ def fold(p: Plan, dt: float) -> Folded:
         else:
             merged[f.syn.dst] = f
     return Folded(p, neurons, bias, tuple(synapses) + tuple(merged.values()))
+
+
+def dense_kernels(folded: Folded) -> Folded:
+    """``folded`` with every compact kernel (a derived kernel held as its natural one, ``models.s2d``) made the
+    dense array: Loihi fixed point quantizes the derived kernel, where an up-sampling's merged taps round as one
+    weight, so a compact graph compiles to fixed point as its dense form would (as large as that is)."""
+    if not any(f.conv is not None and f.conv.compact for f in folded.synapses):
+        return folded
+    synapses = tuple(FoldedSynapse(f.syn, f.op.with_weight(np.asarray(f.weight, dtype=np.float64)), f.src_shape,
+                                   f.dst_shape) if f.conv is not None and f.conv.compact else f
+                     for f in folded.synapses)
+    return Folded(folded.plan, folded.neurons, folded.bias, synapses)

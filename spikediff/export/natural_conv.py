@@ -3,8 +3,9 @@
 A spiking U-Net's exact deployable form holds its decoder maps in space-to-depth (s2d) layout, and each synapse
 between them is one Conv2d whose kernel is derived from a natural k x k kernel (``models.s2d``): each output
 phase holds its own copy of the taps it reads and zeros elsewhere, (r_in r_out)^2 times the natural kernel's
-entries. Lava and a chip run the derived form (a chip stores only the nonzero synapses); a dense convolution
-multiplies every zero, and on those layers the simulator spent most of a U-Net's time.
+entries. Lava and a chip run the derived form (a chip stores only the nonzero synapses; Lava's float path runs a
+compact graph's kernels the natural way, ``runtime.lava_processes.Conv64``); a dense convolution multiplies every
+zero, and on those layers the simulator spent most of a U-Net's time.
 
 The exporter marks such a Conv2d node with ``metadata["s2d"]`` (``models.s2d.S2DGeometry``: the layouts' factors, the
 natural kernel size, stride and nearest up-sampling). The simulator reads the natural integer kernel back out of

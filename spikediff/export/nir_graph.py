@@ -51,14 +51,30 @@ def _synapse(layer: torch.nn.Module, in_shape: tuple, geometry=None):
                       groups=layer.groups, bias=b, metadata={"s2d": geometry.to_metadata()} if geometry else {})
 
 
+def _compact_conv(layer, in_shape: tuple):
+    """A derived Conv2d node whose weight is a ``models.s2d.DerivedKernel`` (the natural kernel, the dense one
+    on request): NIR's type check reads only its shape; ``write_nir`` stores the dense kernel."""
+    import nir
+
+    kernel, b, stride, pad = layer.compact()
+    return nir.Conv2d(input_shape=np.array(in_shape[1:]), weight=kernel, stride=np.array((stride, stride)),
+                      padding=np.array((pad, pad)), dilation=np.array((1, 1)), groups=1,
+                      bias=np.zeros(kernel.shape[0], dtype=np.float32) if b is None else b,
+                      metadata={"s2d": layer.geometry.to_metadata()})
+
+
 def _flatten(shape: tuple):
     import nir
 
     return nir.Flatten(input_type={"input": np.array(shape)}, start_dim=0, end_dim=-1)
 
 
-def to_nir(model: SpikingGraph, schedule=None, metadata: dict | None = None):
+def to_nir(model: SpikingGraph, schedule=None, metadata: dict | None = None, compact: bool = False):
     """The network as a type-checked ``nir.NIRGraph`` (nodes named as in ``model.graph``).
+
+    ``compact``: a synapse between space-to-depth layouts keeps its kernel as the natural one
+    (``models.s2d.DerivedKernel``), so that a U-Net too large for its dense derived kernels still compiles and
+    runs on Lava in floating point; the graph means the same either way.
 
     The model's ``host_metadata()`` (how the host builds the input and reads the output) goes into the
     graph's metadata; with a denoiser's ``NoiseSchedule`` the graph carries everything a DDIM sampler
@@ -75,13 +91,17 @@ def to_nir(model: SpikingGraph, schedule=None, metadata: dict | None = None):
     for target, synapses in model.graph.items():
         flat_target = target == "readout" or any(isinstance(getattr(model, s), torch.nn.Linear) for s, _ in synapses)
         for syn, src in synapses:
-            layer = deployable(getattr(model, syn))
             src_name = src
-            if isinstance(layer, torch.nn.Linear) and len(pop_shape[src]) > 1:
+            if isinstance(getattr(model, syn), torch.nn.Linear) and len(pop_shape[src]) > 1:
                 src_name = f"{syn}_flatten_in"
                 nodes[src_name] = _flatten(pop_shape[src])
                 edges.append((src, src_name))
-            nodes[syn] = _synapse(layer, shapes[syn][0], getattr(getattr(model, syn), "geometry", None))
+            module = getattr(model, syn)
+            geometry = getattr(module, "geometry", None)
+            if compact and geometry is not None:
+                nodes[syn] = _compact_conv(module, shapes[syn][0])
+            else:
+                nodes[syn] = _synapse(deployable(module), shapes[syn][0], geometry)
             edges.append((src_name, syn))
             out_shape = shapes[syn][1]
             if flat_target and len(out_shape) > 1:
@@ -190,8 +210,26 @@ def write_nir(graph, out: str | Path) -> Path:
     if out.suffix != ".nir":
         raise SpikediffError(f"output {out}: NIR files end in .nir")
     with atomic_path(out) as tmp:
-        nir.write(tmp, graph)
+        nir.write(tmp, _dense(graph))
     return out
+
+
+def _dense(graph):
+    """The graph with every compact kernel (``to_nir(..., compact=True)``) as the dense array a NIR file holds."""
+    import copy
+
+    from ..models.s2d import DerivedKernel
+
+    compact = {k for k, n in graph.nodes.items() if isinstance(getattr(n, "weight", None), DerivedKernel)}
+    if not compact:
+        return graph
+    nodes = dict(graph.nodes)
+    for k in compact:
+        nodes[k] = copy.copy(nodes[k])
+        nodes[k].weight = np.asarray(nodes[k].weight)
+    dense = copy.copy(graph)
+    dense.nodes = nodes
+    return dense
 
 
 def export_sampler(model, schedule, out: str | Path) -> list:

@@ -18,6 +18,7 @@ otherwise inferred from the weights (snnTorch writes scalar parameters).
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -34,6 +35,13 @@ DENSE_LIMIT = 1 << 24  # entries of a composed dense matrix (128 MB in float64)
 
 class NirGraphError(SpikediffError):
     pass
+
+
+def is_compact(weight) -> bool:
+    """``weight`` is a derived kernel held as its natural one (``models.s2d.DerivedKernel``). Checked without
+    importing that module (and torch): if it is not loaded, no such kernel exists."""
+    s2d = sys.modules.get(__name__.rsplit(".", 2)[0] + ".models.s2d")
+    return s2d is not None and isinstance(weight, s2d.DerivedKernel)
 
 
 @dataclass(frozen=True)
@@ -54,15 +62,31 @@ class ConvOp:
                 for i, n in enumerate((h, w))]
         return (k[0], int(size[0]), int(size[1]))
 
+    @property
+    def compact(self) -> bool:
+        """The kernel is held as its natural one (``models.s2d.DerivedKernel``)."""
+        return is_compact(self.weight)
+
     def apply(self, x: np.ndarray) -> np.ndarray:
         """(B, C, H, W) -> (B, C_out, H', W'), float64."""
         import torch
 
+        if self.compact:
+            from .natural_conv import NaturalConv
+
+            kernel = torch.from_numpy(np.asarray(self.weight.natural, np.float64))
+            return NaturalConv(kernel, self.weight.geometry)(torch.as_tensor(np.asarray(x, np.float64))).numpy()
         return torch.nn.functional.conv2d(torch.as_tensor(np.asarray(x, np.float64)), torch.as_tensor(self.weight),
                                           None, self.stride, self.padding, self.dilation, self.groups).numpy()
 
     def with_weight(self, weight: np.ndarray) -> ConvOp:
         return ConvOp(weight, self.stride, self.padding, self.dilation, self.groups, self.s2d)
+
+    def scaled(self, per_out: np.ndarray) -> ConvOp:
+        """Output channel c times ``per_out[c]`` (a compact kernel stays compact where it can)."""
+        if self.compact:
+            return self.with_weight(self.weight.scaled(per_out))
+        return self.with_weight(self.weight * np.asarray(per_out).reshape(-1, 1, 1, 1))
 
     def matrix(self, in_shape: tuple):
         """The convolution as a sparse (out, in) matrix over flat NIR-order arrays (scipy CSR; zero weights
@@ -70,7 +94,8 @@ class ConvOp:
         from scipy.sparse import csr_matrix
 
         c_in, h, w = in_shape
-        co, ci_g, kh, kw = self.weight.shape
+        weight = np.asarray(self.weight)
+        co, ci_g, kh, kw = weight.shape
         out = self.out_shape(in_shape)
         o, oy, ox, j, ky, kx = np.meshgrid(np.arange(co), np.arange(out[1]), np.arange(out[2]), np.arange(ci_g),
                                            np.arange(kh), np.arange(kw), indexing="ij")
@@ -78,7 +103,7 @@ class ConvOp:
         x = ox * self.stride[1] - self.padding[1] + kx * self.dilation[1]
         ci = (o // (co // self.groups)) * ci_g + j
         keep = (y >= 0) & (y < h) & (x >= 0) & (x < w)
-        values = self.weight[o, j, ky, kx]
+        values = weight[o, j, ky, kx]
         keep &= values != 0
         rows = ((o * out[1] + oy) * out[2] + ox)[keep]
         cols = ((ci * h + y) * w + x)[keep]
@@ -100,6 +125,9 @@ class DenseOp:
 
     def with_weight(self, weight: np.ndarray) -> DenseOp:
         return DenseOp(weight)
+
+    def scaled(self, per_out: np.ndarray) -> DenseOp:
+        return DenseOp(self.weight * np.asarray(per_out).reshape(-1, 1))
 
 
 @dataclass(frozen=True)
@@ -192,6 +220,9 @@ def _pair(v) -> tuple:
 
 
 def _finite(name: str, field_name: str, value) -> np.ndarray:
+    if is_compact(value):  # checked in its compact form, and kept so
+        _finite(name, field_name, value.natural)
+        return value
     arr = np.asarray(value, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
         raise NirGraphError(f"NIR node {name!r}: {field_name} holds non-finite values (NaN or inf)")
@@ -290,6 +321,9 @@ def _s2d(name: str, node, w: np.ndarray):
         geometry = S2DGeometry.from_metadata(meta)
     except SpikediffError as e:
         raise NirGraphError(f"NIR node {name!r}: its s2d metadata {meta!r}: {e}") from None
+    if is_compact(w) and w.geometry != geometry:
+        raise NirGraphError(f"NIR node {name!r}: its s2d metadata {geometry.to_metadata()} is not the geometry its "
+                            f"compact kernel was derived for ({w.geometry.to_metadata()})")
     why = geometry.mismatch(w.shape, _pair(node.stride), _pair(node.padding), _pair(node.dilation), int(node.groups))
     if why:
         raise NirGraphError(f"NIR node {name!r}: its s2d metadata {geometry.to_metadata()} does not describe its "

@@ -19,7 +19,8 @@ relative to the cell, i.e. coarse offset floor(e / r_in) and input phase e mod r
 stride r_out / (upsample r_in). A derived kernel holds, for each output phase, its own copy of the taps that
 phase uses and zeros for the others: (r_in r_out)^2 times the natural kernel's entries for a convolution between
 two maps of factor r. A Loihi-class chip stores every position's synapses anyway (no zeros), so the synapses that
-count are the natural network's; the compiler and Lava, which hold dense kernels, pay the difference.
+count are the natural network's; the compiler and Lava, which hold dense kernels, pay the difference, except in
+floating point from a compact graph (``DerivedKernel``: the natural kernel standing in for the derived one).
 
 A synapse from a *spatially constant* map (the time branch) writes the same current into every phase:
 ``constant_source`` (exact because its source does not vary across the grid, which the U-Net's tests check).
@@ -128,6 +129,64 @@ class S2DGeometry:
         return ""
 
 
+class DerivedKernel:
+    """A derived kernel held as its natural one: the dense (C_out r_out^2, C_in r_in^2, size, size) kernel's
+    shape and dtype, and its values on request (``np.asarray``), without storing it.
+
+    At the paper's width the dense derived kernels of a U-Net hold 6 G entries (49 GB in float64) where the
+    natural ones hold 51 M, so the compiler and Lava's float path take this form (``to_nir(..., compact=True)``)
+    and compute the natural way (``export.natural_conv.NaturalConv``). Whatever asks for the array gets the
+    dense kernel, exactly ``S2DSynapse.fused``'s, as large as it is: small networks work the same in both forms.
+    Not a dataclass on purpose: ``dataclasses.asdict`` (NIR's serializer) would take it apart.
+    """
+
+    __slots__ = ("natural", "geometry")
+
+    def __init__(self, natural: np.ndarray, geometry: S2DGeometry):
+        natural = np.asarray(natural)
+        if natural.ndim != 4 or natural.shape[2:] != (geometry.kernel, geometry.kernel):
+            raise SpikediffError(f"a derived kernel of geometry {geometry.to_metadata()} needs a natural "
+                                 f"(C_out, C_in, {geometry.kernel}, {geometry.kernel}) kernel, got {natural.shape}")
+        self.natural, self.geometry = natural, geometry
+
+    @property
+    def shape(self) -> tuple:
+        size = self.geometry.derived_conv()[2]
+        co, ci = self.natural.shape[:2]
+        return (co * self.geometry.r_out ** 2, ci * self.geometry.r_in ** 2, size, size)
+
+    @property
+    def ndim(self) -> int:
+        return 4
+
+    @property
+    def dtype(self):
+        return self.natural.dtype
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __array__(self, dtype=None, copy=None):
+        g = self.geometry
+        w = torch.from_numpy(np.ascontiguousarray(self.natural))
+        a = placement(g.r_in, g.r_out, g.kernel, g.stride, g.upsample, dtype=w.dtype)[2]
+        dense = expand_kernel(w, a, g.r_in, g.r_out).numpy()
+        return dense if dtype is None else dense.astype(dtype)
+
+    def scaled(self, per_out: np.ndarray):
+        """The kernel with output channel c (derived order) times ``per_out[c]``: still compact when every phase
+        of a natural channel has one factor, else the dense array."""
+        per_out = np.asarray(per_out, dtype=np.float64).reshape(-1)
+        by_phase = per_out.reshape(self.natural.shape[0], -1)
+        if np.ptp(by_phase, axis=1).max(initial=0) > 0:
+            return np.asarray(self, dtype=np.float64) * per_out.reshape(-1, 1, 1, 1)
+        return DerivedKernel(self.natural.astype(np.float64) * by_phase[:, :1, None, None], self.geometry)
+
+    def __repr__(self) -> str:
+        return f"DerivedKernel(natural {self.natural.shape}, {self.geometry.to_metadata()}, derived {self.shape})"
+
+
 class S2DSynapse(nn.Module):
     """One natural operation (nearest up-sampling, k x k convolution, batch norm) between maps held in s2d layout.
 
@@ -234,6 +293,18 @@ class S2DSynapse(nn.Module):
         if self.depthwise or self.constant_source or (self.r_in, self.r_out, self.upsample) == (1, 1, 1):
             return None
         return S2DGeometry(self.r_in, self.r_out, self.k, self.stride, self.upsample)
+
+    @torch.no_grad()
+    def compact(self) -> tuple:
+        """(``DerivedKernel``, bias, stride, padding) of ``fused()`` with the kernel held as its natural one
+        (float32, as the exporter writes); only for a synapse with a ``geometry``."""
+        g = self.geometry
+        if g is None:
+            raise SpikediffError(f"{self!r} has no derived form apart from its natural one")
+        w, b = self.natural()
+        s, pad, _size = g.derived_conv()
+        bias = None if b is None else b.repeat_interleave(self.r_out ** 2).cpu().numpy().astype(np.float32)
+        return DerivedKernel(w.detach().cpu().numpy().astype(np.float32), g), bias, s, pad
 
     @torch.no_grad()
     def fused(self) -> nn.Conv2d:

@@ -180,9 +180,10 @@ def build(dep, netx: bool = True, netx_dir=None, hardware: bool | None = None) -
             spec = f.conv
             out_shape = lava_shape(spec.out_shape(shapes[s.src]))
             if fx is None:  # float64 throughout (see lava_processes.Conv64)
-                proc = lp.Conv64(weight=w_nir, input_shape=lava_shape(shapes[s.src]), output_shape=out_shape,
-                                 stride=spec.stride, padding=spec.padding, dilation=spec.dilation, groups=spec.groups,
-                                 name=s.name)
+                natural = w_nir.geometry.to_metadata() if spec.compact else None
+                proc = lp.Conv64(weight=w_nir.natural if spec.compact else w_nir, input_shape=lava_shape(shapes[s.src]),
+                                 output_shape=out_shape, stride=spec.stride, padding=spec.padding,
+                                 dilation=spec.dilation, groups=spec.groups, natural=natural, name=s.name)
             else:
                 proc = Conv(weight=conv_weight_to_lava(w_nir), input_shape=lava_shape(shapes[s.src]),
                             padding=spec.padding[::-1], stride=spec.stride[::-1], dilation=spec.dilation[::-1],

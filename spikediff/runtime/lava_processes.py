@@ -132,12 +132,16 @@ class PyLIFClearBitAcc(_ClearOnReset, PyLifResetModelBitAcc):
 class Conv64(AbstractProcess):
     """A convolution synapse in float64 for the floating-point path (Lava's own float Conv computes in
     float32 through torch, so it rounds differently from a float64 reference). Same layout and the same
-    one-step delay as Lava's Conv; the weight is in NIR's (C_out, C_in / groups, kH, kW) correlation form."""
+    one-step delay as Lava's Conv; the weight is in NIR's (C_out, C_in / groups, kH, kW) correlation form.
+
+    ``natural``: a synapse between space-to-depth layouts given by its natural kernel and geometry
+    (``models.s2d.DerivedKernel``; stride, padding and groups are then the geometry's), computed the natural way:
+    the same sums as its derived kernel without storing or multiplying the derived kernel's zeros."""
 
     def __init__(self, *, weight: np.ndarray, input_shape: tuple, output_shape: tuple, stride: tuple,
-                 padding: tuple, dilation: tuple, groups: int, name: str | None = None):
+                 padding: tuple, dilation: tuple, groups: int, natural: dict | None = None, name: str | None = None):
         super().__init__(stride=tuple(stride), padding=tuple(padding), dilation=tuple(dilation), groups=int(groups),
-                         name=name)
+                         natural=natural, name=name)
         self.s_in = InPort(shape=input_shape)
         self.a_out = OutPort(shape=output_shape)
         self.weight = Var(shape=weight.shape, init=np.asarray(weight, dtype=np.float64))
@@ -159,8 +163,14 @@ class PyConv64Float(PyLoihiProcessModel):
         p = self.proc_params
         self.a_out.send(self.a_buf.copy())  # what arrived last step: one step of delay, as Lava's synapses
         x = torch.from_numpy(np.ascontiguousarray(np.asarray(self.s_in.recv(), dtype=np.float64).transpose(2, 1, 0)))
-        out = torch.nn.functional.conv2d(x[None], torch.from_numpy(self.weight), None, p["stride"], p["padding"],
-                                         p["dilation"], p["groups"])[0]
+        if p["natural"] is not None:
+            from ..export.natural_conv import NaturalConv
+            from ..models.s2d import S2DGeometry
+
+            out = NaturalConv(torch.from_numpy(self.weight), S2DGeometry(**p["natural"]))(x[None])[0]
+        else:
+            out = torch.nn.functional.conv2d(x[None], torch.from_numpy(self.weight), None, p["stride"], p["padding"],
+                                             p["dilation"], p["groups"])[0]
         self.a_buf[:] = out.numpy().transpose(2, 1, 0)
 
 
@@ -274,6 +284,40 @@ class PySpikeCounterFixed(_SpikeCounterModel):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, bool, precision=1)
     active: np.ndarray = LavaPyType(np.ndarray, float)
     idle: np.ndarray = LavaPyType(np.ndarray, float)
+
+
+class StepSpikeCounter(AbstractProcess):
+    """A population's spike count at every Lava step, ``counts[time_step - 1]``: what ``run_windows`` reports,
+    without sinking whole spike trains. Lava's ``Var.get`` sends a Var one element per message, so reading the
+    trains of a million neurons took longer than running them; this reads one number per step."""
+
+    def __init__(self, *, shape: tuple, steps: int, name: str | None = None):
+        super().__init__(shape=shape, steps=steps, name=name)
+        self.s_in = InPort(shape=shape)
+        self.counts = Var(shape=(steps,), init=np.zeros(steps))
+
+
+class _StepSpikeCounterModel(PyLoihiProcessModel):
+    def run_spk(self):
+        count = float(np.count_nonzero(self.s_in.recv()))
+        if self.time_step <= self.counts.shape[0]:
+            self.counts[self.time_step - 1] = count
+
+
+@implements(proc=StepSpikeCounter, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("floating_pt")
+class PyStepSpikeCounterFloat(_StepSpikeCounterModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, float)
+    counts: np.ndarray = LavaPyType(np.ndarray, float)
+
+
+@implements(proc=StepSpikeCounter, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PyStepSpikeCounterFixed(_StepSpikeCounterModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, bool, precision=1)
+    counts: np.ndarray = LavaPyType(np.ndarray, float)
 
 
 class HostLoop(AbstractProcess):

@@ -74,12 +74,12 @@ def run_windows(net, inputs, record_spikes: bool = False, target: str = "sim", p
         sinks[pop] = Sink(shape=port.shape, buffer=total)
         port.connect(sinks[pop].a_in)
     spike_sinks = {}
-    if record_spikes:
+    if record_spikes:  # counted per step by the workers: whole trains are slow to read back (StepSpikeCounter)
         for name, (proc, _count) in net.populations.items():
             if name in sinks:
                 continue
-            spike_sinks[name] = Sink(shape=proc.s_out.shape, buffer=total)
-            proc.s_out.connect(spike_sinks[name].a_in)
+            spike_sinks[name] = lp.StepSpikeCounter(shape=proc.s_out.shape, steps=total)
+            proc.s_out.connect(spike_sinks[name].s_in)
     run_cfg, _where = run_config(target, "floating_pt" if net.fixed_point is None else "fixed_pt")
     with lava_session(sources[0], run_cfg) as run:
         done = 0
@@ -90,7 +90,7 @@ def run_windows(net, inputs, record_spikes: bool = False, target: str = "sim", p
                 done += k
                 bar.update(k)
         data = {pop: s.data.get() for pop, s in sinks.items()}
-        spikes = {name: s.data.get() for name, s in spike_sinks.items()}
+        spikes = {name: s.counts.get() for name, s in spike_sinks.items()}
     for pop in readers:  # running sums, a step late -> the readout's state per step
         v = np.moveaxis(data[pop], -1, 0)[1:]
         per_step = v.copy()
@@ -120,7 +120,6 @@ def run_windows(net, inputs, record_spikes: bool = False, target: str = "sim", p
             if s is None:
                 counts = result["outputs"][name].reshape(n, t, -1).sum(-1)
             else:
-                s = np.moveaxis(s, -1, 0).reshape(total, -1).sum(-1)
                 counts = np.stack([s[i * period + lat[name]: i * period + lat[name] + t] for i in range(n)])
             result["spikes"][name] = counts
     return result

@@ -168,16 +168,32 @@ def lava_session(process, run_cfg):
             signal.signal(signum, handler)
 
 
-def _stop(process, quiet: bool) -> None:
-    """Stop the run; if Lava's own stop fails (Ctrl-C can leave a reply to an interrupted command in its
-    queues), kill its workers (they ignore SIGTERM) so that none survives."""
+STOP_TIMEOUT_S = 60.0  # Lava's stop joins its workers; one stuck mid-reply would hold the parent for ever
+
+
+def _kill_workers() -> None:
     import multiprocessing
 
+    for child in multiprocessing.active_children():
+        child.kill()
+        child.join(timeout=5)
+
+
+def _stop(process, quiet: bool, timeout: float = STOP_TIMEOUT_S) -> None:
+    """Stop the run; if Lava's own stop fails (Ctrl-C can leave a reply to an interrupted command in its
+    queues), kill its workers (they ignore SIGTERM) so that none survives. If it hangs (a signal in the middle
+    of reading a Var back left a worker relaying to nobody, and Lava joins it), the workers are killed after
+    ``timeout`` seconds, which lets the join return."""
+    import threading
+
+    watchdog = threading.Timer(timeout, _kill_workers)
+    watchdog.daemon = True
+    watchdog.start()
     try:
         process.stop()
     except Exception:
-        for child in multiprocessing.active_children():
-            child.kill()
-            child.join(timeout=5)
+        _kill_workers()
         if not quiet:
             raise
+    finally:
+        watchdog.cancel()
