@@ -23,8 +23,8 @@ from types import MappingProxyType
 import numpy as np
 
 from .. import SpikediffError
-from .fold import Folded, dense_kernels, fold
-from .plan import NirGraphError, Plan, plan
+from .fold import Folded, fold
+from .plan import NirGraphError, Plan, dense_kernels, plan
 from .quantize import FixedPoint, calibrate, quantize
 from .split import check_factor, split_readouts
 
@@ -145,13 +145,15 @@ def compile_graph(graph, *, fixed_point: bool = False, num_steps: int | None = N
         raise NirGraphError(f"NIR graph: an evaluation needs at least one step, got {num_steps}")
     dt = graph_dt(graph, dt)
     p = plan(graph, dt)
+    if fixed_point:
+        p = dense_kernels(p)
     folded = fold(p, dt)
     notes = []
     fixed = None
     if fixed_point:
         if readout_split is None:
             readout_split = check_factor(meta.get("readout_split", 1), "NIR graph metadata: readout_split")
-        folded = split_readouts(dense_kernels(folded), readout_split)
+        folded = split_readouts(folded, readout_split)
         current = calibrate(folded, calibration) if calibration is not None else None
         fixed = quantize(folded, current, strict=strict)
         for name, err in fixed.errors.items():

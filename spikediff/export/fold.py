@@ -109,14 +109,3 @@ def fold(p: Plan, dt: float) -> Folded:
             merged[f.syn.dst] = f
     return Folded(p, neurons, bias, tuple(synapses) + tuple(merged.values()))
 
-
-def dense_kernels(folded: Folded) -> Folded:
-    """``folded`` with every compact kernel (a derived kernel held as its natural one, ``models.s2d``) made the
-    dense array: Loihi fixed point quantizes the derived kernel, where an up-sampling's merged taps round as one
-    weight, so a compact graph compiles to fixed point as its dense form would (as large as that is)."""
-    if not any(f.conv is not None and f.conv.compact for f in folded.synapses):
-        return folded
-    synapses = tuple(FoldedSynapse(f.syn, f.op.with_weight(np.asarray(f.weight, dtype=np.float64)), f.src_shape,
-                                   f.dst_shape) if f.conv is not None and f.conv.compact else f
-                     for f in folded.synapses)
-    return Folded(folded.plan, folded.neurons, folded.bias, synapses)

@@ -632,3 +632,15 @@ def _latencies(p: Plan) -> dict:
     for name in p.populations:
         visit(name)
     return latency
+
+
+def dense_kernels(p: Plan) -> Plan:
+    """``p`` with every compact kernel (a derived kernel held as its natural one, ``models.s2d``) made the dense
+    array it stands for, the exporter's float32 kernel exactly: Loihi fixed point quantizes the derived kernel,
+    where an up-sampling's merged taps round as one weight, so a compact graph compiles to fixed point to the same
+    integers as its NIR file would (and is as large)."""
+    if not any(s.is_conv and s.op.compact for s in p.synapses):
+        return p
+    synapses = tuple(replace(s, op=s.op.with_weight(np.asarray(s.op.weight))) if s.is_conv and s.op.compact else s
+                     for s in p.synapses)
+    return replace(p, synapses=synapses)
