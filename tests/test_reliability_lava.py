@@ -166,5 +166,6 @@ def test_a_stop_that_hangs_kills_the_workers():
             worker.join()
 
     start = time.monotonic()
-    _stop(StuckRun(), quiet=False, timeout=1.0)
+    with pytest.warns(RuntimeWarning, match="workers were killed"):
+        _stop(StuckRun(), quiet=False, timeout=1.0)
     assert not worker.is_alive() and time.monotonic() - start < 30

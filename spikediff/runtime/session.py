@@ -183,17 +183,27 @@ def _stop(process, quiet: bool, timeout: float = STOP_TIMEOUT_S) -> None:
     """Stop the run; if Lava's own stop fails (Ctrl-C can leave a reply to an interrupted command in its
     queues), kill its workers (they ignore SIGTERM) so that none survives. If it hangs (a signal in the middle
     of reading a Var back left a worker relaying to nobody, and Lava joins it), the workers are killed after
-    ``timeout`` seconds, which lets the join return."""
+    ``timeout`` seconds, which lets the join return; what the run produced was read before, so that is no error
+    of the run (a warning says so)."""
     import threading
 
-    watchdog = threading.Timer(timeout, _kill_workers)
+    fired = []
+
+    def kill():
+        fired.append(True)
+        _kill_workers()
+
+    watchdog = threading.Timer(timeout, kill)
     watchdog.daemon = True
     watchdog.start()
     try:
         process.stop()
     except Exception:
         _kill_workers()
-        if not quiet:
+        if not quiet and not fired:
             raise
     finally:
         watchdog.cancel()
+    if fired:
+        warnings.warn(f"Lava's stop did not finish in {timeout:g} s; its workers were killed", RuntimeWarning,
+                      stacklevel=2)
