@@ -426,7 +426,9 @@ class _Sampler:
         if self._graphs is None:
             from .export.nir_graph import sampler_graphs
 
-            self._graphs = sampler_graphs(self.model, self.schedule)
+            # compact: a U-Net's derived kernels held as their natural ones; Lava's float path runs them so (the
+            # paper's width fits), fixed point makes them dense first (the same integers as the exported files)
+            self._graphs = sampler_graphs(self.model, self.schedule, compact=True)
         return self._graphs
 
     def need_model(self, what: str):

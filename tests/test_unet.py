@@ -1,6 +1,8 @@
 """The spiking U-Net: its derived convolutions equal the natural operations exactly, batch norm folds, and the
 tiny preset runs on Lava spike for spike (float) and bit for bit (fixed point, against the simulator)."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -226,6 +228,30 @@ def test_compact_graph_means_the_dense_one(tiny, tmp_path):
     for k in held:
         np.testing.assert_array_equal(again.nodes[k].weight, dense.nodes[k].weight)
     assert isinstance(compact.nodes[next(iter(held))], nir.Conv2d)
+
+
+def test_cli_samples_a_unet_on_lava_in_compact_form(tmp_path):
+    """`spikediff sample CKPT --backend lava` compiles a U-Net checkpoint's derived kernels in compact form: float
+    Lava draws the float model's images; fixed point is checked against the simulator as for every model."""
+    from conftest import run_main
+    from PIL import Image
+
+    out = tmp_path / "run"
+    res = run_main("train", "--arch", "tiny", "--data", "digits", "--steps", "2", "--batch-size", "4", "--out", out,
+                   "--quiet", timeout=300)
+    assert res.returncode == 0, res.stderr
+    pngs = {b: tmp_path / f"{b}.png" for b in ("lava", "torch", "fixed")}
+    res = run_main("sample", out / "model.pt", "--backend", "lava", "-n", "2", "--steps", "2", "-o", pngs["lava"],
+                   "--quiet", timeout=600)
+    assert res.returncode == 0, res.stderr
+    res = run_main("sample", out / "model.pt", "-n", "2", "--steps", "2", "-o", pngs["torch"], "--quiet", timeout=300)
+    assert res.returncode == 0, res.stderr
+    lava, torch_ = (np.asarray(Image.open(pngs[b]), dtype=np.int64) for b in ("lava", "torch"))
+    assert np.abs(lava - torch_).max() <= 1  # float64 against float32: a pixel may round apart
+    res = run_main("sample", out / "model.pt", "--backend", "lava", "--fixed-point", "-n", "2", "--steps", "2",
+                   "-o", pngs["fixed"], "--quiet", timeout=600)
+    assert res.returncode == 0, res.stderr
+    assert json.loads(pngs["fixed"].with_suffix(".counters.json").read_text())["bit_exact_vs_simulator"] is True
 
 
 def test_lava_fixed_point_sampler_equals_the_simulator_images_and_spikes(tiny):

@@ -141,17 +141,17 @@ def to_nir(model: SpikingGraph, schedule=None, metadata: dict | None = None, com
         raise SpikediffError(f"NIR type check failed for the exported {type(model).__name__}: {exc}") from None
 
 
-def sampler_graphs(model, schedule=None, roles=None) -> dict:
+def sampler_graphs(model, schedule=None, roles=None, compact: bool = False) -> dict:
     """A loaded sampler as the NIR graphs it deploys, {role: graph}, each carrying its kind and role and the
     host-side facts its kind needs (``diffusion.kinds``); the files alone are enough to sample. ``roles``: only
-    these networks (quantization-aware training compiles one)."""
+    these networks (quantization-aware training compiles one). ``compact``: see ``to_nir``."""
     from ..diffusion import kinds
 
     kind = kinds.of_model(model)
     on_grid = getattr(model, "trained_on_grid", ())  # trained quantization-aware (checkpoint.mark_on_grid)
     return {role: to_nir(net, schedule if role == "denoiser" else None,
                          metadata={"kind": kind.name, "role": role, **extra,
-                                   **({"trained_on_grid": True} if role in on_grid else {})})
+                                   **({"trained_on_grid": True} if role in on_grid else {})}, compact=compact)
             for role, (net, extra) in kind.networks(model).items() if roles is None or role in roles}
 
 
