@@ -28,17 +28,13 @@ def load(ckpt: str):
     """(an object with the VQ-SVAE as ``.vq``, the checkpoint dict): a sampler, or a run's VQ-stage file (EMA)."""
     from types import SimpleNamespace
 
-    from spikediff.checkpoint import load_raw, resolve
-    from spikediff.models import SpikingVQVAE, VQConfig
+    from spikediff.checkpoint import load_raw, load_vq_stage, resolve
 
-    raw = load_raw(resolve(ckpt))
-    if not str(raw.get("kind", "")).endswith(":vq"):
+    if not str(load_raw(resolve(ckpt)).get("kind", "")).endswith(":vq"):
         model, _, raw = load_model(ckpt)
         return model, raw
-    vq = SpikingVQVAE(VQConfig(**raw["model_config"]))
-    state = raw.get("ema_full", {}).get("module") or raw.get("ema_half") or raw["model"]
-    vq.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
-    return SimpleNamespace(vq=vq.eval().requires_grad_(False)), {**raw, "train": raw.get("train") or raw["train_config"]}
+    vq, raw = load_vq_stage(ckpt)
+    return SimpleNamespace(vq=vq.requires_grad_(False)), {**raw, "train": raw.get("train") or raw["train_config"]}
 
 
 @torch.no_grad()

@@ -306,6 +306,23 @@ def load_model(path: str | Path | None = None, weights: str = "ema"):
     return model.eval(), schedule, ckpt
 
 
+def load_vq_stage(path: str | Path, weights: str = "ema"):
+    """(VQ-SVAE, checkpoint dict) of a two-stage spiking-vq run's VQ-stage file (``OUT/vq/model.pt``, ``last.pt``
+    or ``resume.pt``): the stage is not a sampler, but its reconstructions can be judged before an SDID is trained
+    on its tokens (``benchmarks/vq_codebook.py``)."""
+    from .models import SpikingVQVAE, VQConfig
+    from .models.vq_diffusion import KIND
+
+    path = resolve(path)
+    ckpt = load_raw(path)
+    if ckpt.get("kind") != KIND + ":vq":
+        raise CheckpointError(f"checkpoint {path}: not the VQ stage of a {KIND} run (its kind: {ckpt.get('kind')!r})")
+    cfg = check_options(path, VQConfig, ckpt["model_config"])
+    vq = _build(path, lambda: SpikingVQVAE(cfg), cfg, "its VQ-SVAE")
+    _load_state(path, vq, _weights(path, ckpt, weights))
+    return vq.eval(), ckpt
+
+
 ON_GRID = "trained_on_grid"  # the network roles of a sampler trained quantization-aware (``train.qat``)
 
 

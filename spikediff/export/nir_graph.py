@@ -91,12 +91,11 @@ def to_nir(model: SpikingGraph, schedule=None, metadata: dict | None = None, com
     for target, synapses in model.graph.items():
         flat_target = target == "readout" or any(isinstance(getattr(model, s), torch.nn.Linear) for s, _ in synapses)
         for syn, src in synapses:
-            src_name = src
-            if isinstance(getattr(model, syn), torch.nn.Linear) and len(pop_shape[src]) > 1:
+            module, src_name = getattr(model, syn), src
+            if isinstance(module, torch.nn.Linear) and len(pop_shape[src]) > 1:
                 src_name = f"{syn}_flatten_in"
                 nodes[src_name] = _flatten(pop_shape[src])
                 edges.append((src, src_name))
-            module = getattr(model, syn)
             geometry = getattr(module, "geometry", None)
             if compact and geometry is not None:
                 nodes[syn] = _compact_conv(module, shapes[syn][0])
@@ -218,9 +217,9 @@ def _dense(graph):
     """The graph with every compact kernel (``to_nir(..., compact=True)``) as the dense array a NIR file holds."""
     import copy
 
-    from ..models.s2d import DerivedKernel
+    from .plan import is_compact
 
-    compact = {k for k, n in graph.nodes.items() if isinstance(getattr(n, "weight", None), DerivedKernel)}
+    compact = {k for k, n in graph.nodes.items() if is_compact(getattr(n, "weight", None))}
     if not compact:
         return graph
     nodes = dict(graph.nodes)

@@ -165,13 +165,20 @@ class PyConv64Float(PyLoihiProcessModel):
         x = torch.from_numpy(np.ascontiguousarray(np.asarray(self.s_in.recv(), dtype=np.float64).transpose(2, 1, 0)))
         if p["natural"] is not None:
             from ..export.natural_conv import NaturalConv
-            from ..models.s2d import S2DGeometry
 
-            out = NaturalConv(torch.from_numpy(self.weight), S2DGeometry(**p["natural"]))(x[None])[0]
+            out = NaturalConv(torch.from_numpy(self.weight), self._geometry())(x[None])[0]  # the Var, not a copy
         else:
             out = torch.nn.functional.conv2d(x[None], torch.from_numpy(self.weight), None, p["stride"], p["padding"],
                                              p["dilation"], p["groups"])[0]
         self.a_buf[:] = out.numpy().transpose(2, 1, 0)
+
+    def _geometry(self):
+        """The natural form's geometry, made (and checked) once per run rather than at every step."""
+        if getattr(self, "_s2d", None) is None:
+            from ..models.s2d import S2DGeometry
+
+            self._s2d = S2DGeometry(**self.proc_params["natural"])
+        return self._s2d
 
 
 class Readout(AbstractProcess):

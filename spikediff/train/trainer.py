@@ -94,11 +94,11 @@ def check_run_options(cfg, counts: tuple = (), decays: tuple = ("ema_decay",),
             raise SpikediffError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(cfg, name)}")
     if not 0 < cfg.lr < 1:
         raise SpikediffError(f"--lr must be in (0, 1), got {cfg.lr}")
-    for option in lr_decays:
-        decay = getattr(cfg, option, None)
-        if decay is not None and not 0 <= cfg.lr_min <= cfg.lr:  # without a decay, --lr-min is never reached
-            raise SpikediffError(f"--lr-min must be in [0, --lr], got {cfg.lr_min}")
-        if decay is not None and decay <= cfg.warmup:
+    decaying = {o: getattr(cfg, o) for o in lr_decays if getattr(cfg, o, None) is not None}
+    if decaying and not 0 <= cfg.lr_min <= cfg.lr:  # without a decay, --lr-min is never reached
+        raise SpikediffError(f"--lr-min must be in [0, --lr], got {cfg.lr_min}")
+    for option, decay in decaying.items():
+        if decay <= cfg.warmup:
             raise SpikediffError(f"--{option.replace('_', '-')} {decay} must be after the warm-up ({cfg.warmup} "
                                  f"steps)")
     for name in decays:
