@@ -2,19 +2,22 @@
 32 x 32): its size, what its exact NIR form weighs, and what it costs on Loihi-class chips.
 
 The exact deployable form of a nearest-up-sampling U-Net holds every decoder map in space-to-depth layout on the
-4 x 4 bottleneck grid (spikediff/models/s2d.py); the compiler stores each derived convolution as a dense kernel,
-6.15 G entries for the full width, more than this machine's memory. So the ordinary `spikediff report` runs on the
-same architecture at reduced widths (every channel count divided alike, the time branch too), each briefly
-trained on MNIST (padded to 32) so that batch norm and firing rates are those of real data, and each category of
-energy, the time and the cores are fitted as a power of the width and extrapolated to 128. Events scale with the
-DDIM steps: 1000-step figures are the 20-step ones times 50 (cores and chips do not change).
+4 x 4 bottleneck grid (spikediff/models/s2d.py); as dense kernels its derived convolutions hold 6.15 G entries at
+the full width, more than this machine's memory. The compiler holds them compact (natural kernels in floating
+point, merged taps in fixed point: the full width compiles to fixed point in seconds), but the core mapper's
+search still takes hours at the full width on one CPU thread. So `spikediff report` runs on the same architecture
+at reduced widths (every channel count divided alike, the time branch too), each briefly trained on MNIST (padded
+to 32) so that batch norm and firing rates are those of real data, and each category of energy, the time and the
+cores are fitted as a power of the width and extrapolated to 128. Events scale with the DDIM steps: 1000-step
+figures are the 20-step ones times 50 (cores and chips do not change).
 
 It also runs one float Lava call of the `--lava-width` network (default: the paper's width) against PyTorch, spike for
 spike, with its time: compiled in compact form, each derived kernel held and run as its natural one, which is what
-lets the full width fit in memory (float only: the fixed-point path quantizes dense derived kernels).
+lets the full width fit in memory.
 
-Usage: python benchmarks/fsddim_paper.py --widths 8 12 --out benchmarks/results/fsddim_paper.md
-(``--reuse-runs``: the priced widths from the last run's fsddim_paper/runs.json, only the Lava call again)
+Usage: python benchmarks/fsddim_paper.py --widths 8 12 --direct 32 --out benchmarks/results/fsddim_paper.md
+(``--reuse-runs``: the priced widths from the last run's fsddim_paper/runs.json, only the rest again;
+``--direct W ...``: widths also priced directly, untrained, beside the fit at that width)
 """
 
 from __future__ import annotations
@@ -97,16 +100,41 @@ def short_training(width: int, work: Path, steps: int, batch: int) -> Path:
 
 def priced(width: int, checkpoint: Path, out: Path, n: int, steps: int) -> dict:
     model, schedule, _ = load_model(checkpoint)
-    source = f"fsddim preset at width {width}, {checkpoint}"
-    cached = out / f"report_c{width}" / "report.json"
+    return price(model, schedule, width, f"fsddim preset at width {width}, {checkpoint}", out / f"report_c{width}", n,
+                 steps, newer_than=checkpoint.stat().st_mtime)
+
+
+def with_data_statistics(width: int):
+    """(model, schedule): the preset at ``width`` with its weights as initialised and batch-norm statistics from 64
+    MNIST training images (padded to 32) noised at random diffusion steps: firing rates of real inputs without a
+    training run, which at the paper's width would take hours a step on one CPU thread."""
+    from spikediff.data.datasets import load_images, to_model_range
+    from spikediff.diffusion.schedule import NoiseSchedule
+    from spikediff.train.trainer import pad_images
+
+    torch.manual_seed(0)
+    model, schedule = SpikingUNet(config(width)).train(), NoiseSchedule(1000, "v_prediction")
+    images = pad_images(to_model_range(load_images("mnist", limit=64)[0]), 32)
+    with torch.no_grad():
+        for batch in images.split(16):
+            t = torch.randint(0, schedule.num_train_timesteps, (len(batch),))
+            model(schedule.add_noise(batch, torch.randn_like(batch), t), t)
+    return model.eval(), schedule
+
+
+def price(model, schedule, width: int, source: str, folder: Path, n: int, steps: int, newer_than: float = 0.0,
+          **options) -> dict:
+    """``spikediff report`` of ``model`` into ``folder`` (kept, and taken again if it is of the same source, images and
+    steps, and newer than ``newer_than``), summarized."""
+    cached = folder / "report.json"
     report = json.loads(cached.read_text()) if cached.exists() else None
     if report and report.get("source") == source and (report["images"], report["denoising_steps"]) == (n, steps) \
-            and cached.stat().st_mtime > checkpoint.stat().st_mtime:
-        seconds = report.get("report_seconds", float("nan"))  # a report of this very checkpoint: not made again
+            and cached.stat().st_mtime > newer_than:
+        seconds = report.get("report_seconds", float("nan"))  # a report of this very network: not made again
     else:
         start = time.perf_counter()
-        report = make_report(model, schedule, out / f"report_c{width}", n=n, steps=steps, compare_float=False,
-                             progress=False, source=source)
+        report = make_report(model, schedule, folder, n=n, steps=steps, compare_float=False, progress=False,
+                             source=source, **options)
         seconds = time.perf_counter() - start
         report["report_seconds"] = seconds
         cached.write_text(json.dumps({k: v for k, v in report.items() if k != "dir"}, indent=1) + "\n")
@@ -133,7 +161,8 @@ def fit(widths, values, at: float) -> tuple:
     return float(math.exp(a + b * math.log(at))), float(b)
 
 
-def extrapolate(runs: list, steps: int) -> dict:
+def extrapolate(runs: list, steps: int, at: int = PAPER_WIDTH) -> dict:
+    """Each energy category, the time and the fewest cores fitted as a power of the width, at width ``at``."""
     widths = [r["width"] for r in runs]
     out = {}
     for prof in runs[0]["cost"]:
@@ -142,21 +171,21 @@ def extrapolate(runs: list, steps: int) -> dict:
         for cat in cats:
             vals = [r["cost"][prof]["by_category_J"].get(cat, 0.0) for r in runs]
             if min(vals) > 0:
-                by_cat[cat] = fit(widths, vals, PAPER_WIDTH)
+                by_cat[cat] = fit(widths, vals, at)
         energy = sum(v for v, _b in by_cat.values())
         dynamic = sum(v for k, (v, _b) in by_cat.items() if k in DYNAMIC)
         entry = {"energy_J": energy, "energy_1000_steps_J": energy * 1000 / steps, "dynamic_J": dynamic,
                  "dynamic_1000_steps_J": dynamic * 1000 / steps,
                  "by_category": {k: {"J": v, "exponent": b} for k, (v, b) in by_cat.items()}}
         if runs[0]["cost"][prof]["time_s"]:
-            t, b = fit(widths, [r["cost"][prof]["time_s"] for r in runs], PAPER_WIDTH)
+            t, b = fit(widths, [r["cost"][prof]["time_s"] for r in runs], at)
             entry.update(time_s=t, time_1000_steps_s=t * 1000 / steps, time_exponent=b)
         last = runs[-1]["cost"][prof]
         if last.get("energy_range_J"):  # the bounds keep their ratio to the value at the largest width priced
             entry["energy_range_J"] = [energy * b / last["energy_J"] for b in last["energy_range_J"]]
         if last.get("single_image_J"):
-            e1, b = fit(widths, [r["cost"][prof]["single_image_J"] for r in runs], PAPER_WIDTH)
-            t1, _ = fit(widths, [r["cost"][prof]["single_image_time_s"] for r in runs], PAPER_WIDTH)
+            e1, b = fit(widths, [r["cost"][prof]["single_image_J"] for r in runs], at)
+            t1, _ = fit(widths, [r["cost"][prof]["single_image_time_s"] for r in runs], at)
             entry.update(single_image_J=e1, single_image_exponent=b, single_image_time_s=t1)
         if prof in runs[0]["chips"]:
             from spikediff.hardware_sim.profiles import load_profile
@@ -164,7 +193,7 @@ def extrapolate(runs: list, steps: int) -> dict:
             # the fewest cores a width needs is set by memory (neurons and shared kernels), a smooth function of the
             # width; the least-energy mapping spreads over a chip's cores and is not
             cores, b = fit(widths, [r["chips"][prof].get("fewest_cores", r["chips"][prof])["cores"] for r in runs],
-                           PAPER_WIDTH)
+                           at)
             per_chip = int(load_profile(prof).get("cores_per_chip"))
             entry.update(cores=round(cores), cores_exponent=b, chips=math.ceil(round(cores) / per_chip))
         out[prof] = entry
@@ -219,8 +248,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/fsddim_paper.md"))
     ap.add_argument("--work", type=Path, default=Path("/tmp/fsddim_paper"), help="training runs (not committed)")
-    ap.add_argument("--widths", type=int, nargs="+", default=[8, 12, 16], help="widths priced (the compiler holds "
-                                                                               "dense derived kernels: 16 needs ~5 GB)")
+    ap.add_argument("--widths", type=int, nargs="+", default=[8, 12, 16],
+                    help="widths priced (the core mapper's search grows fast with the width)")
     ap.add_argument("--train-steps", type=int, default=100)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("-n", type=int, default=2, help="images per report")
@@ -228,6 +257,9 @@ def main() -> None:
     ap.add_argument("--lava-width", type=int, default=PAPER_WIDTH, help="width of the float Lava call (compact form)")
     ap.add_argument("--reuse-runs", action="store_true",
                     help="take the priced widths from the last run's fsddim_paper/runs.json instead of pricing again")
+    ap.add_argument("--direct", type=int, nargs="*", default=[],
+                    help="widths also priced directly on Loihi 2, untrained (weights as initialised, batch-norm "
+                         "statistics from MNIST), compiled in compact form, beside the fit at that width")
     args = ap.parse_args()
     torch.set_num_threads(1)
 
@@ -242,9 +274,18 @@ def main() -> None:
         ckpt = short_training(width, args.work, args.train_steps, args.batch_size)
         runs.append(priced(width, ckpt, args.out.parent / "fsddim_paper", args.n, args.steps))
     paper = extrapolate(runs, args.steps)
+    direct = []
+    for width in args.direct:
+        model, schedule = with_data_statistics(width)
+        run = price(model, schedule, width, f"fsddim preset at width {width}, weights as initialised, batch-norm "
+                    f"statistics from 64 MNIST images", args.out.parent / "fsddim_paper" / f"direct_c{width}", args.n,
+                    args.steps, profiles=("loihi2", "ac_mac_45nm"), bias_correction=False)
+        direct.append({**run, "fit": extrapolate(runs, args.steps, at=width)})
+        print(f"width {width}: priced directly in {run['report_s']:.0f} s", flush=True)
+        del model
     lava = lava_call(args.lava_width)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
-    payload = {"architecture": arch, "runs": runs, "extrapolated_to_128": paper, "lava_call": lava,
+    payload = {"architecture": arch, "runs": runs, "extrapolated_to_128": paper, "direct": direct, "lava_call": lava,
                "train_steps": args.train_steps, "batch_size": args.batch_size, "images": args.n,
                "ddim_steps": args.steps, "peak_rss_GB": peak}
 
@@ -301,9 +342,29 @@ def main() -> None:
              'of the next map: width 12 then took 688 Loihi 2 cores at the fewest, and the fit carried to 128 gave '
              '702k). Most maps, natural and space-to-depth alike, are still bound by routing tables at both widths '
              "(see each report's per-layer table), so the cores' exponent fitted between the two widths, carried "
-             "to 128, estimates that mapping's growth rather than measuring it. The full network now compiles in "
-             "floating point (the compact form below); priced directly, it would need that form in fixed point too "
-             "(quantization, the simulator and the mapping hold the dense derived kernels)."]
+             "to 128, estimates that mapping's growth rather than measuring it. The full network compiles in compact "
+             "form, to Loihi fixed point too (merged taps; see the README), and runs on the simulator; what keeps "
+             "it from being priced directly is the core mapper's search, hours at the full width on one thread."]
+    if direct:
+        body += ["", "## Priced directly, untrained", "",
+                 f"`spikediff report` of the preset at each width of `--direct`, compiled in compact form (merged taps "
+                 f"in fixed point, no dense derived kernel anywhere), with its weights as initialised and batch-norm "
+                 f"statistics from 64 noised MNIST images (no training run: firing rates of real inputs, not what "
+                 f"it draws), without the readout's bias correction, {args.n} images x {args.steps} DDIM steps, "
+                 f"Loihi 2; beside it, the fit of the trained widths above at the same width.", "",
+                 "| width | profile | energy / image | fit at this width | fewest cores | fit | chips | mean firing rate "
+                 "| report time |", "|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for r in direct:
+            for prof, c in r["cost"].items():
+                m, f = r["chips"].get(prof), r["fit"].get(prof, {})
+                fewest = m.get("fewest_cores", m)["cores"] if m else None
+                body.append(f"| {r['width']} | {prof} | {_mj(c['energy_J'])} | {_mj(f.get('energy_J'))} | "
+                            f"{fewest if fewest else '-'} | {f.get('cores', '-')} | {m['chips'] if m else '-'} | "
+                            f"{r['mean_rate']:.3f} | {r['report_s']:.0f} s |")
+        body += ["", "The untrained network fires at about the trained narrow widths' mean rate (above), and how many "
+                 "cores a width needs depends on its size, not its rates: where the fewest cores differ from the "
+                 "fit, the fit is off (it carries the growth between two narrow widths, where routing tables bound "
+                 "most maps, to widths where they do not)."]
     differing = ", ".join(lava["populations_differing"]) or "none"
     body += ["", "## One float Lava call", "",
              f"Width {lava['width']} (weights as initialised: this shows that it deploys, not what it draws), "
@@ -314,9 +375,8 @@ def main() -> None:
              f"counts equal to PyTorch (float64) in every population: {lava['spikes_equal']} (populations that differ: "
              f"{differing}); largest readout difference {lava['max_readout_diff']:.2g}. Largest Lava process: "
              f"{lava['peak_rss_children_GB']:.1f} GB.", "",
-             "Only the float path has the compact form so far: Loihi fixed point quantizes the dense derived kernels "
-             "(an up-sampling's merged taps are rounded as one weight), so `spikediff report` and the fixed-point "
-             "Lava path still need them, and price the paper's width by the fit above.", "",
+             "Lava's fixed-point path still holds dense derived kernels (its Conv process takes one dense kernel), "
+             "so the full width runs on Lava in floating point only.", "",
              f"Peak memory of this benchmark: {peak:.1f} GB."]
     write_report(args.out, "FSDDIM as published: size, exact form and cost on Loihi-class chips", payload, body)
     (args.out.parent / "fsddim_paper" / "runs.json").write_text(json.dumps(runs, indent=1) + "\n")

@@ -190,7 +190,9 @@ def test_lava_float_run_equals_pytorch_spike_for_spike(tiny, compact):
 def test_compact_graph_means_the_dense_one(tiny, tmp_path):
     """A compact graph's kernels are the natural ones, yet ask for the array and get fused()'s exactly; it
     compiles to the same folded synapses (the dense kernel's up-sampling taps were summed in float32, the compact
-    one's in float64), computes the same currents, and its NIR file is the dense graph's."""
+    one's in float64), computes the same currents, and its NIR file is the dense graph's. In fixed point it
+    compiles to merged taps (``MergedKernel``) with the dense graph's integers, errors and digest, and the
+    simulator runs them to the same spikes."""
     import nir
 
     from spikediff.export.nir_graph import read_graph, write_nir
@@ -212,11 +214,30 @@ def test_compact_graph_means_the_dense_one(tiny, tmp_path):
         if fb.conv is not None and fb.conv.compact:  # run the natural way, the same currents
             x = torch.randint(0, 2, (2, *fa.src_shape), generator=gen).double().numpy()
             np.testing.assert_allclose(synaptic_input(fb, x), synaptic_input(fa, x), rtol=0, atol=1e-6)
-    # fixed point quantizes the dense derived kernels, whichever form the graph came in
+    # fixed point: from a compact graph, the merged taps of each derived kernel into a spiking population
+    # (quantized without ever being dense), the dense kernel into the readout; the same integers either way
+    from spikediff.export.natural_conv import MergedConv
+    from spikediff.export.simulator import Simulator
+    from spikediff.models.s2d import MergedKernel
+
     qa, qb = compile_graph(dense, fixed_point=True), compile_graph(compact, fixed_point=True)
-    assert not any(f.conv is not None and f.conv.compact for f in qb.folded.synapses)
+    merged = {f.syn.name for f in qb.folded.synapses if isinstance(qb.fixed.weights[f.syn.name], MergedKernel)}
+    spiking = {f.syn.name for f in qb.folded.synapses if f.conv is not None and f.syn.name in held
+               and qb.plan.populations[f.syn.dst].spiking}
+    assert merged == spiking and len(merged) >= 4
+    assert any(qb.fixed.weights[k].values.shape[2] == 2 for k in merged)  # up-sampling taps merged, then rounded
     for k, w in qa.fixed.weights.items():
-        np.testing.assert_array_equal(qb.fixed.weights[k], w, err_msg=k)
+        np.testing.assert_array_equal(np.asarray(qb.fixed.weights[k]), w, err_msg=k)
+        assert qb.fixed.errors[k] == pytest.approx(qa.fixed.errors[k], rel=1e-9), k
+    assert qa.fixed.digest() == qb.fixed.digest()
+    sa, sb = Simulator(qa), Simulator(qb)
+    assert {k for k, form in sb.natural.items() if isinstance(form, MergedConv)} == merged
+    rng = np.random.default_rng(1)
+    inputs = {k: rng.standard_normal((3, *shape)) for k, shape in qa.plan.inputs.items()}
+    ra, rb = sa.evaluate(inputs), sb.evaluate(inputs)
+    assert torch.equal(ra["readout_int"], rb["readout_int"]) and ra["readout_int"].abs().sum() > 0
+    for k in ra["neuron_spikes"]:
+        assert torch.equal(ra["neuron_spikes"][k], rb["neuron_spikes"][k]), k
     # a compact kernel must be of the geometry its node's metadata names
     name, other = next((a, b) for a in held for b in held if held[a].geometry != held[b].geometry)
     compact.nodes[name].metadata = {"s2d": held[other].geometry.to_metadata()}
@@ -329,6 +350,45 @@ def test_the_simulator_s_natural_form_of_a_derived_kernel_is_exact(c_in, c_out, 
         assert phase_split(w_bad, geometry, derived.stride, derived.padding) is None
 
 
+@pytest.mark.parametrize("c_in,c_out,k,stride,up,r_in,r_out,grid", CASES + [(3, 2, 3, 2, 1, 4, 2, 2)])
+def test_merged_taps_are_the_dense_derived_kernel_bit_for_bit(c_in, c_out, k, stride, up, r_in, r_out, grid):
+    """``MergedKernel``: float32 natural weights of very different sizes merge into taps whose dense array is the
+    exporter's kernel to the bit (so the integers are the same); quantized tap by tap they are the dense kernel
+    quantized; ``MergedConv`` on the natural maps gives the dense convolution's integers exactly; the statistics
+    quantization needs (largest weight, per-channel sums, sums over every dense weight) are the dense kernel's."""
+    from spikediff.export.natural_conv import MergedConv
+    from spikediff.export.quantize import quantize_weights, weight_error
+    from spikediff.models.s2d import DerivedKernel, S2DGeometry
+
+    g = S2DGeometry(r_in, r_out, k, stride, up)
+    rng = np.random.default_rng(k + 10 * r_out + up)
+    w = (rng.standard_normal((c_out, c_in, k, k)) * 10.0 ** rng.integers(-4, 3, (c_out, c_in, k, k)))
+    kernel = DerivedKernel(w.astype(np.float32), g)
+    merged = kernel.merged()
+    dense = np.asarray(kernel)
+    assert merged.shape == dense.shape and np.array_equal(np.asarray(merged), dense)
+    assert merged.values.size <= dense.size and (merged.values.size < dense.size or r_in == 1)
+    assert merged.abs_max() == np.abs(dense).max()
+    np.testing.assert_allclose(merged.per_channel(np.abs(merged.values.astype(np.float64))),
+                               np.abs(dense.astype(np.float64)).reshape(len(dense), -1).sum(1), rtol=1e-12)
+    assert merged.dense_sum(merged.values.astype(np.float64) ** 2) == pytest.approx(
+        (dense.astype(np.float64) ** 2).sum(), rel=1e-12)
+    scale = 254 / np.abs(dense).max()
+    ints = quantize_weights(merged, scale)
+    assert np.array_equal(np.asarray(ints), quantize_weights(dense, scale)) and ints.abs_max() > 0
+    assert weight_error(merged, ints, scale) == pytest.approx(
+        weight_error(dense.astype(np.float64), np.asarray(ints), scale), rel=1e-9)
+    x = _ints(3, c_in * r_in ** 2, grid, grid, low=0, high=2, seed=4)
+    s_, pad, _ = g.derived_conv()
+    want = F.conv2d(x, torch.as_tensor(np.asarray(ints), dtype=torch.float64), None, s_, pad)
+    assert torch.equal(MergedConv.of(ints)(x), want) and want.abs().sum() > 0
+    t = _ints(*want.shape, low=0, high=3, seed=6)  # the transposed operation: the dense input gradient
+    back = torch.nn.grad.conv2d_input(x.shape, torch.as_tensor(np.asarray(ints), dtype=torch.float64), t, s_, pad)
+    assert torch.equal(MergedConv.of(ints).transpose(t, x.shape[1:]), back) and back.abs().sum() > 0
+    factors = np.repeat(rng.uniform(0.5, 2.0, c_out), r_out ** 2)  # one gain per natural channel stays merged
+    assert np.array_equal(np.asarray(merged.scaled(factors)), dense * factors.reshape(-1, 1, 1, 1))
+
+
 def test_the_simulator_runs_derived_kernels_in_natural_form_bit_for_bit(tiny, tmp_path):
     """The exporter marks each derived Conv2d with its geometry (kept in the NIR file); the fixed-point simulator
     runs those in natural form, with the same integers out as the dense convolutions; a geometry that does not
@@ -367,6 +427,39 @@ def test_the_simulator_runs_derived_kernels_in_natural_form_bit_for_bit(tiny, tm
         back.nodes[name].metadata["s2d"] = {**good, **bad}
         with pytest.raises(NirGraphError, match=f"NIR node '{name}': its s2d metadata"):
             compile_graph(back, fixed_point=True)
+
+
+def test_a_compact_sampler_is_priced_as_the_dense_one(tiny):
+    """Events, synaptic ops, the ANN twin, the core mapping and the energy of a sampler compiled from compact
+    kernels (merged taps in fixed point, never made dense by the cost model) are the dense compile's."""
+    from spikediff.hardware_sim.connectivity import Connectivity
+    from spikediff.hardware_sim.profiles import load_profile
+    from spikediff.hardware_sim.report import price_networks
+
+    schedule = NoiseSchedule(1000, "v_prediction")
+    dense = compile_sampler(sampler_graphs(tiny, schedule), fixed_point=True)
+    compact = compile_sampler(sampler_graphs(tiny, schedule, compact=True), fixed_point=True)
+    assert dense.digest() == compact.digest()
+    conn = Connectivity(compact.loop.folded, compact.loop.fixed)
+    assert len(conn.merged) >= 4 and not set(conn.merged) & set(conn.masks)
+    rng = np.random.default_rng(0)
+    for sd in (dense, compact):  # senders through a few channels = the pull through the whole kernel
+        c = Connectivity(sd.loop.folded, sd.loop.fixed)
+        for f in sd.loop.folded.synapses:
+            if f.conv is None:
+                continue
+            size = c.size(f.syn.dst)
+            for idx in (np.arange(3, min(size, 40)), rng.choice(size, 5, replace=False)):
+                mask = np.zeros(size)
+                mask[idx] = 1
+                np.testing.assert_array_equal(c.senders(f, idx), c.pull(f, mask) > 0, err_msg=f.syn.name)
+    profiles = [load_profile(name) for name in ("loihi2", "loihi1")]
+    profiles[0] = profiles[0].with_overrides({"max_neurons_per_core": 32})  # several cores per map
+    priced = [price_networks(sample_sim(sd, 2, 2)["parts"], profiles) for sd in (dense, compact)]
+    (ev_a, costs_a, maps_a), (ev_b, costs_b, maps_b) = priced
+    assert ev_a["denoiser"].to_dict() == ev_b["denoiser"].to_dict()
+    assert costs_a == costs_b and maps_a == maps_b
+    assert maps_a["denoiser"]["loihi2"]["cores"] > len(compact.loop.plan.populations)
 
 
 def test_the_mapper_places_space_to_depth_maps_by_their_natural_columns(tiny, monkeypatch):

@@ -34,7 +34,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .fold import FoldedSynapse
-from .plan import CONST, DenseOp, NirGraphError, Synapse
+from .plan import CONST, DenseOp, NirGraphError, Synapse, is_merged
 from .quantize import DECAY_BITS, WEIGHT_MAX, quantize_weights, weight_error
 
 BATCH = 64  # calibration inputs per simulator batch
@@ -82,8 +82,11 @@ def on_grid(dep):
     """The float deployment of a fixed-point one's weights (every integer weight over its scale): the network a
     quantization-aware run trained."""
     fx = dep.fixed
-    synapses = tuple(replace(f, op=f.op.with_weight(fx.weights[f.syn.name] / fx.weight_scale(f.syn)))
-                     for f in dep.folded.synapses)
+    def grid(f):
+        w, scale = fx.weights[f.syn.name], fx.weight_scale(f.syn)
+        return w.map(lambda v: v / scale) if is_merged(w) else w / scale
+
+    synapses = tuple(replace(f, op=f.op.with_weight(grid(f))) for f in dep.folded.synapses)
     return replace(dep, fixed=None, folded=replace(dep.folded, synapses=synapses))
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import SpikediffError
 from .fold import Folded, fold
-from .plan import NirGraphError, Plan, dense_kernels, plan
+from .plan import NirGraphError, Plan, fixed_point_kernels, plan
 from .quantize import FixedPoint, calibrate, quantize
 from .split import check_factor, split_readouts
 
@@ -146,7 +146,7 @@ def compile_graph(graph, *, fixed_point: bool = False, num_steps: int | None = N
     dt = graph_dt(graph, dt)
     p = plan(graph, dt)
     if fixed_point:
-        p = dense_kernels(p)
+        p = fixed_point_kernels(p)
     folded = fold(p, dt)
     notes = []
     fixed = None

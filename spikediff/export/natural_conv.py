@@ -19,6 +19,13 @@ and the derived kernel holds their sum, quantized as one weight. Such a kernel r
 geometry lets them share, so the structural zeros are skipped and every remaining product is one the dense
 convolution makes (the same integers, exact). A kernel with a weight where the geometry has a zero (a hand-edited
 file) runs dense, as any other convolution. ``benchmarks/unet_simulator.py`` measures the gain.
+
+A compact graph compiled to fixed point holds each such kernel as its merged taps (``models.s2d.MergedKernel``:
+every dense weight is one of them, so quantizing them quantizes the dense kernel) and never makes it dense, which
+is what lets the paper's width compile; ``MergedConv`` runs it on the natural maps, one convolution whose output
+channels are the up-sampled grid's parities. The float model the bias correction measures against runs merged
+taps too, read out of a dense kernel where the graph came dense (``merged_kernel``): the same values, so the same
+sums, from either form.
 """
 
 from __future__ import annotations
@@ -29,9 +36,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..models.s2d import S2DGeometry, expand_kernel, placement
+from ..models.s2d import MergedKernel, S2DGeometry, expand_kernel, parity_taps, placement
 
-__all__ = ["NaturalConv", "PhaseSplitConv", "S2DGeometry", "natural_kernel", "phase_split"]
+__all__ = ["MergedConv", "NaturalConv", "PhaseSplitConv", "S2DGeometry", "merged_kernel", "natural_kernel", "phase_split"]
 
 
 def natural_kernel(weight: np.ndarray, g: S2DGeometry) -> np.ndarray | None:
@@ -60,6 +67,33 @@ def natural_kernel(weight: np.ndarray, g: S2DGeometry) -> np.ndarray | None:
     return natural if np.array_equal(again, w) else None
 
 
+def merged_kernel(weight: np.ndarray, g: S2DGeometry) -> MergedKernel | None:
+    """The merged taps (``models.s2d.MergedKernel``) whose dense array ``weight`` is exactly, or None if it has none
+    (a geometry without a merged form, or a weight where the form has a zero or two copies of one tap differ).
+    Each merged tap is read where the dense kernel holds it, so the values are the dense kernel's own."""
+    taps = parity_taps(g)
+    if taps is None:
+        return None
+    w = np.asarray(weight)
+    up, n_d = taps[1].shape[:2]
+    probe = MergedKernel(np.zeros((1, 1, up, up, n_d, n_d)), g)
+    if w.ndim != 4 or w.shape[0] % g.r_out ** 2 or w.shape[1] % g.r_in ** 2 or w.shape[2:] != probe.shape[2:]:
+        return None
+    idx = probe.index()
+    where = {}  # flat merged tap per axis -> (output phase, input phase, derived tap) holding it
+    for p, q, kk in zip(*np.nonzero(idx >= 0)):
+        where.setdefault(int(idx[p, q, kk]), (p, q, kk))
+    ro, ri = g.r_out, g.r_in
+    w8 = w.reshape(w.shape[0] // ro ** 2, ro, ro, w.shape[1] // ri ** 2, ri, ri, *w.shape[2:])
+    values = np.zeros((w8.shape[0], w8.shape[3], up * n_d, up * n_d), w.dtype)
+    for a, (py, qy, ky) in where.items():
+        for b, (px, qx, kx) in where.items():
+            values[:, :, a, b] = w8[:, py, px, :, qy, qx, ky, kx]
+    values = values.reshape(*values.shape[:2], up, n_d, up, n_d).transpose(0, 1, 2, 4, 3, 5)
+    merged = MergedKernel(np.ascontiguousarray(values), g)
+    return merged if np.array_equal(np.asarray(merged), w) else None
+
+
 @dataclass(frozen=True)
 class NaturalConv:
     """A derived convolution computed the natural way: shuffle, up-sample, convolve, unshuffle."""
@@ -75,6 +109,54 @@ class NaturalConv:
             x = F.interpolate(x, scale_factor=g.upsample, mode="nearest")
         y = F.conv2d(x, self.weight, None, g.stride, g.kernel // 2)
         return F.pixel_unshuffle(y, g.r_out) if g.r_out > 1 else y
+
+
+@dataclass(frozen=True)
+class MergedConv:
+    """A derived convolution computed from its merged taps (``models.s2d.MergedKernel``) on the natural maps: shuffle,
+    one convolution whose output channels are (channel, parity y, parity x) of the up-sampled grid, shuffle again
+    to interleave the parities, unshuffle. Its products are the dense convolution's nonzero ones (plus the merged
+    form's own zeros, the offsets a parity does not read): the same integers, exact (``export.simulator``).
+    Without up-sampling the merged taps are the natural kernel, and this is ``NaturalConv``."""
+
+    weight: torch.Tensor  # (C_out, C_in, U, U, D, D) merged taps
+    geometry: S2DGeometry
+    d_lo: int
+
+    @classmethod
+    def of(cls, kernel: MergedKernel, dtype=torch.float64, device="cpu") -> MergedConv:
+        return cls(torch.as_tensor(np.ascontiguousarray(kernel.values), dtype=dtype, device=device), kernel.geometry,
+                   kernel.d_lo)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        g, w = self.geometry, self.weight
+        co, ci, up, _, n_d, _ = w.shape
+        if up == 1:
+            return NaturalConv(w[:, :, 0, 0], g)(x)
+        if g.r_in > 1:
+            x = F.pixel_shuffle(x, g.r_in)
+        lo, hi = -self.d_lo, n_d - 1 + self.d_lo
+        y = F.conv2d(F.pad(x, (lo, hi, lo, hi)), w.permute(0, 2, 3, 1, 4, 5).reshape(co * up * up, ci, n_d, n_d))
+        y = F.pixel_shuffle(y, up)
+        return F.pixel_unshuffle(y, g.r_out) if g.r_out > 1 else y
+
+    def transpose(self, t: torch.Tensor, in_shape: tuple) -> torch.Tensor:
+        """The transposed operation (the gradient with respect to an input of ``in_shape``, (C_in r_in^2, H, W)) for
+        targets ``t`` (N, C_out r_out^2, H', W'): each step of ``__call__`` undone in reverse, the convolution by
+        its input gradient. What the cost model pulls back through a kernel (fan-out, which sources feed a core)."""
+        g, w = self.geometry, self.weight
+        co, ci, up, _, n_d, _ = w.shape
+        n, (h, wd) = len(t), (in_shape[1] * g.r_in, in_shape[2] * g.r_in)  # the natural input map
+        if g.r_out > 1:
+            t = F.pixel_shuffle(t, g.r_out)
+        if up == 1:
+            x = torch.nn.grad.conv2d_input((n, ci, h, wd), w[:, :, 0, 0], t, g.stride, g.kernel // 2)
+        else:
+            lo = -self.d_lo
+            kernel = w.permute(0, 2, 3, 1, 4, 5).reshape(co * up * up, ci, n_d, n_d)
+            x = torch.nn.grad.conv2d_input((n, ci, h + n_d - 1, wd + n_d - 1), kernel, F.pixel_unshuffle(t, up))
+            x = x[:, :, lo:lo + h, lo:lo + wd]
+        return F.pixel_unshuffle(x, g.r_in) if g.r_in > 1 else x
 
 
 @dataclass(frozen=True)

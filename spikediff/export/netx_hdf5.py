@@ -93,7 +93,7 @@ def write_chain(path: str | Path, chain: list, folded, fx, first_cols: np.ndarra
         index = 0
         for position, f in enumerate(chain):
             dst, q = f.syn.dst, fx.populations[f.syn.dst]
-            w = fx.weights[f.syn.name]
+            w = np.asarray(fx.weights[f.syn.name])  # a netx file holds dense kernels
             if f.conv is None and f.syn.flat_in and position > 0:
                 layers.create_group(str(index)).create_dataset("type", data="flatten")
                 index += 1

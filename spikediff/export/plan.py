@@ -38,10 +38,25 @@ class NirGraphError(SpikediffError):
 
 
 def is_compact(weight) -> bool:
-    """``weight`` is a derived kernel held as its natural one (``models.s2d.DerivedKernel``). Checked without
-    importing that module (and torch): if it is not loaded, no such kernel exists."""
+    """``weight`` is a derived kernel held in a compact form: as its natural kernel (``models.s2d.DerivedKernel``)
+    or as its merged taps (``models.s2d.MergedKernel``, fixed point). Checked without importing that module (and
+    torch): if it is not loaded, no such kernel exists."""
     s2d = sys.modules.get(__name__.rsplit(".", 2)[0] + ".models.s2d")
-    return s2d is not None and isinstance(weight, s2d.DerivedKernel)
+    return s2d is not None and isinstance(weight, (s2d.DerivedKernel, s2d.MergedKernel))
+
+
+def is_merged(weight) -> bool:
+    """``weight`` is a derived kernel held as its merged taps (``models.s2d.MergedKernel``)."""
+    s2d = sys.modules.get(__name__.rsplit(".", 2)[0] + ".models.s2d")
+    return s2d is not None and isinstance(weight, s2d.MergedKernel)
+
+
+def abs_max(weight) -> float:
+    """max |w| of a weight array or compact kernel (0 for an empty one), without making a compact one dense."""
+    if is_merged(weight):
+        return weight.abs_max()
+    w = np.asarray(weight)
+    return float(np.abs(w).max()) if w.size else 0.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +86,10 @@ class ConvOp:
         """(B, C, H, W) -> (B, C_out, H', W'), float64."""
         import torch
 
+        if is_merged(self.weight):
+            from .natural_conv import MergedConv
+
+            return MergedConv.of(self.weight)(torch.as_tensor(np.asarray(x, np.float64))).numpy()
         if self.compact:
             from .natural_conv import NaturalConv
 
@@ -221,7 +240,7 @@ def _pair(v) -> tuple:
 
 def _finite(name: str, field_name: str, value) -> np.ndarray:
     if is_compact(value):  # checked in its compact form, and kept so
-        _finite(name, field_name, value.natural)
+        _finite(name, field_name, value.values if is_merged(value) else value.natural)
         return value
     arr = np.asarray(value, dtype=np.float64)
     if not np.all(np.isfinite(arr)):
@@ -634,13 +653,17 @@ def _latencies(p: Plan) -> dict:
     return latency
 
 
-def dense_kernels(p: Plan) -> Plan:
-    """``p`` with every compact kernel (a derived kernel held as its natural one, ``models.s2d``) made the dense
-    array it stands for, the exporter's float32 kernel exactly: Loihi fixed point quantizes the derived kernel,
-    where an up-sampling's merged taps round as one weight, so a compact graph compiles to fixed point to the same
-    integers as its NIR file would (and is as large)."""
-    if not any(s.is_conv and s.op.compact for s in p.synapses):
-        return p
-    synapses = tuple(replace(s, op=s.op.with_weight(np.asarray(s.op.weight))) if s.is_conv and s.op.compact else s
-                     for s in p.synapses)
-    return replace(p, synapses=synapses)
+def fixed_point_kernels(p: Plan) -> Plan:
+    """``p`` with every compact kernel held as Loihi fixed point needs it: Loihi quantizes the derived kernel weight
+    by weight, and an up-sampling's dense weight is the sum of the natural taps landing on one coarse pixel, so
+    a natural kernel cannot stand for it. A synapse into a spiking population takes the merged taps
+    (``models.s2d.MergedKernel``: each dense weight is one of them, bit for bit the exporter's float32 kernel,
+    so the integers are the ones its NIR file would give); one into a readout (which the readout split and the
+    bias correction rework weight by weight), or with a geometry that has no merged form, the dense array."""
+    def held(s: Synapse):
+        if not (s.is_conv and s.op.compact) or is_merged(s.op.weight):
+            return s
+        merged = s.op.weight.merged() if p.populations[s.dst].spiking else None
+        return replace(s, op=s.op.with_weight(merged if merged is not None else np.asarray(s.op.weight)))
+
+    return replace(p, synapses=tuple(held(s) for s in p.synapses))

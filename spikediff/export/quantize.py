@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .plan import NirGraphError
+from .plan import NirGraphError, abs_max, is_merged
 
 DECAY_BITS = 12
 ACT_SHIFT = 6  # a_in and vth are shifted left by 6 bits inside the neuron
@@ -88,7 +88,8 @@ class FixedPoint:
                 h.update(np.ascontiguousarray(a, dtype=np.int64).tobytes())
         for name, w in sorted(self.weights.items()):
             h.update(f"synapse {name} {np.shape(w)};".encode())
-            h.update(np.ascontiguousarray(w, dtype=np.int64).tobytes())
+            for block in w.blocks() if is_merged(w) else (w,):  # the dense bytes, a merged kernel's in blocks
+                h.update(np.ascontiguousarray(block, dtype=np.int64).tobytes())
         return h.hexdigest()
 
 
@@ -111,12 +112,21 @@ def decay_to_lava(decay: float, key: str, node: str, strict: bool = True) -> int
     return value
 
 
-def quantize_weights(w: np.ndarray, scale: float) -> np.ndarray:
+def quantize_weights(w, scale: float):
+    """Loihi's even 8-bit weights of ``w`` at ``scale``; a merged kernel (``models.s2d.MergedKernel``) stays one."""
+    if is_merged(w):
+        return w.map(lambda v: quantize_weights(v, scale))
     return np.clip(2 * np.round(np.asarray(w) * scale / 2), -256, WEIGHT_MAX).astype(np.int64)
 
 
-def weight_error(w: np.ndarray, w_int: np.ndarray, scale: float) -> dict:
-    """The error report of one synapse's quantized weights (``FixedPoint.errors``)."""
+def weight_error(w, w_int, scale: float) -> dict:
+    """The error report of one synapse's quantized weights (``FixedPoint.errors``), over every dense weight (a
+    merged kernel's taps counted as often as the dense kernel holds them)."""
+    if is_merged(w):
+        err = np.abs(w_int.values / scale - w.values)
+        rms = np.sqrt(w.dense_sum(err ** 2) / w.size) if w.size else 0.0
+        return {"max_abs_error": float(err.max()), "rms_error": float(rms), "max_abs_weight": w.abs_max(),
+                "max_int": int(w_int.abs_max())}
     err = np.abs(w_int / scale - w)
     return {"max_abs_error": float(err.max()), "rms_error": float(np.sqrt((err ** 2).mean())),
             "max_abs_weight": float(np.abs(w).max()), "max_int": int(np.abs(w_int).max())}
@@ -151,7 +161,7 @@ def quantize(folded, input_current_max: dict | None = None, strict: bool = False
     input_max = {name: {} for name in p.populations}  # population -> {input: max |w|}
     worst = {name: np.zeros(int(np.prod(p.shapes[name]))) for name in p.populations}
     for f in folded.synapses:
-        m = float(np.abs(f.weight).max()) if f.weight.size else 0.0
+        m = abs_max(f.weight)
         if f.syn.src in inputs:
             input_max[f.syn.dst][f.syn.src] = max(input_max[f.syn.dst].get(f.syn.src, 0.0), m)
             continue
@@ -222,8 +232,12 @@ def _exact_threshold_scale(name: str, theta: float, scale: int) -> int:
 
 def _worst_case(folded, f) -> np.ndarray:
     """Per target neuron (channel for convs), the largest |sum| of its weights when all inputs of one sign fire."""
-    w = f.weight.reshape(f.weight.shape[0], -1)
-    worst = np.maximum(np.clip(w, 0, None).sum(1), -np.clip(w, None, 0).sum(1))
+    if is_merged(f.weight):
+        v = f.weight.values
+        worst = np.maximum(f.weight.per_channel(np.clip(v, 0, None)), -f.weight.per_channel(np.clip(v, None, 0)))
+    else:
+        w = f.weight.reshape(f.weight.shape[0], -1)
+        worst = np.maximum(np.clip(w, 0, None).sum(1), -np.clip(w, None, 0).sum(1))
     if f.conv is not None:  # one value per output channel: spread over its positions
         size = int(np.prod(folded.plan.shapes[f.syn.dst]))
         worst = np.repeat(worst, size // len(worst))

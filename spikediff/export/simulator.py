@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from . import loihi_arith
-from .natural_conv import NaturalConv, natural_kernel, phase_split
-from .plan import CONST
+from .natural_conv import MergedConv, NaturalConv, merged_kernel, natural_kernel, phase_split
+from .plan import CONST, is_merged
 from .quantize import encode_input
 
 FLOAT32_EXACT = 1 << 24
@@ -93,9 +93,21 @@ class Simulator:
                 self.bias[name] = torch.as_tensor(self.folded.bias[name], dtype=torch.float64, device=self.device)
         for f in self.folded.synapses:
             if fx is None:
-                self.weights[f.syn.name] = torch.as_tensor(f.weight, dtype=torch.float64, device=self.device)
+                form = self._float_form(f) if natural else None
+                if form is not None:
+                    self.natural[f.syn.name] = form
+                    self.weights[f.syn.name] = torch.zeros(0, dtype=torch.float64, device=self.device)  # dtype only
+                    continue
+                self.weights[f.syn.name] = torch.as_tensor(np.asarray(f.weight, dtype=np.float64), device=self.device)
                 continue
-            w = np.asarray(fx.weights[f.syn.name], dtype=np.float64)
+            w = fx.weights[f.syn.name]
+            if natural and is_merged(w):  # merged taps (a compact graph): computed from them, never made dense
+                worst = w.per_channel(np.abs(w.values)).max() if w.size else 0
+                dtype = torch.float64 if f.syn.src in p.inputs or worst >= FLOAT32_EXACT else torch.float32
+                self.natural[f.syn.name] = MergedConv.of(w, dtype, self.device)
+                self.weights[f.syn.name] = torch.zeros(0, dtype=dtype, device=self.device)  # its dtype only
+                continue
+            w = np.asarray(w, dtype=np.float64)
             worst = np.abs(w).reshape(len(w), -1).sum(1).max() if w.size else 0
             # graded input (or an unusually large fan-in): float64, exact below 2**53
             dtype = torch.float64 if f.syn.src in p.inputs or worst >= FLOAT32_EXACT else torch.float32
@@ -110,6 +122,21 @@ class Simulator:
                     if split is not None:
                         self.natural[f.syn.name] = split
         self.history = max([s.delay + (1 if s.recurrent else 0) for s in p.synapses] + [0])
+
+    def _float_form(self, f):
+        """How the float model runs a derived kernel without its structural zeros, or None (dense). From merged taps
+        (held so, or read out of a dense kernel: the same values either way, so a fixed-point compile's bias
+        correction, measured against this float model, is the same from a dense or a compact graph), or from
+        the natural kernel (a float compile of a compact graph, as Lava's float path runs it)."""
+        if f.conv is None or f.conv.s2d is None:
+            return None
+        w = f.weight
+        if is_merged(w):
+            return MergedConv.of(w, device=self.device)
+        if f.conv.compact:
+            return NaturalConv(torch.as_tensor(w.natural, dtype=torch.float64, device=self.device), w.geometry)
+        merged = merged_kernel(w, f.conv.s2d)
+        return None if merged is None else MergedConv.of(merged, device=self.device)
 
     def _deliver(self, f, x: torch.Tensor) -> torch.Tensor:
         w = self.weights[f.syn.name]

@@ -13,6 +13,20 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..export.natural_conv import MergedConv
+from ..models.s2d import MergedKernel
+
+
+def _merged_mask(w):
+    """The 0/1 merged taps of a derived kernel held compact (``models.s2d``), or None: a kernel at the paper's
+    width is too large to be made dense, and its merged taps' pattern is the dense kernel's."""
+    from ..export.plan import is_compact, is_merged
+
+    if not is_compact(w):
+        return None
+    merged = w if is_merged(w) else w.merged()
+    return None if merged is None else merged.map(lambda v: (v != 0).astype(np.float64))
+
 
 class Connectivity:
     def __init__(self, folded, fx=None):
@@ -20,18 +34,43 @@ class Connectivity:
         an ANN's MACs)."""
         self.folded, self.plan = folded, folded.plan
         self.masks, self.masks32, self.out_shapes = {}, {}, {}
+        self.merged = {}  # synapse held as merged taps -> (0/1 MergedKernel, its float64 and float32 convolutions)
         for f in folded.synapses:
             w = f.weight if fx is None else fx.weights[f.syn.name]
+            if f.conv is not None:
+                self.out_shapes[f.syn.name] = f.op.out_shape(f.src_shape)
+            merged = _merged_mask(w)
+            if merged is not None:
+                self.merged[f.syn.name] = (merged, MergedConv.of(merged, torch.float64),
+                                           MergedConv.of(merged, torch.float32))
+                continue
             mask = np.asarray(w) != 0
             self.masks[f.syn.name] = torch.as_tensor(mask, dtype=torch.float64)
             self.masks32[f.syn.name] = torch.as_tensor(mask, dtype=torch.float32)  # for 0/1 counts (exact)
-            if f.conv is not None:
-                self.out_shapes[f.syn.name] = f.op.out_shape(f.src_shape)
+
+    def _merged_forward(self, f, x: torch.Tensor, single: bool = False) -> torch.Tensor:
+        _mask, conv64, conv32 = self.merged[f.syn.name]
+        return (conv32 if single else conv64)(x.reshape(-1, *self.plan.shapes[f.syn.src]))
+
+    def _merged_back(self, f, t: torch.Tensor) -> torch.Tensor:
+        """The transposed convolution of a merged kernel (its input gradient), for K target vectors ``t``."""
+        _mask, conv64, conv32 = self.merged[f.syn.name]
+        conv = conv32 if t.dtype == torch.float32 else conv64
+        with torch.no_grad():
+            x = conv.transpose(t.reshape(len(t), *self.out_shapes[f.syn.name]), self.plan.shapes[f.syn.src])
+        return x.reshape(len(t), -1)
+
+    def kernel_rows(self, f, channels: np.ndarray) -> np.ndarray:
+        """Per row of a kernel held as merged taps (input channel, kernel offset): how many of the output
+        ``channels`` have a nonzero weight there."""
+        return self.merged[f.syn.name][0].row_counts(channels)
 
     def size(self, name: str) -> int:
         return int(np.prod(self.plan.shapes[name]))
 
     def _forward(self, f, x: torch.Tensor) -> torch.Tensor:
+        if f.syn.name in self.merged:
+            return self._merged_forward(f, x).reshape(-1)
         mask = self.masks[f.syn.name]
         x = x.reshape(1, *self.plan.shapes[f.syn.src])
         if f.conv is not None:
@@ -48,8 +87,12 @@ class Connectivity:
         """Per source neuron: sum over its synapses of the target's value (ones -> fan-out). Integer values
         (counts, 0/1 masks) are pulled in float32, exact below 2**24 and several times faster."""
         values = np.asarray(target_values)
+        shape = (self.merged[f.syn.name][0] if f.syn.name in self.merged else self.masks[f.syn.name]).shape
         integer = np.array_equal(values, np.round(values)) and np.abs(values).sum() * max(
-            1, int(np.prod(self.masks[f.syn.name].shape[1:]))) < (1 << 24)
+            1, int(np.prod(shape[1:]))) < (1 << 24)
+        if f.syn.name in self.merged:
+            t = torch.as_tensor(values, dtype=torch.float32 if integer else torch.float64)
+            return self._merged_back(f, t.reshape(1, -1)).reshape(-1).double().numpy()
         mask = (self.masks32 if integer else self.masks)[f.syn.name]
         t = torch.as_tensor(values, dtype=mask.dtype)
         with torch.no_grad():
@@ -61,10 +104,44 @@ class Connectivity:
                                              c.dilation, c.groups)
             return out.reshape(-1).double().numpy()
 
+    def senders(self, f, idx) -> np.ndarray:
+        """Per source neuron: does it have a synapse onto any of the target neurons ``idx``. A convolution's
+        answer is pulled back through the output channels ``idx`` holds only (a core holds a few of a map's
+        channels, and the mapper asks for every candidate run of neurons: pulling through the whole kernel made
+        the paper's width take hours)."""
+        mask = np.zeros(self.size(f.syn.dst))
+        mask[idx] = 1
+        groups = 1 if f.conv is None else f.conv.groups
+        if f.conv is None or groups != 1:
+            return self.pull(f, mask) > 0
+        c_out, h, w = self.out_shapes[f.syn.name]
+        per = h * w
+        if f.syn.name in self.merged:  # whole natural channels: a merged kernel's taps are per natural channel
+            merged, _c64, _c32 = self.merged[f.syn.name]
+            r2 = merged.geometry.r_out ** 2
+            natural = np.unique(np.asarray(idx) // (per * r2))
+            sub = MergedKernel(merged.values[natural], merged.geometry)
+            chans = (natural[:, None] * r2 + np.arange(r2)).reshape(-1)
+            t = torch.as_tensor(mask.reshape(c_out, per)[chans].reshape(1, len(chans), h, w), dtype=torch.float32)
+            with torch.no_grad():
+                x = MergedConv.of(sub, torch.float32).transpose(t, self.plan.shapes[f.syn.src])
+            return x.reshape(-1).numpy() > 0
+        chans = np.unique(np.asarray(idx) // per)
+        kernel = self.masks32[f.syn.name][chans]
+        t = torch.as_tensor(mask.reshape(c_out, per)[chans].reshape(1, len(chans), h, w), dtype=torch.float32)
+        c = f.conv
+        with torch.no_grad():
+            out = torch.nn.grad.conv2d_input((1, *self.plan.shapes[f.syn.src]), kernel, t, c.stride, c.padding,
+                                             c.dilation, 1)
+        return out.reshape(-1).numpy() > 0
+
     def feeds(self, f, owner: np.ndarray, cores: list) -> np.ndarray:
         """(len(cores), source neurons) booleans: which source neurons have a synapse onto each target core, given
         ``owner`` (per target neuron, its core). One batched pull for all cores: the mapper asks this for every
         synapse layer and every budget it tries, and core-by-core pulls made pricing a U-Net take minutes."""
+        if f.syn.name in self.merged:
+            t = torch.as_tensor(np.stack([owner == c for c in cores]), dtype=torch.float32)
+            return self._merged_back(f, t).numpy() > 0
         mask = self.masks32[f.syn.name]
         t = torch.as_tensor(np.stack([owner == c for c in cores]), dtype=mask.dtype)  # (K, targets), 0/1
         with torch.no_grad():
@@ -79,6 +156,10 @@ class Connectivity:
     def reaches(self, f, owner: np.ndarray, cores) -> np.ndarray:
         """(target neurons, len(cores)) booleans: which of the source's cores (``owner``: per source neuron, its
         core) have a synapse onto each target neuron. One batched push for all cores."""
+        if f.syn.name in self.merged:
+            t = torch.as_tensor(np.stack([owner == c for c in cores]), dtype=torch.float32)
+            with torch.no_grad():
+                return self._merged_forward(f, t, single=True).reshape(len(cores), -1).T.numpy() > 0
         mask = self.masks32[f.syn.name]
         t = torch.as_tensor(np.stack([owner == c for c in cores]), dtype=mask.dtype)  # (K, sources), 0/1
         with torch.no_grad():

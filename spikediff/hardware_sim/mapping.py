@@ -187,13 +187,14 @@ class _PopulationCost:
         self.fan_in = {f.syn.name: conn.deliver(f, np.ones(conn.size(f.syn.src))) for f in self.incoming}
         shape = folded.plan.shapes[name]
         self.channel = {}  # conv synapse -> output channel of each neuron (NIR flat order)
-        self.kernel_nz = {}  # conv synapse -> (output channels, rows of its group) nonzero weights
+        self.kernel_nz = {}  # conv synapse -> (output channels, rows of its group) nonzero weights (not merged ones)
         for f in self.incoming:
             if f.conv is not None and rules.kernels:
                 out = f.op.out_shape(f.src_shape)
                 self.channel[f.syn.name] = np.arange(int(np.prod(out))) // (out[1] * out[2])
-                mask = conn.masks32[f.syn.name]
-                self.kernel_nz[f.syn.name] = mask.reshape(mask.shape[0], -1).numpy() != 0
+                if f.syn.name not in conn.merged:  # merged taps: rows counted per core (``kernel_rows``)
+                    mask = conn.masks32[f.syn.name]
+                    self.kernel_nz[f.syn.name] = mask.reshape(mask.shape[0], -1).numpy() != 0
         self.shape = shape
         # A mapper asks for the cost of many candidate runs of neurons; what does not depend on the run is worked
         # out here, once, so that most questions need no convolution: per shared-kernel synapse, which of the
@@ -212,9 +213,7 @@ class _PopulationCost:
         """Per source neuron: does it have a synapse onto any of the neurons ``idx``."""
         if f.syn.name in self.dense:
             return self.dense[f.syn.name][idx].any(axis=0)
-        mask = np.zeros(self.size)
-        mask[idx] = 1
-        return self.conn.pull(f, mask) > 0
+        return self.conn.senders(f, idx)
 
     def _kernel_bits(self, f, channels: np.ndarray) -> float:
         """Bits of a shared kernel's rows for the output ``channels`` (sorted) on one core: per row of a group
@@ -224,7 +223,11 @@ class _PopulationCost:
         per_group = f.conv.weight.shape[0] // f.conv.groups
         group = channels // per_group
         starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]])  # channels are sorted: groups contiguous
-        count = np.add.reduceat(self.kernel_nz[f.syn.name][channels].astype(np.int64), starts, axis=0)
+        if f.syn.name in self.kernel_nz:
+            count = np.add.reduceat(self.kernel_nz[f.syn.name][channels].astype(np.int64), starts, axis=0)
+        else:  # a derived kernel held as merged taps, too large to hold dense at the paper's width
+            count = np.stack([self.conn.kernel_rows(f, part) for part in np.split(channels, starts[1:])])
+            count = np.rint(count).astype(np.int64)
         width = np.diff(np.r_[starts, len(channels)])[:, None]  # the group's channels on the core
         index_bits = np.ceil(np.log2(np.maximum(width, 2)))
         row = np.minimum(width * r.weight_bits, count * (r.weight_bits + index_bits))

@@ -20,10 +20,14 @@ DEFAULT_PROFILES = ("loihi1", "loihi2", "ac_mac_45nm")
 
 def make_report(model, schedule, out_dir, n: int = 16, steps: int = 20, profiles=DEFAULT_PROFILES,
                 overrides: dict | None = None, device: str = "cpu", seed: int = 0, batch_size: int | None = None,
-                compare_float: bool = True, progress: bool = True, source: str = "", **options) -> dict:
+                compare_float: bool = True, progress: bool = True, source: str = "", bias_correction: bool = True,
+                **options) -> dict:
     """The report of any sampler: its networks compiled once in fixed point, sampled with the bit-exact
     simulator, each network's events priced; an image costs the sum (the loop network ``steps`` times, a
-    final decoder once), all networks resident on the chip together."""
+    final decoder once), all networks resident on the chip together. ``bias_correction=False``: compiled without
+    the readouts' bias correction (which runs the network on 160 calibration inputs three times, most of the
+    compile of a large U-Net; without it a readout has one constant synapse less, and the images, hence the
+    later steps' spikes, differ a little)."""
     import torch
 
     from .. import SpikediffError
@@ -40,7 +44,9 @@ def make_report(model, schedule, out_dir, n: int = 16, steps: int = 20, profiles
         raise SpikediffError(f"output {out}: exists and is not a directory")
     kind = kinds.of_model(model)
     options = kind.options(**options)
-    sd = compile_sampler(sampler_graphs(model, schedule), fixed_point=True)
+    # compact: a U-Net's derived kernels held as merged taps, never dense (the same integers; the paper's width fits)
+    sd = compile_sampler(sampler_graphs(model, schedule, compact=True), fixed_point=True,
+                         bias_correction=bias_correction)
     plan = sd.loop.plan
     every_neuron = {k: np.arange(pop.size) for k, pop in plan.populations.items() if pop.spiking}
     t0 = time.perf_counter()
@@ -51,6 +57,7 @@ def make_report(model, schedule, out_dir, n: int = 16, steps: int = 20, profiles
     combined = combine(costs) if len(costs) > 1 else costs["denoiser"]
     result = {
         "source": source, "kind": kind.name, "images": n, "denoising_steps": sim["program"].steps,
+        "bias_correction": bias_correction,
         "snn_steps": {role: sd.networks[role].num_steps for role in sim["parts"]}, "seed": seed, **options,
         "simulator": {"device": str(device), "seconds": sim_s, "images_per_s": n / sim_s},
         "events_per_image": {role: ev.to_dict() for role, ev in events.items()},

@@ -35,7 +35,9 @@ def deploy(model, schedule, backend: str, bias_correction: bool = True):
     from ..export.deployment import compile_sampler
     from ..export.nir_graph import sampler_graphs
 
-    return compile_sampler(sampler_graphs(model, schedule), fixed_point=True, bias_correction=bias_correction)
+    # compact: a U-Net's derived kernels as merged taps, never dense (the same integers, ``export.plan``)
+    return compile_sampler(sampler_graphs(model, schedule, compact=True), fixed_point=True,
+                           bias_correction=bias_correction)
 
 
 def _suffix(options: dict) -> str:

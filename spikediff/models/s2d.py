@@ -19,8 +19,9 @@ relative to the cell, i.e. coarse offset floor(e / r_in) and input phase e mod r
 stride r_out / (upsample r_in). A derived kernel holds, for each output phase, its own copy of the taps that
 phase uses and zeros for the others: (r_in r_out)^2 times the natural kernel's entries for a convolution between
 two maps of factor r. A Loihi-class chip stores every position's synapses anyway (no zeros), so the synapses that
-count are the natural network's; the compiler and Lava, which hold dense kernels, pay the difference, except in
-floating point from a compact graph (``DerivedKernel``: the natural kernel standing in for the derived one).
+count are the natural network's; the compiler and Lava, which hold dense kernels, pay the difference, except from a
+compact graph (``DerivedKernel``: the natural kernel standing in for the derived one; in Loihi fixed point its
+merged taps, ``MergedKernel``, since an up-sampling's dense weight is a sum of natural taps rounded as one).
 
 A synapse from a *spatially constant* map (the time branch) writes the same current into every phase:
 ``constant_source`` (exact because its source does not vary across the grid, which the U-Net's tests check).
@@ -183,8 +184,186 @@ class DerivedKernel:
             return np.asarray(self, dtype=np.float64) * per_out.reshape(-1, 1, 1, 1)
         return DerivedKernel(self.natural.astype(np.float64) * by_phase[:, :1, None, None], self.geometry)
 
+    def merged(self) -> MergedKernel | None:
+        """The same dense kernel as merged taps (``MergedKernel``), None where the geometry has no merged form.
+        Each merged tap is summed over the natural taps one axis at a time, in the natural kernel's dtype, as
+        ``expand_kernel`` sums a dense weight (at most two terms an axis, so the order cannot differ): the dense
+        arrays of both forms are equal bit for bit."""
+        taps = parity_taps(self.geometry)
+        if taps is None:
+            return None
+        t = torch.from_numpy(taps[1]).to(torch.from_numpy(self.natural).dtype)
+        w = torch.from_numpy(np.ascontiguousarray(self.natural))
+        rows = torch.einsum("oiab,uya->oibuy", w, t)  # y axis first, as expand_kernel contracts
+        values = torch.einsum("oibuy,vxb->oiuvyx", rows, t)
+        return MergedKernel(values.numpy(), self.geometry)
+
     def __repr__(self) -> str:
         return f"DerivedKernel(natural {self.natural.shape}, {self.geometry.to_metadata()}, derived {self.shape})"
+
+
+def parity_taps(g: S2DGeometry) -> tuple | None:
+    """Per axis, (lowest offset, T) with T[u, d, j] = 1 where natural tap j reads, for a fine output whose place on
+    the up-sampled grid has parity u, the fine input at offset d (from d_lo) of that place divided by
+    ``upsample``: every natural tap that lands there is summed into one *merged* tap (u, d). Without up-sampling
+    the merged taps are the natural ones. None where some merged tap sums more than two natural ones (a kernel of
+    5 or more up-sampled) or the up-sampling is strided: the merged form is made only where it is bit for bit
+    the dense kernel's (``DerivedKernel.merged``)."""
+    c, up = g.kernel // 2, g.upsample
+    if up > 1 and g.stride != 1:
+        return None
+    d = {(u, j): (u + j - c) // up for u in range(up) for j in range(g.kernel)}
+    d_lo = min(d.values())
+    t = np.zeros((up, max(d.values()) - d_lo + 1, g.kernel))
+    for (u, j), dd in d.items():
+        t[u, dd - d_lo, j] = 1
+    if t.sum(2).max() > 2:
+        return None
+    return d_lo, t
+
+
+class MergedKernel:
+    """A derived kernel held as its merged taps: values (C_out, C_in, U, U, D, D), U = ``upsample`` parities and D
+    merged offsets per axis (``parity_taps``), the dense (C_out r_out^2, C_in r_in^2, size, size) kernel's shape
+    and dtype, and its values on request (``np.asarray``).
+
+    Why: Loihi fixed point rounds the dense derived kernel weight by weight, and an up-sampling's dense weight
+    is the sum of the natural taps that land on one coarse pixel, which no integer natural kernel reproduces.
+    Every nonzero dense weight is one merged tap, so quantizing the merged taps quantizes the dense kernel
+    exactly (``map``), at 16 values per natural 9 for a 3 x 3 up-sampling and the natural kernel itself
+    otherwise; ``export.natural_conv.MergedConv`` computes it on the natural maps.
+    """
+
+    __slots__ = ("values", "geometry", "d_lo", "_index", "_flat_values")
+
+    def __init__(self, values: np.ndarray, geometry: S2DGeometry):
+        taps = parity_taps(geometry)
+        if taps is None:
+            raise SpikediffError(f"s2d geometry {geometry.to_metadata()} has no merged form")
+        self.d_lo, t = taps
+        values = np.asarray(values)
+        up, n_d = t.shape[:2]
+        if values.ndim != 6 or values.shape[2:] != (up, up, n_d, n_d):
+            raise SpikediffError(f"merged taps of geometry {geometry.to_metadata()} are (C_out, C_in, {up}, {up}, "
+                                 f"{n_d}, {n_d}), got {values.shape}")
+        self.values, self.geometry, self._index, self._flat_values = values, geometry, None, None
+
+    @property
+    def shape(self) -> tuple:
+        size = self.geometry.derived_conv()[2]
+        co, ci = self.values.shape[:2]
+        return (co * self.geometry.r_out ** 2, ci * self.geometry.r_in ** 2, size, size)
+
+    ndim = 4
+
+    @property
+    def dtype(self):
+        return self.values.dtype
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def index(self) -> np.ndarray:
+        """Per axis, [output phase, input phase, derived tap] -> flat merged tap u * D + d, or -1 (a structural
+        zero)."""
+        if self._index is None:
+            g = self.geometry
+            s, _pad, size, taps = axis_taps(g.r_in, g.r_out, g.kernel, g.stride, g.upsample)
+            n_d = self.values.shape[-1]
+            index = np.full((g.r_out, g.r_in, size), -1)
+            for p, q, kk, j in taps:
+                u = (g.stride * p) % g.upsample
+                index[p, q, kk] = u * n_d + (u + j - g.kernel // 2) // g.upsample - self.d_lo
+            self._index = index
+        return self._index
+
+    def multiplicity(self) -> np.ndarray:
+        """(U D, U D): how many dense weights of one (output channel, input channel) pair each merged tap is."""
+        per_axis = np.bincount(self.index()[self.index() >= 0], minlength=self.values.shape[2] * self.values.shape[4])
+        return np.outer(per_axis, per_axis)
+
+    def _flat(self, values=None) -> np.ndarray:
+        """(C_out, C_in, U D, U D): the taps by flat index per axis (this kernel's own values kept once made: the
+        mapper asks for rows of one kernel many times)."""
+        if values is None and self._flat_values is not None:
+            return self._flat_values
+        v = self.values if values is None else values
+        co, ci, up, _, n_d, _ = v.shape
+        flat = v.transpose(0, 1, 2, 4, 3, 5).reshape(co, ci, up * n_d, up * n_d)
+        if values is None:
+            self._flat_values = flat
+        return flat
+
+    def __array__(self, dtype=None, copy=None):
+        g, idx = self.geometry, self.index()
+        flat = self._flat()
+        padded = np.zeros(flat.shape[:2] + (flat.shape[2] + 1,) * 2, flat.dtype)
+        padded[:, :, :-1, :-1] = flat  # index -1 reads the zero in the last row and column
+        iy = idx.reshape(g.r_out, 1, g.r_in, 1, idx.shape[2], 1)
+        ix = idx.reshape(1, g.r_out, 1, g.r_in, 1, idx.shape[2])
+        dense = padded[:, :, iy, ix]  # (C_out, C_in, py, px, qy, qx, ky, kx)
+        dense = dense.transpose(0, 2, 3, 1, 4, 5, 6, 7).reshape(self.shape)
+        return dense if dtype is None else dense.astype(dtype)
+
+    def blocks(self, entries: int = 1 << 22):
+        """The dense array in consecutive blocks of whole output channels (about ``entries`` each, in C order):
+        for what must read every dense weight (a digest) of a kernel too large to be dense at once."""
+        per_natural = self.size // max(1, self.values.shape[0])
+        step = max(1, entries // max(1, per_natural))
+        for o in range(0, self.values.shape[0], step):
+            yield np.asarray(MergedKernel(self.values[o:o + step], self.geometry))
+
+    def map(self, fn) -> MergedKernel:
+        """``fn`` (elementwise, with fn(0) = 0: structural zeros stay zero) applied to every dense weight."""
+        return MergedKernel(fn(self.values), self.geometry)
+
+    def abs_max(self) -> float:
+        return float(np.abs(self.values).max()) if self.values.size else 0.0
+
+    def phases(self) -> np.ndarray:
+        """Parity u of each output phase (``stride * p mod upsample``), per axis."""
+        return (self.geometry.stride * np.arange(self.geometry.r_out)) % self.geometry.upsample
+
+    def per_channel(self, values: np.ndarray) -> np.ndarray:
+        """A sum over each dense output channel's weights of ``values`` (merged taps' shape, e.g. |w|), one entry
+        per dense output channel (C_out r_out^2)."""
+        per = values.sum(axis=(1, 4, 5))  # (C_out, U, U): the merged taps one output phase reads, each once
+        u = self.phases()
+        return per[:, u[:, None], u[None, :]].reshape(-1)
+
+    def dense_sum(self, values: np.ndarray) -> float:
+        """The sum over every dense weight of ``values`` (merged taps' shape, zero at structural zeros)."""
+        return float((self._flat(values).sum(axis=(0, 1)) * self.multiplicity()).sum())
+
+    def row_counts(self, channels: np.ndarray) -> np.ndarray:
+        """Per row of the dense kernel (input channel, input phase, derived tap), the sum of this kernel's values
+        over the dense output ``channels``; with 0/1 values, how many of them have a weight there. Summed per
+        output phase over the merged taps, then spread over the rows: no dense kernel is made."""
+        g, idx = self.geometry, self.index()
+        channels = np.asarray(channels)
+        o, phase = np.divmod(channels, g.r_out ** 2)
+        flat = self._flat()
+        out = np.zeros((flat.shape[1], g.r_in, g.r_in, idx.shape[2], idx.shape[2]))
+        for ph in np.unique(phase):
+            py, px = divmod(int(ph), g.r_out)
+            taps = np.zeros((flat.shape[1], flat.shape[2] + 1, flat.shape[3] + 1))
+            taps[:, :-1, :-1] = flat[o[phase == ph]].sum(0)  # index -1: the zero in the last row and column
+            out += taps[:, idx[py][:, None, :, None], idx[px][None, :, None, :]]
+        return out.reshape(-1)
+
+    def scaled(self, per_out: np.ndarray):
+        """Dense output channel c times ``per_out[c]``: still merged when every phase of a channel has one factor,
+        else the dense array."""
+        per_out = np.asarray(per_out, dtype=np.float64).reshape(-1)
+        by_phase = per_out.reshape(self.values.shape[0], -1)
+        if np.ptp(by_phase, axis=1).max(initial=0) > 0:
+            return np.asarray(self, dtype=np.float64) * per_out.reshape(-1, 1, 1, 1)
+        return MergedKernel(self.values.astype(np.float64) * by_phase[:, 0].reshape(-1, 1, 1, 1, 1, 1),
+                            self.geometry)
+
+    def __repr__(self) -> str:
+        return f"MergedKernel({self.values.shape}, {self.geometry.to_metadata()}, derived {self.shape})"
 
 
 class S2DSynapse(nn.Module):

@@ -155,7 +155,7 @@ def build(dep, netx: bool = True, netx_dir=None, hardware: bool | None = None) -
         fanout[s.src] = fanout.get(s.src, 0) + _fanout(f)
         if s.name in in_chain:
             continue
-        w_nir = fx.weights[s.name] if fx is not None else f.weight
+        w_nir = np.asarray(fx.weights[s.name]) if fx is not None else f.weight  # Lava holds fixed point dense
         bits = 24 if s.src in p.inputs else 0
         wait = _alignment(p, s)
         if hardware and s.delay == 0 and 0 < wait <= MAX_SYNAPTIC_DELAY:  # the wait: the synapses' own delay
