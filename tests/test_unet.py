@@ -187,6 +187,16 @@ def test_lava_float_run_equals_pytorch_spike_for_spike(tiny, compact):
         np.testing.assert_array_equal(result["spikes"][name].sum(1), counts, err_msg=name)
 
 
+def _assert_same_run(sim_a, sim_b, plan, n: int, seed: int) -> None:
+    """Two fixed-point simulators of one network give the same readout integers and spikes on random inputs."""
+    rng = np.random.default_rng(seed)
+    inputs = {k: rng.standard_normal((n, *shape)) for k, shape in plan.inputs.items()}
+    a, b = sim_a.evaluate(inputs), sim_b.evaluate(inputs)
+    assert torch.equal(a["readout_int"], b["readout_int"]) and a["readout_int"].abs().sum() > 0
+    for name in a["neuron_spikes"]:
+        assert torch.equal(a["neuron_spikes"][name], b["neuron_spikes"][name]), name
+
+
 def test_compact_graph_means_the_dense_one(tiny, tmp_path):
     """A compact graph's kernels are the natural ones, yet ask for the array and get fused()'s exactly; it
     compiles to the same folded synapses (the dense kernel's up-sampling taps were summed in float32, the compact
@@ -232,12 +242,7 @@ def test_compact_graph_means_the_dense_one(tiny, tmp_path):
     assert qa.fixed.digest() == qb.fixed.digest()
     sa, sb = Simulator(qa), Simulator(qb)
     assert {k for k, form in sb.natural.items() if isinstance(form, MergedConv)} == merged
-    rng = np.random.default_rng(1)
-    inputs = {k: rng.standard_normal((3, *shape)) for k, shape in qa.plan.inputs.items()}
-    ra, rb = sa.evaluate(inputs), sb.evaluate(inputs)
-    assert torch.equal(ra["readout_int"], rb["readout_int"]) and ra["readout_int"].abs().sum() > 0
-    for k in ra["neuron_spikes"]:
-        assert torch.equal(ra["neuron_spikes"][k], rb["neuron_spikes"][k]), k
+    _assert_same_run(sa, sb, qa.plan, 3, seed=1)
     # a compact kernel must be of the geometry its node's metadata names
     name, other = next((a, b) for a in held for b in held if held[a].geometry != held[b].geometry)
     compact.nodes[name].metadata = {"s2d": held[other].geometry.to_metadata()}
@@ -415,12 +420,7 @@ def test_the_simulator_runs_derived_kernels_in_natural_form_bit_for_bit(tiny, tm
     assert len(sim.natural) == sum(f.conv is not None and f.conv.s2d is not None for f in dep.folded.synapses)
     dense = Simulator(dep, natural=False)
     assert not dense.natural
-    rng = np.random.default_rng(0)
-    inputs = {k: rng.standard_normal((4, *s)) for k, s in dep.plan.inputs.items()}
-    a, b = sim.evaluate(inputs), dense.evaluate(inputs)
-    assert torch.equal(a["readout_int"], b["readout_int"]) and a["readout_int"].abs().sum() > 0
-    for name in a["neuron_spikes"]:
-        assert torch.equal(a["neuron_spikes"][name], b["neuron_spikes"][name]), name
+    _assert_same_run(sim, dense, dep.plan, 4, seed=0)
     name = next(n for n in sorted(marked) if back.nodes[n].metadata["s2d"]["kernel"] == 3)
     good = dict(back.nodes[name].metadata["s2d"])
     for bad in ({"r_in": 3}, {"kernel": 1}, {"stride": "2"}, {"upsample": np.array([1, 2])}, {"r_out": 1.5}):

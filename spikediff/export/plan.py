@@ -240,7 +240,7 @@ def _pair(v) -> tuple:
 
 def _finite(name: str, field_name: str, value) -> np.ndarray:
     if is_compact(value):  # checked in its compact form, and kept so
-        _finite(name, field_name, value.values if is_merged(value) else value.natural)
+        _finite(name, field_name, value.held)
         return value
     arr = np.asarray(value, dtype=np.float64)
     if not np.all(np.isfinite(arr)):

@@ -130,7 +130,29 @@ class S2DGeometry:
         return ""
 
 
-class DerivedKernel:
+class _HeldKernel:
+    """What a compact derived kernel answers about the dense array it stands for: shape, dtype, size (its subclasses
+    hold ``held``, an array whose first two axes are the natural (C_out, C_in), and a ``geometry``)."""
+
+    __slots__ = ()
+    ndim = 4
+
+    @property
+    def shape(self) -> tuple:
+        size = self.geometry.derived_conv()[2]
+        co, ci = self.held.shape[:2]
+        return (co * self.geometry.r_out ** 2, ci * self.geometry.r_in ** 2, size, size)
+
+    @property
+    def dtype(self):
+        return self.held.dtype
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+class DerivedKernel(_HeldKernel):
     """A derived kernel held as its natural one: the dense (C_out r_out^2, C_in r_in^2, size, size) kernel's
     shape and dtype, and its values on request (``np.asarray``), without storing it.
 
@@ -151,22 +173,8 @@ class DerivedKernel:
         self.natural, self.geometry = natural, geometry
 
     @property
-    def shape(self) -> tuple:
-        size = self.geometry.derived_conv()[2]
-        co, ci = self.natural.shape[:2]
-        return (co * self.geometry.r_out ** 2, ci * self.geometry.r_in ** 2, size, size)
-
-    @property
-    def ndim(self) -> int:
-        return 4
-
-    @property
-    def dtype(self):
-        return self.natural.dtype
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
+    def held(self) -> np.ndarray:
+        return self.natural
 
     def __array__(self, dtype=None, copy=None):
         g = self.geometry
@@ -222,7 +230,7 @@ def parity_taps(g: S2DGeometry) -> tuple | None:
     return d_lo, t
 
 
-class MergedKernel:
+class MergedKernel(_HeldKernel):
     """A derived kernel held as its merged taps: values (C_out, C_in, U, U, D, D), U = ``upsample`` parities and D
     merged offsets per axis (``parity_taps``), the dense (C_out r_out^2, C_in r_in^2, size, size) kernel's shape
     and dtype, and its values on request (``np.asarray``).
@@ -249,20 +257,8 @@ class MergedKernel:
         self.values, self.geometry, self._index, self._flat_values = values, geometry, None, None
 
     @property
-    def shape(self) -> tuple:
-        size = self.geometry.derived_conv()[2]
-        co, ci = self.values.shape[:2]
-        return (co * self.geometry.r_out ** 2, ci * self.geometry.r_in ** 2, size, size)
-
-    ndim = 4
-
-    @property
-    def dtype(self):
-        return self.values.dtype
-
-    @property
-    def size(self) -> int:
-        return int(np.prod(self.shape))
+    def held(self) -> np.ndarray:
+        return self.values
 
     def index(self) -> np.ndarray:
         """Per axis, [output phase, input phase, derived tap] -> flat merged tap u * D + d, or -1 (a structural
