@@ -102,15 +102,12 @@ class Simulator:
                 continue
             w = fx.weights[f.syn.name]
             if natural and is_merged(w):  # merged taps (a compact graph): computed from them, never made dense
-                worst = w.per_channel(np.abs(w.values)).max() if w.size else 0
-                dtype = torch.float64 if f.syn.src in p.inputs or worst >= FLOAT32_EXACT else torch.float32
+                dtype = self._sum_dtype(f, w.per_channel(np.abs(w.values)).max() if w.size else 0)
                 self.natural[f.syn.name] = MergedConv.of(w, dtype, self.device)
                 self.weights[f.syn.name] = torch.zeros(0, dtype=dtype, device=self.device)  # its dtype only
                 continue
             w = np.asarray(w, dtype=np.float64)
-            worst = np.abs(w).reshape(len(w), -1).sum(1).max() if w.size else 0
-            # graded input (or an unusually large fan-in): float64, exact below 2**53
-            dtype = torch.float64 if f.syn.src in p.inputs or worst >= FLOAT32_EXACT else torch.float32
+            dtype = self._sum_dtype(f, np.abs(w).reshape(len(w), -1).sum(1).max() if w.size else 0)
             self.weights[f.syn.name] = torch.as_tensor(w, dtype=dtype, device=self.device)
             if natural and f.conv is not None and f.conv.s2d is not None:  # the same integer products, without the zeros
                 kernel = natural_kernel(w, f.conv.s2d)
@@ -122,6 +119,11 @@ class Simulator:
                     if split is not None:
                         self.natural[f.syn.name] = split
         self.history = max([s.delay + (1 if s.recurrent else 0) for s in p.synapses] + [0])
+
+    def _sum_dtype(self, f, worst) -> torch.dtype:
+        """float32 where it sums synapse ``f``'s integer products exactly (``worst``: its largest |sum| of weights
+        into one neuron); graded input (or an unusually large fan-in): float64, exact below 2**53."""
+        return torch.float64 if f.syn.src in self.plan.inputs or worst >= FLOAT32_EXACT else torch.float32
 
     def _float_form(self, f):
         """How the float model runs a derived kernel without its structural zeros, or None (dense). From merged taps
