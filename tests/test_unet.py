@@ -453,6 +453,17 @@ def test_a_compact_sampler_is_priced_as_the_dense_one(tiny):
                 mask = np.zeros(size)
                 mask[idx] = 1
                 np.testing.assert_array_equal(c.senders(f, idx), c.pull(f, mask) > 0, err_msg=f.syn.name)
+            # per core, through the core's own channels: what each core of either side pulls or pushes alone
+            for side, ask, whole in ((f.syn.dst, c.feeds, c.pull), (f.syn.src, c.reaches, c.deliver)):
+                size = c.size(side)
+                owner = np.minimum(np.arange(size) // 37, 5)  # runs across channel borders, a long last one
+                owner[rng.choice(size, size // 10, replace=False)] = 6  # and one core of scattered neurons
+                cores = np.unique(owner)
+                got = ask(f, owner, cores)
+                got = got if ask == c.feeds else got.T
+                for k, core in enumerate(cores):
+                    np.testing.assert_array_equal(got[k], whole(f, (owner == core).astype(float)) > 0,
+                                                  err_msg=f"{f.syn.name} {ask.__name__}")
     profiles = [load_profile(name) for name in ("loihi2", "loihi1")]
     profiles[0] = profiles[0].with_overrides({"max_neurons_per_core": 32})  # several cores per map
     priced = [price_networks(sample_sim(sd, 2, 2)["parts"], profiles) for sd in (dense, compact)]

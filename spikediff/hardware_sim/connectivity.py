@@ -35,6 +35,9 @@ class Connectivity:
         self.folded, self.plan = folded, folded.plan
         self.masks, self.masks32, self.out_shapes = {}, {}, {}
         self.merged = {}  # synapse held as merged taps -> (0/1 MergedKernel, its float64 and float32 convolutions)
+        # A mapper asks the same questions of these weights for thousands of candidate cores (at the paper's width,
+        # most of its time): answers that depend only on the weights and the question are kept here, by question.
+        self.memo = {}
         for f in folded.synapses:
             w = f.weight if fx is None else fx.weights[f.syn.name]
             if f.conv is not None:
@@ -135,10 +138,60 @@ class Connectivity:
                                              c.dilation, 1)
         return out.reshape(-1).numpy() > 0
 
+    def _through_own_channels(self, f, owner: np.ndarray, cores, push: bool) -> np.ndarray:
+        """(len(cores), neurons across the synapse) booleans, for a convolution of one group: for each core of the
+        source (``push``) or of the target (``owner``: per neuron of that side, its core), which neurons across
+        the synapse it has a synapse with. Each core's question goes through the channels it holds only (a core
+        holds a few of a map's channels: the whole kernel once a core would take hours at the paper's width), and
+        cores holding the same channels are asked in one batch."""
+        merged = self.merged.get(f.syn.name)
+        g = None if merged is None else merged[0].geometry
+        side_shape = self.plan.shapes[f.syn.src] if push else self.out_shapes[f.syn.name]
+        across = f.syn.dst if push else f.syn.src
+        c, h, w = side_shape
+        per = h * w
+        r2 = 1 if g is None else (g.r_in if push else g.r_out) ** 2  # a merged kernel's taps: per natural channel
+        order = np.argsort(owner, kind="stable")
+        ranked = owner[order]
+        cores = np.asarray(cores)
+        lo, hi = np.searchsorted(ranked, cores, "left"), np.searchsorted(ranked, cores, "right")
+        groups: dict = {}
+        for k in range(len(cores)):
+            idx = order[lo[k]:hi[k]]
+            if len(idx):
+                natural = np.unique(idx // (per * r2))
+                groups.setdefault(natural.tobytes(), (natural, []))[1].append((k, idx))
+        out = np.zeros((len(cores), self.size(across)), dtype=bool)
+        for natural, members in groups.values():
+            chans = (natural[:, None] * r2 + np.arange(r2)).reshape(-1)
+            t = np.zeros((len(members), len(chans), per), dtype=np.float32)
+            for j, (_k, idx) in enumerate(members):
+                t[j, np.searchsorted(chans, idx // per), idx % per] = 1
+            t = torch.from_numpy(t.reshape(len(members), len(chans), h, w))
+            with torch.no_grad():
+                if merged is not None:
+                    values = merged[0].values[:, natural] if push else merged[0].values[natural]
+                    conv = MergedConv.of(MergedKernel(values, g), torch.float32)
+                    x = conv(t) if push else conv.transpose(t, self.plan.shapes[f.syn.src])
+                else:
+                    cv = f.conv
+                    if push:
+                        x = torch.nn.functional.conv2d(t, self.masks32[f.syn.name][:, chans], None, cv.stride,
+                                                       cv.padding, cv.dilation, 1)
+                    else:
+                        x = torch.nn.grad.conv2d_input((len(members), *self.plan.shapes[f.syn.src]),
+                                                       self.masks32[f.syn.name][chans], t, cv.stride, cv.padding,
+                                                       cv.dilation, 1)
+            out[[k for k, _idx in members]] = x.reshape(len(members), -1).numpy() > 0
+        return out
+
     def feeds(self, f, owner: np.ndarray, cores: list) -> np.ndarray:
         """(len(cores), source neurons) booleans: which source neurons have a synapse onto each target core, given
-        ``owner`` (per target neuron, its core). One batched pull for all cores: the mapper asks this for every
-        synapse layer and every budget it tries, and core-by-core pulls made pricing a U-Net take minutes."""
+        ``owner`` (per target neuron, its core): per core through its own channels for a
+        convolution, else one batched pull for all cores (the mapper asks this for every synapse layer and every
+        budget it tries)."""
+        if f.conv is not None and f.conv.groups == 1:
+            return self._through_own_channels(f, owner, cores, push=False)
         if f.syn.name in self.merged:
             t = torch.as_tensor(np.stack([owner == c for c in cores]), dtype=torch.float32)
             return self._merged_back(f, t).numpy() > 0
@@ -155,7 +208,10 @@ class Connectivity:
 
     def reaches(self, f, owner: np.ndarray, cores) -> np.ndarray:
         """(target neurons, len(cores)) booleans: which of the source's cores (``owner``: per source neuron, its
-        core) have a synapse onto each target neuron. One batched push for all cores."""
+        core) have a synapse onto each target neuron: per core through its own channels for a convolution, else
+        one batched push for all cores."""
+        if f.conv is not None and f.conv.groups == 1:
+            return self._through_own_channels(f, owner, cores, push=True).T
         if f.syn.name in self.merged:
             t = torch.as_tensor(np.stack([owner == c for c in cores]), dtype=torch.float32)
             with torch.no_grad():

@@ -204,10 +204,18 @@ class _PopulationCost:
         for f in self.incoming:
             if f.syn.name in self.channel:
                 owner = core_of.get(f.syn.src)
-                if owner is not None:
-                    self.src_reach[f.syn.name] = conn.reaches(f, owner, np.unique(owner))  # (neurons, src cores)
+                if owner is not None:  # (neurons, source cores), packed 8 cores a byte: a run's OR is 8x less work
+                    self.src_reach[f.syn.name] = np.packbits(conn.reaches(f, owner, np.unique(owner)), axis=1)
             elif f.conv is None:
                 self.dense[f.syn.name] = conn.masks32[f.syn.name].numpy() != 0  # (targets, sources)
+
+    def _channels(self, f, idx) -> np.ndarray:
+        """The output channels (sorted) of a conv synapse that the neurons ``idx`` hold: marked, not sorted, since
+        a run holds thousands of neurons of a few channels."""
+        channel = self.channel[f.syn.name]
+        held = np.zeros(int(channel[-1]) + 1, dtype=bool)
+        held[channel[idx]] = True
+        return np.flatnonzero(held)
 
     def _senders(self, f, idx) -> np.ndarray:
         """Per source neuron: does it have a synapse onto any of the neurons ``idx``."""
@@ -218,7 +226,15 @@ class _PopulationCost:
     def _kernel_bits(self, f, channels: np.ndarray) -> float:
         """Bits of a shared kernel's rows for the output ``channels`` (sorted) on one core: per row of a group
         (input channel of the group, kernel offset) with a nonzero weight for one of the group's channels on the
-        core, a header plus its weights dense or sparse, whichever is smaller."""
+        core, a header plus its weights dense or sparse, whichever is smaller. Kept by the connectivity: a
+        mapper's candidate cores share few sets of channels."""
+        key = ("kernel bits", self.rules.weight_bits, self.rules.row_bits, f.syn.name, channels.tobytes())
+        bits = self.conn.memo.get(key)
+        if bits is None:
+            bits = self.conn.memo[key] = self._count_kernel_bits(f, channels)
+        return bits
+
+    def _count_kernel_bits(self, f, channels: np.ndarray) -> float:
         r = self.rules
         per_group = f.conv.weight.shape[0] // f.conv.groups
         group = channels // per_group
@@ -241,10 +257,12 @@ class _PopulationCost:
             nnz = float(self.fan_in[f.syn.name][idx].sum())
             synapses += nnz
             if f.syn.name in self.channel:  # a shared kernel: the rows the core's channels use
-                channels = np.unique(self.channel[f.syn.name][idx])
-                bits += self._kernel_bits(f, channels)
+                bits += self._kernel_bits(f, self._channels(f, idx))
                 reach = self.src_reach.get(f.syn.name)
-                axons += max(1, int(reach[idx].any(axis=0).sum())) if reach is not None else 1
+                if reach is not None:  # the source cores that reach one of the run's neurons
+                    axons += max(1, int(np.unpackbits(np.bitwise_or.reduce(reach[idx], axis=0)).sum()))
+                else:
+                    axons += 1
                 continue
             senders = self._senders(f, idx)
             if r.weight_bits is not None:  # dense or sparse, whichever is smaller
