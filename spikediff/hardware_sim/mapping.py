@@ -177,14 +177,49 @@ class Rules:
         self.layout = (int(g("cores_per_chip")), int(g("cores_per_tile", 1)), int(g("tiles_per_row", 1)))
 
 
+_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)  # set bits of a byte
+
+
+class _RunOr:
+    """The OR of packed boolean rows over a contiguous run of them, from ORs of whole blocks of rows kept beforehand
+    plus the rows at the run's two ends: a run of thousands of neurons reads a few hundred rows."""
+
+    BLOCK = 64
+
+    def __init__(self, rows: np.ndarray):
+        self.rows = np.ascontiguousarray(rows)
+        whole = len(rows) // self.BLOCK
+        self.blocks = np.bitwise_or.reduce(self.rows[:whole * self.BLOCK].reshape(whole, self.BLOCK, -1), axis=1) \
+            if whole else self.rows[:0]
+
+    def __call__(self, start: int, stop: int) -> np.ndarray:
+        b = self.BLOCK
+        first, last = -(-start // b), stop // b  # the whole blocks inside [start, stop)
+        if first >= last:
+            return np.bitwise_or.reduce(self.rows[start:stop], axis=0)
+        parts = (self.blocks[first:last], self.rows[start:first * b], self.rows[last * b:stop])
+        return np.bitwise_or.reduce(np.concatenate(parts), axis=0)
+
+    def of_rows(self, positions) -> np.ndarray:
+        return np.bitwise_or.reduce(self.rows[positions], axis=0)
+
+
 class _PopulationCost:
     """What a run of one population's neurons costs a core: synapses, bytes, input axons."""
 
-    def __init__(self, folded, conn, name: str, rules: Rules, core_of: dict):
+    def __init__(self, folded, conn, name: str, rules: Rules, core_of: dict, order: np.ndarray | None = None):
+        """``order``: the mapper's order of the neurons, whose contiguous runs are the candidates it asks about
+        (answered from running sums and block ORs over that order, not by gathering each run's neurons)."""
         self.conn, self.rules, self.name, self.core_of = conn, rules, name, core_of
         self.size = conn.size(name)
         self.incoming = folded.incoming(name)
         self.fan_in = {f.syn.name: conn.deliver(f, np.ones(conn.size(f.syn.src))) for f in self.incoming}
+        self.order = order
+        if order is not None:
+            self.position = np.empty(self.size, dtype=np.int64)
+            self.position[order] = np.arange(len(order))
+            # fan-in counts are integers, so a difference of running sums is the run's sum exactly
+            self.fan_in_sums = {k: np.concatenate([[0.0], np.cumsum(v[order])]) for k, v in self.fan_in.items()}
         shape = folded.plan.shapes[name]
         self.channel = {}  # conv synapse -> output channel of each neuron (NIR flat order)
         self.kernel_nz = {}  # conv synapse -> (output channels, rows of its group) nonzero weights (not merged ones)
@@ -205,7 +240,8 @@ class _PopulationCost:
             if f.syn.name in self.channel:
                 owner = core_of.get(f.syn.src)
                 if owner is not None:  # (neurons, source cores), packed 8 cores a byte: a run's OR is 8x less work
-                    self.src_reach[f.syn.name] = np.packbits(conn.reaches(f, owner, np.unique(owner)), axis=1)
+                    reach = np.packbits(conn.reaches(f, owner, np.unique(owner)), axis=1)
+                    self.src_reach[f.syn.name] = reach if order is None else _RunOr(reach[order])
             elif f.conv is None:
                 self.dense[f.syn.name] = conn.masks32[f.syn.name].numpy() != 0  # (targets, sources)
 
@@ -249,20 +285,37 @@ class _PopulationCost:
         row = np.minimum(width * r.weight_bits, count * (r.weight_bits + index_bits))
         return float(((r.row_bits + row) * (count > 0)).sum())
 
+    def _run(self, idx) -> tuple | None:
+        """(start, stop) in the mapper's order if ``idx`` is that contiguous run of it, else None."""
+        if self.order is None or not len(idx):
+            return None
+        start = int(self.position[idx[0]])
+        stop = start + len(idx)
+        return (start, stop) if np.array_equal(self.order[start:stop], idx) else None
+
     def __call__(self, idx) -> dict:
         r = self.rules
         n = len(idx)
+        run = self._run(idx)
         bits, axons, synapses = 0.0, 0, 0
         for f in self.incoming:
-            nnz = float(self.fan_in[f.syn.name][idx].sum())
+            if run is None:
+                nnz = float(self.fan_in[f.syn.name][idx].sum())
+            else:
+                sums = self.fan_in_sums[f.syn.name]
+                nnz = float(sums[run[1]] - sums[run[0]])
             synapses += nnz
             if f.syn.name in self.channel:  # a shared kernel: the rows the core's channels use
                 bits += self._kernel_bits(f, self._channels(f, idx))
                 reach = self.src_reach.get(f.syn.name)
-                if reach is not None:  # the source cores that reach one of the run's neurons
-                    axons += max(1, int(np.unpackbits(np.bitwise_or.reduce(reach[idx], axis=0)).sum()))
-                else:
+                if reach is None:
                     axons += 1
+                    continue
+                if isinstance(reach, _RunOr):  # the source cores that reach one of the run's neurons
+                    hit = reach(*run) if run is not None else reach.of_rows(self.position[idx])
+                else:
+                    hit = np.bitwise_or.reduce(reach[idx], axis=0)
+                axons += max(1, int(_POPCOUNT[hit].sum()))
                 continue
             senders = self._senders(f, idx)
             if r.weight_bits is not None:  # dense or sparse, whichever is smaller
@@ -398,8 +451,8 @@ def _map_once(folded, conn, rules: Rules, caps: dict, perms: dict, policy: str, 
     p = folded.plan
     out_cores, core_of, limits = [], {}, {}
     for name in sorted(p.populations, key=lambda k: (p.latency[k], k)):
-        cost = _PopulationCost(folded, conn, name, rules, core_of)
         order = neuron_order(p.shapes[name], perms.get(name), factors.get(name, 1))
+        cost = _PopulationCost(folded, conn, name, rules, core_of, order)
         chunks = None
         if policy == "balanced" and cores and name in cores:
             chunks, limits[name] = _balanced(cost, order, caps[name], int(cores[name]), work[name], rules.name)
