@@ -343,8 +343,9 @@ def main() -> None:
              '702k). Most maps, natural and space-to-depth alike, are still bound by routing tables at both widths '
              "(see each report's per-layer table), so the cores' exponent fitted between the two widths, carried "
              "to 128, estimates that mapping's growth rather than measuring it. The full network compiles in compact "
-             "form, to Loihi fixed point too (merged taps; see the README), and runs on the simulator; what keeps "
-             "it from being priced directly is the core mapper's search, hours at the full width on one thread."]
+             "form, to Loihi fixed point too (merged taps; see the README), and runs on the simulator"
+             + ("; it is priced directly below." if PAPER_WIDTH in args.direct else
+                "; pricing it directly takes the core mapper's search at the full width (`--direct 128`).")]
     if direct:
         body += ["", "## Priced directly, untrained", "",
                  f"`spikediff report` of the preset at each width of `--direct`, compiled in compact form (merged taps "

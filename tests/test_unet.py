@@ -392,6 +392,11 @@ def test_merged_taps_are_the_dense_derived_kernel_bit_for_bit(c_in, c_out, k, st
     assert torch.equal(MergedConv.of(ints).transpose(t, x.shape[1:]), back) and back.abs().sum() > 0
     factors = np.repeat(rng.uniform(0.5, 2.0, c_out), r_out ** 2)  # one gain per natural channel stays merged
     assert np.array_equal(np.asarray(merged.scaled(factors)), dense * factors.reshape(-1, 1, 1, 1))
+    # the mapper's rows per set of output channels: runs (from running sums), scattered and repeated sets
+    pattern, pattern_dense = merged.map(lambda v: (v != 0).astype(np.float64)), (dense != 0).astype(np.float64)
+    for channels in (np.arange(len(dense)), np.arange(1, len(dense)), np.array([len(dense) - 1]),
+                     np.sort(rng.choice(len(dense), max(1, len(dense) // 2), replace=False)), np.array([0, 0, 1])):
+        assert np.array_equal(pattern.row_counts(channels), pattern_dense[channels].sum(0).reshape(-1))
 
 
 def test_the_simulator_runs_derived_kernels_in_natural_form_bit_for_bit(tiny, tmp_path):

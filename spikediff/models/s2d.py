@@ -183,6 +183,17 @@ class DerivedKernel(_HeldKernel):
         dense = expand_kernel(w, a, g.r_in, g.r_out).numpy()
         return dense if dtype is None else dense.astype(dtype)
 
+    def _running_sums(self) -> np.ndarray | None:
+        """Running sums of the flat taps over output channels, for kernels of integers (0/1 patterns: there a
+        difference of running sums is exactly the sum of a run of channels), else None. Kept once made."""
+        if self._running is None:
+            flat = self._flat()
+            integral = flat.size < (1 << 31) and np.array_equal(flat, np.round(flat)) and \
+                np.abs(flat).sum() < (1 << 52)
+            self._running = np.concatenate([np.zeros((1, *flat.shape[1:])), np.cumsum(flat, axis=0)]) \
+                if integral else False
+        return self._running if self._running is not False else None
+
     def scaled(self, per_out: np.ndarray):
         """The kernel with output channel c (derived order) times ``per_out[c]``: still compact when every phase
         of a natural channel has one factor, else the dense array."""
@@ -242,7 +253,7 @@ class MergedKernel(_HeldKernel):
     otherwise; ``export.natural_conv.MergedConv`` computes it on the natural maps.
     """
 
-    __slots__ = ("values", "geometry", "d_lo", "_index", "_flat_values")
+    __slots__ = ("values", "geometry", "d_lo", "_index", "_flat_values", "_running")
 
     def __init__(self, values: np.ndarray, geometry: S2DGeometry):
         taps = parity_taps(geometry)
@@ -255,6 +266,7 @@ class MergedKernel(_HeldKernel):
             raise SpikediffError(f"merged taps of geometry {geometry.to_metadata()} are (C_out, C_in, {up}, {up}, "
                                  f"{n_d}, {n_d}), got {values.shape}")
         self.values, self.geometry, self._index, self._flat_values = values, geometry, None, None
+        self._running = None
 
     @property
     def held(self) -> np.ndarray:
@@ -341,12 +353,28 @@ class MergedKernel(_HeldKernel):
         o, phase = np.divmod(channels, g.r_out ** 2)
         flat = self._flat()
         out = np.zeros((flat.shape[1], g.r_in, g.r_in, idx.shape[2], idx.shape[2]))
+        running = self._running_sums()
         for ph in np.unique(phase):
             py, px = divmod(int(ph), g.r_out)
             taps = np.zeros((flat.shape[1], flat.shape[2] + 1, flat.shape[3] + 1))
-            taps[:, :-1, :-1] = flat[o[phase == ph]].sum(0)  # index -1: the zero in the last row and column
+            sel = o[phase == ph]
+            if running is not None and np.all(np.diff(sel) == 1):  # a run of natural channels
+                taps[:, :-1, :-1] = running[sel[-1] + 1] - running[sel[0]]
+            else:
+                taps[:, :-1, :-1] = flat[sel].sum(0)  # index -1: the zero in the last row and column
             out += taps[:, idx[py][:, None, :, None], idx[px][None, :, None, :]]
         return out.reshape(-1)
+
+    def _running_sums(self) -> np.ndarray | None:
+        """Running sums of the flat taps over output channels, for kernels of integers (0/1 patterns: there a
+        difference of running sums is exactly the sum of a run of channels), else None. Kept once made."""
+        if self._running is None:
+            flat = self._flat()
+            integral = flat.size < (1 << 31) and np.array_equal(flat, np.round(flat)) and \
+                np.abs(flat).sum() < (1 << 52)
+            self._running = np.concatenate([np.zeros((1, *flat.shape[1:])), np.cumsum(flat, axis=0)]) \
+                if integral else False
+        return self._running if self._running is not False else None
 
     def scaled(self, per_out: np.ndarray):
         """Dense output channel c times ``per_out[c]``: still merged when every phase of a channel has one factor,
