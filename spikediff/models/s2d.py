@@ -183,17 +183,6 @@ class DerivedKernel(_HeldKernel):
         dense = expand_kernel(w, a, g.r_in, g.r_out).numpy()
         return dense if dtype is None else dense.astype(dtype)
 
-    def _running_sums(self) -> np.ndarray | None:
-        """Running sums of the flat taps over output channels, for kernels of integers (0/1 patterns: there a
-        difference of running sums is exactly the sum of a run of channels), else None. Kept once made."""
-        if self._running is None:
-            flat = self._flat()
-            integral = flat.size < (1 << 31) and np.array_equal(flat, np.round(flat)) and \
-                np.abs(flat).sum() < (1 << 52)
-            self._running = np.concatenate([np.zeros((1, *flat.shape[1:])), np.cumsum(flat, axis=0)]) \
-                if integral else False
-        return self._running if self._running is not False else None
-
     def scaled(self, per_out: np.ndarray):
         """The kernel with output channel c (derived order) times ``per_out[c]``: still compact when every phase
         of a natural channel has one factor, else the dense array."""
