@@ -4,8 +4,9 @@
 The exact deployable form of a nearest-up-sampling U-Net holds every decoder map in space-to-depth layout on the
 4 x 4 bottleneck grid (spikediff/models/s2d.py); as dense kernels its derived convolutions hold 6.15 G entries at
 the full width, more than this machine's memory. The compiler holds them compact (natural kernels in floating
-point, merged taps in fixed point: the full width compiles to fixed point in seconds), but the core mapper's
-search still takes hours at the full width on one CPU thread. So `spikediff report` runs on the same architecture
+point, merged taps in fixed point: the full width compiles to fixed point in seconds), but the core mapper cannot
+map the full width yet (the routes it records, per target core and source neuron, outgrow this machine's
+memory). So `spikediff report` runs on the same architecture
 at reduced widths (every channel count divided alike, the time branch too), each briefly trained on MNIST (padded
 to 32) so that batch norm and firing rates are those of real data, and each category of energy, the time and the
 cores are fitted as a power of the width and extrapolated to 128. Events scale with the DDIM steps: 1000-step

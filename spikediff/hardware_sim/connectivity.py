@@ -51,9 +51,9 @@ class Connectivity:
             self.masks[f.syn.name] = torch.as_tensor(mask, dtype=torch.float64)
             self.masks32[f.syn.name] = torch.as_tensor(mask, dtype=torch.float32)  # for 0/1 counts (exact)
 
-    def _merged_forward(self, f, x: torch.Tensor, single: bool = False) -> torch.Tensor:
-        _mask, conv64, conv32 = self.merged[f.syn.name]
-        return (conv32 if single else conv64)(x.reshape(-1, *self.plan.shapes[f.syn.src]))
+    def _merged_forward(self, f, x: torch.Tensor) -> torch.Tensor:
+        _mask, conv64, _conv32 = self.merged[f.syn.name]
+        return conv64(x.reshape(-1, *self.plan.shapes[f.syn.src]))
 
     def _merged_back(self, f, t: torch.Tensor) -> torch.Tensor:
         """The transposed convolution of a merged kernel (its input gradient), for K target vectors ``t``."""
@@ -108,35 +108,22 @@ class Connectivity:
             return out.reshape(-1).double().numpy()
 
     def senders(self, f, idx) -> np.ndarray:
-        """Per source neuron: does it have a synapse onto any of the target neurons ``idx``. A convolution's
-        answer is pulled back through the output channels ``idx`` holds only (a core holds a few of a map's
-        channels, and the mapper asks for every candidate run of neurons: pulling through the whole kernel made
-        the paper's width take hours)."""
-        mask = np.zeros(self.size(f.syn.dst))
-        mask[idx] = 1
-        groups = 1 if f.conv is None else f.conv.groups
-        if f.conv is None or groups != 1:
+        """Per source neuron: does it have a synapse onto any of the target neurons ``idx``: the target neurons as
+        one core (``feeds``), so a convolution's answer goes through the channels ``idx`` holds only (the mapper
+        asks this for every candidate run of neurons)."""
+        if f.conv is None or f.conv.groups != 1:
+            mask = np.zeros(self.size(f.syn.dst))
+            mask[idx] = 1
             return self.pull(f, mask) > 0
-        c_out, h, w = self.out_shapes[f.syn.name]
-        per = h * w
-        if f.syn.name in self.merged:  # whole natural channels: a merged kernel's taps are per natural channel
-            merged, _c64, _c32 = self.merged[f.syn.name]
-            r2 = merged.geometry.r_out ** 2
-            natural = np.unique(np.asarray(idx) // (per * r2))
-            sub = MergedKernel(merged.values[natural], merged.geometry)
-            chans = (natural[:, None] * r2 + np.arange(r2)).reshape(-1)
-            t = torch.as_tensor(mask.reshape(c_out, per)[chans].reshape(1, len(chans), h, w), dtype=torch.float32)
-            with torch.no_grad():
-                x = MergedConv.of(sub, torch.float32).transpose(t, self.plan.shapes[f.syn.src])
-            return x.reshape(-1).numpy() > 0
-        chans = np.unique(np.asarray(idx) // per)
-        kernel = self.masks32[f.syn.name][chans]
-        t = torch.as_tensor(mask.reshape(c_out, per)[chans].reshape(1, len(chans), h, w), dtype=torch.float32)
-        c = f.conv
-        with torch.no_grad():
-            out = torch.nn.grad.conv2d_input((1, *self.plan.shapes[f.syn.src]), kernel, t, c.stride, c.padding,
-                                             c.dilation, 1)
-        return out.reshape(-1).numpy() > 0
+        return self._own_channels_batch(f, [np.asarray(idx)], push=False)[0]
+
+    def _natural_per(self, f, push: bool) -> int:
+        """Neurons of the asking side per channel that a kernel's taps are held by: a natural channel's every phase
+        for merged taps, else one channel."""
+        merged = self.merged.get(f.syn.name)
+        c, h, w = self.plan.shapes[f.syn.src] if push else self.out_shapes[f.syn.name]
+        g = None if merged is None else merged[0].geometry
+        return h * w * (1 if g is None else (g.r_in if push else g.r_out) ** 2)
 
     def _through_own_channels(self, f, owner: np.ndarray, cores, push: bool) -> np.ndarray:
         """(len(cores), neurons across the synapse) booleans, for a convolution of one group: for each core of the
@@ -144,13 +131,7 @@ class Connectivity:
         the synapse it has a synapse with. Each core's question goes through the channels it holds only (a core
         holds a few of a map's channels: the whole kernel once a core would take hours at the paper's width), and
         cores holding the same channels are asked in one batch."""
-        merged = self.merged.get(f.syn.name)
-        g = None if merged is None else merged[0].geometry
-        side_shape = self.plan.shapes[f.syn.src] if push else self.out_shapes[f.syn.name]
-        across = f.syn.dst if push else f.syn.src
-        c, h, w = side_shape
-        per = h * w
-        r2 = 1 if g is None else (g.r_in if push else g.r_out) ** 2  # a merged kernel's taps: per natural channel
+        per = self._natural_per(f, push)
         order = np.argsort(owner, kind="stable")
         ranked = owner[order]
         cores = np.asarray(cores)
@@ -159,42 +140,49 @@ class Connectivity:
         for k in range(len(cores)):
             idx = order[lo[k]:hi[k]]
             if len(idx):
-                natural = np.unique(idx // (per * r2))
-                groups.setdefault(natural.tobytes(), (natural, []))[1].append((k, idx))
-        out = np.zeros((len(cores), self.size(across)), dtype=bool)
-        for natural, members in groups.values():
-            chans = (natural[:, None] * r2 + np.arange(r2)).reshape(-1)
-            t = np.zeros((len(members), len(chans), per), dtype=np.float32)
-            for j, (_k, idx) in enumerate(members):
-                t[j, np.searchsorted(chans, idx // per), idx % per] = 1
-            t = torch.from_numpy(t.reshape(len(members), len(chans), h, w))
-            with torch.no_grad():
-                if merged is not None:
-                    values = merged[0].values[:, natural] if push else merged[0].values[natural]
-                    conv = MergedConv.of(MergedKernel(values, g), torch.float32)
-                    x = conv(t) if push else conv.transpose(t, self.plan.shapes[f.syn.src])
-                else:
-                    cv = f.conv
-                    if push:
-                        x = torch.nn.functional.conv2d(t, self.masks32[f.syn.name][:, chans], None, cv.stride,
-                                                       cv.padding, cv.dilation, 1)
-                    else:
-                        x = torch.nn.grad.conv2d_input((len(members), *self.plan.shapes[f.syn.src]),
-                                                       self.masks32[f.syn.name][chans], t, cv.stride, cv.padding,
-                                                       cv.dilation, 1)
-            out[[k for k, _idx in members]] = x.reshape(len(members), -1).numpy() > 0
+                groups.setdefault(np.unique(idx // per).tobytes(), []).append(k)
+        out = np.zeros((len(cores), self.size(f.syn.dst if push else f.syn.src)), dtype=bool)
+        for members in groups.values():
+            out[members] = self._own_channels_batch(f, [order[lo[k]:hi[k]] for k in members], push)
         return out
+
+    def _own_channels_batch(self, f, runs: list, push: bool) -> np.ndarray:
+        """(len(runs), neurons across the synapse) booleans for neuron sets ``runs`` of the asking side that hold
+        the same channels: one convolution through those channels' part of the kernel."""
+        merged = self.merged.get(f.syn.name)
+        g = None if merged is None else merged[0].geometry
+        c, h, w = self.plan.shapes[f.syn.src] if push else self.out_shapes[f.syn.name]
+        per = h * w
+        r2 = self._natural_per(f, push) // per
+        natural = np.unique(runs[0] // (per * r2))
+        chans = (natural[:, None] * r2 + np.arange(r2)).reshape(-1)
+        t = np.zeros((len(runs), len(chans), per), dtype=np.float32)
+        for j, idx in enumerate(runs):
+            t[j, np.searchsorted(chans, idx // per), idx % per] = 1
+        t = torch.from_numpy(t.reshape(len(runs), len(chans), h, w))
+        with torch.no_grad():
+            if merged is not None:
+                values = merged[0].values[:, natural] if push else merged[0].values[natural]
+                conv = MergedConv.of(MergedKernel(values, g), torch.float32)
+                x = conv(t) if push else conv.transpose(t, self.plan.shapes[f.syn.src])
+            elif push:
+                cv = f.conv
+                x = torch.nn.functional.conv2d(t, self.masks32[f.syn.name][:, chans], None, cv.stride, cv.padding,
+                                               cv.dilation, 1)
+            else:
+                cv = f.conv
+                x = torch.nn.grad.conv2d_input((len(runs), *self.plan.shapes[f.syn.src]),
+                                               self.masks32[f.syn.name][chans], t, cv.stride, cv.padding,
+                                               cv.dilation, 1)
+        return x.reshape(len(runs), -1).numpy() > 0
 
     def feeds(self, f, owner: np.ndarray, cores: list) -> np.ndarray:
         """(len(cores), source neurons) booleans: which source neurons have a synapse onto each target core, given
         ``owner`` (per target neuron, its core): per core through its own channels for a
         convolution, else one batched pull for all cores (the mapper asks this for every synapse layer and every
         budget it tries)."""
-        if f.conv is not None and f.conv.groups == 1:
+        if f.conv is not None and f.conv.groups == 1:  # merged kernels among them
             return self._through_own_channels(f, owner, cores, push=False)
-        if f.syn.name in self.merged:
-            t = torch.as_tensor(np.stack([owner == c for c in cores]), dtype=torch.float32)
-            return self._merged_back(f, t).numpy() > 0
         mask = self.masks32[f.syn.name]
         t = torch.as_tensor(np.stack([owner == c for c in cores]), dtype=mask.dtype)  # (K, targets), 0/1
         with torch.no_grad():
@@ -210,12 +198,8 @@ class Connectivity:
         """(target neurons, len(cores)) booleans: which of the source's cores (``owner``: per source neuron, its
         core) have a synapse onto each target neuron: per core through its own channels for a convolution, else
         one batched push for all cores."""
-        if f.conv is not None and f.conv.groups == 1:
+        if f.conv is not None and f.conv.groups == 1:  # merged kernels among them
             return self._through_own_channels(f, owner, cores, push=True).T
-        if f.syn.name in self.merged:
-            t = torch.as_tensor(np.stack([owner == c for c in cores]), dtype=torch.float32)
-            with torch.no_grad():
-                return self._merged_forward(f, t, single=True).reshape(len(cores), -1).T.numpy() > 0
         mask = self.masks32[f.syn.name]
         t = torch.as_tensor(np.stack([owner == c for c in cores]), dtype=mask.dtype)  # (K, sources), 0/1
         with torch.no_grad():

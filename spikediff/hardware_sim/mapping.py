@@ -207,7 +207,7 @@ class _RunOr:
 class _PopulationCost:
     """What a run of one population's neurons costs a core: synapses, bytes, input axons."""
 
-    def __init__(self, folded, conn, name: str, rules: Rules, core_of: dict, order: np.ndarray | None = None):
+    def __init__(self, folded, conn, name: str, rules: Rules, core_of: dict, order: np.ndarray):
         """``order``: the mapper's order of the neurons, whose contiguous runs are the candidates it asks about
         (answered from running sums and block ORs over that order, not by gathering each run's neurons)."""
         self.conn, self.rules, self.name, self.core_of = conn, rules, name, core_of
@@ -215,11 +215,10 @@ class _PopulationCost:
         self.incoming = folded.incoming(name)
         self.fan_in = {f.syn.name: conn.deliver(f, np.ones(conn.size(f.syn.src))) for f in self.incoming}
         self.order = order
-        if order is not None:
-            self.position = np.empty(self.size, dtype=np.int64)
-            self.position[order] = np.arange(len(order))
-            # fan-in counts are integers, so a difference of running sums is the run's sum exactly
-            self.fan_in_sums = {k: np.concatenate([[0.0], np.cumsum(v[order])]) for k, v in self.fan_in.items()}
+        self.position = np.empty(self.size, dtype=np.int64)
+        self.position[order] = np.arange(len(order))
+        # fan-in counts are integers, so a difference of running sums is the run's sum exactly
+        self.fan_in_sums = {k: np.concatenate([[0.0], np.cumsum(v[order])]) for k, v in self.fan_in.items()}
         shape = folded.plan.shapes[name]
         self.channel = {}  # conv synapse -> output channel of each neuron (NIR flat order)
         self.kernel_nz = {}  # conv synapse -> (output channels, rows of its group) nonzero weights (not merged ones)
@@ -241,7 +240,7 @@ class _PopulationCost:
                 owner = core_of.get(f.syn.src)
                 if owner is not None:  # (neurons, source cores), packed 8 cores a byte: a run's OR is 8x less work
                     reach = np.packbits(conn.reaches(f, owner, np.unique(owner)), axis=1)
-                    self.src_reach[f.syn.name] = reach if order is None else _RunOr(reach[order])
+                    self.src_reach[f.syn.name] = _RunOr(reach[order])
             elif f.conv is None:
                 self.dense[f.syn.name] = conn.masks32[f.syn.name].numpy() != 0  # (targets, sources)
 
@@ -287,7 +286,7 @@ class _PopulationCost:
 
     def _run(self, idx) -> tuple | None:
         """(start, stop) in the mapper's order if ``idx`` is that contiguous run of it, else None."""
-        if self.order is None or not len(idx):
+        if not len(idx):
             return None
         start = int(self.position[idx[0]])
         stop = start + len(idx)
@@ -311,10 +310,8 @@ class _PopulationCost:
                 if reach is None:
                     axons += 1
                     continue
-                if isinstance(reach, _RunOr):  # the source cores that reach one of the run's neurons
-                    hit = reach(*run) if run is not None else reach.of_rows(self.position[idx])
-                else:
-                    hit = np.bitwise_or.reduce(reach[idx], axis=0)
+                # the source cores that reach one of the run's neurons
+                hit = reach(*run) if run is not None else reach.of_rows(self.position[idx])
                 axons += max(1, int(_POPCOUNT[hit].sum()))
                 continue
             senders = self._senders(f, idx)
