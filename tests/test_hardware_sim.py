@@ -19,7 +19,7 @@ from spikediff.export.plan import CONST
 from spikediff.hardware_sim.connectivity import Connectivity
 from spikediff.hardware_sim.cost import barrier_time, estimate
 from spikediff.hardware_sim.events import Events, count_events
-from spikediff.hardware_sim.mapping import Core, Mapping, map_to_cores
+from spikediff.hardware_sim.mapping import Core, Mapping, Route, map_to_cores
 from spikediff.hardware_sim.profiles import builtin_names, load_profile, parse_overrides
 from spikediff.hardware_sim.sampler import sample_sim
 from spikediff.models import DenoiserConfig, SpikingDenoiser
@@ -129,6 +129,37 @@ def test_chip_mapping_respects_each_per_core_limit(tmp_path):
         map_to_cores(folded, conn, load_profile("ac_mac_45nm"))
 
 
+def test_a_route_holds_whole_cores_and_partial_ones_exactly():
+    """A route (the source neurons that send to one target core) is kept per source core: whole cores as indices,
+    partly sending cores as their neurons; it answers fan-out counts and spike sums as the boolean mask would."""
+    rng = np.random.default_rng(1)
+    owner = np.repeat(np.arange(7), [5, 3, 8, 1, 6, 4, 2])
+    rng.shuffle(owner)  # a core's neurons need not be contiguous
+    sizes = np.bincount(owner)
+    spikes = rng.integers(0, 9, len(owner)).astype(float)
+    per_core = np.bincount(owner, weights=spikes)
+    masks = []
+    for _ in range(6):
+        sends = rng.random(len(owner)) < 0.5
+        sends[owner == rng.integers(7)] = True  # at least one whole core
+        masks.append(sends)
+    masks.append(np.zeros(len(owner), dtype=bool))
+    routes = [Route.of(m, owner, sizes) for m in masks]
+    for m, r in zip(masks, routes, strict=True):
+        cores, counts = r.senders(sizes)
+        want = np.bincount(owner[m], minlength=7)
+        assert cores.tolist() == np.flatnonzero(want).tolist() and counts.tolist() == want[want > 0].tolist()
+        assert all(sizes[c] == want[c] for c in r.whole) and all(len(i) < sizes[c] for c, i in r.part.items())
+        cores, sums = r.sums(spikes, per_core)
+        np.testing.assert_allclose(sums, np.bincount(owner[m], weights=spikes[m], minlength=7)[cores])
+    union = routes[0].union(routes[1], sizes)
+    for _ in range(2):  # a union that makes a partly sending core whole counts it whole
+        union = union.union(routes[2], sizes)
+    cores, counts = union.senders(sizes)
+    want = np.bincount(owner[masks[0] | masks[1] | masks[2]], minlength=7)
+    assert counts.tolist() == want[want > 0].tolist() and union.whole.tolist() == np.flatnonzero(want == sizes).tolist()
+
+
 def _hand_events():
     return Events(images=1, denoising_steps=1, num_steps=2, lava_steps_per_image=4, lava_steps_single_image=6,
                   neurons={"a": 2, "b": 1}, spikes={"a": np.array([3.0, 1.0])},
@@ -147,7 +178,7 @@ def test_cost_model_matches_a_hand_computation(tmp_path):
                     tiles_per_row=2, max_neurons_per_core=2)
     # "a" on core 0 (tile (0, 0)), "b" on core 1 (tile (1, 0)): every spike of "a" travels one east-west hop
     mapping = Mapping("hand", [Core(0, "a", 2, 2, 2, 2), Core(1, "b", 1, 2, 2, 2)],
-                      {"a": np.array([0, 0]), "b": np.array([1])}, {("a", 1): np.array([True, True])}, 4, 1, 2)
+                      {"a": np.array([0, 0]), "b": np.array([1])}, {("a", 1): Route(np.array([0]), {})}, 4, 1, 2)
     c = estimate(_hand_events(), prof, mapping)
     pj = {k: v / 1e-12 for k, v in c["by_category_J"].items()}  # in pJ (pytest.approx's absolute slack is 1e-12)
     ns = {k: v / 1e-9 for k, v in c["time"].items() if k.endswith("_s")}

@@ -16,6 +16,8 @@ import torch
 from ..export.natural_conv import MergedConv
 from ..models.s2d import MergedKernel
 
+BATCH = 256  # cores asked in one convolution (each answer is a boolean per neuron across the synapse)
+
 
 def _merged_mask(w):
     """The 0/1 merged taps of a derived kernel held compact (``models.s2d``), or None: a kernel at the paper's
@@ -125,12 +127,13 @@ class Connectivity:
         g = None if merged is None else merged[0].geometry
         return h * w * (1 if g is None else (g.r_in if push else g.r_out) ** 2)
 
-    def _through_own_channels(self, f, owner: np.ndarray, cores, push: bool) -> np.ndarray:
-        """(len(cores), neurons across the synapse) booleans, for a convolution of one group: for each core of the
-        source (``push``) or of the target (``owner``: per neuron of that side, its core), which neurons across
-        the synapse it has a synapse with. Each core's question goes through the channels it holds only (a core
-        holds a few of a map's channels: the whole kernel once a core would take hours at the paper's width), and
-        cores holding the same channels are asked in one batch."""
+    def _through_own_channels(self, f, owner: np.ndarray, cores, push: bool):
+        """For a convolution of one group, (positions in ``cores``, booleans (len(positions), neurons across the
+        synapse)) batch by batch: for each core of the source (``push``) or of the target (``owner``: per neuron of
+        that side, its core), which neurons across the synapse it has a synapse with. Each core's question goes
+        through the channels it holds only (a core holds a few of a map's channels: the whole kernel once a core
+        would take hours at the paper's width), and cores holding the same channels are asked in one batch (of
+        at most ``BATCH`` cores: the answers for all cores at once are cores x neurons)."""
         per = self._natural_per(f, push)
         order = np.argsort(owner, kind="stable")
         ranked = owner[order]
@@ -141,10 +144,13 @@ class Connectivity:
             idx = order[lo[k]:hi[k]]
             if len(idx):
                 groups.setdefault(np.unique(idx // per).tobytes(), []).append(k)
-        out = np.zeros((len(cores), self.size(f.syn.dst if push else f.syn.src)), dtype=bool)
+        empty = [k for k in range(len(cores)) if hi[k] == lo[k]]
+        if empty:
+            yield empty, np.zeros((len(empty), self.size(f.syn.dst if push else f.syn.src)), dtype=bool)
         for members in groups.values():
-            out[members] = self._own_channels_batch(f, [order[lo[k]:hi[k]] for k in members], push)
-        return out
+            for a in range(0, len(members), BATCH):
+                batch = members[a:a + BATCH]
+                yield batch, self._own_channels_batch(f, [order[lo[k]:hi[k]] for k in batch], push)
 
     def _own_channels_batch(self, f, runs: list, push: bool) -> np.ndarray:
         """(len(runs), neurons across the synapse) booleans for neuron sets ``runs`` of the asking side that hold
@@ -176,30 +182,40 @@ class Connectivity:
                                                cv.dilation, 1)
         return x.reshape(len(runs), -1).numpy() > 0
 
-    def feeds(self, f, owner: np.ndarray, cores: list) -> np.ndarray:
-        """(len(cores), source neurons) booleans: which source neurons have a synapse onto each target core, given
-        ``owner`` (per target neuron, its core): per core through its own channels for a
-        convolution, else one batched pull for all cores (the mapper asks this for every synapse layer and every
-        budget it tries)."""
+    def feeds(self, f, owner: np.ndarray, cores: list):
+        """(core, booleans per source neuron) for each of ``cores`` (in no set order): which source neurons have a
+        synapse onto that target core, given ``owner`` (per target neuron, its core). Per core through its own
+        channels for a convolution, else batched pulls; yielded batch by batch, since the answers for all cores at
+        once are cores x neurons (the mapper asks this for every synapse layer and every budget it tries)."""
+        cores = list(cores)
         if f.conv is not None and f.conv.groups == 1:  # merged kernels among them
-            return self._through_own_channels(f, owner, cores, push=False)
+            for positions, sends in self._through_own_channels(f, owner, cores, push=False):
+                yield from zip((cores[k] for k in positions), sends, strict=True)
+            return
         mask = self.masks32[f.syn.name]
-        t = torch.as_tensor(np.stack([owner == c for c in cores]), dtype=mask.dtype)  # (K, targets), 0/1
-        with torch.no_grad():
-            if f.conv is None:
-                return (t @ mask).numpy() > 0
-            c = f.conv
-            out = torch.nn.grad.conv2d_input((len(cores), *self.plan.shapes[f.syn.src]), mask,
-                                             t.reshape(len(cores), *self.out_shapes[f.syn.name]), c.stride,
-                                             c.padding, c.dilation, c.groups)
-            return out.reshape(len(cores), -1).numpy() > 0
+        for a in range(0, len(cores), BATCH):
+            batch = cores[a:a + BATCH]
+            t = torch.as_tensor(np.stack([owner == c for c in batch]), dtype=mask.dtype)  # (K, targets), 0/1
+            with torch.no_grad():
+                if f.conv is None:
+                    out = (t @ mask).numpy() > 0
+                else:
+                    c = f.conv
+                    out = torch.nn.grad.conv2d_input((len(batch), *self.plan.shapes[f.syn.src]), mask,
+                                                     t.reshape(len(batch), *self.out_shapes[f.syn.name]), c.stride,
+                                                     c.padding, c.dilation, c.groups)
+                    out = out.reshape(len(batch), -1).numpy() > 0
+            yield from zip(batch, out, strict=True)
 
     def reaches(self, f, owner: np.ndarray, cores) -> np.ndarray:
         """(target neurons, len(cores)) booleans: which of the source's cores (``owner``: per source neuron, its
         core) have a synapse onto each target neuron: per core through its own channels for a convolution, else
         one batched push for all cores."""
         if f.conv is not None and f.conv.groups == 1:  # merged kernels among them
-            return self._through_own_channels(f, owner, cores, push=True).T
+            out = np.zeros((self.size(f.syn.dst), len(cores)), dtype=bool)
+            for positions, reach in self._through_own_channels(f, owner, cores, push=True):
+                out[:, positions] = reach.T
+            return out
         mask = self.masks32[f.syn.name]
         t = torch.as_tensor(np.stack([owner == c for c in cores]), dtype=mask.dtype)  # (K, sources), 0/1
         with torch.no_grad():

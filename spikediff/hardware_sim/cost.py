@@ -71,11 +71,14 @@ def tally(ev, mapping=None, powered_chips: int | None = None) -> Tally:
     if mapping is not None:
         routes = {name: np.zeros(4) for name in ev.neurons}
         latency = set()
-        for (src, dst_core), sends in mapping.routes.items():
-            if src not in ev.spikes or not sends.any():
-                continue  # host input arrives from outside the mesh: priced as input messages
-            src_cores = mapping.core_of[src][sends]
-            spikes = ev.spikes[src][sends]
+        per_core = {src: np.bincount(mapping.core_of[src], weights=ev.spikes[src], minlength=len(mapping.cores))
+                    for src in ev.spikes if src in mapping.core_of}
+        for (src, dst_core), route in mapping.routes.items():
+            if src not in per_core:
+                continue
+            src_cores, spikes = route.sums(ev.spikes[src], per_core[src])
+            if not len(src_cores):
+                continue
             ew, ns = mapping.hops(src_cores, dst_core)
             cross = mapping.chip_hops(src_cores, dst_core)
             routes[src] += [spikes.sum(), (spikes * ew).sum(), (spikes * ns).sum(), (spikes * cross).sum()]

@@ -61,11 +61,70 @@ class Core:
 
 
 @dataclass
+class Route:
+    """The neurons of one source population that send to one target core, by source core: cores all of whose
+    neurons send (``whole``) and, for each core that sends partly, its sending neurons (``part``). One boolean per
+    source neuron and target core is cores x neurons: past 10 GB at the paper's width, where a convolution's core
+    is fed by nearly the whole map before it; a map's cores mostly send whole."""
+
+    whole: np.ndarray  # source core indices, ascending
+    part: dict  # source core -> NIR flat indices of its sending neurons (ascending)
+
+    @classmethod
+    def of(cls, sends: np.ndarray, owner: np.ndarray, sizes: np.ndarray) -> Route:
+        """From ``sends`` (per source neuron: does it send), ``owner`` (per source neuron, its core) and ``sizes``
+        (neurons per core, indexed by core)."""
+        idx = np.flatnonzero(sends)
+        cores = owner[idx]
+        used, counts = np.unique(cores, return_counts=True)
+        full = counts == sizes[used]
+        part = {}
+        if not full.all():
+            partial = np.zeros(len(sizes), dtype=bool)
+            partial[used[~full]] = True
+            keep = partial[cores]
+            idx, cores = idx[keep], cores[keep]
+            order = np.argsort(cores, kind="stable")
+            idx, cores = idx[order], cores[order]
+            cuts = np.flatnonzero(np.diff(cores)) + 1
+            part = {int(c[0]): i for c, i in zip(np.split(cores, cuts), np.split(idx, cuts), strict=True)}
+        return cls(used[full], part)
+
+    def union(self, other: Route, sizes: np.ndarray) -> Route:
+        whole = np.union1d(self.whole, other.whole)
+        part = {}
+        for c in set(self.part) | set(other.part):
+            if c in whole:
+                continue
+            idx = np.union1d(self.part.get(c, np.empty(0, np.int64)), other.part.get(c, np.empty(0, np.int64)))
+            if len(idx) == sizes[c]:
+                whole = np.union1d(whole, [c])
+            else:
+                part[c] = idx
+        return Route(whole, part)
+
+    def senders(self, sizes: np.ndarray) -> tuple:
+        """(source cores, sending neurons of each), ascending by core."""
+        cores = np.concatenate([self.whole, np.fromiter(self.part, np.int64, len(self.part))]).astype(np.int64)
+        counts = np.concatenate([sizes[self.whole], [len(i) for i in self.part.values()]]).astype(np.int64)
+        order = np.argsort(cores)
+        return cores[order], counts[order]
+
+    def sums(self, values: np.ndarray, per_core: np.ndarray) -> tuple:
+        """(source cores, sum of ``values`` over each one's sending neurons), ``per_core``: ``values`` summed per
+        core (for the cores that send whole)."""
+        cores = np.concatenate([self.whole, np.fromiter(self.part, np.int64, len(self.part))]).astype(np.int64)
+        sums = np.concatenate([per_core[self.whole], [values[i].sum() for i in self.part.values()]])
+        order = np.argsort(cores)
+        return cores[order], sums[order]
+
+
+@dataclass
 class Mapping:
     profile: str
     cores: list  # Core, in order
     core_of: dict  # population -> (neurons,) core index of each neuron (NIR flat order)
-    routes: dict  # (source population or input, destination core) -> bool mask of the source neurons that send there
+    routes: dict  # (source population, destination core) -> Route: its neurons that send there (host input: none)
     cores_per_chip: int
     cores_per_tile: int
     tiles_per_row: int
@@ -468,20 +527,21 @@ def _map_once(folded, conn, rules: Rules, caps: dict, perms: dict, policy: str, 
         core_of[name] = owner
 
     routes, per_core_entry = {}, {}  # per_core_entry: (src, dst core) -> a convolution's kernel (one entry per core)
+    sizes = np.array([c.neurons for c in out_cores], dtype=np.int64)
     for f in folded.synapses:
+        if f.syn.src not in core_of:
+            continue  # host input arrives from outside the mesh
         dst_cores = [c.index for c in out_cores if c.population == f.syn.dst]
-        for index, sends in zip(dst_cores, conn.feeds(f, core_of[f.syn.dst], dst_cores), strict=True):
+        for index, sends in conn.feeds(f, core_of[f.syn.dst], dst_cores):
             key = (f.syn.src, index)
-            routes[key] = sends if key not in routes else routes[key] | sends
+            route = Route.of(sends, core_of[f.syn.src], sizes)
+            routes[key] = route if key not in routes else routes[key].union(route, sizes)
             shared = f.conv is not None and rules.kernels
             per_core_entry[key] = per_core_entry.get(key, True) and shared
     over = set()
-    for (src, dst), sends in routes.items():
-        if src not in core_of:
-            continue
-        cores_, counts = np.unique(core_of[src][sends], return_counts=True)
-        for core, count in zip(cores_, counts, strict=True):
-            out_cores[core].fan_out_axons += 1 if per_core_entry[(src, dst)] and rules.shared else int(count)
+    for key, route in routes.items():
+        for core, count in zip(*route.senders(sizes), strict=True):
+            out_cores[core].fan_out_axons += 1 if per_core_entry[key] and rules.shared else int(count)
     for c in out_cores:
         if rules.shared:
             extra = int(c.fan_out_axons * rules.axon_out)
