@@ -273,20 +273,17 @@ def price_networks(parts: dict, profiles: list) -> tuple:
             spare = powered * per_chip - used
             share = {role: len(fewest[role].cores) + int(spare * weight[role] / max(sum(weight.values()), 1e-300))
                      for role in parts}
-        found = {role: balance(dep.folded, conn, prof, work[role], fewest[role],
-                               lambda m, ev=ev, prof=prof, chips=powered: energy(ev, prof, m, chips),
-                               budgets=[share[role]] if shared else None)
-                 for role, (dep, conn, ev) in prepared.items()}
+        def balanced(role, budget, prof=prof, chips=powered, work=work, fewest=fewest):
+            dep, conn, ev = prepared[role]
+            return balance(dep.folded, conn, prof, work[role], fewest[role],
+                           lambda mp: energy(ev, prof, mp, chips), budgets=None if budget is None else [budget])
+
+        found = {role: balanced(role, share.get(role)) for role in parts}
         powered_fewest = powered
-        if shared:  # a work-balanced core that does not fit is split further: count the chips actually used
-            powered = max(powered, -(-sum(len(best.cores) for best, _t in found.values()) // per_chip))
-
-            def total(maps, chips, prof=prof):
-                return sum(energy(prepared[r][2], prof, maps[r], chips) for r in parts)
-
-            if total({r: found[r][0] for r in parts}, powered) > total(fewest, powered_fewest):
-                found = {r: (fewest[r], found[r][1]) for r in parts}  # spreading needed another chip: not worth it
-                powered = powered_fewest
+        if shared:
+            found, powered = _fit_shared(found, fewest, share, powered, per_chip, balanced,
+                                         lambda maps, chips, prof=prof: sum(energy(prepared[r][2], prof, maps[r], chips)
+                                                                            for r in parts))
         for role, (_dep, _conn, ev) in prepared.items():
             best, tried = found[role]
             c = estimate(ev, prof, best, powered)
@@ -296,6 +293,36 @@ def price_networks(parts: dict, profiles: list) -> tuple:
             costs[role].append(c)
             mappings[role][prof.name] = {**best.summary(), "fewest_cores": fewest[role].summary()}
     return {role: p[2] for role, p in prepared.items()}, costs, mappings
+
+
+def _fit_shared(found: dict, fewest: dict, share: dict, powered: int, per_chip: int, balanced, total) -> tuple:
+    """({role: (mapping, tried)}, chips powered) for networks sharing chips. A work-balanced core that does not fit
+    is split further, so the balanced mappings can spill onto another chip: then each network that outgrew its
+    share is balanced again on that many fewer cores, until they fit or reach their fewest-cores count. The
+    cheapest in total of the spilled mappings (on the chips they need), the refitted ones and the fewest-cores
+    ones (on their own chips) is kept."""
+    def chips(maps):
+        return max(powered, -(-sum(len(m.cores) for m in maps.values()) // per_chip))
+
+    first = {r: m for r, (m, _t) in found.items()}
+    tried = {r: list(t) for r, (_m, t) in found.items()}
+    options = [(first, chips(first)), (fewest, powered)]
+    refit, share, refitted = dict(first), dict(share), False
+    for _attempt in range(8):
+        if chips(refit) <= powered:
+            break
+        grown = [r for r in refit if len(refit[r].cores) > share[r] and share[r] > len(fewest[r].cores)]
+        if not grown:
+            break
+        for r in grown:
+            share[r] = max(len(fewest[r].cores), 2 * share[r] - len(refit[r].cores))
+            refit[r], t = balanced(r, share[r])
+            tried[r] += t
+            refitted = True
+    if refitted and chips(refit) <= powered:
+        options.append((refit, powered))
+    maps, used = min(options, key=lambda o: total(o[0], o[1]))
+    return {r: (maps[r], sorted(set(tried[r]))) for r in found}, used
 
 
 def brief(c: dict, mapping) -> dict:
