@@ -212,10 +212,10 @@ class Connectivity:
         core) have a synapse onto each target neuron: per core through its own channels for a convolution, else
         one batched push for all cores."""
         if f.conv is not None and f.conv.groups == 1:  # merged kernels among them
-            out = np.zeros((self.size(f.syn.dst), len(cores)), dtype=bool)
+            out = np.zeros((len(cores), self.size(f.syn.dst)), dtype=bool)
             for positions, reach in self._through_own_channels(f, owner, cores, push=True):
-                out[:, positions] = reach.T
-            return out
+                out[positions] = reach
+            return out.T
         mask = self.masks32[f.syn.name]
         t = torch.as_tensor(np.stack([owner == c for c in cores]), dtype=mask.dtype)  # (K, sources), 0/1
         with torch.no_grad():
