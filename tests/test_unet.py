@@ -466,6 +466,12 @@ def test_a_compact_sampler_is_priced_as_the_dense_one(tiny, monkeypatch):
                 size = c.size(side)
                 owner = np.minimum(np.arange(size) // 37, 5)  # runs across channel borders, a long last one
                 owner[rng.choice(size, size // 10, replace=False)] = 6  # and one core of scattered neurons
+                # cores of whole columns (every channel at their positions) and of half the channels at theirs
+                shape = c.out_shapes[f.syn.name] if ask == c.feeds else c.plan.shapes[side]
+                grid = np.arange(size).reshape(shape)
+                left = grid[:, :, : shape[2] // 2]
+                owner[left.reshape(-1)] = 7 + np.broadcast_to(left[0] % 3, left.shape).reshape(-1)
+                owner[grid[: shape[0] // 2, :, shape[2] // 2:].reshape(-1)] = 10
                 cores = np.unique(owner)
                 if ask == c.feeds:
                     got = dict(ask(f, owner, cores))

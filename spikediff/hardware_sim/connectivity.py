@@ -154,32 +154,56 @@ class Connectivity:
 
     def _own_channels_batch(self, f, runs: list, push: bool) -> np.ndarray:
         """(len(runs), neurons across the synapse) booleans for neuron sets ``runs`` of the asking side that hold
-        the same channels: one convolution through those channels' part of the kernel."""
-        merged = self.merged.get(f.syn.name)
-        g = None if merged is None else merged[0].geometry
+        the same channels: one convolution through those channels' part of the kernel. A run that holds every one
+        of those channels at each position it holds (a core of whole columns, the usual case) is asked through the
+        OR of their kernels instead, over a one-channel map of its positions: the same answer (a 0/1 pattern
+        reaches a neuron iff some tap of some held channel does), at 1 / channels of the work."""
         c, h, w = self.plan.shapes[f.syn.src] if push else self.out_shapes[f.syn.name]
         per = h * w
         r2 = self._natural_per(f, push) // per
         natural = np.unique(runs[0] // (per * r2))
-        chans = (natural[:, None] * r2 + np.arange(r2)).reshape(-1)
+        whole = [len(idx) == len(natural) * len(np.unique(idx % (per * r2))) for idx in runs]
+        out = np.zeros((len(runs), self.size(f.syn.dst if push else f.syn.src)), dtype=bool)
+        for product in (True, False):
+            pick = [j for j, p in enumerate(runs) if whole[j] == product]
+            if pick:
+                out[pick] = self._through_kernel(f, [runs[j] for j in pick], push, natural, per, r2, product)
+        return out
+
+    def _through_kernel(self, f, runs: list, push: bool, natural: np.ndarray, per: int, r2: int,
+                        product: bool) -> np.ndarray:
+        merged = self.merged.get(f.syn.name)
+        g = None if merged is None else merged[0].geometry
+        c, h, w = self.plan.shapes[f.syn.src] if push else self.out_shapes[f.syn.name]
+        chans = np.arange(r2) if product else (natural[:, None] * r2 + np.arange(r2)).reshape(-1)
         t = np.zeros((len(runs), len(chans), per), dtype=np.float32)
         for j, idx in enumerate(runs):
-            t[j, np.searchsorted(chans, idx // per), idx % per] = 1
+            t[j, (idx % (per * r2)) // per if product else np.searchsorted(chans, idx // per), idx % per] = 1
         t = torch.from_numpy(t.reshape(len(runs), len(chans), h, w))
-        with torch.no_grad():
+        key = ("or-kernel", f.syn.name, push, natural.tobytes()) if product else None
+        kernel = self.memo.get(key)
+        if kernel is None:
             if merged is not None:
                 values = merged[0].values[:, natural] if push else merged[0].values[natural]
-                conv = MergedConv.of(MergedKernel(values, g), torch.float32)
-                x = conv(t) if push else conv.transpose(t, self.plan.shapes[f.syn.src])
+                if product:
+                    values = values.any(axis=1 if push else 0, keepdims=True).astype(np.float64)
+                kernel = MergedConv.of(MergedKernel(values, g), torch.float32)
+            else:
+                mask = self.masks32[f.syn.name]
+                kernel = mask[:, chans] if not product and push else mask[chans] if not product else \
+                    mask[:, natural].amax(1, keepdim=True) if push else mask[natural].amax(0, keepdim=True)
+            if key is not None:
+                self.memo[key] = kernel
+        with torch.no_grad():
+            if merged is not None:
+                x = kernel(t) if push else kernel.transpose(t, self.plan.shapes[f.syn.src])
             elif push:
                 cv = f.conv
-                x = torch.nn.functional.conv2d(t, self.masks32[f.syn.name][:, chans], None, cv.stride, cv.padding,
-                                               cv.dilation, 1)
+                x = torch.nn.functional.conv2d(t, kernel, None, cv.stride, cv.padding, cv.dilation, 1)
             else:
                 cv = f.conv
-                x = torch.nn.grad.conv2d_input((len(runs), *self.plan.shapes[f.syn.src]),
-                                               self.masks32[f.syn.name][chans], t, cv.stride, cv.padding,
-                                               cv.dilation, 1)
+                x = torch.nn.grad.conv2d_input((len(runs), *self.plan.shapes[f.syn.src]), kernel, t, cv.stride,
+                                               cv.padding, cv.dilation, 1)
         return x.reshape(len(runs), -1).numpy() > 0
 
     def feeds(self, f, owner: np.ndarray, cores: list):
