@@ -232,6 +232,9 @@ def test_the_least_energy_mapping_spreads_work_when_static_power_dominates(tmp_p
     assert [k for k, _j in tried] == [2, 9] and len(best.cores) == 9
     assert energy(ev, prof, best) < energy(ev, prof, fewest)
     assert estimate(ev, prof, best)["time"]["busiest_core_s"] < estimate(ev, prof, fewest)["time"]["busiest_core_s"]
+    # where every core more costs more (chip crossings, at the paper's width), the fewest cores are the least energy
+    best, tried = balance(dep.folded, conn, prof, neuron_work(ev, prof), fewest, lambda m: len(m.cores))
+    assert best is fewest and [k for k, _j in tried] == [2, 9]
 
 
 def _hand_events(**kw):

@@ -573,8 +573,9 @@ def balance(folded, conn, profile, work: dict, base: Mapping, price, chips_more:
             budgets: list | None = None) -> tuple:
     """The least-energy mapping: cores given to populations by their work (``allocate``), for core budgets from
     ``base``'s count up to full chips (``base``'s chips and ``chips_more`` more; or the given ``budgets``), each
-    mapped with the ``balanced`` policy and priced by ``price(mapping) -> joules``. Returns (mapping,
-    [(cores, joules)])."""
+    mapped with the ``balanced`` policy and priced by ``price(mapping) -> joules``; ``base`` itself where none is
+    cheaper (at the paper's width the balanced cores, split further to fit, spread over 20% more chips, whose
+    crossings cost more than the balance saved). Returns (mapping, [(cores, joules)] of the budgets)."""
     minimum: dict = {}
     for c in base.cores:
         minimum[c.population] = minimum.get(c.population, 0) + 1
@@ -584,11 +585,11 @@ def balance(folded, conn, profile, work: dict, base: Mapping, price, chips_more:
     if budgets is None:
         budgets = [per_chip * (base.chips + k) for k in range(chips_more + 1)]
     budgets = sorted({len(base.cores), *[min(sum(sizes.values()), max(len(base.cores), b)) for b in budgets]})
-    best, tried = None, []
+    best, tried = (base, float(price(base))), []  # spreading may cost more than it saves (chip crossings)
     for budget in budgets:
         m = map_to_cores(folded, conn, profile, "balanced", allocate(totals, minimum, sizes, budget), work)
         joules = float(price(m))
         tried.append((len(m.cores), joules))
-        if best is None or joules < best[1]:
+        if joules < best[1]:
             best = (m, joules)
     return best[0], tried
