@@ -26,9 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import multiprocessing
 import resource
 import time
 from collections import defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -212,6 +214,7 @@ def lava_call(width: int) -> dict:
     from spikediff.runtime.build import build
     from spikediff.runtime.run import run_windows
 
+    torch.set_num_threads(1)
     torch.manual_seed(0)
     model = SpikingUNet(config(width)).eval()
     x, t = torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(1)), torch.tensor([500])
@@ -284,7 +287,10 @@ def main() -> None:
         direct.append({**run, "fit": extrapolate(runs, args.steps, at=width)})
         print(f"width {width}: priced directly in {run['report_s']:.0f} s", flush=True)
         del model
-    lava = lava_call(args.lava_width)
+    # in a fresh process: Lava forks a worker per process (234 at the paper's width) from its parent, and this one
+    # has grown by the mapper's search (8 GB at width 128; the forked copies filled this machine's 23 GB)
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        lava = pool.submit(lava_call, args.lava_width).result()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     payload = {"architecture": arch, "runs": runs, "extrapolated_to_128": paper, "direct": direct, "lava_call": lava,
                "train_steps": args.train_steps, "batch_size": args.batch_size, "images": args.n,
