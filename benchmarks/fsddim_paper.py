@@ -4,19 +4,18 @@
 The exact deployable form of a nearest-up-sampling U-Net holds every decoder map in space-to-depth layout on the
 4 x 4 bottleneck grid (spikediff/models/s2d.py); as dense kernels its derived convolutions hold 6.15 G entries at
 the full width, more than this machine's memory. The compiler holds them compact (natural kernels in floating
-point, merged taps in fixed point: the full width compiles to fixed point in seconds), but the core mapper cannot
-map the full width yet (the routes it records, per target core and source neuron, outgrow this machine's
-memory). So `spikediff report` runs on the same architecture
-at reduced widths (every channel count divided alike, the time branch too), each briefly trained on MNIST (padded
-to 32) so that batch norm and firing rates are those of real data, and each category of energy, the time and the
-cores are fitted as a power of the width and extrapolated to 128. Events scale with the DDIM steps: 1000-step
+point, merged taps in fixed point: the full width compiles to fixed point in seconds), and the core mapper
+maps the full width in about an hour on one thread (``--direct 128``). Beside that direct figure, `spikediff
+report` runs on the same architecture at reduced widths (every channel count divided alike, the time branch
+too), each briefly trained on MNIST (padded to 32) so that batch norm and firing rates are those of real data,
+and each category of energy, the time and the cores are fitted as a power of the width and extrapolated to 128. Events scale with the DDIM steps: 1000-step
 figures are the 20-step ones times 50 (cores and chips do not change).
 
 It also runs one float Lava call of the `--lava-width` network (default: the paper's width) against PyTorch, spike for
 spike, with its time: compiled in compact form, each derived kernel held and run as its natural one, which is what
 lets the full width fit in memory.
 
-Usage: python benchmarks/fsddim_paper.py --widths 8 12 --direct 32 --out benchmarks/results/fsddim_paper.md
+Usage: python benchmarks/fsddim_paper.py --widths 8 12 --direct 32 128 --out benchmarks/results/fsddim_paper.md
 (``--reuse-runs``: the priced widths from the last run's fsddim_paper/runs.json, only the rest again;
 ``--direct W ...``: widths also priced directly, untrained, beside the fit at that width)
 """
