@@ -8,8 +8,9 @@ point, merged taps in fixed point: the full width compiles to fixed point in sec
 maps the full width in about an hour on one thread (``--direct 128``). Beside that direct figure, `spikediff
 report` runs on the same architecture at reduced widths (every channel count divided alike, the time branch
 too), each briefly trained on MNIST (padded to 32) so that batch norm and firing rates are those of real data,
-and each category of energy, the time and the cores are fitted as a power of the width and extrapolated to 128. Events scale with the DDIM steps: 1000-step
-figures are the 20-step ones times 50 (cores and chips do not change).
+and each category of energy, the time and the cores are fitted as a power of the width and extrapolated to 128.
+Events scale with the DDIM steps: 1000-step figures are the 20-step ones times 50 (cores and chips do not
+change).
 
 It also runs one float Lava call of the `--lava-width` network (default: the paper's width) against PyTorch, spike for
 spike, with its time: compiled in compact form, each derived kernel held and run as its natural one, which is what
