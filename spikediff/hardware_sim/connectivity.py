@@ -158,23 +158,25 @@ class Connectivity:
         of those channels at each position it holds (a core of whole columns, the usual case) is asked through the
         OR of their kernels instead, over a one-channel map of its positions: the same answer (a 0/1 pattern
         reaches a neuron iff some tap of some held channel does), at 1 / channels of the work."""
-        c, h, w = self.plan.shapes[f.syn.src] if push else self.out_shapes[f.syn.name]
-        per = h * w
-        r2 = self._natural_per(f, push) // per
-        natural = np.unique(runs[0] // (per * r2))
-        whole = [len(idx) == len(natural) * len(np.unique(idx % (per * r2))) for idx in runs]
+        _c, h, w = self.plan.shapes[f.syn.src] if push else self.out_shapes[f.syn.name]
+        r2 = self._natural_per(f, push) // (h * w)
+        natural = np.unique(runs[0] // (h * w * r2))
+        whole = [len(idx) == len(natural) * len(np.unique(idx % (h * w * r2))) for idx in runs]
         out = np.zeros((len(runs), self.size(f.syn.dst if push else f.syn.src)), dtype=bool)
         for product in (True, False):
             pick = [j for j, p in enumerate(runs) if whole[j] == product]
             if pick:
-                out[pick] = self._through_kernel(f, [runs[j] for j in pick], push, natural, per, r2, product)
+                out[pick] = self._through_kernel(f, [runs[j] for j in pick], push, natural, (h, w), r2, product)
         return out
 
-    def _through_kernel(self, f, runs: list, push: bool, natural: np.ndarray, per: int, r2: int,
+    def _through_kernel(self, f, runs: list, push: bool, natural: np.ndarray, hw: tuple, r2: int,
                         product: bool) -> np.ndarray:
+        """``_own_channels_batch`` for runs that all are (``product``) or all are not whole columns of the channels
+        ``natural``; ``hw``: the asking side's map size, ``r2``: phases per natural channel."""
         merged = self.merged.get(f.syn.name)
         g = None if merged is None else merged[0].geometry
-        c, h, w = self.plan.shapes[f.syn.src] if push else self.out_shapes[f.syn.name]
+        h, w = hw
+        per = h * w
         chans = np.arange(r2) if product else (natural[:, None] * r2 + np.arange(r2)).reshape(-1)
         t = np.zeros((len(runs), len(chans), per), dtype=np.float32)
         for j, idx in enumerate(runs):
@@ -188,10 +190,12 @@ class Connectivity:
                 if product:
                     values = values.any(axis=1 if push else 0, keepdims=True).astype(np.float64)
                 kernel = MergedConv.of(MergedKernel(values, g), torch.float32)
+            elif not product:
+                kernel = self.masks32[f.syn.name][:, chans] if push else self.masks32[f.syn.name][chans]
+            elif push:
+                kernel = self.masks32[f.syn.name][:, natural].amax(1, keepdim=True)
             else:
-                mask = self.masks32[f.syn.name]
-                kernel = mask[:, chans] if not product and push else mask[chans] if not product else \
-                    mask[:, natural].amax(1, keepdim=True) if push else mask[natural].amax(0, keepdim=True)
+                kernel = self.masks32[f.syn.name][natural].amax(0, keepdim=True)
             if key is not None:
                 self.memo[key] = kernel
         with torch.no_grad():

@@ -103,20 +103,23 @@ class Route:
                 part[c] = idx
         return Route(whole, part)
 
+    def _by_core(self, of_whole: np.ndarray, of_part) -> tuple:
+        """(source cores ascending, a value per core): ``of_whole`` for the whole cores, ``of_part(neurons)`` for
+        each partly sending one."""
+        cores = np.concatenate([self.whole, np.fromiter(self.part, np.int64, len(self.part))]).astype(np.int64)
+        values = np.concatenate([of_whole, [of_part(i) for i in self.part.values()]])
+        order = np.argsort(cores)
+        return cores[order], values[order]
+
     def senders(self, sizes: np.ndarray) -> tuple:
         """(source cores, sending neurons of each), ascending by core."""
-        cores = np.concatenate([self.whole, np.fromiter(self.part, np.int64, len(self.part))]).astype(np.int64)
-        counts = np.concatenate([sizes[self.whole], [len(i) for i in self.part.values()]]).astype(np.int64)
-        order = np.argsort(cores)
-        return cores[order], counts[order]
+        cores, counts = self._by_core(sizes[self.whole], len)
+        return cores, counts.astype(np.int64)
 
     def sums(self, values: np.ndarray, per_core: np.ndarray) -> tuple:
         """(source cores, sum of ``values`` over each one's sending neurons), ``per_core``: ``values`` summed per
         core (for the cores that send whole)."""
-        cores = np.concatenate([self.whole, np.fromiter(self.part, np.int64, len(self.part))]).astype(np.int64)
-        sums = np.concatenate([per_core[self.whole], [values[i].sum() for i in self.part.values()]])
-        order = np.argsort(cores)
-        return cores[order], sums[order]
+        return self._by_core(per_core[self.whole], lambda i: values[i].sum())
 
 
 @dataclass
