@@ -373,8 +373,10 @@ def _train_spiking_vq(args) -> int:
     v, d = VQConfig(), TokenDenoiserConfig()
     neuron = dict(num_steps=args.snn_steps, beta=args.beta, threshold=args.threshold, readout_alpha=args.readout_alpha)
     vq = VQConfig(channels=args.channels or v.channels, codebook_size=args.codebook_size, code_dim=args.code_dim, **neuron)
-    widths = dict(sdid_channels=args.sdid_channels, sdid_hidden=args.hidden) if args.init else {}
+    widths = dict(sdid_channels=args.sdid_channels, sdid_hidden=args.hidden,
+                  sdid_feedback=args.feedback or None) if args.init else {}
     sdid = TokenDenoiserConfig(channels=args.sdid_channels or d.channels, hidden=args.hidden or d.hidden,
+                               feedback=args.feedback,
                                time_features=args.time_features or d.time_features, **neuron)
     cfg = VQTrainConfig(**_train_options(args, VQTrainConfig), vq_steps=args.vq_steps, decay_steps=args.decay_steps,
                         vq_decay_steps=args.vq_decay_steps,
@@ -886,6 +888,10 @@ def build_parser() -> argparse.ArgumentParser:
     vqo.add_argument("--sdid-channels", type=_positive_int,
                      help=f"width of the SDID's grid layers [default: {d.channels}]; with --init, the init's SDID is "
                           f"widened to it (and its dense layer to --hidden), starting as the init's")
+    vqo.add_argument("--feedback", action="store_true",
+                     help="the SDID's dense layer also drives its last grid layer (global context in every cell's "
+                          "features, not only added to its logits); with --init, added to the init's SDID, silent "
+                          "at first")
     vqo.add_argument("--mask-schedule", default=vt.mask_schedule, choices=MASK_SCHEDULES,
                      help="masked fraction over the sampling steps (training draws from the same)")
     ld = tr.add_argument_group("latent-ddim options (--init and --qat-from also for latent-decoder and spiking-vq)")

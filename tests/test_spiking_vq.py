@@ -522,6 +522,17 @@ def test_a_widened_sdid_starts_as_the_old_one():
     assert stats_new["e1"] > stats_old["e1"] > 0 and stats_new["g"] > stats_old["g"]  # ... the new neurons fire
     same = widened_state(old, old.config, seed=0)
     assert same.keys() == old.state_dict().keys() and all(torch.equal(v, old.state_dict()[k]) for k, v in same.items())
+    # feedback added: the dense layer becomes a convolution onto a 1 x 1 map (the same weights) and its feedback
+    # into the grid layer starts at zero, so the logits stay; once the feedback is trained, the grid layer moves
+    fed_cfg = dataclasses.replace(wide_cfg, feedback=True)
+    fed = SpikingTokenDenoiser(fed_cfg)
+    fed.load_state_dict(widened_state(old, fed_cfg, seed=0))
+    assert fed.fc_1.weight.shape == (24, 12, 3, 3) and fed.fc_gu.weight.abs().sum() == 0
+    assert torch.equal(old(tokens, ratio), fed(tokens, ratio))
+    with torch.no_grad():
+        fed.fc_gu.weight.normal_(0, 1.0)
+    stats_fed = {}
+    assert not torch.equal(old(tokens, ratio), fed(tokens, ratio, stats_fed)) and stats_fed["u"] != stats_new["u"]
 
 
 def _deployable_parts():
@@ -530,13 +541,17 @@ def _deployable_parts():
     vq = SpikingVQVAE(VQConfig(image_size=8, channels=4, codebook_size=6, code_dim=3))
     torch.nn.init.normal_(vq.quantizer.codebook.weight)
     sdid = SpikingTokenDenoiser(TokenDenoiserConfig(codebook_size=6, grid=2, channels=8, hidden=16))
+    fed = SpikingTokenDenoiser(TokenDenoiserConfig(codebook_size=6, grid=3, channels=8, hidden=16, feedback=True))
+    torch.nn.init.normal_(fed.fc_gu.weight, 0, 1.0)  # the feedback must move the grid layer's spikes
     tokens = torch.tensor([[[0, 6], [6, 6]], [[1, 2], [3, 6]], [[5, 4], [0, 2]]])
     sdid_in = sdid.make_input(tokens, torch.tensor([0.75, 0.25, 0.0]))
+    fed_in = fed.make_input(torch.from_numpy(np.random.default_rng(1).integers(0, 7, (3, 3, 3))),
+                            torch.tensor([0.75, 0.25, 0.0]))
     dec_in = vq.quantizer.lookup(tokens.clamp(max=5)).detach()
-    return [(sdid, sdid_in), (vq.decoder, dec_in)]
+    return [(sdid, sdid_in), (vq.decoder, dec_in), (fed, fed_in)]
 
 
-@pytest.mark.parametrize("part", [0, 1], ids=["sdid", "decoder"])
+@pytest.mark.parametrize("part", [0, 1, 2], ids=["sdid", "decoder", "sdid-feedback"])
 def test_deployable_parts_export_to_nir_and_run_on_lava_like_pytorch(part, tmp_path):
     """NIR file round trip (nirtorch interpreter), then Lava's float simulator spike for spike."""
     import nir
@@ -573,14 +588,16 @@ def test_deployable_parts_export_to_nir_and_run_on_lava_like_pytorch(part, tmp_p
 
 @pytest.fixture(scope="module")
 def tiny_vq_model():
-    """A tiny spiking-vq sampler with weights that fire (untrained), in float64 for exact comparisons."""
+    """A tiny spiking-vq sampler with weights that fire (untrained), in float64 for exact comparisons; its SDID
+    with feedback (the SDID without it is checked on Lava alone above, and ships in fixed point)."""
     from spikediff.models import SpikingVQDiffusion
 
     torch.manual_seed(0)
     vq = SpikingVQVAE(VQConfig(image_size=8, channels=4, codebook_size=6, code_dim=3))
     torch.nn.init.normal_(vq.quantizer.codebook.weight)
-    sdid = SpikingTokenDenoiser(TokenDenoiserConfig(codebook_size=6, grid=2, channels=8, hidden=16))
+    sdid = SpikingTokenDenoiser(TokenDenoiserConfig(codebook_size=6, grid=2, channels=8, hidden=16, feedback=True))
     torch.nn.init.normal_(sdid.fc_out.weight, 0, 2.0)  # confident logits: the draws then depend on them
+    torch.nn.init.normal_(sdid.fc_gu.weight, 0, 1.0)
     return SpikingVQDiffusion(vq, sdid, "cosine").double()
 
 

@@ -6,6 +6,13 @@ embedding lookup followed by a convolution, so no embedding table is needed on t
 the one-hot planes, the first synapse layer holds the embeddings. Then, as in the FSDDIM denoiser: LIF
 convs on the grid (local), one dense LIF layer (global: which digit, which garment), and a non-spiking
 readout whose mean synaptic current over the T steps is the K logits of each cell (``(K, G, G)`` order).
+
+With ``feedback``, the dense layer also drives the last grid layer, so each cell's features know the global
+choice rather than only adding to its logits. A dense layer into a grid is written as two plain convolutions
+that every backend already runs: the dense layer as a G x G convolution without padding onto a 1 x 1 map
+(``(hidden, 1, 1)``), and its feedback as a G x G convolution with padding G - 1 from that map back onto the
+G x G grid (an output cell (i, j) meets the one input pixel at kernel tap (G - 1 - i, G - 1 - j): every tap is
+one weight of the dense matrix, none is wasted).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ class TokenDenoiserConfig(ModelConfig):
     threshold: float = 1.0
     readout_alpha: float = 0.5
     max_period: float = 10000.0
+    feedback: bool = False  # the dense layer also drives the grid layer u (module docstring)
 
     positive = ("codebook_size", "grid", "channels", "hidden", "num_steps")
 
@@ -72,7 +80,12 @@ class SpikingTokenDenoiser(SpikingGraph):
         c, k, g = cfg.channels, cfg.codebook_size, cfg.grid
         self.conv_in = nn.Conv2d(k + 1 + cfg.time_features, c, 3, padding=1)
         self.conv_e1 = nn.Conv2d(c, c, 3, padding=1)
-        self.fc_1 = nn.Linear(c * g * g, cfg.hidden)
+        if cfg.feedback:  # the dense layer as a convolution onto a 1 x 1 map, and back (module docstring)
+            self.graph = {**self.graph, "u": [*self.graph["u"], ("fc_gu", "g")]}
+            self.fc_1 = nn.Conv2d(c, cfg.hidden, g)
+            self.fc_gu = nn.Conv2d(cfg.hidden, c, g, padding=g - 1, bias=False)
+        else:
+            self.fc_1 = nn.Linear(c * g * g, cfg.hidden)
         self.conv_u = nn.Conv2d(c, c, 3, padding=1)
         self.fc_out = nn.Linear(cfg.hidden, k * g * g, bias=False)
         self.conv_ro = nn.Conv2d(c, k, 3, padding=1, bias=False)
@@ -81,6 +94,8 @@ class SpikingTokenDenoiser(SpikingGraph):
         self._readout_shape = (k, g, g)
         # One-hot inputs: a single active channel per cell (plus the time planes) must reach the threshold.
         self.init_weights(input_gain=6.0, readout_gain=0.3)
+        if cfg.feedback:  # each output cell meets `hidden` weights of its kernel, not all G x G taps of each
+            nn.init.normal_(self.fc_gu.weight, 0.0, 3.0 / (2 * cfg.hidden) ** 0.5)
 
     @property
     def mask_id(self) -> int:

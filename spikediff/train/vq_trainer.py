@@ -60,6 +60,8 @@ class VQTrainConfig:
     qat_refresh: int = 50  # steps between refreshes of the fixed-point scales
     sdid_channels: int | None = None  # with init: its SDID's grid layers widened to this [default: as they are]
     sdid_hidden: int | None = None  # with init: its SDID's dense layer widened to this [default: as it is]
+    sdid_feedback: bool | None = None  # with init, True: its SDID's dense layer drives its grid layer too (silent at
+    # first) [default: as it is]
     seed: int = 0
     data_limit: int | None = None
     checkpoint_every: int = 250
@@ -81,6 +83,9 @@ class VQTrainConfig:
         if widths and self.init is None:
             raise SpikediffError(f"{', '.join(widths)}: these widen the SDID of an init sampler; without init, set "
                                  f"the SDID's width in sdid")
+        if self.sdid_feedback and self.init is None:
+            raise SpikediffError("sdid_feedback adds feedback to the SDID of an init sampler; without init, set "
+                                 "feedback in sdid")
         if any(v < 1 for v in widths.values()):
             raise SpikediffError(f"{widths}: widths must be positive")
         self.vq.validate()
@@ -93,7 +98,8 @@ class VQTrainConfig:
 
 RESUME_KEYS = ("data", "batch_size", "lr", "seed", "data_limit")
 VQ_RESUME_KEYS = ("vq_decay_steps",)
-SDID_RESUME_KEYS = ("vq_steps", "vq_decay_steps", "vq_sha256", "mask_schedule", "decay_steps", "sdid_channels", "sdid_hidden")
+SDID_RESUME_KEYS = ("vq_steps", "vq_decay_steps", "vq_sha256", "mask_schedule", "decay_steps", "sdid_channels", "sdid_hidden",
+                    "sdid_feedback")
 
 
 def header(cfg: VQTrainConfig) -> dict:
@@ -167,15 +173,18 @@ def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = T
 
 
 def widened_config(config: TokenDenoiserConfig, cfg: VQTrainConfig) -> TokenDenoiserConfig:
-    """The init's SDID config with ``cfg``'s ``sdid_channels`` and ``sdid_hidden``; narrower is refused (a
-    trained SDID is only grown)."""
+    """The init's SDID config with ``cfg``'s ``sdid_channels`` and ``sdid_hidden`` (and feedback, with
+    ``sdid_feedback``); narrower is refused (a trained SDID is only grown)."""
     wanted = {"channels": cfg.sdid_channels, "hidden": cfg.sdid_hidden}
     for field_name, width in wanted.items():
         if width is not None and width < getattr(config, field_name):
             option = "--sdid-channels" if field_name == "channels" else "--hidden"
             raise SpikediffError(f"{option} {width}: narrower than the SDID of --init {cfg.init} "
                                  f"({getattr(config, field_name)}); a trained SDID can only be widened")
-    return replace(config, **{k: v for k, v in wanted.items() if v is not None}).validate()
+    grown = {k: v for k, v in wanted.items() if v is not None}
+    if cfg.sdid_feedback:
+        grown["feedback"] = True
+    return replace(config, **grown).validate()
 
 
 def widened_state(sdid: SpikingTokenDenoiser, config: TokenDenoiserConfig, seed: int) -> dict:

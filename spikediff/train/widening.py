@@ -17,12 +17,25 @@ def widen(old: torch.nn.Module, new: torch.nn.Module) -> None:
     neurons' own inputs keep their random start and their outgoing weights get gradients from the first step.
 
     A dense layer that reads a flattened (C, H, W) grid widens the same way, since its first C x H x W inputs
-    are the old channels' (flattening is channel-major). ``new``'s parameters must be at least ``old``'s in
-    every dimension.
+    are the old channels' (flattening is channel-major); one that became a convolution over the whole grid
+    (weight (out, C, H, W)) takes the same weights. A synapse layer ``old`` lacks starts at zero: it adds
+    nothing until trained. ``new``'s parameters must be at least ``old``'s in every dimension.
     """
     before = old.state_dict()
     for name, value in new.state_dict().items():
-        was = before[name]
+        was = before.get(name)
+        if was is None:
+            owner = new.get_submodule(name.rpartition(".")[0])
+            if not isinstance(owner, (torch.nn.Conv2d, torch.nn.Linear)):
+                raise ValueError(f"widen: {name} is new and not a synapse layer's; it has no silent start")
+            value.zero_()
+            continue
+        if was.ndim == 2 and value.ndim == 4:  # dense -> a convolution over the whole (C, H, W) grid
+            area = value.shape[2] * value.shape[3]
+            if was.shape[1] % area:
+                raise ValueError(f"widen: {name} reads {was.shape[1]} values, not channels of a "
+                                 f"{value.shape[2]}x{value.shape[3]} grid")
+            was = was.reshape(was.shape[0], was.shape[1] // area, *value.shape[2:])
         if value.ndim == 0:
             value.copy_(was)
             continue
