@@ -186,6 +186,8 @@ def cmd_train(args) -> int:
     for option in ("sdid_channels", "vq_decay_steps"):
         if args.model != "spiking-vq" and getattr(args, option) is not None:
             raise SpikediffError(f"--{option.replace('_', '-')} is an option of --model spiking-vq")
+    if args.model != "spiking-vq" and args.feedback:
+        raise SpikediffError("--feedback is an option of --model spiking-vq")
     if args.model == "latent-ddim":
         return _train_latent(args)
     if args.model == "fsddim" and args.resume_from is not None:

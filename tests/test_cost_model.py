@@ -148,6 +148,35 @@ def test_a_dense_synapse_is_stored_dense_or_sparse_whichever_is_smaller(tmp_path
     assert m.cores[0].synapse_bytes == 37
 
 
+def test_a_convolution_from_a_1x1_map_is_stored_as_the_matrix_it_is(tmp_path):
+    """A dense layer written as a convolution (the SDID's feedback: a 3 x 3 kernel with padding 2 from a 1 x 1 map
+    onto a 3 x 3 grid) uses each kernel tap at one position only: a core stores its matrix, as for the same
+    layer written as a Linear, not the whole kernel for its channels (36 B each, over this budget)."""
+    w = np.random.default_rng(0).uniform(0.5, 1.0, (2, 4, 3, 3))
+    conv = nir.Conv2d(input_shape=np.array([1, 1]), weight=w, stride=np.array([1, 1]), padding=np.array([2, 2]),
+                      dilation=np.array([1, 1]), groups=1, bias=np.zeros(2))
+    readout = nir.LI(tau=np.full((1, 3, 3), 2e-4), r=np.full((1, 3, 3), 2.0), v_leak=np.zeros((1, 3, 3)))
+    nodes = {"in": nir.Input(input_type={"input": np.array([4, 1, 1])}), "c1": conv, "a": _lif3((2, 3, 3)),
+             "c2": _conv(1, 2, 1, [3, 3]), "r": readout, "out": nir.Output(output_type={"output": np.array([1, 3, 3])})}
+    edges = [("in", "c1"), ("c1", "a"), ("a", "c2"), ("c2", "r"), ("r", "out")]
+    as_conv = compile_graph(nir.NIRGraph(nodes=nodes, edges=edges, type_check=False), num_steps=1, fixed_point=True)
+    # the same layer as a matrix: target (o, i, j) meets input channel c at tap (2 - i, 2 - j)
+    matrix = np.flip(w, (2, 3)).transpose(0, 2, 3, 1).reshape(18, 4)
+    as_dense = compile_graph(_chain(_inp(4), nir.Linear(weight=matrix), _lif(18),
+                                    nir.Linear(weight=np.kron(np.eye(9), np.full((1, 2), 0.5))), _li(9), _out(9)),
+                             num_steps=1, fixed_point=True)
+    conn = Connectivity(as_conv.folded, as_conv.fixed)
+    (c1,) = [f for f in as_conv.folded.synapses if f.syn.dst == "a"]
+    (c2,) = [f for f in as_conv.folded.synapses if f.syn.dst == "r"]
+    assert not conn.shares_kernel(c1) and conn.shares_kernel(c2)
+    np.testing.assert_array_equal(conn.matrix(c1), matrix != 0)
+    # 1 B of state and 4 input axons x 8 bits per neuron: 4 neurons a core (20 B), so 18 neurons on 5 cores
+    prof = _profile(tmp_path, memory_per_core=20, **LOIHI2_LIKE)
+    conv_cores, dense_cores = ([(c.neurons, c.synapse_bytes, c.fan_in_axons) for c in _mapped(dep, prof).cores
+                                if c.population in ("a", "n2")] for dep in (as_conv, as_dense))
+    assert conv_cores == dense_cores == [(4, 16, 4)] * 4 + [(2, 8, 4)]
+
+
 def _two_layer_graph():
     """Input (16) -> Linear (all ones) -> LIF (8) -> Linear (all ones) -> LI (1)."""
     return compile_graph(_chain(_inp(16), nir.Linear(weight=np.ones((8, 16))), _lif(8),

@@ -46,3 +46,18 @@ def test_cli_export_writes_onnx_and_rejects_bad_names(tmp_path):
     assert "onnx.checker passed" in r.stdout
     r = run_cli("export", "-o", tmp_path / "e.nir", "--onnx", tmp_path / "snn.txt")
     assert r.returncode == 2 and "snn.txt: must end in .onnx" in r.stderr and not (tmp_path / "e.nir").exists()
+
+
+def test_sdid_with_feedback_exports_and_onnxruntime_agrees(tmp_path):
+    """The SDID's feedback (a dense layer written as convolutions onto a 1 x 1 map and back) in ONNX too."""
+    from spikediff.models import SpikingTokenDenoiser, TokenDenoiserConfig
+
+    torch.manual_seed(0)
+    sdid = SpikingTokenDenoiser(TokenDenoiserConfig(codebook_size=6, grid=3, channels=8, hidden=16, feedback=True))
+    torch.nn.init.normal_(sdid.fc_gu.weight, 0, 1.0)
+    inp = sdid.make_input(torch.randint(0, 7, (4, 3, 3)), torch.rand(4))
+    with torch.no_grad():
+        ref = sdid.run_graph(inp)
+    out = run_onnx(export_onnx(sdid, tmp_path / "sdid.onnx"), inp.numpy())
+    assert np.abs(ref.numpy()).max() > 0
+    np.testing.assert_allclose(out, ref.numpy(), atol=1e-5)

@@ -439,7 +439,8 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     tuned = tmp_path / "tuned"
     assert main(["train", "--model", "spiking-vq", "--init", str(dec / "model.pt"), "--data", "digits", "--steps", "3",
                  "--batch-size", "8", "--lr", "2e-4", "--qat-from", "1", "--warmup", "1", "--decay-steps", "3",
-                 "--lr-min", "1e-5", "--sdid-channels", "6", "--hidden", "12", "--out", str(tuned), "--quiet"]) == 0
+                 "--lr-min", "1e-5", "--sdid-channels", "6", "--hidden", "12", "--feedback", "--out", str(tuned),
+                 "--quiet"]) == 0
     assert not (tuned / "vq").exists() and (tuned / "sdid" / "resume.pt").is_file()
     assert set(torch.load(tuned / "sdid" / "last.pt", weights_only=False)["qat_scales"]) >= {"fc_out"}
     start, end = load_raw(dec / "model.pt"), load_raw(tuned / "model.pt")
@@ -449,11 +450,13 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     assert end["train"]["init"] == str(dec / "model.pt") and end["train"]["step"] == 3
     assert (end["train"]["decay_steps"], end["train"]["lr_min"]) == (3, 1e-5)  # the SDID's learning-rate decay
     assert end["model_config"]["vq"] == start["model_config"]["vq"]  # the SDID widened from 4 x 8 to 6 x 12
-    assert {k: v for k, v in end["model_config"]["sdid"].items() if k not in ("channels", "hidden")} == {
-        k: v for k, v in start["model_config"]["sdid"].items() if k not in ("channels", "hidden")}
-    assert (end["model_config"]["sdid"]["channels"], end["model_config"]["sdid"]["hidden"]) == (6, 12)
-    grid_cells = end["model_config"]["sdid"]["grid"] ** 2
-    assert end["model"]["sdid"]["fc_1.weight"].shape == (12, 6 * grid_cells) and end["train"]["sdid_channels"] == 6
+    grown = ("channels", "hidden", "feedback")
+    assert {k: v for k, v in end["model_config"]["sdid"].items() if k not in grown} == {
+        k: v for k, v in start["model_config"]["sdid"].items() if k not in grown}
+    assert [end["model_config"]["sdid"][k] for k in grown] == [6, 12, True]  # widened from 4 x 8, feedback added
+    grid = end["model_config"]["sdid"]["grid"]
+    assert end["model"]["sdid"]["fc_1.weight"].shape == (12, 6, grid, grid) and end["train"]["sdid_channels"] == 6
+    assert end["model"]["sdid"]["fc_gu.weight"].abs().sum() > 0 and end["train"]["sdid_feedback"] is True
     assert end["trained_on_grid"] == ["decoder", "denoiser"]  # the init's quantization-aware decoder, kept
     assert main(["sample", str(tuned / "model.pt"), "-n", "2", "--steps", "2", "-o", str(tmp_path / "t.png")]) == 0
     capsys.readouterr()
@@ -461,7 +464,7 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     moved = tmp_path / "moved"
     assert main(["train", "--model", "spiking-vq", "--init", str(dec / "model.pt"), "--data", "digits", "--steps", "4",
                  "--batch-size", "8", "--lr", "2e-4", "--qat-from", "1", "--warmup", "1", "--decay-steps", "3",
-                 "--lr-min", "1e-5", "--sdid-channels", "6", "--hidden", "12", "--resume-from",
+                 "--lr-min", "1e-5", "--sdid-channels", "6", "--hidden", "12", "--feedback", "--resume-from",
                  str(tuned / "sdid" / "resume.pt"), "--out", str(moved)]) == 0
     assert "continuing from the compact file" in capsys.readouterr().out
     assert load_raw(moved / "model.pt")["train"]["step"] == 4
@@ -483,6 +486,8 @@ def test_cli_trains_and_samples_spiking_vq(tmp_path, capsys):
     assert "--sdid-channels 3: narrower than the SDID of --init" in err and len(err.strip().splitlines()) == 1
     assert main(["train", "--model", "latent-ddim", "--sdid-channels", "8", "--out", str(tmp_path / "x"), "--quiet"]) == 2
     assert "--sdid-channels is an option of --model spiking-vq" in capsys.readouterr().err
+    assert main(["train", "--model", "latent-ddim", "--feedback", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "--feedback is an option of --model spiking-vq" in capsys.readouterr().err
     assert main(["train", "--model", "latent-ddim", "--vq-decay-steps", "800", "--out", str(tmp_path / "x"),
                  "--quiet"]) == 2
     assert "--vq-decay-steps is an option of --model spiking-vq" in capsys.readouterr().err

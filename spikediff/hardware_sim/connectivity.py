@@ -254,6 +254,30 @@ class Connectivity:
                                              c.stride, c.padding, c.dilation, c.groups)
             return out.reshape(len(cores), -1).T.numpy() > 0
 
+    def shares_kernel(self, f) -> bool:
+        """A convolution whose kernel taps each serve several target positions, so a chip stores it once per core
+        as a kernel. One from or onto a 1 x 1 map (a dense layer written as a convolution: the SDID's feedback)
+        uses every tap at one position only: stored as a kernel it would cost every core its whole weight
+        matrix for its channels; a chip stores it as the matrix it is (``matrix``)."""
+        if f.conv is None:
+            return False
+        if f.syn.name in self.merged:
+            return True
+        return tuple(self.plan.shapes[f.syn.src][1:]) != (1, 1) and tuple(self.out_shapes[f.syn.name][1:]) != (1, 1)
+
+    def matrix(self, f) -> np.ndarray:
+        """(targets, sources) booleans: which source neurons have a synapse onto which target neuron, for a synapse
+        that does not share a kernel (a dense one, or a convolution from or onto a 1 x 1 map)."""
+        mask = self.masks32[f.syn.name]
+        if f.conv is None:
+            return mask.numpy() != 0
+        n = self.size(f.syn.src)
+        eye = torch.eye(n, dtype=mask.dtype).reshape(n, *self.plan.shapes[f.syn.src])
+        c = f.conv
+        with torch.no_grad():
+            out = torch.nn.functional.conv2d(eye, mask, None, c.stride, c.padding, c.dilation, c.groups)
+        return out.reshape(n, -1).T.numpy() != 0
+
     def synapses(self, f) -> int:
         """Number of synapses (nonzero weights, expanded over a convolution's positions)."""
         return int(round(self.deliver(f, np.ones(self.size(f.syn.src))).sum()))

@@ -13,7 +13,9 @@ What a core holds (the profile decides which rules apply):
   of them, each ``synapse_row_bits`` plus its weights dense (``bits_per_weight`` per channel on the core) or
   sparse (its nonzero weights x (bits + index bits)), whichever is smaller. Rows of zeros are not stored: a
   kernel derived for space-to-depth layouts (``models.s2d``) is mostly structural zeros, and storing them made
-  a U-Net's decoder cores many times those of the natural network it equals. A dense synapse is a dense matrix
+  a U-Net's decoder cores many times those of the natural network it equals. A convolution from or onto a 1 x 1
+  map shares no tap between positions (a dense layer written as one): it is stored as the matrix it is. A dense
+  synapse is a dense matrix
   (input axons x (row + neurons x bits)) or a sparse one (input axons x row + nonzero weights x (bits + index
   bits)), whichever is smaller. Neuron state
   is ``neuron_state_bytes`` per neuron. Input axons (a dense synapse's source neurons, a convolution's source
@@ -285,7 +287,7 @@ class _PopulationCost:
         self.channel = {}  # conv synapse -> output channel of each neuron (NIR flat order)
         self.kernel_nz = {}  # conv synapse -> (output channels, rows of its group) nonzero weights (not merged ones)
         for f in self.incoming:
-            if f.conv is not None and rules.kernels:
+            if rules.kernels and conn.shares_kernel(f):
                 out = f.op.out_shape(f.src_shape)
                 self.channel[f.syn.name] = np.arange(int(np.prod(out))) // (out[1] * out[2])
                 if f.syn.name not in conn.merged:  # merged taps: rows counted per core (``kernel_rows``)
@@ -303,8 +305,8 @@ class _PopulationCost:
                 if owner is not None:  # (neurons, source cores), packed 8 cores a byte: a run's OR is 8x less work
                     reach = np.packbits(conn.reaches(f, owner, np.unique(owner)), axis=1)
                     self.src_reach[f.syn.name] = _RunOr(reach[order])
-            elif f.conv is None:
-                self.dense[f.syn.name] = conn.masks32[f.syn.name].numpy() != 0  # (targets, sources)
+            elif not conn.shares_kernel(f):
+                self.dense[f.syn.name] = conn.matrix(f)  # (targets, sources)
 
     def _channels(self, f, idx) -> np.ndarray:
         """The output channels (sorted) of a conv synapse that the neurons ``idx`` hold: marked, not sorted, since
@@ -539,7 +541,7 @@ def _map_once(folded, conn, rules: Rules, caps: dict, perms: dict, policy: str, 
             key = (f.syn.src, index)
             route = Route.of(sends, core_of[f.syn.src], sizes)
             routes[key] = route if key not in routes else routes[key].union(route, sizes)
-            shared = f.conv is not None and rules.kernels
+            shared = rules.kernels and conn.shares_kernel(f)
             per_core_entry[key] = per_core_entry.get(key, True) and shared
     over = set()
     for key, route in routes.items():
