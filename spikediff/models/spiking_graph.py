@@ -54,6 +54,8 @@ def quantized_forward(layer: nn.Module, x: torch.Tensor, scale: float, split: tu
     if isinstance(layer, nn.Linear):
         return F.linear(x, w, b)
     conv = getattr(layer, "conv", layer)
+    if isinstance(conv, nn.Conv2d):  # its own convolution (``token_denoiser.DenseConv`` computes a product)
+        return conv._conv_forward(x, w, b)
     return F.conv2d(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
 
 
