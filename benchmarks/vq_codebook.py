@@ -5,7 +5,9 @@ themselves (standard Inception features), through the codebook (the spiking-vq s
 continuous latents (the latent DDIM's ceiling: it decodes latents, not codes), float decoder.
 
 Usage: python benchmarks/vq_codebook.py --out benchmarks/results/vq_codebook.md [-n 2000] [--fid 10000]
-       [--model mnist-vq=runs/vq-mnist/model.pt ...]   (default: the shipped spiking-vq models)
+       [--model mnist-vq=runs/vq-mnist/model.pt ...] [--merge]   (default: the shipped spiking-vq models)
+--merge keeps the rows of the table already at --out whose models this run does not measure (their own commands
+are listed under the table); it refuses a table measured with another -n or --fid.
 A run's VQ-stage checkpoint (runs/NAME/vq/model.pt, last.pt or resume.pt) is read too: its VQ-SVAE can be judged
 before an SDID is trained on its tokens.
 """
@@ -13,6 +15,8 @@ before an SDID is trained on its tokens.
 from __future__ import annotations
 
 import argparse
+import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -79,12 +83,28 @@ def reconstruction_fid(model, data: str, n: int) -> dict:
     return out
 
 
+def kept_rows(out: Path, measured: set, n: int, fid: int | None) -> list:
+    """--merge: the earlier table's rows of models not measured now, each with the command that measured it."""
+    path = out.with_suffix(".json")
+    if not path.is_file():
+        return []
+    old = json.loads(path.read_text())
+    kept = [{"command": old["command"], **r} for r in old["rows"] if r["model"] not in measured]
+    for r in kept:
+        had = (r["n"], (r.get("reconstruction_fid") or {}).get("n"))
+        if had != (n, fid):
+            sys.exit(f"--merge: {path}'s {r['model']} row was measured with -n {had[0]} and --fid {had[1]}, this run "
+                     f"asks for -n {n} and --fid {fid}; measure it again or write another --out")
+    return kept
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/vq_codebook.md"))
     ap.add_argument("--model", action="append", metavar="NAME=CKPT")
     ap.add_argument("-n", type=int, default=2000, help="test images")
     ap.add_argument("--fid", type=int, help="also the reconstruction FID of this many training images")
+    ap.add_argument("--merge", action="store_true", help="keep the table's rows of models this run does not measure")
     args = ap.parse_args()
     models = (dict(m.split("=", 1) for m in args.model) if args.model
               else {name: name for name in SHIPPED_MODELS if name.endswith("-vq")})
@@ -102,7 +122,15 @@ def main() -> None:
             r["reconstruction_fid"] = {"n": args.fid, **reconstruction_fid(model, raw["train"]["data"], args.fid)}
         save_grid(r.pop("_pair"), images_dir / f"{name}.png", ncols=8)
         rows.append({"model": name, "checkpoint": str(ckpt), **r})
-        body.append(f"| {name} | {r['n']} | {r['recon_mse']:.4f} | {r['recon_psnr_db']:.1f} dB | "
+    if args.merge:
+        kept = kept_rows(args.out, set(models), args.n, args.fid)
+        rows = kept + rows
+        # a model already in the table keeps its place; the others follow
+        order = {r["model"]: i for i, r in enumerate(json.loads(args.out.with_suffix(".json").read_text())["rows"])} \
+            if kept else {}
+        rows.sort(key=lambda r: order.get(r["model"], len(order)))
+    for r in rows:
+        body.append(f"| {r['model']} | {r['n']} | {r['recon_mse']:.4f} | {r['recon_psnr_db']:.1f} dB | "
                     f"{r['codes_used']} / {r['codebook_size']} | {r['perplexity']:.1f} | {r['quantization_mse']:.4f} |")
     if args.fid:
         body += ["", f"Reconstruction FID (KID x 1e-3) of the first {args.fid} training images against themselves, float "
@@ -116,6 +144,9 @@ def main() -> None:
     for row in rows:
         body += ["", f"{row['model']}: 16 test images (top two rows) and their reconstructions (bottom two):", "",
                  f"![{row['model']}](vq_codebook/{row['model']}.png)"]
+    commands = list(dict.fromkeys(r["command"] for r in rows if r.get("command")))
+    if commands:
+        body += ["", "Rows kept from earlier runs (--merge) were measured by:", ""] + [f"- `{c}`" for c in commands]
     write_report(args.out, "VQ-SVAE: reconstruction and codebook use", {"rows": rows}, body)
 
 
