@@ -19,7 +19,7 @@ from pathlib import Path
 from _report import write_report
 from model_table import cache_dir
 
-from spikediff.checkpoint import load_model
+from spikediff.checkpoint import load_model, trained_on
 from spikediff.diffusion import kinds
 from spikediff.metrics.evaluation import deploy, evaluate
 
@@ -39,7 +39,7 @@ def main() -> None:
     rows = []
     for name in args.model:
         model, schedule, raw = load_model(name)
-        data, options = raw["train"]["data"], kinds.of_model(model).options()
+        data, options = trained_on(raw), kinds.of_model(model).options()
         made = [(role, c) for role, dep in deploy(model, schedule, "sim").networks.items() for c in dep.bias_corrections]
         notes = [f"{role} {c.note()}" for role, c in made]
         offsets = [c.mean_abs_offset for _role, c in made]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from _report import write_report
 
-from spikediff.checkpoint import load_model
+from spikediff.checkpoint import load_model, trained_on
 from spikediff.diffusion import kinds
 from spikediff.diffusion.absorbing import resolve_temperature, sample_tokens
 from spikediff.diffusion.sampler import initial_noise, sample_torch
@@ -93,7 +93,7 @@ def main() -> None:
     if kind not in STATES:
         raise SystemExit(f"--model {args.model}: a {kind} sampler has one network; this splits "
                          f"{' and '.join(STATES)} samplers")
-    data = raw["train"]["data"]
+    data = trained_on(raw)
     fixed = compile_sampler(sampler_graphs(model, schedule), fixed_point=True,
                             bias_correction=not args.no_bias_correction)
     with torch.no_grad():

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from _report import write_report
 
-from spikediff.checkpoint import SHIPPED_MODELS, load_model, resolve
+from spikediff.checkpoint import SHIPPED_MODELS, load_model, resolve, trained_on
 from spikediff.diffusion import kinds
 from spikediff.export.deployment import compile_sampler
 from spikediff.export.nir_graph import sampler_graphs
@@ -288,7 +288,7 @@ def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, 
     """(rows, {(name, backend): grid png}) for one checkpoint: a row per backend and (n, ref_n) pair (both
     ints, or lists of the same length). timing=False leaves the speeds out (None)."""
     model, schedule, raw = load_model(ckpt)
-    data = raw["train"]["data"]
+    data = trained_on(raw)  # a run's compact resume file names it in its train_config
     cache = cache_dir(ckpt)
     # every network of the sampler: an image costs the loop network's runs and a decoder's pass
     cost = cost_fields(model, schedule, cache / "report", steps, ckpt)

@@ -21,7 +21,7 @@ from pathlib import Path
 from _report import write_report
 from model_table import cache_dir, kept_rows
 
-from spikediff.checkpoint import load_model
+from spikediff.checkpoint import load_model, trained_on
 from spikediff.diffusion import kinds
 from spikediff.diffusion.absorbing import UNMASK_ORDERS
 from spikediff.hardware_sim.report import make_report
@@ -38,7 +38,7 @@ def measure(name: str, ckpt: str, steps: list, solvers: list, n: int, ref_n: int
             orders: tuple = ("random",)) -> list:
     model, schedule, raw = load_model(ckpt)
     kind = kinds.of_model(model)
-    data = raw["train"]["data"]
+    data = trained_on(raw)
     cache = cache_dir(ckpt)
     rows = []
     # spiking-vq samplers have no solver; their column holds the unmasking order where it is not the random one

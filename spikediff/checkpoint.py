@@ -283,6 +283,16 @@ def _build(path: Path, build, config, what: str = "the network it declares"):
 # -- models ------------------------------------------------------------------------------------------------
 
 
+def trained_on(ckpt: dict) -> str | None:
+    """The dataset a checkpoint was trained on: a sampler's ``train`` record, or a run's compact resume file's
+    ``train_config`` (which has no ``train``), or None."""
+    for key in ("train", "train_config"):
+        record = ckpt.get(key)
+        if isinstance(record, dict) and record.get("data"):
+            return record["data"]
+    return None
+
+
 def load_model(path: str | Path | None = None, weights: str = "ema"):
     """(model, noise schedule, checkpoint dict) from model.pt, last.pt or resume.pt; the shipped one if path
     is None.

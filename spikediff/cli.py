@@ -741,7 +741,7 @@ def _report_netx(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .checkpoint import load_model
+    from .checkpoint import load_model, trained_on
     from .diffusion import kinds
     from .metrics.evaluation import evaluate
 
@@ -751,7 +751,7 @@ def cmd_eval(args) -> int:
     _check_images_memory(args.num, model.image_shape, f"-n {args.num}")
     kind = kinds.of_model(model)
     options = kind.options(temperature=args.temperature, solver=args.solver, unmask=args.unmask)
-    data = args.data or raw.get("train", {}).get("data") or "mnist"
+    data = args.data or trained_on(raw) or "mnist"
     from .data.datasets import ALL_NAMES
 
     if data not in ALL_NAMES:

@@ -147,6 +147,11 @@ def test_compact_resume_file_continues_a_run_in_an_empty_directory(tmp_path):
     assert end["step"] == 10 and end["train_config"]["decay_steps"] == 12
     assert any(not torch.equal(start["model"][k].float(), v) for k, v in end["model"].items() if v.is_floating_point())
     assert learning_rate(cfg(10), 12) == 1e-5 and learning_rate(cfg(10), 7, warm_start=5) < 1e-3
+    # a compact file is a sampler too (its EMA), and says what it was trained on (eval scores it against that)
+    from spikediff.checkpoint import trained_on
+
+    assert "train" not in start and trained_on(start) == "digits" and trained_on(end) == "digits"
+    assert trained_on(load_raw(tmp_path / "moved" / "model.pt")) == "digits" and trained_on({}) is None
     import pytest
 
     from spikediff import SpikediffError
