@@ -271,12 +271,17 @@ class Connectivity:
         mask = self.masks32[f.syn.name]
         if f.conv is None:
             return mask.numpy() != 0
-        n = self.size(f.syn.src)
-        eye = torch.eye(n, dtype=mask.dtype).reshape(n, *self.plan.shapes[f.syn.src])
-        c = f.conv
-        with torch.no_grad():
-            out = torch.nn.functional.conv2d(eye, mask, None, c.stride, c.padding, c.dilation, c.groups)
-        return out.reshape(n, -1).T.numpy() != 0
+        n, c = self.size(f.syn.src), f.conv
+        out = np.empty((self.size(f.syn.dst), n), dtype=bool)
+        for a in range(0, n, BATCH):  # each source neuron alone through the kernel, BATCH at a time
+            k = min(BATCH, n - a)
+            one_hot = torch.zeros(k, n, dtype=mask.dtype)
+            one_hot[torch.arange(k), torch.arange(a, a + k)] = 1
+            with torch.no_grad():
+                hit = torch.nn.functional.conv2d(one_hot.reshape(k, *self.plan.shapes[f.syn.src]), mask, None,
+                                                 c.stride, c.padding, c.dilation, c.groups)
+            out[:, a:a + k] = hit.reshape(k, -1).T.numpy() != 0
+        return out
 
     def synapses(self, f) -> int:
         """Number of synapses (nonzero weights, expanded over a convolution's positions)."""
