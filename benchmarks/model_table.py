@@ -105,7 +105,7 @@ def kept_rows(out: Path, replaced: set, digests: dict | None = None, key=row_key
     """--merge: the rows of an earlier table that this run does not measure again (``key`` of a row in
     ``replaced``). ``digests`` ({model: checkpoint digest} of this run): a model's rows measured on other weights
     than its checkpoint's now (a shipped model replaced) are dropped, not kept beside the new ones under the same
-    name. ``quality_energy.py`` merges its table with it too (its own ``key`` and ``label``)."""
+    name. ``quality_energy.py`` and ``vq_codebook.py`` merge their tables with it too (their own ``key``)."""
     path = out.with_suffix(".json")
     if not path.is_file():
         return []

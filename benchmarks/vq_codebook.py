@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from _report import write_report
+from model_table import kept_rows
 
 from spikediff.checkpoint import SHIPPED_MODELS, load_model
 from spikediff.data import load_images, to_model_range
@@ -83,19 +84,13 @@ def reconstruction_fid(model, data: str, n: int) -> dict:
     return out
 
 
-def kept_rows(out: Path, measured: set, n: int, fid: int | None) -> list:
-    """--merge: the earlier table's rows of models not measured now, each with the command that measured it."""
-    path = out.with_suffix(".json")
-    if not path.is_file():
-        return []
-    old = json.loads(path.read_text())
-    kept = [{"command": old["command"], **r} for r in old["rows"] if r["model"] not in measured]
-    for r in kept:
+def check_sizes(rows: list, n: int, fid: int | None, path: Path) -> None:
+    """--merge: the kept rows were measured with this run's -n and --fid, or the table would mix them."""
+    for r in rows:
         had = (r["n"], (r.get("reconstruction_fid") or {}).get("n"))
         if had != (n, fid):
             sys.exit(f"--merge: {path}'s {r['model']} row was measured with -n {had[0]} and --fid {had[1]}, this run "
                      f"asks for -n {n} and --fid {fid}; measure it again or write another --out")
-    return kept
 
 
 def main() -> None:
@@ -123,7 +118,8 @@ def main() -> None:
         save_grid(r.pop("_pair"), images_dir / f"{name}.png", ncols=8)
         rows.append({"model": name, "checkpoint": str(ckpt), **r})
     if args.merge:
-        kept = kept_rows(args.out, set(models), args.n, args.fid)
+        kept = kept_rows(args.out, set(models), key=lambda r: r["model"])
+        check_sizes(kept, args.n, args.fid, args.out.with_suffix(".json"))
         rows = kept + rows
         # a model already in the table keeps its place; the others follow
         order = {r["model"]: i for i, r in enumerate(json.loads(args.out.with_suffix(".json").read_text())["rows"])} \

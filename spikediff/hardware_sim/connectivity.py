@@ -267,7 +267,14 @@ class Connectivity:
 
     def matrix(self, f) -> np.ndarray:
         """(targets, sources) booleans: which source neurons have a synapse onto which target neuron, for a synapse
-        that does not share a kernel (a dense one, or a convolution from or onto a 1 x 1 map)."""
+        that does not share a kernel (a dense one, or a convolution from or onto a 1 x 1 map). Kept: the mapper asks
+        for it at every budget it tries."""
+        key = ("matrix", f.syn.name)
+        if key not in self.memo:
+            self.memo[key] = self._matrix(f)
+        return self.memo[key]
+
+    def _matrix(self, f) -> np.ndarray:
         mask = self.masks32[f.syn.name]
         if f.conv is None:
             return mask.numpy() != 0
