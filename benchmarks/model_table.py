@@ -105,16 +105,24 @@ def kept_rows(out: Path, replaced: set, digests: dict | None = None, key=row_key
     """--merge: the rows of an earlier table that this run does not measure again (``key`` of a row in
     ``replaced``). ``digests`` ({model: checkpoint digest} of this run): a model's rows measured on other weights
     than its checkpoint's now (a shipped model replaced) are dropped, not kept beside the new ones under the same
-    name. ``quality_energy.py`` and ``vq_codebook.py`` merge their tables with it too (their own ``key``)."""
+    name; so are the rows of the same checkpoint under another name that this run measures again under its name
+    (a checkpoint first measured by path, then shipped). ``quality_energy.py`` and ``vq_codebook.py`` merge their
+    tables with it too (their own ``key``)."""
     path = out.with_suffix(".json")
     if not path.is_file():
         return []
     old = json.loads(path.read_text())
-    stale = [r for r in old["rows"] if r["model"] in (digests or {})
-             and r.get("checkpoint_digest") != digests[r["model"]]]
+    digests = digests or {}
+    stale = [r for r in old["rows"] if r["model"] in digests and r.get("checkpoint_digest") != digests[r["model"]]]
     for r in stale:
         print(f"dropped the {r['model']} {label(r)}: measured on another checkpoint", file=sys.stderr)
-    return [{"command": old.get("command"), **r} for r in old["rows"] if key(r) not in replaced and r not in stale]
+    renamed = [r for r in old["rows"] if r["model"] not in digests for name, digest in digests.items()
+               if r.get("checkpoint_digest") == digest and key({**r, "model": name}) in replaced]
+    for r in renamed:
+        print(f"dropped the {r['model']} {label(r)}: the same checkpoint measured again under another name",
+              file=sys.stderr)
+    return [{"command": old.get("command"), **r} for r in old["rows"]
+            if key(r) not in replaced and r not in stale and r not in renamed]
 
 
 def keep_speeds(rows: list, old: list) -> None:

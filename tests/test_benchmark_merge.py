@@ -1,0 +1,37 @@
+"""The benchmarks' ``--merge`` (``model_table.kept_rows``): a table keeps the rows a run does not measure again,
+but never two rows for one measurement: a shipped model's rows on its replaced checkpoint go, and so do the rows
+of a checkpoint first measured by path once it is measured again under its shipped name."""
+
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from model_table import kept_rows  # noqa: E402
+
+
+def _row(model, digest, steps, n=1000):
+    return {"model": model, "checkpoint_digest": digest, "steps": steps, "n": n}
+
+
+def _key(r):
+    return r["model"], r["steps"], r["n"]
+
+
+def test_merge_keeps_other_rows_and_drops_replaced_and_renamed_ones(tmp_path, capsys):
+    out = tmp_path / "table.md"
+    old = [_row("shipped", "old", 8), _row("shipped", "old", 20), _row("by-path", "new", 7),
+           _row("by-path", "new", 8), _row("other", "x", 7), _row("shipped", "new", 5)]
+    out.with_suffix(".json").write_text(json.dumps({"command": "first", "rows": old}))
+    measured = [_row("shipped", "new", 7), _row("shipped", "new", 20)]
+    kept = kept_rows(out, {_key(r) for r in measured}, {"shipped": "new"}, key=_key,
+                     label=lambda r: f"row at {r['steps']} steps")
+    kept = [(r["model"], r["checkpoint_digest"], r["steps"]) for r in kept]
+    # the old checkpoint's rows under the shipped name go, measured or not; the path-named row measured again
+    # under the shipped name (7 steps) goes, the one not measured again (8 steps) stays, as do other models'
+    # and the shipped model's own rows at other step counts
+    assert kept == [("by-path", "new", 8), ("other", "x", 7), ("shipped", "new", 5)]
+    err = capsys.readouterr().err
+    assert err.count("measured on another checkpoint") == 2
+    assert "dropped the by-path row at" in err and "under another name" in err
