@@ -176,7 +176,7 @@ def cmd_train(args) -> int:
     own = {"latent-ddim": ("resume_from", "init", "decay_steps", "qat_from"),
            "latent-decoder": ("resume_from", "init", "decay_steps", "qat_from"),
            "spiking-vq": ("resume_from", "init", "decay_steps", "qat_from"),
-           "fsddim": ("resume_from", "decay_steps")}.get(args.model, ())
+           "fsddim": ("resume_from", "init", "decay_steps")}.get(args.model, ())
     for option in ("resume_from", "init", "decay_steps", "qat_from"):
         if option not in own and getattr(args, option) is not None:
             raise SpikediffError(f"--{option.replace('_', '-')} is not an option of --model {args.model}")
@@ -211,7 +211,7 @@ def cmd_train(args) -> int:
                            selection=args.selection, groups=args.groups, local_weight=args.local_weight,
                            lateral_decay=args.lateral_decay)
     cfg = TrainConfig(**_train_options(args, TrainConfig), **_decay_options(args), prediction_type=args.prediction,
-                      model=model, amp=args.amp)
+                      model=model, amp=args.amp, init=args.init)
     from dataclasses import replace
 
     from .data.datasets import image_size
@@ -219,6 +219,7 @@ def cmd_train(args) -> int:
 
     size = image_size(args.data)
     _check_training_size(args, [lambda: SpikingDenoiser(replace(model, image_size=size))], size * size)
+    _check_init(args, lambda: SpikingDenoiser(replace(model, image_size=size)))
     return _run_training(train, cfg, args, "", resume_from=args.resume_from)
 
 
@@ -234,10 +235,19 @@ def _train_unet(args) -> int:
                    time_features=args.time_features, beta=args.beta, threshold=args.threshold,
                    readout_alpha=args.readout_alpha).validate()
     cfg = TrainConfig(**_train_options(args, TrainConfig), **_decay_options(args), prediction_type=args.prediction,
-                      model=model, amp=args.amp)
+                      model=model, amp=args.amp, init=args.init)
     size = model.padded_size(image_size(args.data))
     _check_training_size(args, [lambda: SpikingUNet(sized(model, image_size(args.data)))], size * size)
+    _check_init(args, lambda: SpikingUNet(sized(model, image_size(args.data))))
     return _run_training(train, cfg, args, "", resume_from=args.resume_from)
+
+
+def _check_init(args, make_model) -> None:
+    """A pixel denoiser's ``--init``, checked against the network the options declare before the run starts."""
+    if args.init is not None:
+        from .train.trainer import init_weights
+
+        init_weights(args.init, make_model())
 
 
 def _train_options(args, config_class) -> dict:
@@ -896,7 +906,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "at first")
     vqo.add_argument("--mask-schedule", default=vt.mask_schedule, choices=MASK_SCHEDULES,
                      help="masked fraction over the sampling steps (training draws from the same)")
-    ld = tr.add_argument_group("latent-ddim options (--init and --qat-from also for latent-decoder and spiking-vq)")
+    ld = tr.add_argument_group("latent-ddim options (--init also for fsddim, latent-decoder and spiking-vq; "
+                               "--qat-from also for the last two)")
     ld.add_argument("--autoencoder", help="spiking-vq checkpoint whose VQ-SVAE encodes and decodes the latents "
                                           "[default: DATA-vq, the shipped one]")
     ld.add_argument("--blocks", type=_positive_int, help="residual blocks of the latent denoiser [default: 2], or per "
@@ -911,7 +922,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                      "(latent-ddim and fsddim; latent-decoder: OUT/decoder/resume.pt, "
                                                      "spiking-vq: OUT/vq/resume.pt or OUT/sdid/resume.pt; "
                                                      "each with the run's --init and options)")
-    ld.add_argument("--init", help="start from the weights of this latent-ddim checkpoint; latent-decoder: the "
+    ld.add_argument("--init", help="start from the weights of this latent-ddim checkpoint; fsddim: of this pixel "
+                                   "denoiser, the same network as the options declare (T, beta and threshold may "
+                                   "differ); latent-decoder: the "
                                    "latent-ddim or spiking-vq sampler whose decoder to train (OUT/model.pt is it with "
                                    "the new one); spiking-vq: the sampler whose SDID to fine-tune on its own VQ-SVAE "
                                    "(no VQ stage; the networks' options come from it)")

@@ -160,3 +160,37 @@ def test_compact_resume_file_continues_a_run_in_an_empty_directory(tmp_path):
         train(TrainConfig(data="digits", steps=12, batch_size=8, warmup=2, checkpoint_every=5,
                           model=DenoiserConfig(image_size=8, channels=4, hidden=16)), tmp_path / "moved",
               progress=False)
+
+
+def test_init_starts_a_fresh_run_from_another_checkpoints_weights_at_another_t(tmp_path):
+    """--init for the pixel denoiser (e.g. a U-Net trained at T = 4, fine-tuned at T = 8): the run starts from the
+    init's (EMA) weights, T and the other options that shape no weight are the run's; a network of other shapes,
+    or a checkpoint of another kind, is refused in one line before the run starts."""
+    import pytest
+    from conftest import run_main
+
+    from spikediff import SpikediffError
+
+    first = train(TrainConfig(data="digits", steps=3, batch_size=8, model=DenoiserConfig(**TINY)),
+                  tmp_path / "first", progress=False, log=lambda _m: None)
+    cfg = TrainConfig(data="digits", steps=1, batch_size=8, lr=1e-9, init=str(first),
+                      model=DenoiserConfig(**TINY, num_steps=2))
+    second = train(cfg, tmp_path / "second", progress=False, log=lambda _m: None)
+    source, _, _ = load_model(first)
+    tuned, _, ckpt = load_model(second)
+    assert tuned.config.num_steps == 2 and source.config.num_steps == 4
+    assert ckpt["train"]["init"] == str(first)
+    for name, value in source.state_dict().items():
+        torch.testing.assert_close(tuned.state_dict()[name], value, rtol=0, atol=1e-6, msg=name)
+    wider = TrainConfig(data="digits", steps=1, batch_size=8, init=str(first),
+                        model=DenoiserConfig(**{**TINY, "channels": 16}))
+    with pytest.raises(SpikediffError, match=r"--init .*model.pt: .* is \(.*\), these options declare \(.*16"):
+        train(wider, tmp_path / "wider", progress=False, log=lambda _m: None)
+    out = tmp_path / "cli"
+    res = run_main("train", "--data", "digits", "--init", "mnist-vq", "--steps", "1", "--out", out, "--quiet")
+    assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+    assert "--init mnist-vq: a spiking-vq checkpoint, not a pixel denoiser" in res.stderr
+    assert not (out / "model.pt").exists()
+    res = run_main("train", "--data", "digits", "--init", first, "--channels", "16", "--steps", "1", "--out", out,
+                   "--quiet")
+    assert res.returncode == 2 and "these options declare" in res.stderr, res.stderr

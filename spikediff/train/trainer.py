@@ -71,6 +71,8 @@ class TrainConfig:
     log_every: int = 25
     device: str = "auto"
     amp: str | None = None  # mixed precision on CUDA: "bf16" or "fp16"
+    # a fresh run starts from this checkpoint's weights (e.g. trained at another T, or on another dataset)
+    init: str | None = None
     model: DenoiserConfig | UNetConfig = field(default_factory=DenoiserConfig)
 
     def validate(self) -> TrainConfig:
@@ -205,6 +207,31 @@ class StepBoundary:
         self.saving = False
         if self.forced is not None:
             raise KeyboardInterrupt(self.forced)
+
+
+def init_weights(init: str, model: torch.nn.Module) -> dict:
+    """The weights of ``--init`` for ``model``, the network the run's options declare: a pixel denoiser's
+    (``--model fsddim``) with the same layers and shapes, refused in one line otherwise. The options that shape
+    no weight (T, the decays, the threshold) are the run's: fine-tuning at another T is the point of it."""
+    from ..checkpoint import load_model_of
+    from ..models import SpikingDenoiser, SpikingUNet
+
+    source, _raw, _path = load_model_of(init, (SpikingDenoiser, SpikingUNet), "--init",
+                                        "a pixel denoiser (--model fsddim)")
+    state, own = source.state_dict(), model.state_dict()
+    for name, value in own.items():
+        if name not in state:
+            raise SpikediffError(f"--init {init}: has no {name}: not the network these options declare (give the "
+                                 f"--arch, --channels and other options it was trained with)")
+        if state[name].shape != value.shape:
+            raise SpikediffError(f"--init {init}: {name} is {tuple(state[name].shape)}, these options declare "
+                                 f"{tuple(value.shape)} (give the --arch, --channels and other options it was "
+                                 f"trained with)")
+    extra = sorted(set(state) - set(own))
+    if extra:
+        raise SpikediffError(f"--init {init}: has {extra[0]}, which the network these options declare has not "
+                             f"(e.g. --lateral or --selection)")
+    return state
 
 
 def _header(cfg: TrainConfig) -> dict:
@@ -342,6 +369,7 @@ def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log, g: distribut
     check_model_size(lambda: build(cfg.model), "the network these options declare", copies=5)
     torch.manual_seed(cfg.seed)
     model = build(cfg.model).to(device)
+    init_state = None if cfg.init is None else init_weights(cfg.init, model)
     schedule = NoiseSchedule(cfg.num_train_timesteps, cfg.prediction_type)
     rows = g.share(cfg.batch_size)
 
@@ -368,7 +396,7 @@ def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log, g: distribut
                            "data_limit"),
               batch_loss=batch_loss, desc=f"train {cfg.data}",
               rate_norm={k: n * cfg.batch_size * cfg.model.num_steps for k, n in model.neuron_counts().items()},
-              model_options=lambda config: model_config(config).effective()),
+              model_options=lambda config: model_config(config).effective(), init_state=init_state),
         cfg, out, progress, log, resume_from=resume_from, group=g)
     return out / "model.pt"
 
