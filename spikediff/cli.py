@@ -243,8 +243,9 @@ def _train_unet(args) -> int:
 
 
 def _check_init(args, make_model) -> None:
-    """A pixel denoiser's ``--init``, checked against the network the options declare before the run starts."""
-    if args.init is not None:
+    """A pixel denoiser's ``--init``, checked against the network the options declare before a fresh run starts
+    (a resumed run does not read it)."""
+    if args.init is not None and args.resume_from is None and not (Path(args.out) / "last.pt").exists():
         from .train.trainer import init_weights
 
         init_weights(args.init, make_model())

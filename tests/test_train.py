@@ -190,6 +190,16 @@ def test_init_starts_a_fresh_run_from_another_checkpoints_weights_at_another_t(t
     res = run_main("train", "--data", "digits", "--init", "mnist-vq", "--steps", "1", "--out", out, "--quiet")
     assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
     assert "--init mnist-vq: a spiking-vq checkpoint, not a pixel denoiser" in res.stderr
+    # a resumed run has its own weights: it does not read --init again, wherever the file went
+    (first.parent / "moved.pt").write_bytes(first.read_bytes())
+    again = TrainConfig(data="digits", steps=2, batch_size=8, lr=1e-9, init=str(first.parent / "moved.pt"),
+                        model=DenoiserConfig(**TINY, num_steps=2))
+    train(again, tmp_path / "again", progress=False, log=lambda _m: None)
+    (first.parent / "moved.pt").unlink()
+    res = run_main("train", "--data", "digits", "--init", first.parent / "moved.pt", "--steps", "3",
+                   "--batch-size", "8", "--lr", "1e-9", "--snn-steps", "2", "--channels", "8", "--hidden", "64",
+                   "--out", tmp_path / "again", "--quiet")
+    assert res.returncode == 0, res.stderr
     assert not (out / "model.pt").exists()
     res = run_main("train", "--data", "digits", "--init", first, "--channels", "16", "--steps", "1", "--out", out,
                    "--quiet")

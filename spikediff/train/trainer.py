@@ -369,7 +369,9 @@ def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log, g: distribut
     check_model_size(lambda: build(cfg.model), "the network these options declare", copies=5)
     torch.manual_seed(cfg.seed)
     model = build(cfg.model).to(device)
-    init_state = None if cfg.init is None else init_weights(cfg.init, model)
+    # only a fresh run reads --init: a resumed one has its own weights, wherever the init file went since
+    fresh = resume_from is None and not (out / "last.pt").exists()
+    init_state = init_weights(cfg.init, model) if cfg.init is not None and fresh else None
     schedule = NoiseSchedule(cfg.num_train_timesteps, cfg.prediction_type)
     rows = g.share(cfg.batch_size)
 
