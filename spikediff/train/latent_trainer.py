@@ -145,10 +145,10 @@ def train_latent_ddim(cfg: LatentTrainConfig, out_dir: str | Path, progress: boo
             pred = model(schedule.add_noise(x0, noise, t), t, stats=stats)
             return torch.nn.functional.mse_loss(pred, schedule.target(x0, noise, t))
 
-        init_state = None
-        if init is not None:
+        def init_state():
             init_model, _, _ = load_model(resolve(init))
-            init_state = getattr(init_model, "denoiser", init_model).state_dict()
+            return getattr(init_model, "denoiser", init_model).state_dict()
+
         options = {**cfg.options(), "autoencoder_sha256": digest}
         before_step = before_step_hook(cfg, LatentDDIM(vq, model, mean, std, cfg.snap), schedule)
 
@@ -156,6 +156,6 @@ def train_latent_ddim(cfg: LatentTrainConfig, out_dir: str | Path, progress: boo
                   desc=f"latent DDIM {cfg.data}", before_step=before_step,
                   rate_norm={k: n * cfg.batch_size * cfg.model.num_steps for k, n in model.neuron_counts().items()},
                   model_options=lambda config: LatentDenoiserConfig.from_dict(config["denoiser"]).effective(),
-                  init_state=init_state),
+                  init_state=None if init is None else init_state),
             cfg, out, progress, log, resume_from=resume_from)
         return out / "model.pt"

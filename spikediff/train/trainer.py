@@ -369,9 +369,7 @@ def _train_locked(cfg: TrainConfig, out: Path, progress: bool, log, g: distribut
     check_model_size(lambda: build(cfg.model), "the network these options declare", copies=5)
     torch.manual_seed(cfg.seed)
     model = build(cfg.model).to(device)
-    # only a fresh run reads --init: a resumed one has its own weights, wherever the init file went since
-    fresh = resume_from is None and not (out / "last.pt").exists()
-    init_state = init_weights(cfg.init, model) if cfg.init is not None and fresh else None
+    init_state = None if cfg.init is None else lambda: init_weights(cfg.init, model)
     schedule = NoiseSchedule(cfg.num_train_timesteps, cfg.prediction_type)
     rows = g.share(cfg.batch_size)
 
@@ -419,8 +417,9 @@ class Stage:
     # the options of a model_config dict that shape the model, as this version reads them (options added
     # since the checkpoint take their defaults; options the model ignores are left out)
     model_options: Callable = lambda config: config
-    # weights to start from when the run starts fresh (``--init``: e.g. a shorter run, another T)
-    init_state: dict | None = None
+    # () -> the weights a fresh run starts from (``--init``: e.g. a shorter run, another T); asked only when the
+    # run starts fresh: a resumed run has its own, wherever the init file went since
+    init_state: Callable[[], dict] | None = None
     # (model, step) before each step's batch: quantization-aware training refreshes its scales here
     before_step: Callable | None = None
     # a helper trained beside the model inside ``batch_loss`` (e.g. a discriminator): anything with
@@ -614,7 +613,7 @@ def fit(stage: Stage, cfg, out: Path, progress: bool, log, resume_from: Path | N
         log(f"continuing from the compact file {resume_from} at step {step}/{cfg.steps} (fresh optimizer, "
             f"{cfg.warmup} warm-up steps)")
     elif not last.exists() and stage.init_state is not None:
-        _restore(Path("--init"), "the weights", lambda: model.load_state_dict(stage.init_state))
+        _restore(Path("--init"), "the weights", lambda: model.load_state_dict(stage.init_state()))
         ema = EMA(model, cfg.ema_decay)
     if last.exists():
         ckpt = load_raw(last)

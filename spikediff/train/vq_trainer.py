@@ -17,6 +17,7 @@ towards the old ones): an SDID whose loss has stopped falling at its width grows
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -157,7 +158,7 @@ def train_spiking_vq(cfg: VQTrainConfig, out_dir: str | Path, progress: bool = T
             stamp = {"vq_sha256": state_digest(vq.state_dict())}
         tokens = _tokens(cfg, vq, data, out / "tokens.pt", progress, stamp)
         sdid = _train_sdid(cfg, tokens, out / "sdid", device, progress, log, vq,
-                           init_state=None if init is None else widened_state(init[0].sdid, cfg.sdid, cfg.seed),
+                           init_state=None if init is None else lambda: widened_state(init[0].sdid, cfg.sdid, cfg.seed),
                            vq_sha256=stamp.get("vq_sha256"), resume_from=sdid_resume,
                            carry=None if init is not None else {"model_config": cfg.vq.to_dict(),
                                                                 "model": vq.state_dict(), "train": done_vq})
@@ -280,7 +281,7 @@ def _tokens(cfg: VQTrainConfig, vq: SpikingVQVAE, data: torch.Tensor, path: Path
 
 
 def _train_sdid(cfg: VQTrainConfig, tokens: torch.Tensor, out: Path, device, progress, log, vq: SpikingVQVAE,
-                init_state: dict | None = None, vq_sha256: str | None = None,
+                init_state: Callable[[], dict] | None = None, vq_sha256: str | None = None,
                 resume_from: Path | None = None, carry: dict | None = None) -> SpikingTokenDenoiser:
     """``carry``: a two-stage run's finished VQ-SVAE (config, float32 EMA weights, its stage's record), in
     every file of the stage, so that its compact file alone continues the run elsewhere."""
