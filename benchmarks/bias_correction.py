@@ -2,7 +2,7 @@
 without it, beside its float model.
 
 Usage: python benchmarks/bias_correction.py --out benchmarks/results/bias_correction.md
-       [--model mnist-latent mnist-vq mnist] [-n 1000] [--ref-n 5000] [--steps 20]
+       [--model mnist-latent mnist-vq mnist-patch] [-n 1000] [--ref-n 5000] [--steps 20]
 
 Per sampler, from the same noise (seed 0, as ``spikediff eval``): FID and KID of n samples against the first ref-n
 training images of its dataset, (1) fixed point as compiled now (bit-exact simulator: what Loihi and Lava's
@@ -30,7 +30,7 @@ VARIANTS = (("fixed point, bias-corrected", "sim", True), ("fixed point, no corr
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/bias_correction.md"))
-    ap.add_argument("--model", nargs="+", default=["mnist-latent", "mnist-vq", "mnist"])
+    ap.add_argument("--model", nargs="+", default=["mnist-latent", "mnist-vq", "mnist-patch"])
     ap.add_argument("-n", type=int, default=1000)
     ap.add_argument("--ref-n", type=int, default=5000)
     ap.add_argument("--steps", type=int, default=20)

@@ -1,5 +1,5 @@
-"""How digit-like the shipped MNIST samplers' samples are (the DDIM checkpoint and mnist-vq), by the MNIST
-digit probe (spikediff.metrics),
+"""How digit-like the shipped MNIST samplers' samples are (a pixel DDIM, mnist-patch unless --model, and
+mnist-vq), by the MNIST digit probe (spikediff.metrics),
 beside real test digits and random speckle as the two ends of the scale; in floating point (PyTorch)
 and in Loihi fixed point (the bit-exact simulator, i.e. what the Lava fixed-point run gives).
 
@@ -29,6 +29,8 @@ from spikediff.metrics import digit_probe_score, fit_digit_probe
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/digit_probe.md"))
+    parser.add_argument("--model", default="mnist-patch",
+                        help="the pixel denoiser measured (a shipped name or a file; the committed results: mnist-patch)")
     parser.add_argument("-n", type=int, default=256, help="images per row")
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50], help="DDIM steps to try")
     parser.add_argument("--fixed-steps", type=int, nargs="*", default=[10, 20],
@@ -40,15 +42,15 @@ def main() -> None:
     rows = {"MNIST test digits": load_images("mnist", "test", limit=args.n)[0] / 255.0}
     rng = np.random.default_rng(0)
     rows["random speckle (20% on)"] = rng.random((args.n, 28, 28)) * (rng.random((args.n, 28, 28)) > 0.8)
-    model, schedule, ckpt = load_model()
+    model, schedule, ckpt = load_model(args.model)
     for steps in args.steps:
         x = sample_torch(model, schedule, args.n, num_inference_steps=steps, seed=args.seed, progress=False)
-        rows[f"shipped checkpoint, {steps} DDIM steps"] = ((x + 1) / 2).clamp(0, 1).numpy()[:, 0]
+        rows[f"{args.model}, {steps} DDIM steps"] = ((x + 1) / 2).clamp(0, 1).numpy()[:, 0]
     sd = compile_sampler(sampler_graphs(model, schedule), fixed_point=True)
     noise = initial_noise(args.n, (1, model.config.image_size, model.config.image_size), args.seed).numpy()
     for steps in args.fixed_steps:
         x = sample_sim(sd, args.n, steps, noise=noise, progress=True)["images"]
-        rows[f"shipped checkpoint, fixed point, {steps} DDIM steps"] = np.clip((x + 1) / 2, 0, 1)[:, 0]
+        rows[f"{args.model}, fixed point, {steps} DDIM steps"] = np.clip((x + 1) / 2, 0, 1)[:, 0]
     vq = load_model("mnist-vq")[0]  # the spiking-vq sampler: float, then the deployed fixed point
     x = kinds.get("spiking-vq").sample_torch(vq, None, args.n, 20, seed=args.seed, progress=False)
     rows[f"mnist-vq, 20 unmasking steps, temperature {resolve_temperature(None):g}"] = ((x + 1) / 2).clamp(0, 1).numpy()[:, 0]
@@ -58,10 +60,10 @@ def main() -> None:
     for name, score in scores.items():
         print(f"{name:40s} {score}")
 
-    payload = {"checkpoint_step": ckpt["train"]["step"], "n": args.n, "seed": args.seed, "scores": scores}
+    payload = {"checkpoint_step": ckpt.get("train", ckpt)["step"], "n": args.n, "seed": args.seed, "scores": scores}
     body = [
         "A logistic-regression classifier fit on 10,000 MNIST training images; a sample counts as confident "
-        f"when its top class has p > 0.9. {args.n} images per row; shipped checkpoint at step "
+        f"when its top class has p > 0.9. {args.n} images per row; {args.model} at step "
         f"{payload['checkpoint_step']}, seed {args.seed}.",
         "",
         "| images | confident | classes | predicted class counts 0-9 |",

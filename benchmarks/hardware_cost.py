@@ -1,5 +1,6 @@
 """Energy and time per image on each hardware profile, cores and chips used, fixed point against float,
-and the bit-exact simulator's throughput against Lava's CPU simulator, for the shipped checkpoint.
+and the bit-exact simulator's throughput against Lava's CPU simulator, for a shipped pixel denoiser
+(mnist-patch unless --model).
 
 Usage: python benchmarks/hardware_cost.py --out benchmarks/results/hardware_cost.md
 It also writes the full `spikediff report` (markdown, JSON, figures) of the run into
@@ -38,13 +39,15 @@ def _rng(value, bounds, fmt) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/hardware_cost.md"))
+    ap.add_argument("--model", default="mnist-patch",
+                    help="the pixel denoiser measured (a shipped name or a file; the committed results: mnist-patch)")
     ap.add_argument("--n-lava", type=int, default=3, help="images run on Lava (fixed point, pipelined)")
     ap.add_argument("-n", type=int, default=256, help="images for the report and the simulator's throughput")
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
 
-    model, schedule, _ = load_model()
+    model, schedule, _ = load_model(args.model)
     cfg = model.config
     sd = compile_sampler(sampler_graphs(model, schedule), fixed_point=True)
     noise = initial_noise(args.n_lava, (cfg.in_channels, cfg.image_size, cfg.image_size), 0).numpy()
@@ -54,7 +57,7 @@ def main() -> None:
     exact = same_as_lava(sample_sim(sd, args.n_lava, args.steps, noise=noise, device=args.device), lava)
 
     report = make_report(model, schedule, args.out.parent / "hardware_report", n=args.n, steps=args.steps,
-                         device=args.device, source="shipped checkpoint")
+                         device=args.device, source=args.model)
     sim_rate = report["simulator"]["images_per_s"]
     lava_rate = args.n_lava / lava_s
     payload = {"images_lava": args.n_lava, "images_sim": args.n, "ddim_steps": args.steps,

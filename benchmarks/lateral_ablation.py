@@ -61,7 +61,12 @@ def check_variant(name: str, path: Path, cfg: TrainConfig) -> Path:
     option = f"--checkpoint {name}={path}"
     if raw.get("kind") is not None:
         raise SpikediffError(f"{option}: a {raw['kind']} checkpoint, not an FSDDIM denoiser")
-    done = raw["train"]
+    if isinstance(raw.get("model_config"), dict) and "arch" in raw["model_config"]:
+        raise SpikediffError(f"{option}: a spiking U-Net ({raw['model_config']['arch']}), not the ablation's patch "
+                             "denoiser (the shipped one is mnist-patch)")
+    done = raw.get("train")
+    if not isinstance(done, dict):
+        raise SpikediffError(f"{option}: no record of its training run (the model.pt of a spikediff train run)")
     differ = [f"{k} {done.get(k)!r} (ablation: {getattr(cfg, k)!r})" for k in SAME_BUDGET
               if done.get(k) != getattr(cfg, k)]
     if done.get("step") != cfg.steps:

@@ -87,11 +87,14 @@ PUBLISHED_NOTE = ("Published FIDs (lower is better), as the papers report them: 
 
 
 def kind(model, schedule) -> str:
-    """The sampler kind, fsddim with its lateral-selection parts if any (the ablation's variants)."""
+    """The sampler kind, fsddim with its lateral-selection parts if any (the ablation's variants); a spiking U-Net
+    is FSDDIM's own architecture: fsddim."""
     name = kinds.of_model(model).name
     if name != "fsddim":
         return name
     cfg = model.config
+    if hasattr(cfg, "arch"):
+        return name
     return " + ".join(["fsddim"] + [part for part in ("lateral", "selection") if getattr(cfg, part)])
 
 
@@ -126,10 +129,11 @@ def kept_rows(out: Path, replaced: set, digests: dict | None = None, key=row_key
 
 
 def keep_speeds(rows: list, old: list) -> None:
-    """--no-timing: each row takes the speeds of an earlier timed row of the same model and checkpoint, if any
-    (the runtimes' speeds do not depend on N)."""
+    """--no-timing: each row takes the speeds of an earlier timed row of the same checkpoint (by content), if any:
+    the runtimes' speeds depend on neither N nor the name it was measured under (a model renamed when another
+    took its shipped name keeps them)."""
     for r in rows:
-        timed = next((o for o in old if (o["model"], o.get("checkpoint_digest")) == (r["model"], r["checkpoint_digest"])
+        timed = next((o for o in old if o.get("checkpoint_digest") == r["checkpoint_digest"]
                       and o.get("lava_s_per_image") is not None), None)
         if timed is not None:
             r.update({key: timed[key] for key in SPEEDS})
@@ -309,7 +313,7 @@ def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, 
         grids[(name, backend)] = Path(r["json"]).with_suffix(".png")
         rows.append({"model": name, "kind": kind(model, schedule), "command": command,
                      "data": data, "checkpoint": str(ckpt), "checkpoint_digest": cache.name,
-                     "training_steps": raw["train"].get("step"),
+                     "training_steps": raw.get("train", raw).get("step"),  # a compact resume file: its own step
                      "backend": backend, "fid": r["fid"], "kid": r["kid"], "kid_std": r["kid_std"], "n": r["n"],
                      "reference": r["reference"], "denoising_steps": steps, "T": model.num_steps,
                      **cost, **speed})

@@ -1,6 +1,7 @@
 """The benchmarks' ``--merge`` (``model_table.kept_rows``): a table keeps the rows a run does not measure again,
 but never two rows for one measurement: a shipped model's rows on its replaced checkpoint go, and so do the rows
-of a checkpoint first measured by path once it is measured again under its shipped name."""
+of a checkpoint first measured by path once it is measured again under its shipped name. Speeds carried by
+``--no-timing`` follow the checkpoint, not its name."""
 
 import json
 import sys
@@ -8,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from model_table import kept_rows  # noqa: E402
+from model_table import SPEEDS, keep_speeds, kept_rows  # noqa: E402
 
 
 def _row(model, digest, steps, n=1000):
@@ -35,3 +36,12 @@ def test_merge_keeps_other_rows_and_drops_replaced_and_renamed_ones(tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("measured on another checkpoint") == 2
     assert "dropped the by-path row at" in err and "under another name" in err
+
+
+def test_speeds_follow_the_checkpoint_not_its_name():
+    timed = {**_row("mnist", "patch", 20), **dict.fromkeys(SPEEDS, 1.0), "lava_s_per_image": 29.4}
+    untimed = {**_row("mnist", "unet", 20), **dict.fromkeys(SPEEDS)}
+    renamed, other = {**_row("mnist-patch", "patch", 20)}, {**_row("mnist", "unet", 20)}
+    keep_speeds([renamed, other], [timed, untimed])
+    assert renamed["lava_s_per_image"] == 29.4 and all(renamed[k] is not None for k in SPEEDS)
+    assert "lava_s_per_image" not in other  # no timed row of its checkpoint: nothing carried

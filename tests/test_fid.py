@@ -86,8 +86,8 @@ def test_features_follow_the_pytorch_fid_protocol(extractor):
 
 def test_cli_eval_scores_and_resumes(tmp_path, mnist_root):
     out = tmp_path / "ev"
-    args = ["eval", "-n", "6", "--steps", "2", "--backend", "sim", "--ref-n", str(N), "--ref-split", "test",
-            "-o", out]
+    args = ["eval", "mnist-patch", "-n", "6", "--steps", "2", "--backend", "sim", "--ref-n", str(N),
+            "--ref-split", "test", "-o", out]
     r = run_cli(*args)
     assert r.returncode == 0, r.stderr
     res = json.loads((out / "eval-sim-2steps.json").read_text())

@@ -36,6 +36,10 @@ def test_a_checkpoint_of_another_variant_or_budget_is_refused_with_what_differs(
         ablation.check_variant("both", BOTH, _cfg("both", steps=2000))
     with pytest.raises(SpikediffError, match=r"data 'fashion-mnist' \(ablation: 'mnist'\)"):
         ablation.check_variant("both", BOTH, _cfg("both", data="mnist"))
+    # the shipped mnist is a U-Net since 7 December 2026: the ablation's MNIST base is mnist-patch
+    with pytest.raises(SpikediffError, match=r"--checkpoint base=.*a spiking U-Net \(small\), not the ablation's"):
+        ablation.check_variant("base", resolve("mnist"), _cfg("base", data="mnist"))
+    assert ablation.check_variant("base", resolve("mnist-patch"), _cfg("base", data="mnist")) == resolve("mnist-patch")
 
 
 @pytest.mark.parametrize("pairs, base, message", [
