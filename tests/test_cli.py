@@ -87,6 +87,13 @@ def test_shipped_checkpoints_are_small_and_were_made_by_spikediff_train(name):
         assert (getattr(model.config, "arch", None) == "small") == (name == "mnist")  # MNIST's is the U-Net
 
 
+def test_the_shipped_unet_is_the_committed_run_file():
+    """The README says where `mnist` came from: the committed compact resume file of its run, byte for byte (one
+    blob in the repository's history)."""
+    committed = Path(__file__).resolve().parents[1] / "benchmarks" / "checkpoints" / "unet-small.resume.pt"
+    assert SHIPPED_MODELS["mnist"].read_bytes() == committed.read_bytes()
+
+
 def test_a_shipped_name_resolves_unless_a_file_has_it(tmp_path, monkeypatch):
     assert resolve(None) == SHIPPED == resolve("mnist")
     monkeypatch.chdir(tmp_path)
