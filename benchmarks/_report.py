@@ -1,4 +1,5 @@
-"""What every benchmark writes: a JSON file and a markdown page, both naming the command and the machine."""
+"""What every benchmark writes: a JSON file and a markdown page, both naming the command and the machine; and the
+`--model` option of the benchmarks that measure one pixel denoiser."""
 
 from __future__ import annotations
 
@@ -37,3 +38,11 @@ def write_report(out: Path, title: str, payload: dict, body: list[str]) -> None:
             ""]
     out.write_text("\n".join(head + body) + "\n")
     print(f"wrote {out} and {out.with_suffix('.json')}")
+
+
+def add_pixel_model_option(parser) -> None:
+    """``--model``: the pixel denoiser a benchmark measures. Its default is the one the committed results were
+    measured on, the patch denoiser (the shipped ``mnist`` until it became the U-Net), so their commands still
+    reproduce them."""
+    parser.add_argument("--model", default="mnist-patch",
+                        help="the pixel denoiser measured (a shipped name or a file; the committed results: mnist-patch)")

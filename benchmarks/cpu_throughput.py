@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import torch
-from _report import write_report
+from _report import add_pixel_model_option, write_report
 
 from spikediff.checkpoint import load_model
 from spikediff.diffusion import NoiseSchedule, sample_torch
@@ -54,8 +54,7 @@ def time_sampling(model_name: str, threads: int, n: int, steps: int, batch: int)
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cpu_throughput.md"))
-    parser.add_argument("--model", default="mnist-patch",
-                        help="the pixel denoiser measured (a shipped name or a file; the committed results: mnist-patch)")
+    add_pixel_model_option(parser)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, os.cpu_count() or 1])
     parser.add_argument("--train-batch", type=int, default=128)
     parser.add_argument("--train-repeats", type=int, default=10)

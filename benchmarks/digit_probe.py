@@ -13,9 +13,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from _report import write_report
+from _report import add_pixel_model_option, write_report
 
-from spikediff.checkpoint import load_model
+from spikediff.checkpoint import load_model, trained_steps
 from spikediff.data import load_images
 from spikediff.diffusion import kinds, sample_torch
 from spikediff.diffusion.absorbing import resolve_temperature
@@ -29,8 +29,7 @@ from spikediff.metrics import digit_probe_score, fit_digit_probe
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/digit_probe.md"))
-    parser.add_argument("--model", default="mnist-patch",
-                        help="the pixel denoiser measured (a shipped name or a file; the committed results: mnist-patch)")
+    add_pixel_model_option(parser)
     parser.add_argument("-n", type=int, default=256, help="images per row")
     parser.add_argument("--steps", type=int, nargs="+", default=[10, 20, 50], help="DDIM steps to try")
     parser.add_argument("--fixed-steps", type=int, nargs="*", default=[10, 20],
@@ -60,7 +59,7 @@ def main() -> None:
     for name, score in scores.items():
         print(f"{name:40s} {score}")
 
-    payload = {"checkpoint_step": ckpt.get("train", ckpt)["step"], "n": args.n, "seed": args.seed, "scores": scores}
+    payload = {"checkpoint_step": trained_steps(ckpt), "n": args.n, "seed": args.seed, "scores": scores}
     body = [
         "A logistic-regression classifier fit on 10,000 MNIST training images; a sample counts as confident "
         f"when its top class has p > 0.9. {args.n} images per row; {args.model} at step "

@@ -13,7 +13,7 @@ import argparse
 import time
 from pathlib import Path
 
-from _report import write_report
+from _report import add_pixel_model_option, write_report
 
 from spikediff.checkpoint import load_model
 from spikediff.diffusion.sampler import initial_noise
@@ -39,8 +39,7 @@ def _rng(value, bounds, fmt) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/results/hardware_cost.md"))
-    ap.add_argument("--model", default="mnist-patch",
-                    help="the pixel denoiser measured (a shipped name or a file; the committed results: mnist-patch)")
+    add_pixel_model_option(ap)
     ap.add_argument("--n-lava", type=int, default=3, help="images run on Lava (fixed point, pipelined)")
     ap.add_argument("-n", type=int, default=256, help="images for the report and the simulator's throughput")
     ap.add_argument("--steps", type=int, default=20)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _report import write_report
+from _report import add_pixel_model_option, write_report
 
 from spikediff.checkpoint import load_model
 from spikediff.diffusion.sampler import initial_noise, sample_torch
@@ -66,8 +66,7 @@ def _row(args, result, lava_s: float, diff: float, equal: bool, reference: str) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/lava_runtime.md"))
-    parser.add_argument("--model", default="mnist-patch",
-                        help="the pixel denoiser measured (a shipped name or a file; the committed results: mnist-patch)")
+    add_pixel_model_option(parser)
     parser.add_argument("-n", type=int, default=3, help="images")
     parser.add_argument("--steps", type=int, default=10, help="DDIM steps")
     parser.add_argument("--seed", type=int, default=0)

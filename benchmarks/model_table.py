@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 from _report import write_report
 
-from spikediff.checkpoint import SHIPPED_MODELS, load_model, resolve, trained_on
+from spikediff.checkpoint import SHIPPED_MODELS, load_model, resolve, trained_on, trained_steps
 from spikediff.diffusion import kinds
 from spikediff.export.deployment import compile_sampler
 from spikediff.export.nir_graph import sampler_graphs
@@ -87,15 +87,13 @@ PUBLISHED_NOTE = ("Published FIDs (lower is better), as the papers report them: 
 
 
 def kind(model, schedule) -> str:
-    """The sampler kind, fsddim with its lateral-selection parts if any (the ablation's variants); a spiking U-Net
-    is FSDDIM's own architecture: fsddim."""
+    """The sampler kind, fsddim with its lateral-selection parts if any (the ablation's variants; a spiking U-Net
+    has neither: FSDDIM's own architecture)."""
     name = kinds.of_model(model).name
     if name != "fsddim":
         return name
     cfg = model.config
-    if hasattr(cfg, "arch"):
-        return name
-    return " + ".join(["fsddim"] + [part for part in ("lateral", "selection") if getattr(cfg, part)])
+    return " + ".join(["fsddim"] + [part for part in ("lateral", "selection") if getattr(cfg, part, False)])
 
 
 def row_key(row: dict) -> tuple:
@@ -313,7 +311,7 @@ def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, 
         grids[(name, backend)] = Path(r["json"]).with_suffix(".png")
         rows.append({"model": name, "kind": kind(model, schedule), "command": command,
                      "data": data, "checkpoint": str(ckpt), "checkpoint_digest": cache.name,
-                     "training_steps": raw.get("train", raw).get("step"),  # a compact resume file: its own step
+                     "training_steps": trained_steps(raw),
                      "backend": backend, "fid": r["fid"], "kid": r["kid"], "kid_std": r["kid_std"], "n": r["n"],
                      "reference": r["reference"], "denoising_steps": steps, "T": model.num_steps,
                      **cost, **speed})

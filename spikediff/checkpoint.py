@@ -286,6 +286,14 @@ def _build(path: Path, build, config, what: str = "the network it declares"):
 # -- models ------------------------------------------------------------------------------------------------
 
 
+def trained_steps(ckpt: dict) -> int | None:
+    """The training steps behind a checkpoint: a sampler's ``train`` record, or a run's compact resume file's own
+    ``step`` (it has no ``train``), or None."""
+    record = ckpt.get("train")
+    step = record.get("step") if isinstance(record, dict) else ckpt.get("step")
+    return step if isinstance(step, int) else None
+
+
 def trained_on(ckpt: dict) -> str | None:
     """The dataset a checkpoint was trained on: a sampler's ``train`` record, or a run's compact resume file's
     ``train_config`` (which has no ``train``), or None."""
