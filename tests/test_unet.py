@@ -521,3 +521,66 @@ def test_the_mapper_places_space_to_depth_maps_by_their_natural_columns(tiny, mo
     assert entries[0] < entries[1], entries
     with pytest.raises(SpikediffError, match="cannot be in space-to-depth layout at factor 2"):
         mapping.neuron_order((3, 4, 4), s2d=2)
+
+
+def test_the_mapper_reuses_cuts_and_routes_only_where_they_are_what_it_would_compute(tiny, monkeypatch):
+    """The mapper's shortcuts change no mapping: the cost's lower bound, which refuses a run without convolutions,
+    is never above the exact cost; and cuts and routes kept across re-split attempts and across the least-energy
+    budgets give the mappings that cutting everything afresh gives, on both chips' rules."""
+    from spikediff.hardware_sim import mapping
+    from spikediff.hardware_sim.connectivity import Connectivity
+    from spikediff.hardware_sim.profiles import load_profile
+
+    sd = compile_sampler(sampler_graphs(tiny, NoiseSchedule(1000, "v_prediction"), compact=True), fixed_point=True)
+    folded = sd.loop.folded
+    conn = Connectivity(folded, sd.loop.fixed)
+    rng = np.random.default_rng(0)
+    work = {name: rng.random(conn.size(name)) for name in folded.plan.populations}
+    # small cores, bound by each of synaptic memory, fan-in and fan-out axons (Loihi 1), core memory and routing
+    # tables (Loihi 2)
+    profiles = [load_profile("loihi1").with_overrides({"max_neurons_per_core": 64, "synaptic_memory_per_core": 1000,
+                                                       "max_fan_in_axons_per_core": 150,
+                                                       "max_fan_out_axons_per_core": 200}),
+                load_profile("loihi2").with_overrides({"max_neurons_per_core": 64, "memory_per_core": 3000})]
+    for prof in profiles:
+        rules = mapping.Rules(prof)
+        for name in folded.plan.populations:
+            order = mapping.neuron_order(folded.plan.shapes[name], None, mapping.s2d_factors(folded).get(name, 1))
+            cost = mapping._PopulationCost(folded, conn, name, rules, {}, order)
+            for start, stop in rng.integers(0, len(order), (20, 2)):
+                idx = order[min(start, stop):max(start, stop) + 1]
+                low, exact = cost._cost(idx, cost._run(idx), exact=False), cost(idx)
+                assert low["memory_bytes"] <= exact["memory_bytes"], (prof.name, name)
+                assert low["fan_in_axons"] <= exact["fan_in_axons"], (prof.name, name)
+
+    def described(m):
+        return ([(c.population, c.neurons, c.synapses, c.memory_bytes, c.fan_in_axons, c.fan_out_axons)
+                 for c in m.cores],
+                [(k, v.whole.tolist(), {c: i.tolist() for c, i in v.part.items()}) for k, v in m.routes.items()])
+
+    def mappings():
+        out = []
+        for prof in profiles:
+            few = mapping.map_to_cores(folded, conn, prof)
+            minimum = {name: sum(c.population == name for c in few.cores) for name in work}
+            totals = {name: float(w.sum()) for name, w in work.items()}
+            kept: dict = {}
+            for extra in (0, 7, 19):
+                cores = mapping.allocate(totals, minimum, {n: conn.size(n) for n in work}, len(few.cores) + extra)
+                out.append(described(mapping.map_to_cores(folded, conn, prof, "balanced", cores, work, kept)))
+            out.append(described(few))
+            limits.update(few.limits.values())
+        return out
+
+    limits: set = set()
+
+    attempts = []
+    map_once = mapping._map_once
+    monkeypatch.setattr(mapping, "_map_once", lambda *a: attempts.append(1) or map_once(*a))
+    reused = mappings()
+    assert len(attempts) > 8  # routing limits re-split populations: attempts after the first reuse cuts
+    assert {"synaptic memory", "fan-in axons", "fan-out axons", "core memory", "routing tables"} <= limits
+    feeds = mapping._feeds
+    monkeypatch.setattr(mapping._PopulationCost, "reads", staticmethod(lambda *a: object()))  # never the same
+    monkeypatch.setattr(mapping, "_feeds", lambda f, conn, core_of, sizes, kept: feeds(f, conn, core_of, sizes, {}))
+    assert mappings() == reused

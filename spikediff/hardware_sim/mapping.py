@@ -279,6 +279,7 @@ class _PopulationCost:
         self.incoming = folded.incoming(name)
         self.fan_in = {f.syn.name: conn.deliver(f, np.ones(conn.size(f.syn.src))) for f in self.incoming}
         self.order = order
+        self._answers = {}  # (start, stop) of a run in ``order`` -> its cost
         self.position = np.empty(self.size, dtype=np.int64)
         self.position[order] = np.arange(len(order))
         # fan-in counts are integers, so a difference of running sums is the run's sum exactly
@@ -307,6 +308,18 @@ class _PopulationCost:
                     self.src_reach[f.syn.name] = _RunOr(reach[order])
             elif not conn.shares_kernel(f):
                 self.dense[f.syn.name] = conn.matrix(f)  # (targets, sources)
+
+    @staticmethod
+    def reads(folded, conn, name: str, rules: Rules, core_of: dict) -> tuple:
+        """What of other populations' mappings this population's costs depend on: the partition into cores of each
+        source reached through a shared kernel (its input axons are counted per source core), as bytes (None:
+        not mapped yet). The same partition with other core numbers reads the same."""
+        out = []
+        for f in folded.incoming(name):
+            if rules.kernels and conn.shares_kernel(f):
+                owner = core_of.get(f.syn.src)
+                out.append(None if owner is None else (owner - owner.min()).tobytes())
+        return tuple(out)
 
     def _channels(self, f, idx) -> np.ndarray:
         """The output channels (sorted) of a conv synapse that the neurons ``idx`` hold: marked, not sorted, since
@@ -357,9 +370,20 @@ class _PopulationCost:
         return (start, stop) if np.array_equal(self.order[start:stop], idx) else None
 
     def __call__(self, idx) -> dict:
+        run = self._run(idx)
+        got = self._answers.get(run) if run is not None else None
+        if got is None:
+            got = self._cost(idx, run, exact=True)
+            if run is not None:  # a cut asks again for the cost of each run it took (a few thousand at most)
+                self._answers[run] = got
+        return got
+
+    def _cost(self, idx, run, exact: bool) -> dict:
+        """The cost of the run ``idx``; ``exact=False``: a lower bound of its memory and axons that needs no
+        convolution, taking a synapse that does not share a kernel to have as few sending neurons as its synapses
+        onto the run allow (each sender has at most one synapse onto each of the ``n`` neurons: synapses / n)."""
         r = self.rules
         n = len(idx)
-        run = self._run(idx)
         bits, axons, synapses = 0.0, 0, 0
         for f in self.incoming:
             if run is None:
@@ -378,27 +402,43 @@ class _PopulationCost:
                 hit = reach(*run) if run is not None else reach.of_rows(self.position[idx])
                 axons += max(1, int(_POPCOUNT[hit].sum()))
                 continue
-            senders = self._senders(f, idx)
+            rows = int(self._senders(f, idx).sum()) if exact else int(np.ceil(nnz / max(n, 1)))
             if r.weight_bits is not None:  # dense or sparse, whichever is smaller
-                rows = int(senders.sum())
                 index_bits = int(np.ceil(np.log2(max(n, 2))))
                 dense = rows * (r.row_bits + n * r.weight_bits)
                 sparse = rows * r.row_bits + nnz * (r.weight_bits + index_bits)
                 bits += min(dense, sparse)
-                axons += rows
             else:  # every synapse one by one
                 bits += nnz * r.synapse_bits
-                axons += int(senders.sum())
+            axons += rows
         syn_bytes = int(np.ceil(bits / 8))
         state = int(n * r.state)
         axon_bytes = int(axons * r.axon_in)
         return {"synapses": int(round(synapses)), "synapse_bytes": syn_bytes, "state_bytes": state,
                 "axon_bytes": axon_bytes, "fan_in_axons": axons, "memory_bytes": syn_bytes + state + axon_bytes}
 
-    def fits(self, idx, cap: int) -> bool:
-        c = self(idx)
+    def over(self, idx) -> str | None:
+        """What a core holding ``idx`` would exceed, or None: "memory" (first) or "fan-in axons" (the neuron cap
+        apart)."""
         r = self.rules
-        return len(idx) <= cap and c["memory_bytes"] <= r.limit and c["fan_in_axons"] <= r.fan_in_limit
+        if self._cost(idx, self._run(idx), exact=False)["memory_bytes"] > r.limit:
+            return "memory"
+        c = self(idx)
+        if c["memory_bytes"] > r.limit:
+            return "memory"
+        return "fan-in axons" if c["fan_in_axons"] > r.fan_in_limit else None
+
+    def fits(self, idx, cap: int) -> bool:
+        """Whether ``idx`` fits a core. Refused without convolutions where a lower bound (``_cost``) is already over:
+        most runs a search for the longest that fits asks about are (for Loihi 1, which stores every synapse, most
+        of a U-Net report's time went to those convolutions)."""
+        if len(idx) > cap:
+            return False
+        r = self.rules
+        low = self._cost(idx, self._run(idx), exact=False)
+        if low["memory_bytes"] > r.limit or low["fan_in_axons"] > r.fan_in_limit:
+            return False
+        return self.over(idx) is None
 
 
 def _fewest(cost, order, cap, profile_name) -> tuple:
@@ -431,8 +471,7 @@ def _fewest(cost, order, cap, profile_name) -> tuple:
                 mid = (lo + hi) // 2
                 lo, hi = (mid, hi) if fits(mid) else (lo, mid)
             k = lo
-            c = cost(order[start:start + k + 1])
-            bound = "core memory" if c["memory_bytes"] > cost.rules.limit else "fan-in axons"
+            bound = "core memory" if cost.over(order[start:start + k + 1]) == "memory" else "fan-in axons"
             if not cost.rules.shared and bound == "core memory":
                 bound = "synaptic memory"
         chunks.append(order[start:start + k])
@@ -478,10 +517,11 @@ def _balanced(cost, order, cap, cores: int, work: np.ndarray, profile_name) -> t
 
 
 def map_to_cores(folded, conn, profile, policy: str = "fewest", cores: dict | None = None,
-                 work: dict | None = None) -> Mapping:
+                 work: dict | None = None, kept: dict | None = None) -> Mapping:
     """``conn``: ``connectivity.Connectivity`` of the fixed-point weights; ``profile``: a chip profile;
     ``policy``: fewest, lava or balanced (``cores``: {population: cores}, ``work``: {population: per-neuron
-    work, NIR order})."""
+    work, NIR order}). ``kept``: cuts and routes of earlier mappings of the same network, profile and ``work``,
+    reused where they are what this one would compute (``balance`` shares one across its budgets)."""
     if policy not in POLICIES:
         raise SpikediffError(f"mapping policy {policy!r}: expected one of {', '.join(POLICIES)}")
     rules = Rules(profile)
@@ -493,9 +533,9 @@ def map_to_cores(folded, conn, profile, policy: str = "fewest", cores: dict | No
     # Lava's compiler slices a derived convolution's map by its own (coarse) columns; our policies place a map in
     # space-to-depth layout by the natural map's columns (``neuron_order``)
     factors = {} if policy == "lava" else s2d_factors(folded)
-    split = set()
+    split, kept = set(), {} if kept is None else kept
     for _attempt in range(32):
-        mapping, over = _map_once(folded, conn, rules, caps, perms, policy, cores, work, factors)
+        mapping, over = _map_once(folded, conn, rules, caps, perms, policy, cores, work, factors, kept)
         if not over:
             mapping.limits.update({name: "routing tables" if rules.shared else "fan-out axons" for name in split})
             return mapping
@@ -508,24 +548,60 @@ def map_to_cores(folded, conn, profile, policy: str = "fewest", cores: dict | No
     raise SpikediffError(f"could not satisfy the routing limits of {profile.name} for {', '.join(over)}")
 
 
-def _map_once(folded, conn, rules: Rules, caps: dict, perms: dict, policy: str, cores, work, factors: dict) -> tuple:
+def _cut(folded, conn, name: str, rules: Rules, core_of: dict, cap: int, perms: dict, policy: str, cores, work,
+         factors: dict) -> tuple:
+    """(runs of neurons, one per core; what bounded them; each run's cost) for one population."""
+    p = folded.plan
+    order = neuron_order(p.shapes[name], perms.get(name), factors.get(name, 1))
+    cost = _PopulationCost(folded, conn, name, rules, core_of, order)
+    chunks = None
+    if policy == "balanced" and cores and name in cores:
+        chunks, limit = _balanced(cost, order, cap, int(cores[name]), work[name], rules.name)
+    elif policy == "lava" and len(p.shapes[name]) == 3:
+        got = _lava_columns(cost, order, cap, p.shapes[name], rules.name)
+        if got is not None:
+            chunks, limit = got
+    if chunks is None:
+        chunks, limit = _fewest(cost, order, cap, rules.name)
+    return chunks, limit, [cost(idx) for idx in chunks]
+
+
+def _feeds(f, conn, core_of: dict, sizes: np.ndarray, kept: dict) -> list:
+    """[(target core, Route of the source's neurons that feed it)] of synapse ``f``, in ``conn.feeds``' order. Kept in
+    ``kept`` by the two populations' cuts (with core numbers from 0): an attempt or budget that cuts them alike
+    asks no convolution again."""
+    src, dst = core_of[f.syn.src], core_of[f.syn.dst]
+    s0, d0 = int(src.min()), int(dst.min())
+    key = ("feeds", f.syn.name, (src - s0).tobytes(), (dst - d0).tobytes())
+    local = kept.get(key)
+    if local is None:
+        n_src = int(src.max()) - s0 + 1
+        dst_cores = list(range(d0, int(dst.max()) + 1))
+        local = kept[key] = [(index - d0, Route.of(sends, src - s0, sizes[s0:s0 + n_src]))
+                             for index, sends in conn.feeds(f, dst, dst_cores)]
+    return [(index + d0, Route(route.whole + s0, {c + s0: i for c, i in route.part.items()}))
+            for index, route in local]
+
+
+def _map_once(folded, conn, rules: Rules, caps: dict, perms: dict, policy: str, cores, work, factors: dict,
+              kept: dict) -> tuple:
+    """One mapping at the given neuron caps. ``kept``: population -> (what its cut depended on, its cut, its cores'
+    costs), from the attempts before: an attempt re-splits only the populations over their routing limits, and a
+    population whose cap and sources' cuts are unchanged is cut as before (mapping each again cost Loihi 1 most of
+    a U-Net report's time)."""
     p = folded.plan
     out_cores, core_of, limits = [], {}, {}
     for name in sorted(p.populations, key=lambda k: (p.latency[k], k)):
-        order = neuron_order(p.shapes[name], perms.get(name), factors.get(name, 1))
-        cost = _PopulationCost(folded, conn, name, rules, core_of, order)
-        chunks = None
-        if policy == "balanced" and cores and name in cores:
-            chunks, limits[name] = _balanced(cost, order, caps[name], int(cores[name]), work[name], rules.name)
-        elif policy == "lava" and len(p.shapes[name]) == 3:
-            got = _lava_columns(cost, order, caps[name], p.shapes[name], rules.name)
-            if got is not None:
-                chunks, limits[name] = got
-        if chunks is None:
-            chunks, limits[name] = _fewest(cost, order, caps[name], rules.name)
+        balanced = int(cores[name]) if policy == "balanced" and cores and name in cores else None
+        key = (policy, balanced, caps[name], _PopulationCost.reads(folded, conn, name, rules, core_of))
+        if name in kept and kept[name][0] == key:
+            chunks, limits[name], costs = kept[name][1]
+        else:
+            chunks, limits[name], costs = _cut(folded, conn, name, rules, core_of, caps[name], perms, policy, cores,
+                                               work, factors)
+            kept[name] = (key, (chunks, limits[name], costs))
         owner = np.full(conn.size(name), -1)
-        for idx in chunks:
-            c = cost(idx)
+        for idx, c in zip(chunks, costs, strict=True):
             owner[idx] = len(out_cores)
             out_cores.append(Core(len(out_cores), name, len(idx), c["synapses"], c["memory_bytes"], c["fan_in_axons"],
                                   0, c["synapse_bytes"], c["state_bytes"], c["axon_bytes"]))
@@ -536,10 +612,8 @@ def _map_once(folded, conn, rules: Rules, caps: dict, perms: dict, policy: str, 
     for f in folded.synapses:
         if f.syn.src not in core_of:
             continue  # host input arrives from outside the mesh
-        dst_cores = [c.index for c in out_cores if c.population == f.syn.dst]
-        for index, sends in conn.feeds(f, core_of[f.syn.dst], dst_cores):
+        for index, route in _feeds(f, conn, core_of, sizes, kept):
             key = (f.syn.src, index)
-            route = Route.of(sends, core_of[f.syn.src], sizes)
             routes[key] = route if key not in routes else routes[key].union(route, sizes)
             shared = rules.kernels and conn.shares_kernel(f)
             per_core_entry[key] = per_core_entry.get(key, True) and shared
@@ -591,8 +665,9 @@ def balance(folded, conn, profile, work: dict, base: Mapping, price, chips_more:
         budgets = [per_chip * (base.chips + k) for k in range(chips_more + 1)]
     budgets = sorted({len(base.cores), *[min(sum(sizes.values()), max(len(base.cores), b)) for b in budgets]})
     best, tried = (base, float(price(base))), []  # spreading may cost more than it saves (chip crossings)
+    kept: dict = {}  # most populations get the same cores at several budgets: cut once
     for budget in budgets:
-        m = map_to_cores(folded, conn, profile, "balanced", allocate(totals, minimum, sizes, budget), work)
+        m = map_to_cores(folded, conn, profile, "balanced", allocate(totals, minimum, sizes, budget), work, kept)
         joules = float(price(m))
         tried.append((len(m.cores), joules))
         if joules < best[1]:
