@@ -1,6 +1,7 @@
-"""The README's links: every ``(#anchor)`` names a heading (GitHub's slug rules) and every relative path
-exists, in the README and the benchmark results it points to. A renamed section or a moved image breaks a
-link silently otherwise."""
+"""The documentation's links: every ``(#anchor)`` names a heading (GitHub's slug rules), every relative path
+exists, and a path's ``#anchor`` into another markdown page names one of its headings, in the README, the pages
+under docs/, the checkpoints' README and the benchmark results. A renamed section, a page moved or a moved image
+breaks a link silently otherwise."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS = [ROOT / "README.md", *sorted((ROOT / "benchmarks" / "results").glob("*.md"))]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), ROOT / "benchmarks" / "checkpoints" / "README.md",
+        *sorted((ROOT / "benchmarks" / "results").glob("*.md"))]
 
 
 def slug(heading: str) -> str:
@@ -50,7 +52,10 @@ def test_links_resolve(doc):
     for target in links(text):
         path, _, anchor = target.partition("#")
         if path:
-            if not (doc.parent / path).exists():
+            dest = doc.parent / path
+            if not dest.exists():
+                broken.append(target)
+            elif anchor and dest.suffix == ".md" and anchor not in anchors(dest.read_text()):
                 broken.append(target)
         elif anchor not in heads:
             broken.append(target)
