@@ -568,17 +568,21 @@ def _cut(folded, conn, name: str, rules: Rules, core_of: dict, cap: int, perms: 
 
 def _feeds(f, conn, core_of: dict, sizes: np.ndarray, kept: dict) -> list:
     """[(target core, Route of the source's neurons that feed it)] of synapse ``f``, in ``conn.feeds``' order. Kept in
-    ``kept`` by the two populations' cuts (with core numbers from 0): an attempt or budget that cuts them alike
-    asks no convolution again."""
+    ``kept`` with the two populations' cuts (core numbers from 0) they were asked for: an attempt or budget that
+    cuts them alike asks no convolution again. One set per synapse, the last: routes at the paper's width take
+    gigabytes."""
     src, dst = core_of[f.syn.src], core_of[f.syn.dst]
     s0, d0 = int(src.min()), int(dst.min())
-    key = ("feeds", f.syn.name, (src - s0).tobytes(), (dst - d0).tobytes())
-    local = kept.get(key)
-    if local is None:
+    cuts = ((src - s0).tobytes(), (dst - d0).tobytes())
+    held = kept.get(("feeds", f.syn.name))
+    if held is not None and held[0] == cuts:
+        local = held[1]
+    else:
         n_src = int(src.max()) - s0 + 1
         dst_cores = list(range(d0, int(dst.max()) + 1))
-        local = kept[key] = [(index - d0, Route.of(sends, src - s0, sizes[s0:s0 + n_src]))
-                             for index, sends in conn.feeds(f, dst, dst_cores)]
+        local = [(index - d0, Route.of(sends, src - s0, sizes[s0:s0 + n_src]))
+                 for index, sends in conn.feeds(f, dst, dst_cores)]
+        kept[("feeds", f.syn.name)] = (cuts, local)
     return [(index + d0, Route(route.whole + s0, {c + s0: i for c, i in route.part.items()}))
             for index, route in local]
 
