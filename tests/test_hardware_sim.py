@@ -279,7 +279,7 @@ def test_events_of_a_run_add_up(tiny_graph):
 
 def test_cli_report_writes_markdown_json_and_figures(tmp_path):
     out = tmp_path / "rep"
-    # the small patch denoiser: mapping the default U-Net takes minutes
+    # the small patch denoiser: a report of the default U-Net takes about two minutes
     r = run_cli("report", "mnist-patch", "-n", "2", "--steps", "2", "-o", out, "--set", "loihi2.static_power=0.5",
                 "--quiet")
     assert r.returncode == 0, r.stderr

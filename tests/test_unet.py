@@ -2,6 +2,7 @@
 tiny preset runs on Lava spike for spike (float) and bit for bit (fixed point, against the simulator)."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -552,11 +553,8 @@ def test_the_mapper_reuses_cuts_and_routes_only_where_they_are_what_it_would_com
                 low, exact = cost._cost(idx, cost._run(idx), exact=False), cost(idx)
                 assert low["memory_bytes"] <= exact["memory_bytes"], (prof.name, name)
                 assert low["fan_in_axons"] <= exact["fan_in_axons"], (prof.name, name)
-
-    def described(m):
-        return ([(c.population, c.neurons, c.synapses, c.memory_bytes, c.fan_in_axons, c.fan_out_axons)
-                 for c in m.cores],
-                [(k, v.whole.tolist(), {c: i.tolist() for c, i in v.part.items()}) for k, v in m.routes.items()])
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from core_mapper import described, without_shortcuts  # what benchmarks/core_mapper.py times and compares
 
     def mappings():
         out = []
@@ -580,7 +578,5 @@ def test_the_mapper_reuses_cuts_and_routes_only_where_they_are_what_it_would_com
     reused = mappings()
     assert len(attempts) > 8  # routing limits re-split populations: attempts after the first reuse cuts
     assert {"synaptic memory", "fan-in axons", "fan-out axons", "core memory", "routing tables"} <= limits
-    feeds = mapping._feeds
-    monkeypatch.setattr(mapping._PopulationCost, "reads", staticmethod(lambda *a: object()))  # never the same
-    monkeypatch.setattr(mapping, "_feeds", lambda f, conn, core_of, sizes, kept: feeds(f, conn, core_of, sizes, {}))
-    assert mappings() == reused
+    with without_shortcuts():  # every run priced exactly, every cut and route asked afresh
+        assert mappings() == reused

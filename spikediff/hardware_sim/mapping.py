@@ -240,6 +240,11 @@ class Rules:
         self.max_neurons = int(g("max_neurons_per_core"))
         self.layout = (int(g("cores_per_chip")), int(g("cores_per_tile", 1)), int(g("tiles_per_row", 1)))
 
+    def stores_kernel(self, conn, f) -> bool:
+        """Whether a core stores synapse ``f`` as a shared kernel (the rows of its channels; input axons and routing
+        entries per core), rather than synapse by synapse."""
+        return self.kernels and conn.shares_kernel(f)
+
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.int64)  # set bits of a byte
 
@@ -288,7 +293,7 @@ class _PopulationCost:
         self.channel = {}  # conv synapse -> output channel of each neuron (NIR flat order)
         self.kernel_nz = {}  # conv synapse -> (output channels, rows of its group) nonzero weights (not merged ones)
         for f in self.incoming:
-            if rules.kernels and conn.shares_kernel(f):
+            if rules.stores_kernel(conn, f):
                 out = f.op.out_shape(f.src_shape)
                 self.channel[f.syn.name] = np.arange(int(np.prod(out))) // (out[1] * out[2])
                 if f.syn.name not in conn.merged:  # merged taps: rows counted per core (``kernel_rows``)
@@ -316,7 +321,7 @@ class _PopulationCost:
         not mapped yet). The same partition with other core numbers reads the same."""
         out = []
         for f in folded.incoming(name):
-            if rules.kernels and conn.shares_kernel(f):
+            if rules.stores_kernel(conn, f):
                 owner = core_of.get(f.syn.src)
                 out.append(None if owner is None else (owner - owner.min()).tobytes())
         return tuple(out)
@@ -370,7 +375,9 @@ class _PopulationCost:
         return (start, stop) if np.array_equal(self.order[start:stop], idx) else None
 
     def __call__(self, idx) -> dict:
-        run = self._run(idx)
+        return self._exact(idx, self._run(idx))
+
+    def _exact(self, idx, run) -> dict:
         got = self._answers.get(run) if run is not None else None
         if got is None:
             got = self._cost(idx, run, exact=True)
@@ -421,9 +428,10 @@ class _PopulationCost:
         """What a core holding ``idx`` would exceed, or None: "memory" (first) or "fan-in axons" (the neuron cap
         apart)."""
         r = self.rules
-        if self._cost(idx, self._run(idx), exact=False)["memory_bytes"] > r.limit:
+        run = self._run(idx)
+        if self._cost(idx, run, exact=False)["memory_bytes"] > r.limit:
             return "memory"
-        c = self(idx)
+        c = self._exact(idx, run)
         if c["memory_bytes"] > r.limit:
             return "memory"
         return "fan-in axons" if c["fan_in_axons"] > r.fan_in_limit else None
@@ -434,11 +442,12 @@ class _PopulationCost:
         of a U-Net report's time went to those convolutions)."""
         if len(idx) > cap:
             return False
-        r = self.rules
-        low = self._cost(idx, self._run(idx), exact=False)
-        if low["memory_bytes"] > r.limit or low["fan_in_axons"] > r.fan_in_limit:
-            return False
-        return self.over(idx) is None
+        r, run = self.rules, self._run(idx)
+
+        def within(c: dict) -> bool:
+            return c["memory_bytes"] <= r.limit and c["fan_in_axons"] <= r.fan_in_limit
+
+        return within(self._cost(idx, run, exact=False)) and within(self._exact(idx, run))
 
 
 def _fewest(cost, order, cap, profile_name) -> tuple:
@@ -619,7 +628,7 @@ def _map_once(folded, conn, rules: Rules, caps: dict, perms: dict, policy: str, 
         for index, route in _feeds(f, conn, core_of, sizes, kept):
             key = (f.syn.src, index)
             routes[key] = route if key not in routes else routes[key].union(route, sizes)
-            shared = rules.kernels and conn.shares_kernel(f)
+            shared = rules.stores_kernel(conn, f)
             per_core_entry[key] = per_core_entry.get(key, True) and shared
     over = set()
     for key, route in routes.items():
