@@ -6,6 +6,7 @@ Usage: python benchmarks/model_table.py --out benchmarks/results/model_table.md 
        [--model mnist=runs/mnist/model.pt --model mnist-vq=runs/vq-mnist/model.pt ...]   (default: every
        shipped model) [--backends sim torch] [--merge] [--no-timing]
        python benchmarks/model_table.py --refresh-energy   (the cost columns again, FIDs and speeds kept)
+       python benchmarks/model_table.py --refresh-speeds --model NAME=CKPT   (that checkpoint's rows timed again)
 The lateral-selection ablation (benchmarks/lateral_ablation.py) trains its four variants and measures them
 with this table's code.
 FID is against the first --ref-n training images of the model's dataset. Samples and their Inception features
@@ -137,6 +138,14 @@ def keep_speeds(rows: list, old: list) -> None:
             r.update({key: timed[key] for key in SPEEDS})
 
 
+def with_speeds(rows: list, timed: dict, command: str) -> list:
+    """--refresh-speeds: the rows with the speeds timed now ({(checkpoint digest, DDIM steps): speeds}) where they
+    measure that checkpoint at those steps (any N, any name), each marked with the command that timed them; the
+    other rows as they were."""
+    return [{**r, **timed[key], "speeds_command": command}
+            if (key := (r.get("checkpoint_digest"), r["denoising_steps"])) in timed else r for r in rows]
+
+
 def _opt(value) -> str:
     return "-" if value is None else f"{value:.3g}"
 
@@ -209,6 +218,10 @@ def table_body(rows: list, command: str) -> list:
     if refreshed:  # kept by the rows, so that a later --merge still says so
         body += ["", "Activity and cost columns of the rows above measured again with the current cost model: "
                  + ", ".join(f"`{c}`" for c in refreshed)]
+    retimed = list(dict.fromkeys(r["speeds_command"] for r in rows if r.get("speeds_command")))
+    if retimed:
+        body += ["", "Speeds of some rows timed after their FIDs were measured (the same checkpoint and DDIM steps): "
+                 + ", ".join(f"`{c}`" for c in retimed)]
     return body
 
 
@@ -229,13 +242,20 @@ def main() -> None:
                          "and checkpoint (with --merge), or none")
     ap.add_argument("--refresh-energy", action="store_true",
                     help="measure only the activity and cost columns of the table's rows again, keeping FIDs and speeds")
+    ap.add_argument("--refresh-speeds", action="store_true",
+                    help="time only the runtimes of the --model checkpoints and give the speeds to the table's rows "
+                         "of those checkpoints at --steps, keeping FIDs and costs")
     args = ap.parse_args()
+    if args.refresh_speeds and not args.model:
+        ap.error("--refresh-speeds: name the checkpoints to time with --model NAME=CKPT")
     if len(args.n) != len(args.ref_n):
         ap.error(f"-n has {len(args.n)} values and --ref-n {len(args.ref_n)}: give one reference size per -n")
     command = "python " + " ".join(sys.argv)
     if args.refresh_energy:
         return refresh_costs(args.out, command)
     models = dict(m.split("=", 1) for m in args.model) if args.model else {name: name for name in SHIPPED_MODELS}
+    if args.refresh_speeds:
+        return refresh_speeds(args.out, models.values(), args.steps, args.n_lava, command)
 
     rows, grids = [], {}
     for name, ckpt in models.items():
@@ -291,6 +311,20 @@ def refresh_costs(out: Path, command: str) -> None:
                                     r["checkpoint"])
         rows.append({"command": old["command"], **r, **done[key], "costs_command": command})
     write_table(out, rows, {}, command, "Models, quality, energy and speed")
+
+
+def refresh_speeds(out: Path, checkpoints, steps: int, n_lava: int, command: str) -> None:
+    """--refresh-speeds: time each checkpoint's runtimes once and give the speeds to its rows at ``steps`` (the
+    speeds depend on neither N nor the model's name), FIDs and costs kept."""
+    old = json.loads(out.with_suffix(".json").read_text())
+    timed = {}
+    for ckpt in checkpoints:
+        model, schedule, _raw = load_model(ckpt)
+        timed[(cache_dir(ckpt).name, steps)] = speeds(model, schedule, steps, n_lava)
+    rows = [{"command": old["command"], **r} for r in old["rows"]]
+    if not any((r.get("checkpoint_digest"), r["denoising_steps"]) in timed for r in rows):
+        sys.exit(f"{out}: no row measures {', '.join(map(str, checkpoints))} at {steps} DDIM steps; nothing to time")
+    write_table(out, with_speeds(rows, timed, command), {}, command, "Models, quality, energy and speed")
 
 
 def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, command: str,

@@ -175,3 +175,40 @@ def test_a_stop_that_hangs_kills_the_workers():
     while worker.is_alive() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not worker.is_alive() and worker.exitcode == -signal.SIGKILL
+
+
+def test_a_worker_that_raises_is_reported_in_one_line_and_nothing_waits_for_it():
+    """Lava ends every worker when one raises, logs the traceback where nobody sees it, and its stop would then
+    wait for ever for the ended workers' reply. The session names the worker's error and leaves no process."""
+    import multiprocessing
+
+    import numpy as np
+
+    from spikediff import SpikediffError, lava_compat
+    from spikediff.runtime.session import lava_session
+
+    lava_compat.import_lava()
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.conv.models import PyConvModelFixed
+    from lava.proc.conv.process import Conv
+    from lava.proc.io.source import RingBuffer as Source
+
+    class Failing(PyConvModelFixed):
+        def run_spk(self):
+            self.a_out.send(np.zeros(self.a_out.shape, dtype=np.int32))
+            self.s_in.recv()
+            if self.time_step == 3:
+                raise ValueError("weights out of range in layer e0")
+
+    src = Source(data=np.ones((4, 4, 2, 8), dtype=np.int32))
+    conv = Conv(weight=np.ones((3, 3, 3, 2), dtype=np.int32), input_shape=(4, 4, 2), padding=1)
+    src.s_out.connect(conv.s_in)
+    cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map={Conv: Failing})
+    start = time.monotonic()
+    with pytest.raises(SpikediffError, match=r"^Lava's run stopped: a worker raised ValueError: weights out of "
+                                             r"range in layer e0 \(File .*test_reliability_lava.py"):
+        with lava_session(conv, cfg) as run:
+            run(2)
+            run(2)
+    assert time.monotonic() - start < 60
+    assert not [p for p in multiprocessing.active_children() if p.is_alive()]

@@ -148,6 +148,56 @@ def test_lava_target_selection(monkeypatch):
     with pytest.raises(SpikediffError, match="fixed point only"):
         session.run_config("loihi2", "floating_pt")
     assert isinstance(session.run_config("sim")[0], Loihi2SimCfg)
+    from lava.proc.conv.process import Conv
+
+    # on the CPU simulator in fixed point, Lava's Conv is computed in torch (same integers, see the next test)
+    assert session.run_config("sim", "fixed_pt")[0].exception_proc_model_map[Conv] is lp.PyConvFixedTorch
+    assert Conv not in session.run_config("sim", "floating_pt")[0].exception_proc_model_map
+
+
+@pytest.mark.parametrize("case", [
+    # input (x, y, c), out channels, kernel (x, y), stride, padding, dilation, groups, message bits
+    ((6, 5, 4), 3, (3, 3), (1, 1), (1, 1), (1, 1), 1, 0),  # binary spikes
+    ((7, 6, 4), 6, (3, 2), (2, 1), (1, 0), (1, 2), 2, 8),  # graded, per-axis geometry, groups
+    ((5, 4, 6), 4, (1, 1), (1, 1), (0, 0), (1, 1), 1, 8),  # 1x1: flipped axes of length 1 (a negative stride)
+])
+def test_the_torch_conv_model_equals_lavas_own_integers(case):
+    """``PyConvFixedTorch`` stands in for Lava's fixed-point Conv model on the CPU simulator: every step's
+    output must be the same integers as Lava's own (scipy) model gives, through real Lava runs of both."""
+    from spikediff import lava_compat
+    from spikediff.runtime import lava_processes as lp
+
+    lava_compat.import_lava()
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.conv.process import Conv
+    from lava.proc.io.source import RingBuffer
+    from lava.proc.monitor.process import Monitor
+
+    shape, out_channels, kernel, stride, padding, dilation, groups, bits = case
+    rng = np.random.default_rng(0)
+    weight = rng.integers(-128, 128, size=(out_channels, *kernel, shape[2] // groups)).astype(np.int32)
+    steps = 4
+    if bits:
+        data = rng.integers(-(1 << (bits - 1)), 1 << (bits - 1), size=(*shape, steps)).astype(np.int32)
+    else:
+        data = (rng.random((*shape, steps)) < 0.3).astype(np.int32)
+    outputs = []
+    for exceptions in ({}, {Conv: lp.PyConvFixedTorch}):
+        src = RingBuffer(data=data)
+        conv = Conv(weight=weight, input_shape=shape, stride=stride, padding=padding, dilation=dilation,
+                    groups=groups, num_message_bits=bits)
+        src.s_out.connect(conv.s_in)
+        monitor = Monitor()
+        monitor.probe(conv.a_out, steps)
+        try:
+            conv.run(condition=RunSteps(num_steps=steps),
+                     run_cfg=Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map=exceptions))
+            outputs.append(monitor.get_data()[conv.name]["a_out"])
+        finally:
+            conv.stop()
+    assert np.abs(outputs[0]).max() > 0
+    np.testing.assert_array_equal(outputs[1], outputs[0])
 
 
 def test_cli_lava_target_loihi2_without_the_extension_is_a_clear_error(tiny_checkpoint, tmp_path):

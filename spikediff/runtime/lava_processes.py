@@ -22,6 +22,7 @@ from lava.magma.core.process.process import AbstractProcess  # noqa: E402
 from lava.magma.core.process.variable import Var  # noqa: E402
 from lava.magma.core.resources import CPU  # noqa: E402
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol  # noqa: E402
+from lava.proc.conv.models import PyConvModelFixed  # noqa: E402
 from lava.proc.lif.models import PyLifResetModelBitAcc, PyLifResetModelFloat  # noqa: E402
 from lava.proc.lif.process import LIFReset  # noqa: E402
 
@@ -179,6 +180,36 @@ class PyConv64Float(PyLoihiProcessModel):
 
             self._s2d = S2DGeometry(**self.proc_params["natural"])
         return self._s2d
+
+
+class PyConvFixedTorch(PyConvModelFixed):
+    """Lava's fixed-point ``Conv`` (Loihi 2's form, unchanged) computed in one float64 torch call per step.
+
+    Lava's own CPU model convolves every (output, input) channel pair with scipy in a Python loop (its torch
+    path is switched off in ``lava.proc.conv.utils``), which takes minutes a step on the U-Net's space-to-depth
+    maps with hundreds of channels. The sums here are the same integers: 8-bit weights times messages of at
+    most 24 bits over at most a few thousand inputs stay far below 2**53, so float64 is exact; then the same
+    24-bit wrap-around as Lava's model. ``session.run_config`` selects it for the CPU simulator in fixed point."""
+
+    def run_spk(self) -> None:
+        import torch
+
+        self.a_out.send(self.a_buf)
+        s_in = self.s_in.recv()
+        if self.num_message_bits.item() <= 0:
+            s_in = s_in.astype(bool)
+        self.a_buf = self.clamp_precision(self._conv(torch, s_in))
+
+    def _conv(self, torch, s_in: np.ndarray) -> np.ndarray:
+        """Lava's layout is (x, y, channel) and its weight (out, kx, ky, in) in convolution (not correlation)
+        order; torch wants (channel, y, x) and correlates, hence the transposes and the flipped kernel."""
+        # copies, not views: numpy calls a flipped axis of length 1 contiguous, torch refuses its negative stride
+        w = torch.from_numpy(np.asarray(self.weight, dtype=np.float64)[:, ::-1, ::-1].transpose(0, 3, 2, 1).copy())
+        x = torch.from_numpy(np.asarray(s_in, dtype=np.float64).transpose(2, 1, 0).copy())
+        geometry = {key: tuple(int(v) for v in np.asarray(getattr(self, key))[::-1])
+                    for key in ("stride", "padding", "dilation")}
+        out = torch.nn.functional.conv2d(x[None], w, None, groups=int(self.groups[0]), **geometry)
+        return out[0].numpy().transpose(2, 1, 0).astype(self.weight.dtype)
 
 
 class Readout(AbstractProcess):

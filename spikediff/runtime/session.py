@@ -45,7 +45,15 @@ def run_config(target: str = "auto", select_tag: str = "floating_pt", profilers=
 
         where = select_host()
         return hardware_run_config(profilers), f"Loihi 2 (Loihi2HwCfg, {where})"
-    return Loihi2SimCfg(select_tag=select_tag), f"Lava CPU simulator (Loihi2SimCfg, {select_tag})"
+    exceptions = {}
+    if select_tag == "fixed_pt":  # Lava's Conv process, computed in torch rather than scipy (lava_processes)
+        from lava.proc.conv.process import Conv
+
+        from .lava_processes import PyConvFixedTorch
+
+        exceptions[Conv] = PyConvFixedTorch
+    return (Loihi2SimCfg(select_tag=select_tag, exception_proc_model_map=exceptions),
+            f"Lava CPU simulator (Loihi2SimCfg, {select_tag})")
 
 
 # Workers die with the process that forked them (Linux): while a session is active, every child forked from
@@ -140,9 +148,18 @@ def lava_session(process, run_cfg):
             raise KeyboardInterrupt(signum)
         interrupted.append(signum)
 
+    failed = []
+
     def run(num_steps: int) -> None:
         if not interrupted:
-            process.run(condition=RunSteps(num_steps=num_steps), run_cfg=run_cfg)
+            try:
+                process.run(condition=RunSteps(num_steps=num_steps), run_cfg=run_cfg)
+            except RuntimeError as exc:
+                failure = _worker_failure(process)
+                if failure is None:
+                    raise
+                failed.append(True)
+                raise SpikediffError(f"Lava's run stopped: {failure}") from exc
         if interrupted:
             raise KeyboardInterrupt(interrupted[0])
 
@@ -157,7 +174,10 @@ def lava_session(process, run_cfg):
             warnings.filterwarnings("ignore", message="Changing the sparsity structure")
             yield run
     except BaseException:
-        _stop(process, quiet=True)  # the error that stopped the run is the one to report
+        if failed:  # its workers have ended; Lava's stop would wait for ever for their reply
+            _kill_workers()
+        else:
+            _stop(process, quiet=True)  # the error that stopped the run is the one to report
         raise
     else:
         _stop(process, quiet=False)
@@ -166,6 +186,24 @@ def lava_session(process, run_cfg):
         torch.set_num_threads(threads)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+def _worker_failure(process) -> str | None:
+    """What a failed worker raised, in one line, or None when no worker failed. Lava ends every worker after
+    one raises, logs their tracebacks at INFO level (so nobody sees them) and raises only "N Exception(s)
+    occurred"; each worker's exception and traceback are still on its actor."""
+    runtime = getattr(process, "runtime", None)
+    actors = getattr(getattr(runtime, "_messaging_infrastructure", None), "actors", None) or []
+    for actor in actors:
+        try:
+            error, trace = actor.exception or (None, "")
+        except Exception:  # its pipe closed: nothing to read
+            continue
+        if error is not None:
+            frames = [line.strip() for line in str(trace).splitlines() if line.strip().startswith("File ")]
+            where = f" ({frames[-1]})" if frames else ""
+            return f"a worker raised {type(error).__name__}: {error}{where}"
+    return None
 
 
 STOP_TIMEOUT_S = 60.0  # Lava's stop joins its workers; one stuck mid-reply would hold the parent for ever
