@@ -138,7 +138,7 @@ def main() -> None:
         "",
         f"Fixed point runs Lava's `fixed_pt` models with Loihi integers; the chains {fixed['network'].netx_chains} are "
         "lava-dl netx networks loaded from HDF5 files we write. The bit-exact simulator (`spikediff.hardware_sim`) "
-        f"made the same {args.n} images in {sim_s:.2f} s ({args.n / sim_s:.2f} images/s, "
+        f"made the same {args.n} images in {sim_s:.2f} s, compiling included as for Lava ({args.n / sim_s:.2f} images/s, "
         f"{rows['fixed point, pipelined']['lava_s'] / sim_s:.0f}x faster than Lava here). Fixed point vs float "
         f"(PyTorch, float32): mean abs pixel difference {fixed_vs_float:.3f} (pixels in [-1, 1]).",
         "",

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import write_report
+from _report import machine_info, write_report
 
 from spikediff.checkpoint import SHIPPED_MODELS, load_model, resolve, trained_on, trained_steps
 from spikediff.diffusion import kinds
@@ -138,12 +138,20 @@ def keep_speeds(rows: list, old: list) -> None:
             r.update({key: timed[key] for key in SPEEDS})
 
 
-def with_speeds(rows: list, timed: dict, command: str) -> list:
+def with_speeds(rows: list, timed: dict, command: str, machine: str, earlier_machine: str) -> list:
     """--refresh-speeds: the rows with the speeds timed now ({(checkpoint digest, DDIM steps): speeds}) where they
-    measure that checkpoint at those steps (any N, any name), each marked with the command that timed them; the
-    other rows as they were."""
-    return [{**r, **timed[key], "speeds_command": command}
-            if (key := (r.get("checkpoint_digest"), r["denoising_steps"])) in timed else r for r in rows]
+    measure that checkpoint at those steps (any N, any name), each marked with the command and machine that
+    timed them; the other rows as they were, their speeds marked with ``earlier_machine`` (the table's until now)
+    where they have speeds and no machine yet, since the table's header will name this run's machine."""
+    def retimed(r):
+        key = (r.get("checkpoint_digest"), r["denoising_steps"])
+        if key in timed:
+            return {**r, **timed[key], "speeds_command": command, "speeds_machine": machine}
+        if r.get("lava_s_per_image") is not None and "speeds_machine" not in r:
+            return {**r, "speeds_machine": earlier_machine}
+        return r
+
+    return [retimed(r) for r in rows]
 
 
 def _opt(value) -> str:
@@ -218,11 +226,24 @@ def table_body(rows: list, command: str) -> list:
     if refreshed:  # kept by the rows, so that a later --merge still says so
         body += ["", "Activity and cost columns of the rows above measured again with the current cost model: "
                  + ", ".join(f"`{c}`" for c in refreshed)]
-    retimed = list(dict.fromkeys(r["speeds_command"] for r in rows if r.get("speeds_command")))
-    if retimed:
-        body += ["", "Speeds of some rows timed after their FIDs were measured (the same checkpoint and DDIM steps): "
-                 + ", ".join(f"`{c}`" for c in retimed)]
+    note = speeds_note(rows)
+    if note:
+        body += ["", note]
     return body
+
+
+def speeds_note(rows: list) -> str:
+    """Which machine timed which rows, once a row was timed again (``--refresh-speeds``) on another machine than
+    the table's other rows; kept by the rows, as the costs' command above."""
+    timed = {}
+    for r in rows:
+        if r.get("speeds_machine") and r.get("lava_s_per_image") is not None:
+            timed.setdefault((r["speeds_machine"], r.get("speeds_command")), []).append(r["model"])
+    if not any(command for _, command in timed):
+        return ""
+    return "Speeds timed on more than one machine: " + "; ".join(
+        f"{', '.join(dict.fromkeys(models))} on {machine}" + (f" (`{command}`, after their FIDs)" if command else "")
+        for (machine, command), models in timed.items()) + "."
 
 
 def main() -> None:
@@ -324,7 +345,13 @@ def refresh_speeds(out: Path, checkpoints, steps: int, n_lava: int, command: str
     rows = [{"command": old["command"], **r} for r in old["rows"]]
     if not any((r.get("checkpoint_digest"), r["denoising_steps"]) in timed for r in rows):
         sys.exit(f"{out}: no row measures {', '.join(map(str, checkpoints))} at {steps} DDIM steps; nothing to time")
-    write_table(out, with_speeds(rows, timed, command), {}, command, "Models, quality, energy and speed")
+    before = old.get("machine", {})
+    rows = with_speeds(rows, timed, command, _machine(machine_info()), _machine(before) if before else "unknown")
+    write_table(out, rows, {}, command, "Models, quality, energy and speed")
+
+
+def _machine(info: dict) -> str:
+    return f"{info['cpu']}, {info['cores']} cores"
 
 
 def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, command: str,

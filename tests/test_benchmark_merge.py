@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from model_table import SPEEDS, keep_speeds, kept_rows, with_speeds  # noqa: E402
+from model_table import SPEEDS, keep_speeds, kept_rows, speeds_note, with_speeds  # noqa: E402
 
 
 def _row(model, digest, steps, n=1000):
@@ -51,6 +51,10 @@ def test_refreshed_speeds_go_to_every_row_of_the_checkpoint_at_those_steps_only(
     rows = [{**_row("mnist", "unet", 0, n), "denoising_steps": steps} for n, steps in ((1000, 20), (10000, 20), (1000, 5))]
     rows.append({**_row("mnist-patch", "patch", 0), "denoising_steps": 20, "lava_s_per_image": 29.4})
     timed = {("unet", 20): {**dict.fromkeys(SPEEDS, 2.0), "lava_s_per_image": 300.0}}
-    got = with_speeds(rows, timed, "cmd")
+    got = with_speeds(rows, timed, "cmd", "Xeon, 2 cores", "EPYC, 2 cores")
     assert [r.get("lava_s_per_image") for r in got] == [300.0, 300.0, None, 29.4]
     assert [r.get("speeds_command") for r in got] == ["cmd", "cmd", None, None]
+    # the table's header names the machine of the last run: each row's speeds keep the machine that timed them
+    assert [r.get("speeds_machine") for r in got] == ["Xeon, 2 cores", "Xeon, 2 cores", None, "EPYC, 2 cores"]
+    assert speeds_note(got) == ("Speeds timed on more than one machine: mnist on Xeon, 2 cores (`cmd`, after their "
+                                "FIDs); mnist-patch on EPYC, 2 cores.")

@@ -128,6 +128,10 @@ def lava_session(process, run_cfg):
     ``KeyboardInterrupt(signum)``; a second one raises at once. Workers ignore both signals (a terminal's
     Ctrl-C reaches the whole process group, a service manager's SIGTERM the whole group too): the parent
     stops them, or the kernel kills them when the parent dies.
+
+    A worker that raises ends the run with a one-line ``SpikediffError`` naming its exception and where (Lava
+    only logs the traceback, below its default log level); Lava has ended the run's workers by then and its stop
+    would wait for their reply for ever, so the session kills what is left instead.
     """
     import threading
 
