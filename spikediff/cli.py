@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import SpikediffError, __version__
+from . import RunFailure, SpikediffError, __version__
 
 
 def _integer(text: str) -> int:
@@ -1094,8 +1094,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns the exit status: 0, 2 for bad input (one line on stderr), 1 when the machine
-    fails the command (out of memory, a full disk: one line too), 128 + the signal after Ctrl-C or SIGTERM."""
+    """Run one command; returns the exit status: 0, 2 for bad input (one line on stderr), 1 when the machine or a
+    run fails the command (out of memory, a full disk, a Lava worker killed: one line too), 128 + the signal after
+    Ctrl-C or SIGTERM."""
     try:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:  # --help and --version (0), or a usage error, already printed
@@ -1111,6 +1112,9 @@ def main(argv: list[str] | None = None) -> int:
         return status
     except MemoryError:
         print("spikediff: error: out of memory", file=sys.stderr)
+        return 1
+    except RunFailure as exc:
+        print(f"spikediff: error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:  # the machine, not the input: a full disk, a file system gone read-only
         where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""

@@ -27,6 +27,7 @@ from lava.proc.io.sink import RingBuffer as Sink
 from lava.proc.io.source import RingBuffer as Source
 from lava.proc.lif.process import LIF
 
+from spikediff import RunFailure
 from spikediff.runtime.session import lava_session, run_config
 
 src = Source(data=np.ones((4, 16)))
@@ -43,6 +44,9 @@ try:
             run(16)
             if i == 0:
                 print("running", flush=True)
+except RunFailure as exc:
+    print(exc, flush=True)
+    sys.exit(1)
 except KeyboardInterrupt as exc:
     print("stopped", flush=True)
     sys.exit(128 + (exc.args[0] if exc.args else 2))
@@ -88,7 +92,8 @@ def _wait_gone(sid: int, timeout: float = 15.0) -> list:
     return _alive_in_session(sid)
 
 
-@pytest.mark.parametrize("how", ["SIGTERM to the parent", "SIGTERM to the whole group", "SIGKILL to the parent"])
+@pytest.mark.parametrize("how", ["SIGTERM to the parent", "SIGTERM to the whole group", "SIGKILL to the parent",
+                                 "SIGKILL to a worker"])
 def test_no_lava_worker_outlives_its_parent(tmp_path, how):
     proc, workers = _start(tmp_path)
     try:
@@ -96,6 +101,8 @@ def test_no_lava_worker_outlives_its_parent(tmp_path, how):
             os.kill(proc.pid, signal.SIGTERM)
         elif how == "SIGTERM to the whole group":  # what a service manager or `kill -- -PGID` does
             os.killpg(proc.pid, signal.SIGTERM)
+        elif how == "SIGKILL to a worker":  # the out-of-memory killer: Lava alone would wait for its reply for ever
+            os.kill(workers[0], signal.SIGKILL)
         else:
             os.kill(proc.pid, signal.SIGKILL)
         out, err = proc.communicate(timeout=30)
@@ -110,6 +117,9 @@ def test_no_lava_worker_outlives_its_parent(tmp_path, how):
     if how.startswith("SIGTERM"):  # stopped cleanly at the end of a chunk, exit status 128 + 15
         assert proc.returncode == 128 + signal.SIGTERM, err
         assert "stopped" in out and "Traceback" not in err, err
+    elif how == "SIGKILL to a worker":  # the run ends in one line naming it, exit status 1 (the machine failed)
+        assert proc.returncode == 1, err
+        assert f"a Lava worker (pid {workers[0]}) was killed by SIGKILL" in out and "Traceback" not in err, err
     else:
         assert proc.returncode == -signal.SIGKILL
 
@@ -184,7 +194,7 @@ def test_a_worker_that_raises_is_reported_in_one_line_and_nothing_waits_for_it()
 
     import numpy as np
 
-    from spikediff import SpikediffError, lava_compat
+    from spikediff import RunFailure, lava_compat
     from spikediff.runtime.session import lava_session
 
     lava_compat.import_lava()
@@ -205,7 +215,7 @@ def test_a_worker_that_raises_is_reported_in_one_line_and_nothing_waits_for_it()
     src.s_out.connect(conv.s_in)
     cfg = Loihi2SimCfg(select_tag="fixed_pt", exception_proc_model_map={Conv: Failing})
     start = time.monotonic()
-    with pytest.raises(SpikediffError, match=r"^Lava's run stopped: a worker raised ValueError: weights out of "
+    with pytest.raises(RunFailure, match=r"^Lava's run stopped: a worker raised ValueError: weights out of "
                                              r"range in layer e0 \(File .*test_reliability_lava.py"):
         with lava_session(conv, cfg) as run:
             run(2)

@@ -7,7 +7,7 @@ import signal
 import warnings
 from contextlib import contextmanager
 
-from .. import SpikediffError
+from .. import RunFailure, SpikediffError
 
 TARGETS = ("auto", "sim", "loihi2")
 
@@ -129,9 +129,11 @@ def lava_session(process, run_cfg):
     Ctrl-C reaches the whole process group, a service manager's SIGTERM the whole group too): the parent
     stops them, or the kernel kills them when the parent dies.
 
-    A worker that raises ends the run with a one-line ``SpikediffError`` naming its exception and where (Lava
-    only logs the traceback, below its default log level); Lava has ended the run's workers by then and its stop
-    would wait for their reply for ever, so the session kills what is left instead.
+    A worker that raises ends the run with a one-line ``RunFailure`` naming its exception and where (Lava only
+    logs the traceback, below its default log level); Lava has ended the run's workers by then and its stop
+    would wait for their reply for ever, so the session kills what is left instead. A worker killed during a run
+    (the out-of-memory killer) would leave Lava waiting for its reply for ever too: ``_WorkerWatch`` sees it and
+    ends the run with a ``RunFailure`` that names the signal.
     """
     import threading
 
@@ -153,22 +155,29 @@ def lava_session(process, run_cfg):
         interrupted.append(signum)
 
     failed = []
+    main = threading.current_thread() is threading.main_thread()
+    watch = _WorkerWatch() if main else None
 
     def run(num_steps: int) -> None:
         if not interrupted:
             try:
-                process.run(condition=RunSteps(num_steps=num_steps), run_cfg=run_cfg)
+                with watch or _nothing():
+                    process.run(condition=RunSteps(num_steps=num_steps), run_cfg=run_cfg)
+            except _WorkerDied as exc:
+                failed.append(True)
+                raise RunFailure(f"Lava's run stopped: {exc}") from None
             except RuntimeError as exc:
                 failure = _worker_failure(process)
                 if failure is None:
                     raise
                 failed.append(True)
-                raise SpikediffError(f"Lava's run stopped: {failure}") from exc
+                raise RunFailure(f"Lava's run stopped: {failure}") from exc
         if interrupted:
             raise KeyboardInterrupt(interrupted[0])
 
-    main = threading.current_thread() is threading.main_thread()
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)} if main else {}
+    if watch is not None:
+        previous[_WorkerWatch.SIGNAL] = signal.signal(_WorkerWatch.SIGNAL, watch.on_signal)
     _install_fork_hook()
     _ACTIVE[0] += 1
     try:
@@ -186,10 +195,95 @@ def lava_session(process, run_cfg):
     else:
         _stop(process, quiet=False)
     finally:
+        if watch is not None:
+            watch.close()
         _ACTIVE[0] -= 1
         torch.set_num_threads(threads)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextmanager
+def _nothing():
+    yield
+
+
+class _WorkerDied(Exception):
+    """Raised in the main thread, out of Lava's wait for a reply, when a worker was killed during a run."""
+
+
+class _WorkerWatch:
+    """Watches the session's child processes while a Lava run call is under way. A worker killed by a signal
+    (the out-of-memory killer, a stray ``kill -9``) never replies, and Lava would wait for its reply for ever;
+    the watch then interrupts the main thread with ``SIGNAL``, whose handler raises ``_WorkerDied`` naming the
+    worker. It only peeks at the children's exit status (``waitid`` with ``WNOWAIT``), so Lava and
+    multiprocessing still reap them as before. Children are found by their parent pid in ``/proc`` (Linux)."""
+
+    SIGNAL = signal.SIGUSR1
+    PERIOD_S = 0.5
+
+    def __init__(self):
+        import threading
+
+        self._main = threading.main_thread().ident
+        self._running = threading.Event()
+        self._closed = threading.Event()
+        self._dead: str | None = None
+        self._thread = threading.Thread(target=self._poll, name="lava-worker-watch", daemon=True)
+        self._thread.start()
+
+    def __enter__(self):
+        self._running.set()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._running.clear()
+
+    def on_signal(self, signum, frame) -> None:
+        if self._running.is_set() and self._dead:
+            self._running.clear()
+            raise _WorkerDied(self._dead)
+
+    def close(self) -> None:
+        self._closed.set()
+        self._thread.join(timeout=5)
+
+    def _poll(self) -> None:
+        while not self._closed.wait(self.PERIOD_S):
+            if not self._running.is_set() or self._dead:
+                continue
+            for pid in _children(os.getpid()):
+                try:
+                    info = os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+                except ChildProcessError:  # reaped in between
+                    continue
+                if info is not None and info.si_code in (os.CLD_KILLED, os.CLD_DUMPED):
+                    name = signal.Signals(info.si_status).name
+                    self._dead = (f"a Lava worker (pid {pid}) was killed by {name} (the out-of-memory killer sends "
+                                  "SIGKILL: see dmesg)" if info.si_status == signal.SIGKILL else
+                                  f"a Lava worker (pid {pid}) was killed by {name}")
+                    if self._running.is_set():
+                        signal.pthread_kill(self._main, self.SIGNAL)
+                    break
+
+
+def _children(parent: int) -> list:
+    """Pids whose parent is ``parent``, from /proc (no psutil)."""
+    pids = []
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return pids
+    for entry in entries:
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue
+            if int(fields[1]) == parent:
+                pids.append(int(entry))
+    return pids
 
 
 def _worker_failure(process) -> str | None:
@@ -218,7 +312,7 @@ def _kill_workers() -> None:
 
     for child in multiprocessing.active_children():
         child.kill()
-        child.join(timeout=5)
+        multiprocessing.Process.join(child, timeout=5)  # Lava's SystemProcess.join takes no timeout
 
 
 def _stop(process, quiet: bool, timeout: float = STOP_TIMEOUT_S) -> None:
