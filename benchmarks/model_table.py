@@ -135,7 +135,7 @@ def keep_speeds(rows: list, old: list) -> None:
         timed = next((o for o in old if o.get("checkpoint_digest") == r["checkpoint_digest"]
                       and o.get("lava_s_per_image") is not None), None)
         if timed is not None:
-            r.update({key: timed[key] for key in SPEEDS})
+            r.update({key: timed[key] for key in SPEEDS + ("speeds_machine",) if key in timed})
 
 
 def with_speeds(rows: list, timed: dict, command: str, machine: str, earlier_machine: str) -> list:
@@ -233,13 +233,13 @@ def table_body(rows: list, command: str) -> list:
 
 
 def speeds_note(rows: list) -> str:
-    """Which machine timed which rows, once a row was timed again (``--refresh-speeds``) on another machine than
-    the table's other rows; kept by the rows, as the costs' command above."""
+    """Which machine timed which rows, when the rows' speeds come from more than one machine (the header names
+    only the last run's); each row keeps its machine, and a ``--refresh-speeds`` row its command."""
     timed = {}
     for r in rows:
         if r.get("speeds_machine") and r.get("lava_s_per_image") is not None:
             timed.setdefault((r["speeds_machine"], r.get("speeds_command")), []).append(r["model"])
-    if not any(command for _, command in timed):
+    if len({machine for machine, _ in timed}) < 2:
         return ""
     return "Speeds timed on more than one machine: " + "; ".join(
         f"{', '.join(dict.fromkeys(models))} on {machine}" + (f" (`{command}`, after their FIDs)" if command else "")
@@ -363,7 +363,10 @@ def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, 
     cache = cache_dir(ckpt)
     # every network of the sampler: an image costs the loop network's runs and a decoder's pass
     cost = cost_fields(model, schedule, cache / "report", steps, ckpt)
-    speed = speeds(model, schedule, steps, n_lava) if timing else dict.fromkeys(SPEEDS)
+    if timing:
+        speed = {**speeds(model, schedule, steps, n_lava), "speeds_machine": _machine(machine_info())}
+    else:
+        speed = dict.fromkeys(SPEEDS)
     rows, grids = [], {}
     sizes = list(zip(np.atleast_1d(n).tolist(), np.atleast_1d(ref_n).tolist()))
     for backend, (n_samples, n_ref) in ((b, size) for b in backends for size in sizes):

@@ -39,11 +39,13 @@ def test_merge_keeps_other_rows_and_drops_replaced_and_renamed_ones(tmp_path, ca
 
 
 def test_speeds_follow_the_checkpoint_not_its_name():
-    timed = {**_row("mnist", "patch", 20), **dict.fromkeys(SPEEDS, 1.0), "lava_s_per_image": 29.4}
+    timed = {**_row("mnist", "patch", 20), **dict.fromkeys(SPEEDS, 1.0), "lava_s_per_image": 29.4,
+             "speeds_machine": "EPYC, 2 cores"}
     untimed = {**_row("mnist", "unet", 20), **dict.fromkeys(SPEEDS)}
     renamed, other = {**_row("mnist-patch", "patch", 20)}, {**_row("mnist", "unet", 20)}
     keep_speeds([renamed, other], [timed, untimed])
     assert renamed["lava_s_per_image"] == 29.4 and all(renamed[k] is not None for k in SPEEDS)
+    assert renamed["speeds_machine"] == "EPYC, 2 cores"
     assert "lava_s_per_image" not in other  # no timed row of its checkpoint: nothing carried
 
 
@@ -56,5 +58,6 @@ def test_refreshed_speeds_go_to_every_row_of_the_checkpoint_at_those_steps_only(
     assert [r.get("speeds_command") for r in got] == ["cmd", "cmd", None, None]
     # the table's header names the machine of the last run: each row's speeds keep the machine that timed them
     assert [r.get("speeds_machine") for r in got] == ["Xeon, 2 cores", "Xeon, 2 cores", None, "EPYC, 2 cores"]
+    assert speeds_note(got[:2]) == ""  # one machine: the table's header says which
     assert speeds_note(got) == ("Speeds timed on more than one machine: mnist on Xeon, 2 cores (`cmd`, after their "
                                 "FIDs); mnist-patch on EPYC, 2 cores.")
