@@ -286,8 +286,16 @@ def main() -> None:
     if args.merge:
         if args.no_timing:
             keep_speeds(rows, kept_rows(args.out, set()))
-        rows = kept_rows(args.out, {row_key(r) for r in rows}, {r["model"]: r["checkpoint_digest"] for r in rows}) + rows
+        kept = kept_rows(args.out, {row_key(r) for r in rows}, {r["model"]: r["checkpoint_digest"] for r in rows})
+        rows = with_speeds(kept, {}, command, "", table_machine(args.out)) + rows
     write_table(args.out, rows, grids, command, "Models, quality, energy and speed")
+
+
+def table_machine(out: Path) -> str:
+    """The machine named by the committed table's header (which timed its rows that name none themselves)."""
+    path = out.with_suffix(".json")
+    info = json.loads(path.read_text()).get("machine") if path.is_file() else None
+    return _machine(info) if info else "unknown"
 
 
 def cache_dir(ckpt) -> Path:
@@ -337,16 +345,19 @@ def refresh_costs(out: Path, command: str) -> None:
 def refresh_speeds(out: Path, checkpoints, steps: int, n_lava: int, command: str) -> None:
     """--refresh-speeds: time each checkpoint's runtimes once and give the speeds to its rows at ``steps`` (the
     speeds depend on neither N nor the model's name), FIDs and costs kept."""
+    if not out.with_suffix(".json").is_file():
+        sys.exit(f"{out.with_suffix('.json')}: no table to give speeds to; measure its rows first")
     old = json.loads(out.with_suffix(".json").read_text())
+    rows = [{"command": old["command"], **r} for r in old["rows"]]
+    measured = {(r.get("checkpoint_digest"), r["denoising_steps"]) for r in rows}
+    for ckpt in checkpoints:  # before the timing, which takes minutes
+        if (cache_dir(ckpt).name, steps) not in measured:
+            sys.exit(f"{out}: no row measures {ckpt} at {steps} DDIM steps; nothing to give its speeds to")
     timed = {}
     for ckpt in checkpoints:
         model, schedule, _raw = load_model(ckpt)
         timed[(cache_dir(ckpt).name, steps)] = speeds(model, schedule, steps, n_lava)
-    rows = [{"command": old["command"], **r} for r in old["rows"]]
-    if not any((r.get("checkpoint_digest"), r["denoising_steps"]) in timed for r in rows):
-        sys.exit(f"{out}: no row measures {', '.join(map(str, checkpoints))} at {steps} DDIM steps; nothing to time")
-    before = old.get("machine", {})
-    rows = with_speeds(rows, timed, command, _machine(machine_info()), _machine(before) if before else "unknown")
+    rows = with_speeds(rows, timed, command, _machine(machine_info()), table_machine(out))
     write_table(out, rows, {}, command, "Models, quality, energy and speed")
 
 
