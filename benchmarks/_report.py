@@ -27,6 +27,11 @@ def machine_info() -> dict:
             "torch": torch.__version__, "platform": platform.platform()}
 
 
+def machine_name(info: dict) -> str:
+    """The CPU and its cores, as a report's header names the machine (``machine_info``'s dict)."""
+    return f"{info['cpu']}, {info['cores']} cores"
+
+
 def write_report(out: Path, title: str, payload: dict, body: list[str]) -> None:
     """out.json = {command, machine, **payload}; out (markdown) = title, command, machine, then body lines."""
     command = "python " + " ".join(sys.argv)
@@ -34,7 +39,7 @@ def write_report(out: Path, title: str, payload: dict, body: list[str]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"command": command, "machine": machine, **payload}, indent=2) + "\n")
     head = [f"# {title}", "", f"Command: `{command}`  ",
-            f"Machine: {machine['cpu']}, {machine['cores']} cores, Python {machine['python']}, torch {machine['torch']}",
+            f"Machine: {machine_name(machine)}, Python {machine['python']}, torch {machine['torch']}",
             ""]
     out.write_text("\n".join(head + body) + "\n")
     print(f"wrote {out} and {out.with_suffix('.json')}")

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _report import machine_info, write_report
+from _report import machine_info, machine_name, write_report
 
 from spikediff.checkpoint import SHIPPED_MODELS, load_model, resolve, trained_on, trained_steps
 from spikediff.diffusion import kinds
@@ -141,17 +141,19 @@ def keep_speeds(rows: list, old: list) -> None:
 def with_speeds(rows: list, timed: dict, command: str, machine: str, earlier_machine: str) -> list:
     """--refresh-speeds: the rows with the speeds timed now ({(checkpoint digest, DDIM steps): speeds}) where they
     measure that checkpoint at those steps (any N, any name), each marked with the command and machine that
-    timed them; the other rows as they were, their speeds marked with ``earlier_machine`` (the table's until now)
-    where they have speeds and no machine yet, since the table's header will name this run's machine."""
+    timed them; the other rows as ``stamp_machine`` leaves them (``earlier_machine``: the table's until now)."""
     def retimed(r):
         key = (r.get("checkpoint_digest"), r["denoising_steps"])
-        if key in timed:
-            return {**r, **timed[key], "speeds_command": command, "speeds_machine": machine}
-        if r.get("lava_s_per_image") is not None and "speeds_machine" not in r:
-            return {**r, "speeds_machine": earlier_machine}
-        return r
+        return {**r, **timed[key], "speeds_command": command, "speeds_machine": machine} if key in timed else r
 
-    return [retimed(r) for r in rows]
+    return stamp_machine([retimed(r) for r in rows], earlier_machine)
+
+
+def stamp_machine(rows: list, machine: str) -> list:
+    """The rows, those with speeds but no machine of their own marked as timed on ``machine``: the table they come
+    from named it in its header, which the table written now will not."""
+    return [{**r, "speeds_machine": machine}
+            if r.get("lava_s_per_image") is not None and "speeds_machine" not in r else r for r in rows]
 
 
 def _opt(value) -> str:
@@ -287,15 +289,14 @@ def main() -> None:
         if args.no_timing:
             keep_speeds(rows, kept_rows(args.out, set()))
         kept = kept_rows(args.out, {row_key(r) for r in rows}, {r["model"]: r["checkpoint_digest"] for r in rows})
-        rows = with_speeds(kept, {}, command, "", table_machine(args.out)) + rows
+        path = args.out.with_suffix(".json")
+        rows = stamp_machine(kept, table_machine(json.loads(path.read_text())) if path.is_file() else "unknown") + rows
     write_table(args.out, rows, grids, command, "Models, quality, energy and speed")
 
 
-def table_machine(out: Path) -> str:
-    """The machine named by the committed table's header (which timed its rows that name none themselves)."""
-    path = out.with_suffix(".json")
-    info = json.loads(path.read_text()).get("machine") if path.is_file() else None
-    return _machine(info) if info else "unknown"
+def table_machine(table: dict) -> str:
+    """The machine named by a committed table's header (which timed its rows that name none themselves)."""
+    return machine_name(table["machine"]) if table.get("machine") else "unknown"
 
 
 def cache_dir(ckpt) -> Path:
@@ -350,19 +351,16 @@ def refresh_speeds(out: Path, checkpoints, steps: int, n_lava: int, command: str
     old = json.loads(out.with_suffix(".json").read_text())
     rows = [{"command": old["command"], **r} for r in old["rows"]]
     measured = {(r.get("checkpoint_digest"), r["denoising_steps"]) for r in rows}
-    for ckpt in checkpoints:  # before the timing, which takes minutes
-        if (cache_dir(ckpt).name, steps) not in measured:
+    digests = {ckpt: cache_dir(ckpt).name for ckpt in checkpoints}
+    for ckpt, digest in digests.items():  # before the timing, which takes minutes
+        if (digest, steps) not in measured:
             sys.exit(f"{out}: no row measures {ckpt} at {steps} DDIM steps; nothing to give its speeds to")
     timed = {}
-    for ckpt in checkpoints:
+    for ckpt, digest in digests.items():
         model, schedule, _raw = load_model(ckpt)
-        timed[(cache_dir(ckpt).name, steps)] = speeds(model, schedule, steps, n_lava)
-    rows = with_speeds(rows, timed, command, _machine(machine_info()), table_machine(out))
+        timed[(digest, steps)] = speeds(model, schedule, steps, n_lava)
+    rows = with_speeds(rows, timed, command, machine_name(machine_info()), table_machine(old))
     write_table(out, rows, {}, command, "Models, quality, energy and speed")
-
-
-def _machine(info: dict) -> str:
-    return f"{info['cpu']}, {info['cores']} cores"
 
 
 def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, command: str,
@@ -375,7 +373,7 @@ def measure(name: str, ckpt, n, ref_n, steps: int, backends: list, n_lava: int, 
     # every network of the sampler: an image costs the loop network's runs and a decoder's pass
     cost = cost_fields(model, schedule, cache / "report", steps, ckpt)
     if timing:
-        speed = {**speeds(model, schedule, steps, n_lava), "speeds_machine": _machine(machine_info())}
+        speed = {**speeds(model, schedule, steps, n_lava), "speeds_machine": machine_name(machine_info())}
     else:
         speed = dict.fromkeys(SPEEDS)
     rows, grids = [], {}

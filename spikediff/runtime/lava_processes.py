@@ -192,17 +192,17 @@ class PyConvFixedTorch(PyConvModelFixed):
     24-bit wrap-around as Lava's model. ``session.run_config`` selects it for the CPU simulator in fixed point."""
 
     def run_spk(self) -> None:
-        import torch
-
         self.a_out.send(self.a_buf)
         s_in = self.s_in.recv()
         if self.num_message_bits.item() <= 0:
             s_in = s_in.astype(bool)
-        self.a_buf = self.clamp_precision(self._conv(torch, s_in))
+        self.a_buf = self.clamp_precision(self._conv(s_in))
 
-    def _conv(self, torch, s_in: np.ndarray) -> np.ndarray:
+    def _conv(self, s_in: np.ndarray) -> np.ndarray:
         """Lava's layout is (x, y, channel) and its weight (out, kx, ky, in) in convolution (not correlation)
         order; torch wants (channel, y, x) and correlates, hence the transposes and the flipped kernel."""
+        import torch
+
         # copies, not views: numpy calls a flipped axis of length 1 contiguous, torch refuses its negative stride
         w = torch.from_numpy(np.asarray(self.weight, dtype=np.float64)[:, ::-1, ::-1].transpose(0, 3, 2, 1).copy())
         x = torch.from_numpy(np.asarray(s_in, dtype=np.float64).transpose(2, 1, 0).copy())

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import warnings
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from .. import RunFailure, SpikediffError
 
@@ -161,7 +161,7 @@ def lava_session(process, run_cfg):
     def run(num_steps: int) -> None:
         if not interrupted:
             try:
-                with watch or _nothing():
+                with watch or nullcontext():
                     process.run(condition=RunSteps(num_steps=num_steps), run_cfg=run_cfg)
             except _WorkerDied as exc:
                 failed.append(True)
@@ -201,11 +201,6 @@ def lava_session(process, run_cfg):
         torch.set_num_threads(threads)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-
-
-@contextmanager
-def _nothing():
-    yield
 
 
 class _WorkerDied(Exception):
